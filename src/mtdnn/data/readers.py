@@ -1,0 +1,363 @@
+"""Readers: one split of a task -> a ``RawSplit`` of texts and labels.
+
+Local files (GLUE TSV with its quirks, CSV, JSON lines, parquet) and Hugging Face ``datasets``
+sources. Every problem a file can have becomes a ``DataError`` naming the file, the line and the
+field; rows without a gold label are dropped and counted, never silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import DataError
+from ..tasks.schema import Columns, SplitDef, TaskDef
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTED_BAD_ROWS = 5
+
+
+@dataclass
+class RawSplit:
+    """Parallel lists, one entry per kept row. ``labels`` are label names (classification,
+    ranking), floats (regression) or None (unlabeled split)."""
+
+    task: str
+    split: str
+    source: str
+    ids: list[str] = field(default_factory=list)
+    text_a: list[str] = field(default_factory=list)
+    text_b: list[str | None] = field(default_factory=list)
+    labels: list[Any] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    dropped_unlabeled: int = 0
+
+    def __len__(self) -> int:
+        return len(self.text_a)
+
+    def select(self, keep: list[int]) -> "RawSplit":
+        out = RawSplit(self.task, self.split, self.source, dropped_unlabeled=self.dropped_unlabeled)
+        for name in ("ids", "text_a", "text_b", "labels", "lines"):
+            src = getattr(self, name)
+            setattr(out, name, [src[i] for i in keep])
+        return out
+
+
+class _BadRows:
+    """Collects row-level problems so that one error reports the first few and the count."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.items: list[tuple[int | None, str, str]] = []
+
+    def add(self, line: int | None, fld: str, message: str) -> None:
+        self.items.append((line, fld, message))
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        line, fld, message = self.items[0]
+        extra = ""
+        if len(self.items) > 1:
+            shown = ", ".join(str(i[0]) for i in self.items[:MAX_REPORTED_BAD_ROWS])
+            more = " ..." if len(self.items) > MAX_REPORTED_BAD_ROWS else ""
+            extra = f" ({len(self.items)} bad rows in all, at lines {shown}{more})"
+        raise DataError(message + extra, path=self.source, line=line, field=fld)
+
+
+def data_dir_default() -> Path:
+    """``$MTDNN_DATA_DIR``, else ``../shared/data`` where it exists, else ``./data``."""
+    env = os.environ.get("MTDNN_DATA_DIR")
+    if env:
+        return Path(env)
+    for cand in (Path("../shared/data"), Path(__file__).resolve().parents[4] / "shared" / "data"):
+        if cand.is_dir():
+            return cand
+    return Path("data")
+
+
+# ---------------------------------------------------------------------------- file decoding
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError("empty file", path=str(path))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"bytes that are not UTF-8 (byte offset {e.start})", path=str(path), line=line) from None
+    if text.startswith("\ufeff"):  # MRPC's BOM
+        text = text[1:]
+    return text
+
+
+def _tsv_rows(path: Path, header: bool) -> tuple[list[str] | None, Iterator[tuple[int, list[str]]]]:
+    """GLUE TSV: quoting off, CRLF tolerated, no trailing newline tolerated."""
+    lines = _decode(path).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    names = lines[0].split("\t") if header else None
+    start = 1 if header else 0
+    width = len(names) if names is not None else len(lines[0].split("\t"))
+    bad = _BadRows(str(path))
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        for n, ln in enumerate(lines[start:], start=start + 1):
+            cells = ln.split("\t")
+            if len(cells) != width:
+                bad.add(n, "columns", f"{len(cells)} columns where {width} were expected")
+                continue
+            yield n, cells
+        bad.raise_if_any()
+
+    return names, rows()
+
+
+def _csv_rows(path: Path, header: bool) -> tuple[list[str] | None, Iterator[tuple[int, list[str]]]]:
+    text = _decode(path)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        names = next(reader) if header else None
+    except csv.Error as e:
+        raise DataError(f"malformed CSV: {e}", path=str(path), line=1) from None
+    bad = _BadRows(str(path))
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        width = len(names) if names is not None else None
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                raise DataError(f"malformed CSV: {e}", path=str(path), line=reader.line_num) from None
+            if not cells:
+                continue
+            w = width if width is not None else len(cells)
+            width = w
+            if len(cells) != w:
+                bad.add(reader.line_num, "columns", f"{len(cells)} columns where {w} were expected")
+                continue
+            yield reader.line_num, cells
+        bad.raise_if_any()
+
+    return names, rows()
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    for n, ln in enumerate(_decode(path).split("\n"), start=1):
+        if not ln.strip():
+            continue
+        try:
+            rec = json.loads(ln)
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON: {e.msg}", path=str(path), line=n) from None
+        if not isinstance(rec, dict):
+            raise DataError("a JSON-lines row must be an object", path=str(path), line=n)
+        yield n, rec
+
+
+def _hub_records(src: Any, source: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - datasets is a dependency
+        raise DataError(f"the 'datasets' package is needed: {e}", path=source) from None
+    try:
+        ds = datasets.load_dataset(src.path, src.name, split=src.split, data_files=src.data_files)
+    except Exception as e:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"cannot load with datasets ({type(e).__name__}: {msg})", path=source) from None
+    for n, rec in enumerate(ds, start=1):
+        yield n, rec
+
+
+# ---------------------------------------------------------------------------- column access
+def _cell_getter(names: list[str] | None, col: str | int, source: str, fld: str) -> Callable[[list[str]], str]:
+    if isinstance(col, int):
+        return lambda cells: cells[col] if col < len(cells) else _missing_index(col, source, fld)
+    if names is None:
+        raise DataError(f"column '{col}' named, but the file has no header (use a 0-based index)",
+                        path=source, field=fld)
+    if col not in names:
+        raise DataError(f"column '{col}' not in the header ({', '.join(names)})", path=source, line=1, field=fld)
+    idx = names.index(col)
+    return lambda cells: cells[idx]
+
+
+def _missing_index(col: int, source: str, fld: str) -> str:
+    raise DataError(f"column index {col} is beyond the row", path=source, field=fld)
+
+
+def _records_from_table(names: list[str] | None, rows: Iterator[tuple[int, list[str]]],
+                        cols: Columns, source: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    getters = {f: _cell_getter(names, c, source, f) for f, c in cols.model_dump().items() if c is not None}
+    for n, cells in rows:
+        yield n, {f: g(cells) for f, g in getters.items()}
+
+
+def _records_from_mapping(recs: Iterator[tuple[int, dict[str, Any]]], cols: Columns,
+                          source: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    wanted = {f: c for f, c in cols.model_dump().items() if c is not None}
+    for n, rec in recs:
+        out = {}
+        for f, c in wanted.items():
+            if c not in rec:
+                raise DataError(f"column '{c}' missing from the record", path=source, line=n, field=f)
+            out[f] = rec[c]
+        yield n, out
+
+
+# ---------------------------------------------------------------------------- the reader
+def resolve_path(split: SplitDef, data_dir: Path) -> Path | None:
+    if split.path is None:
+        return None
+    p = Path(split.path)
+    return p if p.is_absolute() else Path(data_dir) / p
+
+
+def _open_source(task: TaskDef, name: str, split: SplitDef, data_dir: Path,
+                 allow_hub: bool) -> tuple[str, Columns, Iterator[tuple[int, dict[str, Any]]], bool]:
+    """Pick the local file, else the hub fallback. Returns (source, columns, records, from_hub)."""
+    path = resolve_path(split, data_dir)
+    if path is not None and path.is_file():
+        source = str(path)
+        if split.format == "tsv":
+            names, rows = _tsv_rows(path, split.header)
+            return source, split.columns, _records_from_table(names, rows, split.columns, source), False
+        if split.format == "csv":
+            names, rows = _csv_rows(path, split.header)
+            return source, split.columns, _records_from_table(names, rows, split.columns, source), False
+        if split.format == "jsonl":
+            return source, split.columns, _records_from_mapping(_jsonl_records(path), split.columns, source), False
+        if split.format == "parquet":
+            from ..tasks.schema import HubSource
+            hub = HubSource(path="parquet", split="train", data_files=str(path))
+            return source, split.columns, _records_from_mapping(_hub_records(hub, source), split.columns, source), True
+    if split.hub is not None and allow_hub:
+        source = f"{split.hub.path}" + (f"/{split.hub.name}" if split.hub.name else "") + f":{split.hub.split}"
+        cols = split.hub_columns or split.columns
+        if path is not None:
+            log.info("%s/%s: %s not found, loading %s through datasets", task.name, name, path, source)
+        return source, cols, _records_from_mapping(_hub_records(split.hub, source), cols, source), True
+    if path is None:
+        raise DataError(f"task '{task.name}' split '{name}' has no local file and hub loading is off")
+    hint = ""
+    if split.hub is not None:
+        hint = (f"; with internet, mtdnn loads it from the Hugging Face hub ({split.hub.path}"
+                + (f", {split.hub.name}" if split.hub.name else "") + ") when HF_DATASETS_OFFLINE is unset")
+        if split.hub.path == "nyu-mll/glue":
+            hint += ", or download GLUE (e.g. GLUE's download_glue_data.py) into the data dir"
+    where = "data directory not found" if not Path(data_dir).is_dir() else "file not found"
+    raise DataError(f"{where} (task '{task.name}', split '{name}'; set --data-dir or MTDNN_DATA_DIR){hint}",
+                    path=str(path))
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def read_split(task: TaskDef, name: str, data_dir: str | Path, *, allow_hub: bool = True) -> RawSplit:
+    """Read one split of a task, validating every row."""
+    if name not in task.splits:
+        raise DataError(f"task '{task.name}' has no split '{name}' (it has: {', '.join(task.splits)})")
+    split = task.splits[name]
+    source, cols, records, from_hub = _open_source(task, name, split, Path(data_dir), allow_hub)
+    out = RawSplit(task.name, name, source)
+    bad = _BadRows(source)
+    labeled = split.labeled
+    for n, rec in records:
+        a = _as_text(rec.get("text_a"))
+        b = _as_text(rec.get("text_b")) if cols.text_b is not None else None
+        if a is None:
+            bad.add(n, "text_a", "empty text")
+            continue
+        if cols.text_b is not None and b is None:
+            bad.add(n, "text_b", "empty text")
+            continue
+        label: Any = None
+        if labeled:
+            raw = rec.get("label")
+            label, problem = _parse_label(task, split, raw, from_hub)
+            if problem == "missing":
+                out.dropped_unlabeled += 1
+                continue
+            if problem:
+                bad.add(n, "label", problem)
+                continue
+        uid = _as_text(rec.get("id")) if cols.id is not None else None
+        out.ids.append(uid if uid is not None else str(len(out.ids)))
+        out.text_a.append(a)
+        out.text_b.append(b)
+        out.labels.append(label)
+        out.lines.append(n)
+    bad.raise_if_any()
+    if len(out) == 0:
+        raise DataError(f"no usable rows (task '{task.name}', split '{name}'; "
+                        f"{out.dropped_unlabeled} rows without a gold label)", path=source)
+    if out.dropped_unlabeled:
+        log.warning("%s/%s: dropped %d rows without a gold label (%s)", task.name, name,
+                    out.dropped_unlabeled, source)
+    if task.type == "ranking" and labeled:
+        out = _check_ranking_groups(task, split, out)
+    return out
+
+
+def _parse_label(task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
+    """-> (label, problem); problem is None, 'missing', or a message."""
+    if task.type == "regression":
+        if raw is None or (isinstance(raw, str) and raw.strip() in split.missing_labels):
+            return None, "missing"
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            return None, f"score '{raw}' is not a number"
+        if not math.isfinite(value):
+            return None, f"score '{raw}' is not a finite number"
+        return value, None
+    if from_hub and isinstance(raw, int) and not isinstance(raw, bool):
+        if raw < 0:
+            return None, "missing"
+        if raw >= len(task.labels):
+            return None, f"label index {raw} outside 0..{len(task.labels) - 1}"
+        return task.labels[raw], None
+    text = _as_text(raw)
+    text = text.strip() if text is not None else ""
+    text = split.label_map.get(text, text)
+    if text in split.missing_labels:
+        return None, "missing"
+    if text not in task.labels:
+        return None, f"unknown label '{text}' (expected one of: {', '.join(task.labels)})"
+    return text, None
+
+
+def _check_ranking_groups(task: TaskDef, split: SplitDef, raw: RawSplit) -> RawSplit:
+    """Every training group needs a positive answer (labels[0]); error or drop by the task's rule."""
+    positive = task.labels[0]
+    groups: dict[str, list[int]] = {}
+    for i, q in enumerate(raw.text_a):
+        groups.setdefault(q, []).append(i)
+    no_pos = [idx for idx in groups.values() if not any(raw.labels[i] == positive for i in idx)]
+    if not no_pos or split.role != "train":
+        return raw
+    if task.ranking_no_positive == "error":
+        first = no_pos[0][0]
+        raise DataError(f"ranking group (question '{raw.text_a[first][:60]}') has no positive answer "
+                        f"'{positive}' ({len(no_pos)} such groups)", path=raw.source,
+                        line=raw.lines[first], field="label")
+    drop = {i for idx in no_pos for i in idx}
+    log.warning("%s/%s: dropped %d ranking groups (%d rows) without a positive answer",
+                task.name, raw.split, len(no_pos), len(drop))
+    return raw.select([i for i in range(len(raw)) if i not in drop])

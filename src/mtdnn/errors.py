@@ -1,0 +1,34 @@
+"""The one exception type for problems a user can cause.
+
+The CLI prints its message on one line and exits non-zero; everything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class MtdnnError(Exception):
+    """A problem with the user's input, configuration or files, worded for people."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 field: str | None = None) -> None:
+        where = []
+        if path is not None:
+            where.append(str(path) + (f":{line}" if line is not None else ""))
+        if field is not None:
+            where.append(f"field '{field}'")
+        prefix = (", ".join(where) + ": ") if where else ""
+        super().__init__(prefix + message)
+        self.path, self.line, self.field = path, line, field
+
+
+class DataError(MtdnnError):
+    """Bad or missing data files and rows."""
+
+
+class ConfigError(MtdnnError):
+    """Bad run configuration or task definition."""
+
+
+class CheckpointError(MtdnnError):
+    """A run directory or weights file that cannot be used."""

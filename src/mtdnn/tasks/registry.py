@@ -1,0 +1,58 @@
+"""Built-in task definitions plus the user's own YAML files, looked up by name."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+
+from ..errors import ConfigError
+from .schema import TaskDef, load_task_file, parse_task
+
+
+def builtin_tasks() -> dict[str, TaskDef]:
+    tasks: dict[str, TaskDef] = {}
+    folder = resources.files("mtdnn.tasks") / "builtin"
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            task = parse_task(yaml.safe_load(entry.read_text(encoding="utf-8")), f"builtin:{entry.name}")
+            tasks[task.name] = task
+    return tasks
+
+
+class TaskRegistry:
+    """Name -> TaskDef. User files override built-ins of the same name."""
+
+    def __init__(self, task_files: Iterable[str | Path] = ()) -> None:
+        self._tasks = builtin_tasks()
+        self._origin = {name: "built-in" for name in self._tasks}
+        for f in task_files:
+            for task in load_task_file(f):
+                self._tasks[task.name] = task
+                self._origin[task.name] = str(f)
+
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
+
+    def origin(self, name: str) -> str:
+        return self._origin[name]
+
+    def get(self, name: str) -> TaskDef:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise ConfigError(f"unknown task '{name}'; known tasks: {', '.join(self.names())} "
+                              "(add your own with --task-file FILE.yaml)", field="tasks") from None
+
+    def resolve(self, names: Iterable[str]) -> list[TaskDef]:
+        tasks = [self.get(n) for n in names]
+        chosen = {t.name for t in tasks}
+        for t in tasks:
+            if t.head_from is not None and t.head_from not in chosen:
+                raise ConfigError(f"task '{t.name}' is evaluated with the head of '{t.head_from}': "
+                                  f"add '{t.head_from}' to the tasks", field="tasks")
+        if len(chosen) != len(tasks):
+            raise ConfigError("a task is listed twice", field="tasks")
+        return tasks

@@ -1,0 +1,225 @@
+"""The task definition (TaskDef): everything mtdnn knows about a task is data in this schema.
+
+A task is written as YAML (see ``tasks/builtin/*.yaml`` and docs/tasks.md)::
+
+    name: rte
+    type: classification          # classification | regression | ranking
+    input: pair                   # single | pair | ranking (question + candidate answers)
+    labels: [entailment, not_entailment]
+    metrics: [accuracy]
+    head: {kind: san, steps: 5, step_dropout: 0.1}
+    dropout: 0.1
+    splits:
+      train: {path: glue/RTE/train.tsv, format: tsv, columns: {text_a: sentence1, text_b: sentence2, label: label}}
+      dev:   {path: glue/RTE/dev.tsv,   format: tsv, columns: {...}}
+      test:  {path: glue/RTE/test.tsv,  format: tsv, role: test, labeled: false, columns: {id: index, ...}}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import ConfigError
+
+TaskType = Literal["classification", "regression", "ranking"]
+InputKind = Literal["single", "pair", "ranking"]
+Metric = Literal["accuracy", "f1", "mcc", "pearson", "spearman"]
+LossKind = Literal["cross_entropy", "mse", "ranking_softmax"]
+
+DEFAULT_LOSS: dict[str, str] = {
+    "classification": "cross_entropy",
+    "regression": "mse",
+    "ranking": "ranking_softmax",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Columns(_Strict):
+    """Where each field of an example lives in a file: a column name, or a 0-based index for files
+    without a header. ``group`` (ranking only) says which column groups candidates of one question;
+    it defaults to ``text_a`` (the question)."""
+
+    text_a: str | int
+    text_b: str | int | None = None
+    label: str | int | None = None
+    id: str | int | None = None
+    group: str | int | None = None
+
+
+class HubSource(_Strict):
+    """A Hugging Face ``datasets`` source: ``load_dataset(path, name, split=split, data_files=...)``.
+
+    Works for hub names (``nyu-mll/glue``) and for local files through the generic builders
+    (``path: parquet`` with ``data_files``)."""
+
+    path: str
+    name: str | None = None
+    split: str = "train"
+    data_files: str | list[str] | None = None
+
+
+class SplitDef(_Strict):
+    """One split of a task: a local file (``path`` relative to the data dir, or absolute) and/or a
+    ``hub`` source. When both are given, the local file wins and the hub is the fallback."""
+
+    path: str | None = None
+    format: Literal["tsv", "csv", "jsonl", "parquet"] = "tsv"
+    header: bool = True
+    columns: Columns
+    hub: HubSource | None = None
+    hub_columns: Columns | None = None
+    role: Literal["train", "dev", "test"] = "dev"
+    labeled: bool = True
+    # raw label value -> label name, for files that store labels as codes ("0"/"1")
+    label_map: dict[str, str] = Field(default_factory=dict)
+    # label values that mean "no gold label": such rows are dropped with a count in the log
+    missing_labels: list[str] = Field(default_factory=lambda: ["-", ""])
+    # name of the GLUE submission file written for this split (test splits)
+    submission: str | None = None
+
+    @model_validator(mode="after")
+    def _has_source(self) -> "SplitDef":
+        if self.path is None and self.hub is None:
+            raise ValueError("a split needs 'path' or 'hub'")
+        if self.labeled and self.columns.label is None:
+            raise ValueError("a labeled split needs columns.label")
+        return self
+
+
+class HeadDef(_Strict):
+    """The task-specific output module. ``linear``: dropout + linear on [CLS].
+    ``san``: the stochastic answer network (pair classification only)."""
+
+    kind: Literal["linear", "san"] = "linear"
+    steps: int = Field(5, ge=1, le=20)
+    step_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    memory_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class TaskDef(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    type: TaskType
+    input: InputKind = "pair"
+    labels: list[str] = Field(default_factory=list)
+    metrics: list[Metric] = Field(default_factory=lambda: ["accuracy"])
+    head: HeadDef = Field(default_factory=HeadDef)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    loss: LossKind | None = None
+    splits: dict[str, SplitDef]
+    # ranking: what to do with a training group that has no positive answer
+    ranking_no_positive: Literal["error", "drop"] = "error"
+    # ranking: gamma of P(A+|Q) = softmax(gamma * score); labels are [positive, negative]
+    ranking_gamma: float = Field(1.0, gt=0.0)
+    # a test-only task evaluated with another task's head (GLUE AX uses MNLI's)
+    head_from: str | None = None
+    description: str = ""
+
+    @field_validator("splits")
+    @classmethod
+    def _splits_not_empty(cls, v: dict[str, SplitDef]) -> dict[str, SplitDef]:
+        if not v:
+            raise ValueError("a task needs at least one split")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TaskDef":
+        if self.type == "classification" and len(self.labels) < 2:
+            raise ValueError("a classification task needs at least 2 labels")
+        if self.type == "ranking":
+            if self.input != "ranking":
+                raise ValueError("a ranking task needs input: ranking")
+            if len(self.labels) != 2:
+                raise ValueError("a ranking task needs labels: [positive_label, negative_label]")
+        if self.type == "regression" and self.labels:
+            raise ValueError("a regression task has no labels")
+        if self.head.kind == "san" and (self.type != "classification" or self.input != "pair"):
+            raise ValueError("head kind 'san' needs type: classification and input: pair")
+        loss = self.loss or DEFAULT_LOSS[self.type]
+        if loss != DEFAULT_LOSS[self.type]:
+            raise ValueError(f"loss '{loss}' does not fit type '{self.type}' "
+                             f"(expected '{DEFAULT_LOSS[self.type]}')")
+        if self.input != "single":
+            for name, split in self.splits.items():
+                if split.columns.text_b is None:
+                    raise ValueError(f"split '{name}': input '{self.input}' needs columns.text_b")
+        if self.head_from is None and not any(s.role == "train" for s in self.splits.values()):
+            raise ValueError("a task needs a split with role: train (or head_from another task)")
+        return self
+
+    # ---- derived views -------------------------------------------------------------
+    @property
+    def loss_kind(self) -> str:
+        return self.loss or DEFAULT_LOSS[self.type]
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.labels) if self.type == "classification" else 1
+
+    def split_names(self, role: str) -> list[str]:
+        return [n for n, s in self.splits.items() if s.role == role]
+
+    @property
+    def eval_splits(self) -> list[str]:
+        """Labeled non-training splits, in definition order (the first dev split selects epochs)."""
+        return [n for n, s in self.splits.items() if s.role != "train" and s.labeled]
+
+    @property
+    def selection_split(self) -> str | None:
+        devs = [n for n in self.eval_splits if self.splits[n].role == "dev"]
+        return devs[0] if devs else None
+
+    def head_signature(self) -> dict[str, Any]:
+        """What must match for a trained head to be reused by another run (``--init-from``)."""
+        return {"type": self.type, "labels": list(self.labels), "head": self.head.model_dump(),
+                "num_outputs": self.num_outputs}
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "missing":
+            msg = "missing required field"
+        elif e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"field '{loc}': {msg}")
+    return "; ".join(parts)
+
+
+def parse_task(data: Any, source: str) -> TaskDef:
+    """Validate a task definition (a mapping); errors name the source and the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a task definition must be a mapping, got {type(data).__name__}",
+                          path=source)
+    try:
+        return TaskDef.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err), path=source) from None
+
+
+def load_task_file(path: str | Path) -> list[TaskDef]:
+    """Read one YAML file holding a task or a list of tasks (safe loader only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("task file not found", path=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (byte {e.start})", path=str(path)) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}", path=str(path), line=line) from None
+    if data is None:
+        raise ConfigError("empty task file", path=str(path))
+    items = data if isinstance(data, list) else [data]
+    return [parse_task(item, str(path)) for item in items]
