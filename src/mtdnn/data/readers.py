@@ -166,7 +166,7 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield n, rec
 
 
-def _hub_records(src: Any, source: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _hub_records(src: Any, source: str, hint: str = "") -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         import datasets
     except ImportError as e:  # pragma: no cover - datasets is a dependency
@@ -175,7 +175,7 @@ def _hub_records(src: Any, source: str) -> Iterator[tuple[int, dict[str, Any]]]:
         ds = datasets.load_dataset(src.path, src.name, split=src.split, data_files=src.data_files)
     except Exception as e:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"cannot load with datasets ({type(e).__name__}: {msg})", path=source) from None
+        raise DataError(f"cannot load with datasets ({type(e).__name__}: {msg}){hint}", path=source) from None
     for n, rec in enumerate(ds, start=1):
         yield n, rec
 
@@ -245,9 +245,11 @@ def _open_source(task: TaskDef, name: str, split: SplitDef, data_dir: Path,
     if split.hub is not None and allow_hub:
         source = f"{split.hub.path}" + (f"/{split.hub.name}" if split.hub.name else "") + f":{split.hub.split}"
         cols = split.hub_columns or split.columns
+        hint = ""
         if path is not None:
             log.info("%s/%s: %s not found, loading %s through datasets", task.name, name, path, source)
-        return source, cols, _records_from_mapping(_hub_records(split.hub, source), cols, source), True
+            hint = f"; the local file {path} is missing too (set --data-dir or MTDNN_DATA_DIR)"
+        return source, cols, _records_from_mapping(_hub_records(split.hub, source, hint), cols, source), True
     if path is None:
         raise DataError(f"task '{task.name}' split '{name}' has no local file and hub loading is off")
     hint = ""

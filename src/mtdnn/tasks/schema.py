@@ -95,12 +95,13 @@ class SplitDef(_Strict):
 
 class HeadDef(_Strict):
     """The task-specific output module. ``linear``: dropout + linear on [CLS].
-    ``san``: the stochastic answer network (pair classification only)."""
+    ``san``: the stochastic answer network (pair classification only): ``steps`` predictions
+    (K in the paper), whole steps dropped per example with rate ``step_dropout`` while training.
+    The task's ``dropout`` applies to the [CLS] vector (linear) or to the SAN memories."""
 
     kind: Literal["linear", "san"] = "linear"
     steps: int = Field(5, ge=1, le=20)
     step_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    memory_dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
 class TaskDef(_Strict):

@@ -1,0 +1,144 @@
+"""The Python API: train, and use a saved run (evaluate, predict).
+
+>>> import mtdnn
+>>> run_dir = mtdnn.train(mtdnn.make_config(overrides={"tasks": "rte,mrpc", "epochs": 1}))
+>>> run = mtdnn.load_run(run_dir)
+>>> run.evaluate()                                   # task -> split -> metric -> value
+>>> run.predict("rte", ["A man sleeps."], ["Nobody sleeps."])   # ['not_entailment']
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .data.pipeline import load_task_data
+from .data.readers import RawSplit, data_dir_default, read_split
+from .data.tokenized import tokenize_split
+from .errors import ConfigError
+from .evaluation import Predictions, predict, prediction_labels, score
+from .model.multitask import MultiTaskModel, encoder_from_config, load_tokenizer
+from .run_dir import RunDir, atomic_write
+from .runtime import pick_device
+from .tasks.schema import Columns, SplitDef, TaskDef
+from .training.setup import load_model_weights
+
+log = logging.getLogger(__name__)
+
+
+class Run:
+    """A trained run loaded from its directory, without the hub or the original encoder files."""
+
+    def __init__(self, path: str | Path, device: str = "auto", precision: str = "fp32") -> None:
+        self.dir = RunDir(path)
+        self.config = self.dir.read_config()
+        self.tasks = {t.name: t for t in self.dir.read_tasks()}
+        self.tokenizer = load_tokenizer(str(self.dir.encoder_dir))
+        self.device = pick_device(device)
+        self.precision = precision
+        self.model = MultiTaskModel(encoder_from_config(self.dir.encoder_dir), list(self.tasks.values()))
+        self.model.to(self.device)
+        self._loaded: Path | None = None
+
+    @property
+    def max_len(self) -> int:
+        return int(self.config["max_seq_len"])
+
+    def task(self, name: str) -> TaskDef:
+        if name not in self.tasks:
+            raise ConfigError(f"the run has no task '{name}' (it has: {', '.join(self.tasks)})", field="task")
+        return self.tasks[name]
+
+    def _use_weights_of(self, task: str) -> None:
+        path = self.dir.weights_for(self.model.head_name(task))
+        if path != self._loaded:
+            load_model_weights(self.model, path)
+            self._loaded = path
+
+    def _predict(self, task: TaskDef, raw: RawSplit, batch_size: int) -> tuple[Any, Predictions]:
+        self._use_weights_of(task.name)
+        tok = tokenize_split(task, raw, self.tokenizer, self.max_len, cache_dir=None)
+        return tok, predict(self.model, task, tok, batch_size=batch_size, device=self.device,
+                            precision=self.precision, pad_id=self.tokenizer.pad_token_id or 0)
+
+    def evaluate(self, tasks: Sequence[str] | None = None, data_dir: str | Path | None = None,
+                 batch_size: int = 128, max_eval_examples: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
+        """Metrics of every labeled dev/test split, each task with the epoch it keeps."""
+        chosen = [self.task(t) for t in (tasks or self.tasks)]
+        data = load_task_data(chosen, self.tokenizer, data_dir=data_dir or self.config.get("data_dir") or data_dir_default(),
+                              max_len=self.max_len, cache_dir=self.config.get("cache_dir"),
+                              max_eval_examples=max_eval_examples, allow_hub=self.config.get("allow_hub", True),
+                              with_train=False, with_tests=False)
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for name, td in data.items():
+            for split_name, split in td.evals.items():
+                self._use_weights_of(name)
+                preds = predict(self.model, td.task, split, batch_size=batch_size, device=self.device,
+                                precision=self.precision, pad_id=self.tokenizer.pad_token_id or 0)
+                out.setdefault(name, {})[split_name] = score(td.task, split, preds)
+        return out
+
+    def predict(self, task: str, text_a: Sequence[str], text_b: Sequence[str] | None = None,
+                batch_size: int = 128) -> list[Any]:
+        """Predicted label names (classification, ranking) or scores (regression) for raw texts.
+        For ranking tasks, rows with the same ``text_a`` (question) are one candidate group."""
+        t = self.task(task)
+        if t.input != "single" and text_b is None:
+            raise ConfigError(f"task '{task}' takes sentence pairs: give text_b", field="text_b")
+        raw = RawSplit(task, "predict", "<api>", ids=[str(i) for i in range(len(text_a))],
+                       text_a=list(text_a), text_b=list(text_b) if text_b is not None else [None] * len(text_a),
+                       labels=[None] * len(text_a), lines=list(range(1, len(text_a) + 1)))
+        _, preds = self._predict(t, raw, batch_size)
+        labels = prediction_labels(t, preds)
+        return [float(v) for v in labels] if t.type == "regression" else labels
+
+    def predict_file(self, task: str, input_path: str | Path, output_path: str | Path,
+                     text_a: str | int | None = None, text_b: str | int | None = None,
+                     id_column: str | int | None = None, batch_size: int = 128) -> int:
+        """Predict every row of a TSV/CSV/JSON-lines file and write ``index, prediction[, p(label)...]``
+        as TSV. Columns default to the task's own column names, else ``text_a``/``text_b``."""
+        t = self.task(task)
+        input_path = Path(input_path)
+        fmt = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(input_path.suffix, "tsv")
+        cols = _guess_columns(t, input_path, fmt, text_a, text_b, id_column)
+        split = SplitDef(path=str(input_path.resolve()), format=fmt, columns=cols, role="test", labeled=False)
+        probe = t.model_copy(update={"splits": {**t.splits, "predict": split}})
+        raw = read_split(probe, "predict", input_path.parent, allow_hub=False)
+        tok, preds = self._predict(t, raw, batch_size)
+        labels = prediction_labels(t, preds)
+        with atomic_write(output_path) as f:
+            extra = "".join(f"\tp_{name}" for name in t.labels) if t.type == "classification" else ""
+            f.write(f"index\tprediction{extra}\n")
+            for i, (uid, lab) in enumerate(zip(raw.ids, labels)):
+                probs = "".join(f"\t{p:.6f}" for p in preds.outputs[i]) if t.type == "classification" else ""
+                f.write(f"{uid}\t{lab}{probs}\n")
+        return len(labels)
+
+
+def _guess_columns(task: TaskDef, path: Path, fmt: str, a, b, idc) -> Columns:
+    if a is not None:
+        return Columns(text_a=a, text_b=b, id=idc)
+    header: list[str] = []
+    if fmt in ("tsv", "csv"):
+        from .data.readers import _decode
+        first = _decode(path).split("\n", 1)[0].rstrip("\r")
+        header = first.split("\t") if fmt == "tsv" else next(iter(__import__("csv").reader([first])), [])
+    candidates = [s.columns for s in task.splits.values()] + [
+        Columns(text_a="text_a", text_b="text_b" if task.input != "single" else None)]
+    for c in candidates:
+        names = [c.text_a] + ([c.text_b] if task.input != "single" else [])
+        if header and all(isinstance(n, str) and n in header for n in names):
+            return Columns(text_a=c.text_a, text_b=c.text_b if task.input != "single" else None,
+                           id=idc if idc is not None else (c.id if c.id in header else None))
+    if fmt == "jsonl" or not header:
+        return Columns(text_a="text_a", text_b="text_b" if task.input != "single" else None, id=idc)
+    raise ConfigError(f"cannot tell which columns hold the text (header: {', '.join(header)}); "
+                      "pass --text-a COLUMN [--text-b COLUMN]", path=str(path), field="columns")
+
+
+def load_run(path: str | Path, device: str = "auto", precision: str = "fp32") -> Run:
+    return Run(path, device=device, precision=precision)

@@ -1,0 +1,100 @@
+"""The run configuration: typed and validated. A YAML file gives values, command-line flags
+override them, and the resolved config is saved in the run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+from .tasks.schema import _format_validation_error
+
+
+class TrainConfig(BaseModel):
+    """Every knob of ``mtdnn train`` (defaults follow the paper where it gives one)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    tasks: list[str] = Field(min_length=1, description="task names, built-in or from task_files")
+    task_files: list[str] = Field(default_factory=list, description="YAML files with your own tasks")
+    data_dir: str | None = Field(None, description="root of the data files (default: $MTDNN_DATA_DIR or ../shared/data)")
+    encoder: str = Field("default", description="Hugging Face encoder name or path; 'default' = embedded all-MiniLM-L6-v2")
+    output_dir: str = "runs/mtdnn"
+    init_from: str | None = Field(None, description="a run dir whose encoder (and matching heads) start this run")
+    resume: bool = False
+
+    epochs: int = Field(5, ge=1, le=1000)
+    batch_size: int = Field(32, ge=1, le=65536)
+    eval_batch_size: int = Field(128, ge=1, le=65536)
+    lr: float = Field(5e-5, gt=0.0, le=1.0)
+    optimizer: Literal["adamax", "adamw"] = "adamax"
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0)
+    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    max_grad_norm: float = Field(1.0, ge=0.0)
+    grad_accum_steps: int = Field(1, ge=1, le=4096)
+    max_seq_len: int = Field(128, ge=8, le=65536)
+    max_train_examples: int | None = Field(None, ge=1, description="per task: a fixed random subset (subset_seed)")
+    max_eval_examples: int | None = Field(None, ge=1, description="per eval split: the first N rows (quick runs)")
+    subset_seed: int = Field(0, ge=0, description="seed of the --max-train-examples subset")
+    seed: int = Field(42, ge=0)
+    group_by_length: bool = True
+
+    selection: Literal["best", "last"] = Field("best", description="keep each task's best dev epoch, or the last")
+    predict_test: bool = Field(True, description="write GLUE submission files for test splits")
+    allow_hub: bool = Field(True, description="load missing built-in data through datasets from the hub")
+    cache_dir: str | None = Field(None, description="tokenised-data cache (default: $MTDNN_CACHE_DIR or ~/.cache/mtdnn)")
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads (default: torch's choice)")
+    compile: bool = False
+    num_workers: int = Field(0, ge=0, le=64)
+    log_every: int = Field(20, ge=1)
+    progress: bool = True
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _split_tasks(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [t.strip() for t in v.split(",") if t.strip()]
+        return v
+
+    @field_validator("task_files", mode="before")
+    @classmethod
+    def _split_files(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [t.strip() for t in v.split(",") if t.strip()]
+        return v
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", path=str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (byte {e.start})", path=str(path)) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}", path=str(path),
+                          line=mark.line + 1 if mark is not None else None) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("a config file must be a mapping of option: value", path=str(path))
+    return data
+
+
+def make_config(file_values: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+                source: str = "config") -> TrainConfig:
+    """Merge (file, then flags that were given) and validate; errors name the field."""
+    values = dict(file_values or {})
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err), path=source) from None

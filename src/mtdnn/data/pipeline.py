@@ -1,0 +1,75 @@
+"""From task definitions to tokenised splits: read, subset, tokenise (cached)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..tasks.schema import TaskDef
+from .readers import RawSplit, read_split
+from .tokenized import TokenizedSplit, default_cache_dir, tokenize_split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskData:
+    task: TaskDef
+    train: TokenizedSplit | None = None
+    evals: dict[str, TokenizedSplit] = field(default_factory=dict)   # labeled dev/test splits
+    tests: dict[str, TokenizedSplit] = field(default_factory=dict)   # unlabeled splits (submissions)
+
+
+def subset_rows(raw: RawSplit, n: int, seed: int, by_group: bool) -> RawSplit:
+    """A fixed random subset of ``n`` rows (or question groups), kept in file order."""
+    if by_group:
+        first: dict[str, int] = {}
+        gid = [first.setdefault(q, len(first)) for q in raw.text_a]
+        if n >= len(first):
+            return raw
+        chosen = set(np.random.default_rng(seed).choice(len(first), size=n, replace=False).tolist())
+        return raw.select([i for i, g in enumerate(gid) if g in chosen])
+    if n >= len(raw):
+        return raw
+    keep = np.sort(np.random.default_rng(seed).choice(len(raw), size=n, replace=False))
+    return raw.select(keep.tolist())
+
+
+def load_task_data(tasks: list[TaskDef], tokenizer, *, data_dir: str | Path, max_len: int,
+                   cache_dir: str | Path | None = None, max_train_examples: int | None = None,
+                   max_eval_examples: int | None = None, subset_seed: int = 0, allow_hub: bool = True,
+                   with_train: bool = True, with_tests: bool = True) -> dict[str, TaskData]:
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    out: dict[str, TaskData] = {}
+    for task in tasks:
+        td = TaskData(task)
+        for name, split in task.splits.items():
+            if split.role == "train" and not with_train:
+                continue
+            if split.role == "test" and not split.labeled and not with_tests:
+                continue
+            try:
+                raw = read_split(task, name, data_dir, allow_hub=allow_hub)
+            except DataError as e:
+                if split.role == "test" and not split.labeled:
+                    log.warning("%s/%s: no submission file will be written: %s", task.name, name, e)
+                    continue
+                raise
+            if split.role == "train" and max_train_examples:
+                raw = subset_rows(raw, max_train_examples, subset_seed, task.type == "ranking")
+            elif split.role != "train" and max_eval_examples and split.labeled:
+                raw = raw.select(list(range(min(max_eval_examples, len(raw)))))
+            tok = tokenize_split(task, raw, tokenizer, max_len, cache)
+            log.info("%s/%s: %d examples from %s", task.name, name, len(tok), raw.source)
+            if split.role == "train":
+                td.train = tok
+            elif split.labeled:
+                td.evals[name] = tok
+            else:
+                td.tests[name] = tok
+        out[task.name] = td
+    return out

@@ -1,0 +1,174 @@
+"""Tokenise a split once with the encoder's fast tokenizer and cache the result on disk.
+
+The cache key covers the tokenizer (its full serialised definition), the max length, the task's
+label set and the split's content (every text and label read), so changing any of them
+invalidates it. Caches are ``.npz`` files of plain integer arrays (loaded with
+``allow_pickle=False``) written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..tasks.schema import TaskDef
+from .readers import RawSplit
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = "1"
+# segment ids stored per token: 0 = first text, 1 = second text, 2 = special/other tokens
+SEG_SPECIAL = 2
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("MTDNN_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "mtdnn" / "tokenized"
+
+
+@dataclass
+class TokenizedSplit:
+    """Ragged token arrays (flat + offsets) and encoded labels of one split."""
+
+    task: str
+    split: str
+    ids: np.ndarray          # int32 flat token ids
+    type_ids: np.ndarray | None  # int8 flat token type ids (None: the tokenizer has none)
+    seg: np.ndarray          # int8 flat segment ids (0/1/2)
+    offsets: np.ndarray      # int64, len n+1
+    labels: np.ndarray       # int64 (classification, ranking: 1 = positive) / float32 (regression)
+    groups: np.ndarray       # int64 group id per row (ranking), else arange
+    uids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        s, e = self.offsets[i], self.offsets[i + 1]
+        tt = self.type_ids[s:e] if self.type_ids is not None else None
+        return self.ids[s:e], tt, self.seg[s:e]
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    h = hashlib.sha256(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    else:  # slow tokenizers: vocabulary and special tokens
+        h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
+    h.update(json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _content_hash(task: TaskDef, raw: RawSplit, max_len: int, tok_fp: str) -> str:
+    h = hashlib.sha256()
+    meta = {"v": CACHE_VERSION, "max_len": max_len, "tok": tok_fp, "type": task.type,
+            "labels": task.labels, "input": task.input}
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    for uid, a, b, y in zip(raw.ids, raw.text_a, raw.text_b, raw.labels):
+        h.update(f"{uid}\x1f{a}\x1f{b}\x1f{y}\x1e".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:32]
+
+
+def encode_labels(task: TaskDef, raw: RawSplit) -> tuple[np.ndarray, np.ndarray]:
+    n = len(raw)
+    if raw.labels and raw.labels[0] is None:
+        labels = np.full(n, -1, dtype=np.int64) if task.type != "regression" else np.full(n, np.nan, np.float32)
+    elif task.type == "regression":
+        labels = np.asarray(raw.labels, dtype=np.float32)
+    elif task.type == "ranking":
+        labels = np.asarray([1 if y == task.labels[0] else 0 for y in raw.labels], dtype=np.int64)
+    else:
+        index = {name: i for i, name in enumerate(task.labels)}
+        labels = np.asarray([index[y] for y in raw.labels], dtype=np.int64)
+    if task.type == "ranking":
+        first: dict[str, int] = {}
+        groups = np.asarray([first.setdefault(q, len(first)) for q in raw.text_a], dtype=np.int64)
+    else:
+        groups = np.arange(n, dtype=np.int64)
+    return labels, groups
+
+
+def tokenize_split(task: TaskDef, raw: RawSplit, tokenizer, max_len: int,
+                   cache_dir: str | Path | None = None) -> TokenizedSplit:
+    """Tokenise (or load from the cache) one split."""
+    tok_fp = tokenizer_fingerprint(tokenizer)
+    key = _content_hash(task, raw, max_len, tok_fp)
+    cache_path = None
+    if cache_dir is not None:
+        cache_path = Path(cache_dir) / f"{task.name}.{raw.split}.{key}.npz"
+        if cache_path.is_file():
+            try:
+                return _load(cache_path, task, raw)
+            except Exception as e:  # a damaged cache is rebuilt, not trusted
+                log.warning("ignoring unreadable cache %s (%s)", cache_path, e)
+    tok = _tokenize(task, raw, tokenizer, max_len)
+    if cache_path is not None:
+        _save(cache_path, tok)
+    return tok
+
+
+def _tokenize(task: TaskDef, raw: RawSplit, tokenizer, max_len: int) -> TokenizedSplit:
+    ids_l, tt_l, seg_l, lens = [], [], [], []
+    has_tt = None
+    step = 4096
+    for start in range(0, len(raw), step):
+        a = raw.text_a[start:start + step]
+        b = raw.text_b[start:start + step] if task.input != "single" else None
+        enc = tokenizer(a, b, truncation=True, max_length=max_len, padding=False,
+                        return_attention_mask=False)
+        if has_tt is None:
+            has_tt = "token_type_ids" in enc
+        for i, ids in enumerate(enc["input_ids"]):
+            seq = enc.sequence_ids(i) if enc.is_fast else _slow_sequence_ids(ids, enc, i)
+            ids_l.append(np.asarray(ids, dtype=np.int32))
+            seg_l.append(np.asarray([SEG_SPECIAL if s is None else s for s in seq], dtype=np.int8))
+            if has_tt:
+                tt_l.append(np.asarray(enc["token_type_ids"][i], dtype=np.int8))
+            lens.append(len(ids))
+    offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    labels, groups = encode_labels(task, raw)
+    return TokenizedSplit(task.name, raw.split, np.concatenate(ids_l), np.concatenate(tt_l) if has_tt else None,
+                          np.concatenate(seg_l), offsets, labels, groups, list(raw.ids))
+
+
+def _slow_sequence_ids(ids, enc, i):  # pragma: no cover - mtdnn asks for fast tokenizers
+    tt = enc.get("token_type_ids")
+    return list(tt[i]) if tt is not None else [0] * len(ids)
+
+
+def _save(path: Path, tok: TokenizedSplit) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = dict(ids=tok.ids, seg=tok.seg, offsets=tok.offsets, labels=tok.labels, groups=tok.groups)
+    if tok.type_ids is not None:
+        arrays["type_ids"] = tok.type_ids
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load(path: Path, task: TaskDef, raw: RawSplit) -> TokenizedSplit:
+    with np.load(path, allow_pickle=False) as z:
+        tt = z["type_ids"] if "type_ids" in z.files else None
+        out = TokenizedSplit(task.name, raw.split, z["ids"], tt, z["seg"], z["offsets"], z["labels"],
+                             z["groups"], list(raw.ids))
+    if len(out) != len(raw):
+        raise ValueError("row count differs from the data")
+    return out

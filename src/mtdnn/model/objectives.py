@@ -1,0 +1,55 @@
+"""Loss and prediction per task type. A head produces one tensor; these turn it into a loss
+(training) or predictions (evaluation), whatever the head."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def ranking_loss(scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor,
+                 gamma: float = 1.0) -> torch.Tensor:
+    """Pairwise ranking: for each question, -log( sum_{A+} exp(g s(A+)) / sum_{A'} exp(g s(A')) ),
+    averaged over the questions of the batch. ``groups`` holds a question id per row."""
+    uniq, inverse = torch.unique(groups, return_inverse=True)
+    z = gamma * scores.float()
+    neg_inf = torch.full((len(uniq),), float("-inf"), device=z.device)
+    all_lse = _scatter_logsumexp(z, inverse, neg_inf)
+    pos_z = z.masked_fill(labels != 1, float("-inf"))
+    pos_lse = _scatter_logsumexp(pos_z, inverse, neg_inf)
+    has_pos = torch.isfinite(pos_lse)
+    if not has_pos.any():
+        return z.sum() * 0.0
+    return (all_lse - pos_lse)[has_pos].mean()
+
+
+def _scatter_logsumexp(values: torch.Tensor, index: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
+    mx = init.clone().scatter_reduce(0, index, values, reduce="amax", include_self=True)
+    safe_mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+    summed = torch.zeros_like(mx).scatter_add(0, index, torch.exp(values - safe_mx[index]))
+    return summed.log() + safe_mx
+
+
+def task_loss(task_type: str, output: torch.Tensor, batch: dict[str, torch.Tensor],
+              gamma: float = 1.0) -> torch.Tensor:
+    labels = batch["labels"]
+    if task_type == "classification":
+        return F.cross_entropy(output.float(), labels)
+    if task_type == "regression":
+        return F.mse_loss(output.float().squeeze(-1), labels.float())
+    if task_type == "ranking":
+        return ranking_loss(output.squeeze(-1), labels, batch["groups"], gamma)
+    raise ValueError(task_type)
+
+
+def rank_predictions(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """1 for the best-scored candidate of each group, 0 for the others."""
+    uniq, inverse = torch.unique(groups, return_inverse=True)
+    best = torch.full((len(uniq),), float("-inf"), device=scores.device)
+    best = best.scatter_reduce(0, inverse, scores.float(), reduce="amax", include_self=True)
+    is_best = scores.float() >= best[inverse]
+    # ties: keep only the first row reaching the maximum in each group
+    first = torch.full((len(uniq),), len(scores), device=scores.device, dtype=torch.long)
+    pos = torch.arange(len(scores), device=scores.device)
+    first = first.scatter_reduce(0, inverse, torch.where(is_best, pos, len(scores)), reduce="amin")
+    return (pos == first[inverse]).long()

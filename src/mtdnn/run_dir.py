@@ -1,0 +1,139 @@
+"""What a run directory holds, and saving/loading it, in one place.
+
+::
+
+    RUN_DIR/
+      config.yaml              the resolved TrainConfig
+      tasks.yaml               the resolved task definitions
+      encoder/                 encoder config.json + tokenizer files (weights are in checkpoints)
+      checkpoints/epoch-N.safetensors   model weights (encoder + all heads), safetensors only
+      selection.json           {"tasks": {task: epoch}, "last": epoch}: which epoch each task keeps
+      metrics.json             task -> split -> metric -> value, for each task's kept epoch
+      history.jsonl            one JSON line per epoch (train losses, dev metrics, times)
+      tb/                      TensorBoard event files
+      submissions/*.tsv        GLUE submission files for test splits
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import yaml
+
+from .errors import CheckpointError
+from .tasks.schema import TaskDef, parse_task
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
+    """Write to a temporary file beside ``path`` and rename it into place: a crash never leaves a
+    half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with atomic_write(path) as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def save_weights(path: str | Path, model: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"format": "pt", **(metadata or {})})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("weights file not found", path=str(path))
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"unreadable or corrupt safetensors file ({str(e).splitlines()[0]})",
+                              path=str(path)) from None
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # ---- paths
+    config_file = property(lambda self: self.path / "config.yaml")
+    tasks_file = property(lambda self: self.path / "tasks.yaml")
+    encoder_dir = property(lambda self: self.path / "encoder")
+    metrics_file = property(lambda self: self.path / "metrics.json")
+    history_file = property(lambda self: self.path / "history.jsonl")
+    selection_file = property(lambda self: self.path / "selection.json")
+    tb_dir = property(lambda self: self.path / "tb")
+    submissions_dir = property(lambda self: self.path / "submissions")
+
+    def checkpoint(self, epoch: int) -> Path:
+        return self.path / "checkpoints" / f"epoch-{epoch}.safetensors"
+
+    # ---- writing
+    def write_setup(self, config: dict[str, Any], tasks: list[TaskDef], tokenizer, encoder_config) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.config_file) as f:
+            yaml.safe_dump(config, f, sort_keys=False)
+        with atomic_write(self.tasks_file) as f:
+            yaml.safe_dump([t.model_dump(mode="json", exclude_defaults=False) for t in tasks], f, sort_keys=False)
+        self.encoder_dir.mkdir(parents=True, exist_ok=True)
+        encoder_config.save_pretrained(str(self.encoder_dir))
+        tokenizer.save_pretrained(str(self.encoder_dir))
+
+    def append_history(self, record: dict[str, Any]) -> None:
+        with open(self.history_file, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # ---- reading
+    def _require(self, p: Path) -> Path:
+        if not p.exists():
+            raise CheckpointError(f"not a complete mtdnn run directory ({p.name} missing)", path=str(self.path))
+        return p
+
+    def read_config(self) -> dict[str, Any]:
+        return yaml.safe_load(self._require(self.config_file).read_text(encoding="utf-8"))
+
+    def read_tasks(self) -> list[TaskDef]:
+        data = yaml.safe_load(self._require(self.tasks_file).read_text(encoding="utf-8"))
+        return [parse_task(t, str(self.tasks_file)) for t in data]
+
+    def read_selection(self) -> dict[str, Any]:
+        return json.loads(self._require(self.selection_file).read_text(encoding="utf-8"))
+
+    def weights_for(self, task: str | None = None) -> Path:
+        """The checkpoint a task keeps (its best dev epoch), or the last epoch's."""
+        sel = self.read_selection()
+        epoch = sel["tasks"].get(task, sel["last"]) if task is not None else sel["last"]
+        return self._require(self.checkpoint(epoch))

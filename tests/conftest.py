@@ -1,0 +1,48 @@
+"""Shared fixtures: the real data dir, a tiny randomly initialised encoder, offline hub settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# tests never reach the hub: without these, a hub name takes 20-40 s of retries to fail
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from mtdnn.data.readers import data_dir_default  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = data_dir_default()
+    if not (d / "glue").is_dir():
+        pytest.fail(f"real data not found at {d}: set MTDNN_DATA_DIR to the shared data directory")
+    return d
+
+
+def make_tiny_encoder(path: Path, seed: int = 0) -> Path:
+    """A 2-layer BERT with hidden size 32 and the embedded MiniLM's tokenizer, randomly initialised."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from mtdnn.model.multitask import default_encoder_path
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=512)
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(str(path))
+    AutoTokenizer.from_pretrained(default_encoder_path()).save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    return str(make_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder")))
+
+
+@pytest.fixture()
+def cache_dir(tmp_path) -> str:
+    return str(tmp_path / "cache")
