@@ -103,6 +103,6 @@ class MultiTaskModel(nn.Module):
     def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.heads[self._head_of[task]](self.encode(batch), batch)
 
-    def loss(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss(self, task: str, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
         t = self.tasks[task]
-        return task_loss(t.type, self(task, batch), batch, t.ranking_gamma)
+        return task_loss(t.type, self(task, batch), batch, t.ranking_gamma, reduction)

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 
 def ranking_loss(scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor,
-                 gamma: float = 1.0) -> torch.Tensor:
+                 gamma: float = 1.0, reduction: str = "mean") -> torch.Tensor:
     """Pairwise ranking: for each question, -log( sum_{A+} exp(g s(A+)) / sum_{A'} exp(g s(A')) ),
-    averaged over the questions of the batch. ``groups`` holds a question id per row."""
+    averaged (or summed) over the questions of the batch. ``groups`` holds a question id per row."""
     uniq, inverse = torch.unique(groups, return_inverse=True)
     z = gamma * scores.float()
     neg_inf = torch.full((len(uniq),), float("-inf"), device=z.device)
@@ -20,7 +20,8 @@ def ranking_loss(scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tenso
     has_pos = torch.isfinite(pos_lse)
     if not has_pos.any():
         return z.sum() * 0.0
-    return (all_lse - pos_lse)[has_pos].mean()
+    per_group = (all_lse - pos_lse)[has_pos]
+    return per_group.sum() if reduction == "sum" else per_group.mean()
 
 
 def _scatter_logsumexp(values: torch.Tensor, index: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
@@ -31,15 +32,24 @@ def _scatter_logsumexp(values: torch.Tensor, index: torch.Tensor, init: torch.Te
 
 
 def task_loss(task_type: str, output: torch.Tensor, batch: dict[str, torch.Tensor],
-              gamma: float = 1.0) -> torch.Tensor:
+              gamma: float = 1.0, reduction: str = "mean") -> torch.Tensor:
+    """The task type's loss, averaged over the batch's units (rows; questions for ranking), or
+    summed with ``reduction="sum"`` (a distributed run divides the sum by the global batch's units)."""
     labels = batch["labels"]
     if task_type == "classification":
-        return F.cross_entropy(output.float(), labels)
+        return F.cross_entropy(output.float(), labels, reduction=reduction)
     if task_type == "regression":
-        return F.mse_loss(output.float().squeeze(-1), labels.float())
+        return F.mse_loss(output.float().squeeze(-1), labels.float(), reduction=reduction)
     if task_type == "ranking":
-        return ranking_loss(output.squeeze(-1), labels, batch["groups"], gamma)
+        return ranking_loss(output.squeeze(-1), labels, batch["groups"], gamma, reduction)
     raise ValueError(task_type)
+
+
+def loss_units(task_type: str, labels: torch.Tensor, groups: torch.Tensor) -> int:
+    """How many terms the mean loss averages over: rows, or questions with a positive (ranking)."""
+    if task_type != "ranking":
+        return int(labels.numel())
+    return int(torch.unique(groups[labels == 1]).numel())
 
 
 def rank_predictions(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
