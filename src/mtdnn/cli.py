@@ -41,6 +41,7 @@ _TRAIN_FLAGS: list[tuple[str, Any, str]] = [
     ("--max-eval-examples", int, "per evaluation split: use only the first N rows"),
     ("--subset-seed", int, "seed of the --max-train-examples subset"),
     ("--seed", int, "random seed (data order, dropout, head init)"),
+    ("--eval-every", int, "evaluate every N epochs (and after the last)"),
     ("--selection", str, "best (each task keeps its best dev epoch) or last"),
     ("--cache-dir", str, "tokenised-data cache directory"),
     ("--device", str, "auto, cpu or cuda"),

@@ -37,11 +37,14 @@ class TrainConfig(BaseModel):
     grad_accum_steps: int = Field(1, ge=1, le=4096)
     max_seq_len: int = Field(128, ge=8, le=65536)
     max_train_examples: int | None = Field(None, ge=1, description="per task: a fixed random subset (subset_seed)")
+    max_train_examples_per_task: dict[str, int] = Field(
+        default_factory=dict, description="task -> subset size, overriding max_train_examples for that task")
     max_eval_examples: int | None = Field(None, ge=1, description="per eval split: the first N rows (quick runs)")
     subset_seed: int = Field(0, ge=0, description="seed of the --max-train-examples subset")
     seed: int = Field(42, ge=0)
     group_by_length: bool = True
 
+    eval_every: int = Field(1, ge=1, description="evaluate every N epochs (and always after the last)")
     selection: Literal["best", "last"] = Field("best", description="keep each task's best dev epoch, or the last")
     predict_test: bool = Field(True, description="write GLUE submission files for test splits")
     allow_hub: bool = Field(True, description="load missing built-in data through datasets from the hub")
@@ -54,6 +57,17 @@ class TrainConfig(BaseModel):
     num_workers: int = Field(0, ge=0, le=64)
     log_every: int = Field(20, ge=1)
     progress: bool = True
+
+    @field_validator("max_train_examples_per_task")
+    @classmethod
+    def _positive_sizes(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = [k for k, n in v.items() if n < 1]
+        if bad:
+            raise ValueError(f"subset sizes must be >= 1 (task {bad[0]})")
+        return v
+
+    def train_subset(self, task: str) -> int | None:
+        return self.max_train_examples_per_task.get(task, self.max_train_examples)
 
     @field_validator("tasks", mode="before")
     @classmethod

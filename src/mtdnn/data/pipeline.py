@@ -40,7 +40,7 @@ def subset_rows(raw: RawSplit, n: int, seed: int, by_group: bool) -> RawSplit:
 
 
 def load_task_data(tasks: list[TaskDef], tokenizer, *, data_dir: str | Path, max_len: int,
-                   cache_dir: str | Path | None = None, max_train_examples: int | None = None,
+                   cache_dir: str | Path | None = None, max_train_examples: int | dict[str, int | None] | None = None,
                    max_eval_examples: int | None = None, subset_seed: int = 0, allow_hub: bool = True,
                    with_train: bool = True, with_tests: bool = True) -> dict[str, TaskData]:
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -59,8 +59,9 @@ def load_task_data(tasks: list[TaskDef], tokenizer, *, data_dir: str | Path, max
                     log.warning("%s/%s: no submission file will be written: %s", task.name, name, e)
                     continue
                 raise
-            if split.role == "train" and max_train_examples:
-                raw = subset_rows(raw, max_train_examples, subset_seed, task.type == "ranking")
+            n_train = max_train_examples.get(task.name) if isinstance(max_train_examples, dict) else max_train_examples
+            if split.role == "train" and n_train:
+                raw = subset_rows(raw, n_train, subset_seed, task.type == "ranking")
             elif split.role != "train" and max_eval_examples and split.labeled:
                 raw = raw.select(list(range(min(max_eval_examples, len(raw)))))
             tok = tokenize_split(task, raw, tokenizer, max_len, cache)

@@ -90,20 +90,21 @@ def train(cfg: TrainConfig) -> Path:
                 bar.set_postfix(task=b.task, loss=f"{loss.item():.3f}")
         train_time = time.perf_counter() - t0
 
-        dev = evaluate_all(s, progress=cfg.progress)
+        evaluated = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
+        dev = evaluate_all(s, progress=cfg.progress) if evaluated else {}
         record = {"epoch": epoch, "step": update, "train_examples": n_examples,
                   "train_seconds": round(train_time, 2), "eval_seconds": round(time.perf_counter() - t0 - train_time, 2),
                   "train_loss": {t: float(np.mean(v)) for t, v in losses.items()}, "dev": dev}
         save_weights(run.checkpoint(epoch), model, {"epoch": str(epoch)})
         for t in s.tasks:
             sel = t.selection_split
-            if t.head_from is not None:
+            if t.head_from is not None or (sel and not evaluated and cfg.selection == "best"):
                 continue
-            value = dev[t.name][sel]["score"] if sel else -epoch  # no dev split: keep the last epoch
+            value = dev[t.name][sel]["score"] if sel and evaluated else float(epoch)  # no dev split: the last epoch
             if cfg.selection == "last" or t.name not in best or value > best[t.name]:
                 best[t.name], selection[t.name] = value, epoch
-        record["glue_average"] = glue_average({t: dev[t][s_]["score"] for t in dev
-                                               for s_ in list(dev[t])[:1]})
+        if dev:
+            record["glue_average"] = glue_average({t: next(iter(dev[t].values()))["score"] for t in dev})
         history.append(record)
         run.append_history(record)
         _log_epoch(writer, record)

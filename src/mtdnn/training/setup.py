@@ -107,7 +107,7 @@ def build_setup(cfg: TrainConfig, *, with_train: bool = True) -> Setup:
 
     data = load_task_data(
         tasks, tokenizer, data_dir=cfg.data_dir or data_dir_default(), max_len=cfg.max_seq_len,
-        cache_dir=cfg.cache_dir, max_train_examples=cfg.max_train_examples,
+        cache_dir=cfg.cache_dir, max_train_examples={t.name: cfg.train_subset(t.name) for t in tasks},
         max_eval_examples=cfg.max_eval_examples, subset_seed=cfg.subset_seed, allow_hub=cfg.allow_hub,
         with_train=with_train, with_tests=cfg.predict_test)
     if with_train:

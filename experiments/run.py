@@ -1,0 +1,209 @@
+"""Run the experiments of docs/results.md, one cell at a time, resumably.
+
+Every cell is one `mtdnn.train` run; its result (metrics, config, wall time, machine) is written
+to experiments/results/runs/<cell>.json as soon as it finishes, and a cell whose JSON exists is
+skipped. Model weights go to runs/experiments/<cell>/ (not committed).
+
+    python experiments/run.py --list                    # every cell, in run order
+    python experiments/run.py --cell da/scitail/mtdnn/1/s1   # one cell (trains what it needs first)
+    python experiments/run.py --all [--only glue/]      # everything (or a prefix), in order
+
+Budget (2-core CPU, about 2-3 hours for the whole set): the embedded all-MiniLM-L6-v2,
+max_seq_len 128, batch 32, Adamax lr 1e-4 with 10% warm-up; every run keeps its LAST epoch
+(no checkpoint choice looks at any evaluation split); large training sets are cut to fixed random
+subsets (subset seed 0) listed in GLUE_SUBSETS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results" / "runs"
+RUNS = ROOT / "runs" / "experiments"
+TASK_FILE = str(HERE / "tasks.yaml")
+
+BASE: dict[str, Any] = {
+    "encoder": "default", "max_seq_len": 128, "batch_size": 32, "eval_batch_size": 128, "lr": 1e-4,
+    "optimizer": "adamax", "warmup_ratio": 0.1, "selection": "last", "predict_test": False,
+    "progress": False, "task_files": [TASK_FILE], "allow_hub": False,
+}
+GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte", "wnli", "mnli_aux"]
+SMALL_TASKS = ["rte", "mrpc", "stsb", "wnli"]
+GLUE_SEEDS = {t: ([1, 2, 3] if t in SMALL_TASKS else [1]) for t in GLUE_TASKS}
+GLUE_SUBSETS = {"cola": 2000, "sst2": 2000, "mrpc": 2000, "stsb": 2000, "mnli_aux": 2000}  # rte, wnli: all
+GLUE_EPOCHS = 2
+SCITAIL_TRAIN = 23596
+SNLI_TRAIN = 549367  # SNLI 1.0 train size: the paper's 0.1% / 1% are 549 / 5,493 examples
+DA_SIZES = {"0.1": 0.001, "1": 0.01, "10": 0.1, "100": 1.0}
+DA_EPOCHS = {"0.1": 10, "1": 5, "10": 2, "100": 1}
+MT_CELL = "glue/mt/s1"
+
+
+@dataclass
+class Cell:
+    name: str
+    config: dict[str, Any]
+    needs: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _cells() -> list[Cell]:
+    cells: list[Cell] = []
+    mt_dir = str(RUNS / MT_CELL)
+    # (a) the multi-task model: all GLUE tasks + MNLI (trained on dev_matched)
+    cells.append(Cell(MT_CELL, {**BASE, "tasks": GLUE_TASKS, "epochs": GLUE_EPOCHS, "seed": 1,
+                                "max_train_examples_per_task": GLUE_SUBSETS},
+                      meta={"kind": "mtdnn_no_finetune"}))
+    # (b) domain adaptation, small sizes first (cheap, and the paper's headline)
+    for size in ["0.1", "1"]:
+        for subset in [1, 2, 3]:
+            for enc in ["encoder", "mtdnn"]:
+                cells.append(_da_cell("scitail", enc, size, subset, mt_dir))
+    # (a) single-task and fine-tuned rows, seed 1
+    for kind in ["single", "finetune"]:
+        for task in GLUE_TASKS:
+            cells.append(_glue_cell(kind, task, 1, mt_dir))
+    # (c) SAN ablation: linear twins (the SAN side is the matching single-task / DA cell)
+    for task in ["rte_linear", "mrpc_linear", "mnli_aux_linear"]:
+        base_task = task.replace("_linear", "")
+        cells.append(Cell(f"san/{task}/s1", {**BASE, "tasks": [task], "epochs": GLUE_EPOCHS, "seed": 1,
+                                              "max_train_examples_per_task": {task: GLUE_SUBSETS.get(base_task, 10**9)}},
+                          meta={"kind": "linear", "task": base_task}))
+    cells.append(Cell("san/scitail_linear/10/s1",
+                      {**BASE, "tasks": ["scitail_linear"], "epochs": DA_EPOCHS["10"], "seed": 1,
+                       "max_train_examples": round(SCITAIL_TRAIN * 0.1), "subset_seed": 1},
+                      meta={"kind": "linear", "task": "scitail"}))
+    for enc in ["encoder", "mtdnn"]:
+        cells.append(_da_cell("scitail", enc, "10", 1, mt_dir))
+    for size, subsets in [("0.1", [1, 2, 3]), ("1", [1])]:
+        for subset in subsets:
+            for enc in ["encoder", "mtdnn"]:
+                cells.append(_da_cell("snli", enc, size, subset, mt_dir))
+    # (a) more seeds for the small tasks
+    for seed in [2, 3]:
+        for kind in ["single", "finetune"]:
+            for task in SMALL_TASKS:
+                cells.append(_glue_cell(kind, task, seed, mt_dir))
+    for enc in ["encoder", "mtdnn"]:
+        cells.append(_da_cell("scitail", enc, "100", 1, mt_dir))
+    return cells
+
+
+def _glue_cell(kind: str, task: str, seed: int, mt_dir: str) -> Cell:
+    cfg = {**BASE, "tasks": [task], "epochs": GLUE_EPOCHS, "seed": seed,
+           "max_train_examples_per_task": {k: v for k, v in GLUE_SUBSETS.items() if k == task}}
+    needs = []
+    if kind == "finetune":
+        cfg["init_from"] = mt_dir
+        needs = [MT_CELL]
+    return Cell(f"glue/{kind}/{task}/s{seed}", cfg, needs, meta={"kind": kind, "task": task, "seed": seed})
+
+
+def _da_cell(data: str, enc: str, size: str, subset: int, mt_dir: str) -> Cell:
+    task = "scitail" if data == "scitail" else "snli_da"
+    full = SCITAIL_TRAIN if data == "scitail" else SNLI_TRAIN
+    n = max(1, round(full * DA_SIZES[size]))
+    cfg = {**BASE, "tasks": [task], "epochs": DA_EPOCHS[size], "seed": subset, "subset_seed": subset,
+           "eval_every": DA_EPOCHS[size]}
+    if not (data == "scitail" and size == "100"):
+        cfg["max_train_examples"] = n
+    needs = []
+    if enc == "mtdnn":
+        cfg["init_from"] = mt_dir
+        needs = [MT_CELL]
+    return Cell(f"da/{data}/{enc}/{size}/s{subset}", cfg, needs,
+                meta={"kind": "domain_adaptation", "data": data, "encoder": enc, "size": size,
+                      "subset": subset, "train_examples": n})
+
+
+def _machine() -> str:
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {'CUDA' if torch.cuda.is_available() else 'CPU'}"
+
+
+def result_path(name: str) -> Path:
+    return RESULTS / (name.replace("/", "__") + ".json")
+
+
+def run_cell(cell: Cell, by_name: dict[str, Cell]) -> dict[str, Any]:
+    out = result_path(cell.name)
+    if out.is_file():
+        return json.loads(out.read_text())
+    for dep in cell.needs:
+        run_cell(by_name[dep], by_name)
+    import mtdnn
+    from mtdnn.run_dir import write_json
+
+    run_dir = RUNS / cell.name
+    if run_dir.exists():  # an interrupted attempt: start the cell again
+        shutil.rmtree(run_dir)
+    cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir)})
+    print(f"[{time.strftime('%H:%M:%S')}] {cell.name} ...", flush=True)
+    t0 = time.perf_counter()
+    mtdnn.train(cfg)
+    wall = time.perf_counter() - t0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    result = {"cell": cell.name, "meta": cell.meta, "metrics": metrics,
+              "train_loss": [h["train_loss"] for h in history], "wall_seconds": round(wall, 1),
+              "machine": _machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "config": {k: v for k, v in cfg.model_dump(mode="json").items() if k != "task_files"},
+              "command": f"python experiments/run.py --cell {cell.name}"}
+    write_json(out, result)
+    print(f"[{time.strftime('%H:%M:%S')}] {cell.name}: {json.dumps(metrics)} ({wall:.0f} s)", flush=True)
+    if cell.name != MT_CELL:  # keep the multi-task model (others start from it); drop the rest
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--cell", action="append", default=[])
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--only", default="", help="with --all: only cells whose name starts with this")
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    cells = _cells()
+    by_name = {c.name: c for c in cells}
+    if args.list:
+        for c in cells:
+            print(("done " if result_path(c.name).is_file() else "todo ") + c.name)
+        return 0
+    import logging
+    import transformers
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    transformers.logging.set_verbosity_error()
+    todo = args.cell or ([c.name for c in cells if c.name.startswith(args.only)] if args.all else [])
+    if not todo:
+        p.error("give --cell NAME, --all or --list")
+    for name in todo:
+        if name not in by_name:
+            p.error(f"unknown cell {name} (see --list)")
+        run_cell(by_name[name], by_name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
