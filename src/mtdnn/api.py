@@ -13,9 +13,6 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-import torch
-
 from .data.pipeline import load_task_data
 from .data.readers import RawSplit, data_dir_default, read_split
 from .data.tokenized import tokenize_split
@@ -132,8 +129,9 @@ def _guess_columns(task: TaskDef, path: Path, fmt: str, a, b, idc) -> Columns:
     for c in candidates:
         names = [c.text_a] + ([c.text_b] if task.input != "single" else [])
         if header and all(isinstance(n, str) and n in header for n in names):
-            return Columns(text_a=c.text_a, text_b=c.text_b if task.input != "single" else None,
-                           id=idc if idc is not None else (c.id if c.id in header else None))
+            if idc is None:
+                idc = next((n for n in (c.id, "index", "id", "idx") if n is not None and n in header), None)
+            return Columns(text_a=c.text_a, text_b=c.text_b if task.input != "single" else None, id=idc)
     if fmt == "jsonl" or not header:
         return Columns(text_a="text_a", text_b="text_b" if task.input != "single" else None, id=idc)
     raise ConfigError(f"cannot tell which columns hold the text (header: {', '.join(header)}); "

@@ -127,7 +127,8 @@ def _run(args: argparse.Namespace) -> int:
         reg = TaskRegistry([f for f in (args.task_file or "").split(",") if f])
         for name in reg.names():
             t = reg.get(name)
-            print(f"{name:<10} {t.type:<14} {t.input:<7} head={t.head.kind:<6} {t.description}")
+            desc = t.description.split(": ", 1)[-1].split(";")[0].split(". ")[0]
+            print(f"{name:<10} {t.type:<14} {t.input:<7} head={t.head.kind:<6} {reg.origin(name):<9} {desc}")
         return 0
     if args.command == "train":
         from .training.loop import train
