@@ -14,6 +14,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from mtdnn.data.readers import data_dir_default  # noqa: E402
 
+# one torch thread: the tiny models gain nothing from more, and on a 2-core machine shared with
+# other work, 2 threads per process can make a tiny-model epoch 50-100x slower (spin-waiting)
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
