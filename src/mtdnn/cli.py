@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any, Sequence
 
-from .config import TrainConfig, load_config_file, make_config
+from .config import TrainConfig, load_config_file, make_config, resume_values
 from .errors import MtdnnError
 
 log = logging.getLogger("mtdnn")
@@ -27,6 +28,7 @@ _TRAIN_FLAGS: list[tuple[str, Any, str]] = [
     ("--encoder", str, "Hugging Face encoder name or local path (default: embedded all-MiniLM-L6-v2)"),
     ("--output-dir", str, "run directory to write"),
     ("--init-from", str, "start from the encoder (and matching heads) of a trained run: stage-2 fine-tuning"),
+    ("--resume", str, "continue a killed run from its last checkpoint (RUN_DIR; its config.yaml gives the config)"),
     ("--epochs", int, "training epochs (paper: 5)"),
     ("--batch-size", int, "training batch size, in examples (paper: 32)"),
     ("--eval-batch-size", int, "evaluation batch size"),
@@ -48,6 +50,10 @@ _TRAIN_FLAGS: list[tuple[str, Any, str]] = [
     ("--precision", str, "fp32, bf16 or fp16 (autocast)"),
     ("--threads", int, "torch CPU threads"),
     ("--log-every", int, "TensorBoard step-logging interval"),
+    ("--checkpoint-every", int, "also save a resumable checkpoint every N optimiser steps (always at epoch ends)"),
+    ("--on-nan", str, "a NaN/inf loss: stop (default) the run, or skip the batch and count it"),
+    ("--parallel", str, "under torchrun: ddp (a model replica per process) or fsdp (sharded; big encoders)"),
+    ("--dist-timeout", int, "seconds a process waits for its peers before the job fails (torchrun runs)"),
 ]
 _TRAIN_SWITCHES: list[tuple[str, str, str]] = [
     ("--no-predict-test", "predict_test", "do not write GLUE submission files"),
@@ -55,6 +61,8 @@ _TRAIN_SWITCHES: list[tuple[str, str, str]] = [
     ("--no-group-by-length", "group_by_length", "plain random batches (no length grouping)"),
     ("--no-progress", "progress", "no progress bars"),
     ("--compile", "compile", "torch.compile the encoder (does not pay on small CPUs)"),
+    ("--activation-checkpointing", "activation_checkpointing",
+     "recompute encoder activations in the backward pass (less memory, ~30% slower)"),
 ]
 
 
@@ -76,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, typ, help_ in _TRAIN_FLAGS:
         t.add_argument(flag, type=typ, default=None, dest=_dest(flag), help=help_)
     for flag, field, help_ in _TRAIN_SWITCHES:
-        const = field == "compile"
+        const = field in ("compile", "activation_checkpointing")  # the others are --no-... switches
         t.add_argument(flag, dest=field, action="store_const", const=const, default=None, help=help_)
 
     e = sub.add_parser("evaluate", help="evaluate a saved run on its tasks' dev/test splits")
@@ -103,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     file_values = load_config_file(args.config) if args.config else {}
+    resume = getattr(args, "resume", None) or file_values.get("resume")
+    if resume:  # the run's own config, then --config, then flags (train() rejects changed fields)
+        file_values = {**resume_values(resume), **file_values, "resume": resume}
     fields = set(TrainConfig.model_fields)
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     return make_config(file_values, overrides, source=args.config or "command line")
@@ -136,6 +147,8 @@ def _run(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         t0 = time.perf_counter()
         run_dir = train(cfg)
+        if os.environ.get("RANK", "0") != "0":  # a torchrun job: rank 0 reports
+            return 0
         metrics = json.loads((run_dir / "metrics.json").read_text())
         print(f"\nrun directory: {run_dir}  (wall time {time.perf_counter() - t0:.0f} s)")
         _print_metrics(metrics)
@@ -172,13 +185,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
     try:
-        return _run(args)
+        rc = _run(args)
     except MtdnnError as e:
-        print(f"mtdnn: error: {e}", file=sys.stderr)
-        return 2
+        msg = " ".join(str(e).split())  # one line, whatever the message quotes from a file
+        print(f"mtdnn: error: {msg if len(msg) <= 1000 else msg[:997] + '...'}", file=sys.stderr)
+        rc = 2
     except KeyboardInterrupt:
         print("mtdnn: interrupted", file=sys.stderr)
-        return 130
+        rc = 130
+    except Exception as e:
+        if _distributed_job() is None:
+            raise
+        rc = _distributed_job().report_crash(e)
+    if _distributed_job() is not None:  # a torchrun process: leave through os._exit (see leave())
+        _distributed_job().leave(rc)
+    return rc
+
+
+def _distributed_job():
+    """The distributed module, if this process joined a torchrun job's process group."""
+    mod = sys.modules.get("mtdnn.training.distributed")
+    return mod if mod is not None and mod.joined() else None
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from .errors import ConfigError
-from .tasks.schema import _format_validation_error
+from .errors import CheckpointError, ConfigError
+from .tasks.schema import _format_validation_error, yaml_tag_hint
 
 
 class TrainConfig(BaseModel):
@@ -24,7 +24,8 @@ class TrainConfig(BaseModel):
     encoder: str = Field("default", description="Hugging Face encoder name or path; 'default' = embedded all-MiniLM-L6-v2")
     output_dir: str = "runs/mtdnn"
     init_from: str | None = Field(None, description="a run dir whose encoder (and matching heads) start this run")
-    resume: bool = False
+    resume: str | None = Field(None, description="a run dir to continue from its last checkpoint "
+                               "(its config.yaml gives the config)")
 
     epochs: int = Field(5, ge=1, le=1000)
     batch_size: int = Field(32, ge=1, le=65536)
@@ -52,10 +53,20 @@ class TrainConfig(BaseModel):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    parallel: Literal["ddp", "fsdp"] = Field("ddp", description="under torchrun: ddp (a model replica per "
+                                             "process) or fsdp (weights, gradients, optimiser state sharded)")
+    dist_timeout: int = Field(600, ge=10, le=86400, description="seconds a process waits for its peers in a "
+                              "collective before the job fails (a dead or stuck peer)")
+    activation_checkpointing: bool = Field(False, description="recompute the encoder's activations in the "
+                                           "backward pass: less memory, ~30% slower")
     threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads (default: torch's choice)")
     compile: bool = False
     num_workers: int = Field(0, ge=0, le=64)
     log_every: int = Field(20, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1, description="also save a resumable "
+                                         "checkpoint every N optimiser steps (always at epoch ends)")
+    on_nan: Literal["stop", "skip"] = Field("stop", description="a NaN/inf loss stops the run, "
+                                            "or skips the batch (counted in the history)")
     progress: bool = True
 
     @field_validator("max_train_examples_per_task")
@@ -68,6 +79,13 @@ class TrainConfig(BaseModel):
 
     def train_subset(self, task: str) -> int | None:
         return self.max_train_examples_per_task.get(task, self.max_train_examples)
+
+    @field_validator("parallel")
+    @classmethod
+    def _fsdp_precision(cls, v: str, info: ValidationInfo) -> str:
+        if v == "fsdp" and info.data.get("precision") == "fp16":
+            raise ValueError("fsdp runs in fp32 or bf16 (--precision bf16), not fp16")
+        return v
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -92,9 +110,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise ConfigError(f"not UTF-8 text (byte {e.start})", path=str(path)) from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", path=str(path)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}", path=str(path),
+        raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}{yaml_tag_hint(e)}", path=str(path),
                           line=mark.line + 1 if mark is not None else None) from None
     if data is None:
         return {}
@@ -112,3 +132,17 @@ def make_config(file_values: dict[str, Any] | None = None, overrides: dict[str, 
         return TrainConfig.model_validate(values)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err), path=source) from None
+
+
+def resume_values(run_dir: str | Path) -> dict[str, Any]:
+    """The config values of a run to continue (its ``config.yaml``), with ``resume`` and
+    ``output_dir`` pointing at it: ``make_config(resume_values(d), overrides)``."""
+    run_dir = Path(str(run_dir))
+    if not run_dir.is_dir():
+        raise CheckpointError("run directory to resume not found", path=str(run_dir))
+    if not (run_dir / "config.yaml").is_file():
+        raise CheckpointError("not an mtdnn run directory (config.yaml missing)", path=str(run_dir))
+    values = load_config_file(run_dir / "config.yaml")
+    values.pop("encoder_resolved", None)
+    values.update(resume=str(run_dir), output_dir=str(run_dir))
+    return values

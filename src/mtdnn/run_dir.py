@@ -54,10 +54,13 @@ def write_json(path: str | Path, data: Any) -> None:
         f.write("\n")
 
 
-def save_weights(path: str | Path, model: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
+def save_weights(path: str | Path, model: torch.nn.Module | dict[str, torch.Tensor],
+                 metadata: dict[str, str] | None = None) -> None:
+    """Save a model's weights, or a state dict (e.g. the full weights gathered from FSDP shards)."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    source = model if isinstance(model, dict) else model.state_dict()
+    state = {k: v.detach().to("cpu").contiguous() for k, v in source.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
@@ -122,15 +125,31 @@ class RunDir:
             raise CheckpointError(f"not a complete mtdnn run directory ({p.name} missing)", path=str(self.path))
         return p
 
+    def _load(self, p: Path, kind: str, parse) -> Any:
+        """Read a run file (safe YAML or JSON only); anything unreadable is a CheckpointError."""
+        try:
+            return parse(self._require(p).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"unreadable {kind} ({first})", path=str(p)) from None
+
     def read_config(self) -> dict[str, Any]:
-        return yaml.safe_load(self._require(self.config_file).read_text(encoding="utf-8"))
+        data = self._load(self.config_file, "run config", yaml.safe_load)
+        if not isinstance(data, dict):
+            raise CheckpointError("a run config must be a mapping", path=str(self.config_file))
+        return data
 
     def read_tasks(self) -> list[TaskDef]:
-        data = yaml.safe_load(self._require(self.tasks_file).read_text(encoding="utf-8"))
+        data = self._load(self.tasks_file, "task list", yaml.safe_load)
+        if not isinstance(data, list):
+            raise CheckpointError("a run's tasks.yaml must be a list of tasks", path=str(self.tasks_file))
         return [parse_task(t, str(self.tasks_file)) for t in data]
 
     def read_selection(self) -> dict[str, Any]:
-        return json.loads(self._require(self.selection_file).read_text(encoding="utf-8"))
+        sel = self._load(self.selection_file, "selection", json.loads)
+        if not (isinstance(sel, dict) and isinstance(sel.get("tasks"), dict) and isinstance(sel.get("last"), int)):
+            raise CheckpointError("corrupt selection file", path=str(self.selection_file))
+        return sel
 
     def weights_for(self, task: str | None = None) -> Path:
         """The checkpoint a task keeps (its best dev epoch), or the last epoch's."""

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -23,6 +24,7 @@ from ..tasks.schema import Columns, SplitDef, TaskDef
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_BAD_ROWS = 5
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -56,9 +58,9 @@ class _BadRows:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.items: list[tuple[int | None, str, str]] = []
+        self.items: list[tuple[int | None, str | None, str]] = []
 
-    def add(self, line: int | None, fld: str, message: str) -> None:
+    def add(self, line: int | None, fld: str | None, message: str) -> None:
         self.items.append((line, fld, message))
 
     def raise_if_any(self) -> None:
@@ -85,8 +87,19 @@ def data_dir_default() -> Path:
 
 
 # ---------------------------------------------------------------------------- file decoding
+def _show(value: Any, limit: int = 40) -> str:
+    """A value from a file as it appears in a message: quoted, escaped, cut short."""
+    text = value if isinstance(value, str) else str(value)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
 def _decode(path: Path) -> str:
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError("file not found", path=str(path)) from None
+    except OSError as e:
+        raise DataError(f"cannot read the file ({e.strerror or type(e).__name__})", path=str(path)) from None
     if not raw.strip():
         raise DataError("empty file", path=str(path))
     try:
@@ -154,16 +167,23 @@ def _csv_rows(path: Path, header: bool) -> tuple[list[str] | None, Iterator[tupl
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    bad = _BadRows(str(path))
     for n, ln in enumerate(_decode(path).split("\n"), start=1):
         if not ln.strip():
             continue
         try:
             rec = json.loads(ln)
         except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg}", path=str(path), line=n) from None
+            bad.add(n, None, f"invalid JSON: {e.msg}")
+            continue
+        except (ValueError, RecursionError) as e:  # integers beyond the digit limit, deep nesting
+            bad.add(n, None, f"invalid JSON: {str(e).split(':')[0] if str(e) else type(e).__name__}")
+            continue
         if not isinstance(rec, dict):
-            raise DataError("a JSON-lines row must be an object", path=str(path), line=n)
+            bad.add(n, None, f"a JSON-lines row must be an object, not {type(rec).__name__}")
+            continue
         yield n, rec
+    bad.raise_if_any()
 
 
 def _hub_records(src: Any, source: str, hint: str = "") -> Iterator[tuple[int, dict[str, Any]]]:
@@ -207,13 +227,21 @@ def _records_from_table(names: list[str] | None, rows: Iterator[tuple[int, list[
 def _records_from_mapping(recs: Iterator[tuple[int, dict[str, Any]]], cols: Columns,
                           source: str) -> Iterator[tuple[int, dict[str, Any]]]:
     wanted = {f: c for f, c in cols.model_dump().items() if c is not None}
+    bad = _BadRows(source)
     for n, rec in recs:
         out = {}
         for f, c in wanted.items():
             if c not in rec:
-                raise DataError(f"column '{c}' missing from the record", path=source, line=n, field=f)
-            out[f] = rec[c]
-        yield n, out
+                bad.add(n, f, f"column '{c}' missing from the record")
+                break
+            v = rec[c]
+            if isinstance(v, str) and _SURROGATE.search(v):
+                bad.add(n, f, "text that is not valid Unicode (a lone surrogate escape)")
+                break
+            out[f] = v
+        else:
+            yield n, out
+    bad.raise_if_any()
 
 
 # ---------------------------------------------------------------------------- the reader
@@ -324,10 +352,10 @@ def _parse_label(task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tu
             return None, "missing"
         try:
             value = float(raw)
-        except (TypeError, ValueError):
-            return None, f"score '{raw}' is not a number"
+        except (TypeError, ValueError, OverflowError):
+            return None, f"score {_show(raw)} is not a number"
         if not math.isfinite(value):
-            return None, f"score '{raw}' is not a finite number"
+            return None, f"score {_show(raw)} is not a finite number"
         return value, None
     if from_hub and isinstance(raw, int) and not isinstance(raw, bool):
         if raw < 0:
@@ -341,7 +369,7 @@ def _parse_label(task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tu
     if text in split.missing_labels:
         return None, "missing"
     if text not in task.labels:
-        return None, f"unknown label '{text}' (expected one of: {', '.join(task.labels)})"
+        return None, f"unknown label {_show(text)} (expected one of: {', '.join(task.labels)})"
     return text, None
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..tasks.schema import TaskDef
 from .heads import build_head
 from .objectives import task_loss
@@ -36,11 +36,19 @@ def resolve_encoder_name(name: str | None) -> str:
 
 
 def _from_pretrained(factory, name: str, what: str, **kwargs):
+    from safetensors import SafetensorError
+
+    if name.startswith((".", "/", "~")) and not Path(name).expanduser().exists():
+        raise ConfigError(f"cannot load {what} '{name}': no such folder", field="encoder")
     try:
         return factory(name, **kwargs)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, SafetensorError):
+            first = f"corrupt or truncated safetensors weights ({first})"
+        elif "no file named model.safetensors" in first:
+            first += " (mtdnn loads weights from safetensors files only, never pickled .bin files)"
         hint = (" (hub access is off: HF_HUB_OFFLINE=1; pass a local model folder)" if offline and
                 not Path(name).exists() else "")
         raise ConfigError(f"cannot load {what} '{name}': {first}{hint}", field="encoder") from None
@@ -60,7 +68,8 @@ def load_encoder(name: str, attn_implementation: str = "sdpa") -> nn.Module:
     an unused pooler would get no gradients, which DDP rejects)."""
     from transformers import AutoModel
 
-    kwargs = {"attn_implementation": attn_implementation}
+    # weights only through safetensors: a pickled pytorch_model.bin is never loaded
+    kwargs = {"attn_implementation": attn_implementation, "use_safetensors": True}
     try:
         return _from_pretrained(AutoModel.from_pretrained, name, "encoder", add_pooling_layer=False, **kwargs)
     except (TypeError, ConfigError) as e:
@@ -73,7 +82,11 @@ def encoder_from_config(config_dir: str | Path, attn_implementation: str = "sdpa
     """The encoder architecture saved in a run directory, with random weights (to be loaded)."""
     from transformers import AutoConfig, AutoModel
 
-    cfg = AutoConfig.from_pretrained(str(config_dir))
+    try:
+        cfg = AutoConfig.from_pretrained(str(config_dir))
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"unreadable encoder config ({first})", path=str(config_dir)) from None
     try:
         return AutoModel.from_config(cfg, add_pooling_layer=False, attn_implementation=attn_implementation)
     except TypeError:

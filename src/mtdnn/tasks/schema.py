@@ -17,6 +17,7 @@ A task is written as YAML (see ``tasks/builtin/*.yaml`` and docs/tasks.md)::
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -182,16 +183,43 @@ class TaskDef(_Strict):
                 "num_outputs": self.num_outputs}
 
 
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|[a-z_-]+\[.*\])$")
+
+
 def _format_validation_error(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+    errors = err.errors()
+    # a value that fits no member of a union (``str | int``) gets one error per member, located
+    # under a type tag (columns.label.str, columns.label.int): report them as one, at the field
+    tagged: dict[tuple, int] = {}
+    for e in errors:
+        loc = tuple(e["loc"])
+        if loc and isinstance(loc[-1], str) and _UNION_TAG.match(loc[-1]):
+            tagged[loc[:-1]] = tagged.get(loc[:-1], 0) + 1
+    merged: dict[str, list[str]] = {}
+    got: dict[str, str] = {}
+    for e in errors:
+        loc_t = tuple(e["loc"])
+        if loc_t and loc_t[:-1] in tagged and tagged[loc_t[:-1]] > 1 and isinstance(loc_t[-1], str) \
+                and _UNION_TAG.match(loc_t[-1]):
+            loc_t = loc_t[:-1]
+            text = repr(e.get("input"))
+            got[".".join(str(x) for x in loc_t)] = text if len(text) <= 40 else text[:40] + "..."
+        loc = ".".join(str(x) for x in loc_t) or "(top level)"
         msg = e["msg"]
         if e["type"] == "missing":
             msg = "missing required field"
         elif e["type"] == "extra_forbidden":
             msg = "unknown field"
-        parts.append(f"field '{loc}': {msg}")
+        msgs = merged.setdefault(loc, [])
+        if msg not in msgs:
+            msgs.append(msg)
+    parts = []
+    for loc, msgs in merged.items():
+        if loc in got:  # "Input should be a valid string or a valid integer (got 3.5)"
+            msgs = [msgs[0].split(", ")[0]] + [m.split(", ")[0].replace("Input should be ", "") for m in msgs[1:]]
+            parts.append(f"field '{loc}': {' or '.join(msgs)} (got {got[loc]})")
+        else:
+            parts.append(f"field '{loc}': {'; '.join(msgs)}")
     return "; ".join(parts)
 
 
@@ -206,6 +234,12 @@ def parse_task(data: Any, source: str) -> TaskDef:
         raise ConfigError(_format_validation_error(err), path=source) from None
 
 
+def yaml_tag_hint(e: Exception) -> str:
+    """mtdnn reads YAML with the safe loader: tags that would build Python objects are refused."""
+    return (" (mtdnn reads YAML with the safe loader: Python tags are never run)"
+            if "python/" in str(getattr(e, "problem", "")) else "")
+
+
 def load_task_file(path: str | Path) -> list[TaskDef]:
     """Read one YAML file holding a task or a list of tasks (safe loader only)."""
     path = Path(path)
@@ -216,10 +250,13 @@ def load_task_file(path: str | Path) -> list[TaskDef]:
         data = yaml.safe_load(text)
     except UnicodeDecodeError as e:
         raise ConfigError(f"not UTF-8 text (byte {e.start})", path=str(path)) from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", path=str(path)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}", path=str(path), line=line) from None
+        raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}{yaml_tag_hint(e)}", path=str(path),
+                          line=line) from None
     if data is None:
         raise ConfigError("empty task file", path=str(path))
     items = data if isinstance(data, list) else [data]

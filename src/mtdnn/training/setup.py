@@ -34,12 +34,20 @@ class Setup:
     encoder_name: str
 
 
+def _detail(e: Exception) -> str:
+    """The informative line of a load_state_dict error (its first line only names the class)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = next((ln for ln in lines[1:] if ln.startswith(("size mismatch", "Missing key", "Unexpected key"))),
+                lines[0] if lines else type(e).__name__)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def load_model_weights(model: MultiTaskModel, path: Path) -> None:
     state = load_weights(path)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:
-        raise CheckpointError(f"weights do not fit the model ({str(e).splitlines()[0]})", path=str(path)) from None
+        raise CheckpointError(f"weights do not fit the model ({_detail(e)})", path=str(path)) from None
     if missing or unexpected:
         raise CheckpointError(f"weights do not fit the model: {len(missing)} missing and {len(unexpected)} "
                               f"unexpected tensors (e.g. {(missing + unexpected)[0]})", path=str(path))
@@ -56,7 +64,7 @@ def init_from_run(model: MultiTaskModel, run_path: str | Path, tasks: list[TaskD
     try:
         model.encoder.load_state_dict(enc, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"--init-from: the run's encoder does not match ({str(e).splitlines()[0]})",
+        raise CheckpointError(f"--init-from: the run's encoder does not match ({_detail(e)})",
                               path=str(weights)) from None
     reused = []
     for t in tasks:
@@ -68,7 +76,11 @@ def init_from_run(model: MultiTaskModel, run_path: str | Path, tasks: list[TaskD
                               f"(head {old.head_signature()} vs {t.head_signature()})", field="init_from")
         prefix = f"heads.{t.name}."
         head_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        model.heads[t.name].load_state_dict(head_state, strict=True)
+        try:
+            model.heads[t.name].load_state_dict(head_state, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"--init-from: the head of task '{t.name}' does not match "
+                                  f"({_detail(e)})", path=str(weights)) from None
         reused.append(t.name)
     return reused
 
@@ -104,6 +116,8 @@ def build_setup(cfg: TrainConfig, *, with_train: bool = True) -> Setup:
         log.info("init from %s: encoder%s", cfg.init_from,
                  f" and heads of {', '.join(reused)}" if reused else " (all heads new)")
     model.to(device)
+    if cfg.compile:  # in place (parameter names unchanged); dynamic: batches differ in length
+        model.encoder.compile(dynamic=True)
 
     data = load_task_data(
         tasks, tokenizer, data_dir=cfg.data_dir or data_dir_default(), max_len=cfg.max_seq_len,

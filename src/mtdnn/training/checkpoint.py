@@ -1,0 +1,303 @@
+"""Resumable training state: save it atomically, load it back, and continue a killed run.
+
+::
+
+    RUN_DIR/checkpoints/resume/
+      state.json                    the commit point: loop position, optimiser/scheduler non-tensor
+                                    parts, Python and NumPy RNG states, and the names of the two
+                                    tensor files below (a state is used only once this file names it)
+      model-<tag>.safetensors       model weights (encoder + heads)
+      train-<tag>.safetensors       optimiser tensors ("optim.<param>.<name>") and torch RNG states
+
+Tensors go through safetensors and everything else through JSON: nothing is unpickled or evaluated.
+Each file is written to a temporary name and renamed into place; ``state.json`` is written last, so a
+crash at any moment leaves the previous complete state in use. Files of older states are deleted
+after the commit.
+
+A state is saved at the end of every epoch (after evaluation) and, with ``checkpoint_every N``,
+after every N-th optimiser step inside an epoch. ``mtdnn train --resume RUN_DIR`` rebuilds the run
+from its ``config.yaml``, restores the state and skips the batches of the epoch already done: the
+epoch schedule depends only on (seed, epoch), and the torch RNG (dropout) is restored, so a resumed
+run ends with the same weights and metrics as an uninterrupted one (bitwise on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import signal
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..errors import CheckpointError, ConfigError
+from ..run_dir import RunDir, load_weights, write_json
+from ..tasks.schema import TaskDef
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+# config fields that may differ when resuming: they do not change what is computed
+RESUME_MAY_CHANGE = frozenset({
+    "resume", "output_dir", "data_dir", "cache_dir", "allow_hub", "device", "threads", "num_workers",
+    "progress", "log_every", "checkpoint_every", "on_nan",
+    "task_files",  # the resolved task definitions are compared instead
+})
+
+
+@dataclass
+class LoopState:
+    """Where the training loop is: ``batch`` batches of epoch ``epoch`` are done (``batch == 0``:
+    the epoch has not started; epochs before ``epoch`` are complete and evaluated)."""
+
+    epoch: int = 1
+    batch: int = 0
+    update: int = 0
+    n_examples: int = 0
+    losses: dict[str, list[float]] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)   # batches skipped for a non-finite loss (epoch)
+    best: dict[str, float] = field(default_factory=dict)
+    selection: dict[str, int] = field(default_factory=dict)
+    batches_per_epoch: int = 0
+
+
+def state_dir(run: RunDir) -> Path:
+    return run.path / "checkpoints" / "resume"
+
+
+def has_train_state(run: RunDir) -> bool:
+    return (state_dir(run) / "state.json").is_file()
+
+
+# ----------------------------------------------------------------------------- saving
+def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for name, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.{idx}.{name}"] = v.detach().to("cpu").contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[name] = v
+    return tensors, {"scalars": scalars, "param_groups": sd["param_groups"]}
+
+
+def _rng_json() -> dict[str, Any]:
+    py = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {"python": [py[0], list(py[1]), py[2]],
+            "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    out = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, st in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = st
+    return out
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name("." + path.name + ".tmp")
+    try:
+        save_file(tensors, str(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_train_state(run: RunDir, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler: Any, loop: LoopState) -> None:
+    """Write a complete resumable state (model, optimiser, scheduler, RNGs, loop position)."""
+    d = state_dir(run)
+    d.mkdir(parents=True, exist_ok=True)
+    tag = f"e{loop.epoch}b{loop.batch}-{uuid.uuid4().hex[:8]}"
+    model_file, train_file = f"model-{tag}.safetensors", f"train-{tag}.safetensors"
+    _save_tensors(d / model_file, {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()})
+    optim_tensors, optim_json = _optimizer_parts(optimizer)
+    _save_tensors(d / train_file, {**optim_tensors, **_rng_tensors()})
+    state = {"version": STATE_VERSION, "model_file": model_file, "train_file": train_file,
+             "sizes": {model_file: (d / model_file).stat().st_size, train_file: (d / train_file).stat().st_size},
+             "loop": asdict(loop), "optimizer": optim_json, "scheduler": scheduler.state_dict(),
+             "rng": _rng_json()}
+    write_json(d / "state.json", state)  # the commit point
+    for p in d.iterdir():
+        if p.name not in ("state.json", model_file, train_file):
+            p.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- loading
+def _bad(message: str, path: Path) -> CheckpointError:
+    return CheckpointError(f"cannot resume: {message}", path=str(path))
+
+
+def load_train_state(run: RunDir, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler: Any, batches_per_epoch: int) -> LoopState | None:
+    """Restore model, optimiser, scheduler and RNG states from the run's resume state; returns the
+    loop position, or None when the run has none yet (killed before its first checkpoint)."""
+    from .setup import load_model_weights
+
+    d = state_dir(run)
+    state_file = d / "state.json"
+    if not state_file.is_file():
+        return None
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise _bad(f"unreadable state ({e})", state_file) from None
+    try:
+        if state.get("version") != STATE_VERSION:
+            raise _bad(f"state version {state.get('version')!r}, expected {STATE_VERSION}", state_file)
+        model_path, train_path = d / Path(state["model_file"]).name, d / Path(state["train_file"]).name
+        for p in (model_path, train_path):
+            if not p.is_file():
+                raise _bad("file missing", p)
+            if p.stat().st_size != state["sizes"][p.name]:
+                raise _bad("truncated or modified file (size differs from the state)", p)
+        loop = LoopState(**state["loop"])
+        if loop.batches_per_epoch != batches_per_epoch:
+            raise _bad(f"the run had {loop.batches_per_epoch} batches per epoch, the data now gives "
+                       f"{batches_per_epoch} (the training data changed)", state_file)
+        load_model_weights(model, model_path)
+        tensors = load_weights(train_path)
+        _restore_optimizer(optimizer, tensors, state["optimizer"], train_path)
+        scheduler.load_state_dict(state["scheduler"])
+        _restore_rng(tensors, state["rng"])
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+        raise _bad(f"corrupt state ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+                   state_file) from None
+    return loop
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                       parts: dict[str, Any], path: Path) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    for idx, values in parts["scalars"].items():
+        state.setdefault(int(idx), {}).update(values)
+    groups = parts["param_groups"]
+    for g in groups:
+        if "betas" in g and isinstance(g["betas"], list):
+            g["betas"] = tuple(g["betas"])
+    current = optimizer.state_dict()["param_groups"]
+    if [len(g["params"]) for g in groups] != [len(g["params"]) for g in current]:
+        raise _bad("the optimiser state does not fit the model's parameters", path)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor], rng: dict[str, Any]) -> None:
+    py = rng["python"]
+    random.setstate((int(py[0]), tuple(int(x) for x in py[1]), py[2]))
+    name, keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state((str(name), np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.cuda.")),
+                                       key=lambda k: int(k.rsplit(".", 1)[1]))]
+    if cuda and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            log.warning("the run saved %d CUDA RNG states, this machine has %d GPUs: dropout differs "
+                        "from an uninterrupted run", len(cuda), torch.cuda.device_count())
+
+
+# ----------------------------------------------------------------------------- run directory
+def read_history(run: RunDir, completed_epochs: int) -> list[dict[str, Any]]:
+    """The history records of the completed epochs, once each and in order; ``history.jsonl`` is
+    rewritten to hold exactly those (a crash may have left a later or a half-written line)."""
+    records: dict[int, dict[str, Any]] = {}
+    if run.history_file.is_file():
+        for line in run.history_file.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+                epoch = int(rec["epoch"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by the crash
+            if 1 <= epoch <= completed_epochs:
+                records[epoch] = rec
+    missing = [e for e in range(1, completed_epochs + 1) if e not in records]
+    if missing:
+        raise CheckpointError(f"cannot resume: history of epoch {missing[0]} missing", path=str(run.history_file))
+    history = [records[e] for e in range(1, completed_epochs + 1)]
+    from ..run_dir import atomic_write
+    with atomic_write(run.history_file) as f:
+        for rec in history:
+            f.write(json.dumps(rec) + "\n")
+    return history
+
+
+def remove_train_state(run: RunDir) -> None:
+    """Drop the resume state (a finished run has nothing to continue)."""
+    d = state_dir(run)
+    if d.is_dir():
+        for p in d.iterdir():
+            p.unlink(missing_ok=True)
+        d.rmdir()
+
+
+def reset_run_state(run: RunDir) -> None:
+    """A fresh run in a directory that holds an earlier run: drop that run's results and states, so
+    nothing of it is mistaken for this run's (its config, tasks and encoder files are rewritten)."""
+    for p in (run.history_file, run.metrics_file, run.selection_file):
+        p.unlink(missing_ok=True)
+    ckpt = run.path / "checkpoints"
+    if ckpt.is_dir():
+        for p in list(ckpt.glob("epoch-*.safetensors")) + list(ckpt.glob(".*.tmp")):
+            p.unlink(missing_ok=True)
+    remove_train_state(run)
+
+
+def check_resume_config(cfg: TrainConfig, run: RunDir) -> None:
+    """A resumed run must compute what the killed run computed: every field that matters must be
+    the one in the run's config.yaml."""
+    if run.metrics_file.is_file() and not has_train_state(run):
+        raise CheckpointError("the run is complete (metrics.json written): nothing to resume",
+                              path=str(run.path))
+    saved = run.read_config()
+    for name in TrainConfig.model_fields:
+        if name in RESUME_MAY_CHANGE or name not in saved:
+            continue
+        mine = getattr(cfg, name)
+        if isinstance(mine, float) and isinstance(saved[name], (int, float)) and math.isclose(mine, saved[name]):
+            continue
+        if mine != saved[name]:
+            raise ConfigError(f"is {mine!r} but the run to resume has {saved[name]!r} (a resumed run "
+                              "keeps its config)", path=str(run.config_file), field=name)
+
+
+def check_resume_tasks(tasks: list[TaskDef], run: RunDir) -> None:
+    """The resolved task definitions must be those of the run's tasks.yaml."""
+    saved = {t.name: t.model_dump(mode="json") for t in run.read_tasks()}
+    for t in tasks:
+        if saved.get(t.name) != t.model_dump(mode="json"):
+            raise ConfigError(f"task '{t.name}' is not defined as in the run to resume ({run.tasks_file})",
+                              field="tasks")
+
+
+def maybe_kill_for_test(update: int) -> None:
+    """FOR TESTS ONLY: with ``MTDNN_TEST_KILL_AT_STEP=N`` in the environment, the process kills
+    itself with SIGKILL right after optimiser step N (after that step's checkpoint, if any): the
+    resume test uses it to crash a run at a known point. Never set it otherwise."""
+    at = os.environ.get("MTDNN_TEST_KILL_AT_STEP")
+    if at and at.strip().isdigit() and update == int(at):
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))

@@ -1,0 +1,201 @@
+"""Crash safety: resumable checkpoints, kill -9 and resume (bitwise equal to an uninterrupted run on
+CPU), NaN/inf losses (stop with a one-line message, or skip and count)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mtdnn.cli import main
+from mtdnn.errors import CheckpointError
+from mtdnn.run_dir import RunDir
+from mtdnn.training.checkpoint import (LoopState, load_train_state, read_history, save_train_state,
+                                       state_dir)
+from toy_tasks import train_argv, write_toy_data
+
+# 10 batches per epoch (6 toycls + 4 toyreg), 2 epochs = 20 optimiser steps; a resumable state
+# every 3 steps: the kill at step 14 (epoch 2, batch 4) loses steps 13-14, redone after the resume
+CHECKPOINT_EVERY, KILL_AT = "3", "14"
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("mtdnn: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _history(run: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (run / "history.jsonl").read_text().splitlines()]
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    ckpts = sorted(p.name for p in (a / "checkpoints").glob("epoch-*.safetensors"))
+    assert ckpts and ckpts == sorted(p.name for p in (b / "checkpoints").glob("epoch-*.safetensors"))
+    for name in ckpts:
+        ta, tb = load_file(str(a / "checkpoints" / name)), load_file(str(b / "checkpoints" / name))
+        assert ta.keys() == tb.keys()
+        for k in ta:
+            assert torch.equal(ta[k], tb[k]), f"{name}: {k} differs"
+    assert json.loads((a / "metrics.json").read_text()) == json.loads((b / "metrics.json").read_text())
+    assert json.loads((a / "selection.json").read_text()) == json.loads((b / "selection.json").read_text())
+    ha, hb = _history(a), _history(b)
+    assert [h["epoch"] for h in hb] == [1, 2]
+    for x, y in zip(ha, hb):
+        for key in ("epoch", "step", "train_examples", "train_loss", "dev", "skipped_batches"):
+            assert x[key] == y[key], key
+
+
+def test_kill_and_resume_is_bitwise_identical(tmp_path, tiny_encoder, cache_dir, capsys):
+    task_file, data_dir = write_toy_data(tmp_path)
+    argv = lambda out: train_argv(task_file, data_dir, tiny_encoder, cache_dir, out,  # noqa: E731
+                                  "--checkpoint-every", CHECKPOINT_EVERY)
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert main(argv(full)) == 0
+    assert not state_dir(RunDir(full)).exists()  # a finished run keeps no resume state
+
+    # the same run, killed with SIGKILL in the middle of epoch 2
+    env = {**os.environ, "MTDNN_TEST_KILL_AT_STEP": KILL_AT}
+    proc = subprocess.run([sys.executable, "-m", "mtdnn", *argv(killed)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    state = json.loads((state_dir(RunDir(killed)) / "state.json").read_text())
+    assert (state["loop"]["epoch"], state["loop"]["batch"], state["loop"]["update"]) == (2, 2, 12)
+    assert {p.suffix for p in state_dir(RunDir(killed)).iterdir()} == {".json", ".safetensors"}
+    assert not (killed / "metrics.json").exists()
+    # a crash between the history append and the state save leaves a record the state does not know
+    with open(killed / "history.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 2, "bogus": True}) + "\n" + '{"epoch": 3, "trunc')
+
+    # resuming with a changed setting that matters is refused, and changes nothing
+    before = sorted(p.name for p in killed.rglob("*"))
+    assert main(["train", "--resume", str(killed), "--lr", "0.5"]) == 2
+    line = _error_line(capsys)
+    assert "field 'lr'" in line and "config.yaml" in line
+    assert sorted(p.name for p in killed.rglob("*")) == before
+
+    assert main(["train", "--resume", str(killed), "--no-progress"]) == 0
+    _assert_same_run(full, killed)
+    assert not state_dir(RunDir(killed)).exists()
+
+    # a finished run has nothing to resume
+    assert main(["train", "--resume", str(killed)]) == 2
+    assert "nothing to resume" in _error_line(capsys)
+
+
+def test_resume_from_corrupt_state_is_a_clear_error(tmp_path, tiny_encoder, cache_dir, capsys, monkeypatch):
+    task_file, data_dir = write_toy_data(tmp_path)
+    run = tmp_path / "run"
+    # a run that died after its last epoch, before metrics.json: its final state is kept
+    monkeypatch.setattr("mtdnn.training.loop.remove_train_state", lambda run: None)
+    assert main(train_argv(task_file, data_dir, tiny_encoder, cache_dir, run, epochs=1)) == 0
+    (run / "metrics.json").unlink()
+    model_file = next(state_dir(RunDir(run)).glob("model-*.safetensors"))
+    data = model_file.read_bytes()
+    model_file.write_bytes(data[: len(data) // 2])
+    before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*")}
+    assert main(["train", "--resume", str(run)]) == 2
+    line = _error_line(capsys)
+    assert "cannot resume" in line and model_file.name in line
+    assert {p.name: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+    # resuming a directory that is not a run
+    assert main(["train", "--resume", str(tmp_path / "data")]) == 2
+    assert "not an mtdnn run directory" in _error_line(capsys)
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "not found" in _error_line(capsys)
+
+
+def test_train_state_round_trip(tmp_path):
+    """Model, optimiser, scheduler and RNG states come back exactly, without pickle."""
+    from transformers import get_linear_schedule_with_warmup
+
+    def make():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 2))
+        opt = torch.optim.Adamax([{"params": [model[0].weight, model[2].weight], "weight_decay": 0.01},
+                                  {"params": [model[0].bias, model[2].bias], "weight_decay": 0.0}], lr=1e-2)
+        return model, opt, get_linear_schedule_with_warmup(opt, 2, 10)
+
+    model, opt, sch = make()
+    for _ in range(3):
+        model(torch.randn(5, 4)).sum().backward()
+        opt.step(), sch.step(), opt.zero_grad()
+    run = RunDir(tmp_path / "run")
+    loop = LoopState(epoch=1, batch=3, update=3, n_examples=15, losses={"t": [0.5, float("0.1")]},
+                     skipped={"t": 1}, best={"t": 1.5}, selection={"t": 1}, batches_per_epoch=7)
+    save_train_state(run, model, opt, sch, loop)
+    expected_next = torch.rand(3)
+    import random
+    expected_py = random.random()
+
+    model2, opt2, sch2 = make()
+    torch.manual_seed(123)
+    random.seed(5)
+    got = load_train_state(run, model2, opt2, sch2, batches_per_epoch=7)
+    assert got == loop
+    assert torch.equal(torch.rand(3), expected_next) and random.random() == expected_py
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    assert sch2.state_dict() == sch.state_dict()
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s1["param_groups"] == s2["param_groups"]
+    for i in s1["state"]:
+        for k in s1["state"][i]:
+            assert torch.equal(s1["state"][i][k], s2["state"][i][k])
+    # the data changed since the state was saved
+    with pytest.raises(CheckpointError, match="batches per epoch"):
+        load_train_state(run, model2, opt2, sch2, batches_per_epoch=8)
+    # a tampered state.json
+    sj = state_dir(run) / "state.json"
+    sj.write_text(sj.read_text()[:-40])
+    with pytest.raises(CheckpointError, match="cannot resume"):
+        load_train_state(run, model2, opt2, sch2, batches_per_epoch=7)
+
+
+def test_read_history_drops_records_past_the_state(tmp_path):
+    run = RunDir(tmp_path)
+    run.history_file.write_text('{"epoch": 1, "a": 1}\n{"epoch": 2, "a": 2}\n{"epoch": 2, "a": 3}\n{"epo')
+    assert read_history(run, 1) == [{"epoch": 1, "a": 1}]
+    assert run.history_file.read_text() == '{"epoch": 1, "a": 1}\n'
+    with pytest.raises(CheckpointError, match="epoch 2"):
+        read_history(run, 2)
+
+
+# ------------------------------------------------------------------------------ NaN / inf losses
+def _inf_data(tmp_path):
+    """A regression row scored 1e30: its squared error overflows float32 to inf."""
+    task_file, data_dir = write_toy_data(tmp_path)
+    rows = (data_dir / "reg_train.tsv").read_text().splitlines()
+    a, b, _ = rows[5].split("\t")
+    rows[5] = f"{a}\t{b}\t1e30"
+    (data_dir / "reg_train.tsv").write_text("\n".join(rows) + "\n")
+    return task_file, data_dir
+
+
+def test_inf_loss_stops_with_task_and_step(tmp_path, tiny_encoder, cache_dir, capsys):
+    task_file, data_dir = _inf_data(tmp_path)
+    assert main(train_argv(task_file, data_dir, tiny_encoder, cache_dir, tmp_path / "run", epochs=1)) == 2
+    line = _error_line(capsys)
+    assert "loss is inf on task 'toyreg' at step " in line and "--on-nan skip" in line
+
+
+def test_inf_loss_skipped_and_counted(tmp_path, tiny_encoder, cache_dir, capsys):
+    task_file, data_dir = _inf_data(tmp_path)
+    run = tmp_path / "run"
+    assert main(train_argv(task_file, data_dir, tiny_encoder, cache_dir, run, "--on-nan", "skip")) == 0
+    history = _history(run)
+    # the row is in one batch per epoch: one skipped batch each epoch, every weight still finite
+    assert [h["skipped_batches"] for h in history] == [{"toyreg": 1}, {"toyreg": 1}]
+    assert [h["train_examples"] for h in history] == [36, 36]
+    weights = load_file(str(RunDir(run).checkpoint(2)))
+    assert all(torch.isfinite(t).all() for t in weights.values())
