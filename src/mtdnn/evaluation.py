@@ -28,30 +28,51 @@ class Predictions:
     preds: np.ndarray
 
 
-@torch.inference_mode()
 def predict(model: MultiTaskModel, task: TaskDef, split: TokenizedSplit, *, batch_size: int,
             device: torch.device, precision: str = "fp32", pad_id: int = 0,
-            progress: bool = False, shard: tuple[int, int] | None = None) -> Predictions:
-    """Run the model over a split in length-sorted batches and return outputs in file order."""
+            progress: bool = False, dist=None) -> Predictions:
+    """Run the model over a split in length-sorted batches and return outputs in file order.
+
+    ``dist``: the ``training.distributed.Distributed`` of a multi-process run. Each process then
+    predicts every ``world_size``-th row of the length-sorted split and the outputs are gathered:
+    every process returns the whole split's predictions, each row counted once. All processes run
+    the same number of forward passes (a shorter shard adds a one-row pass whose output is dropped),
+    as an FSDP forward is a collective."""
+    sharded = dist is not None and dist.enabled
     was_training = model.training
     model.eval()
-    outs: list[np.ndarray] = []
+    outs: list[torch.Tensor] = []  # kept on the device: one copy to the host at the end, no sync per batch
     rows: list[np.ndarray] = []
-    batches = eval_order(split, batch_size)
-    for idx in tqdm(batches, desc=f"eval {task.name}/{split.split}", disable=not progress, leave=False):
-        batch = to_device(collate(split, idx, pad_id), device)
-        with autocast(device, precision):
-            out = model(task.name, batch)
-        out = out.float()
-        if task.type == "classification":
-            out = torch.softmax(out, dim=-1)
-        else:
-            out = out.squeeze(-1)
-        outs.append(out.cpu().numpy())
-        rows.append(idx)
+    if sharded:
+        mine = np.argsort(-split.lengths, kind="stable")[dist.rank::dist.world_size]
+        steps = -(-(-(-len(split) // dist.world_size)) // batch_size)  # batches of the largest shard
+        batches = [mine[s:s + batch_size] for s in range(0, steps * batch_size, batch_size)]
+    else:
+        batches = eval_order(split, batch_size)
+    # FSDP's unsharded parameters must not be created as inference tensors: no_grad there
+    with torch.no_grad() if getattr(dist, "fsdp", False) else torch.inference_mode():
+        for idx in tqdm(batches, desc=f"eval {task.name}/{split.split}", disable=not progress, leave=False):
+            real = len(idx) > 0
+            batch = to_device(collate(split, idx if real else np.arange(1), pad_id), device)
+            with autocast(device, precision):
+                out = model(task.name, batch)
+            out = out.float()
+            if task.type == "classification":
+                out = torch.softmax(out, dim=-1)
+            else:
+                out = out.squeeze(-1)
+            outs.append(out if real else out[:0])
+            rows.append(idx)
     model.train(was_training)
-    order = np.concatenate(rows)
-    stacked = np.concatenate(outs)
+    order = np.concatenate(rows).astype(np.int64)
+    stacked = torch.cat(outs).cpu().numpy()
+    if sharded:
+        parts = dist.all_gather_object((order, stacked))
+        order = np.concatenate([p[0] for p in parts])
+        stacked = np.concatenate([p[1] for p in parts])
+        if len(order) != len(split) or len(np.unique(order)) != len(split):
+            raise RuntimeError(f"gathered {len(order)} predictions for the {len(split)} rows of "
+                               f"{task.name}/{split.split}")
     outputs = np.empty_like(stacked)
     outputs[order] = stacked
     return Predictions(outputs, _decide(task, outputs, split))
