@@ -50,7 +50,7 @@ def glue_rows(cells: dict[str, dict[str, Any]]) -> dict[str, dict[str, tuple[flo
         if m:
             row = "single_task" if m.group(1) == "single" else "mtdnn"
             rows[row].setdefault(m.group(2), []).append(_first_split(c["metrics"], m.group(2))["score"])
-        elif name == "glue/mt/s1":
+        elif name in ("glue/mt/s1", "glue/mt4/s1"):
             for task in c["metrics"]:
                 rows["mtdnn_no_finetune"].setdefault(task, []).append(_first_split(c["metrics"], task)["score"])
     return {r: {t: _mean_sd(v) for t, v in d.items()} for r, d in rows.items()}
