@@ -132,3 +132,26 @@ def test_fused_adamw_matches_the_reference_update(mrpc):
         ref.step()
     for (n, pf), pr in zip(fused_model.named_parameters(), ref_model.parameters()):
         torch.testing.assert_close(pf, pr, rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_eval_batches_cover_every_row_once_and_pad_less(mrpc):
+    from mtdnn.data.batching import eval_order
+
+    tasks, data, _, _ = mrpc
+    split = data["mrpc"].train
+    lengths = split.lengths
+
+    def padded(batches):
+        return sum(int(lengths[b].max()) * len(b) for b in batches)
+
+    for bs in (4, 16, 128):
+        batches = eval_order(split, bs)
+        rows = np.concatenate(batches)
+        assert sorted(rows.tolist()) == list(range(len(split)))
+        assert all(0 < len(b) <= bs for b in batches)
+        assert list(lengths[rows]) == sorted(lengths, reverse=True)  # longest first
+        fixed = eval_order(split, bs, max_waste=1.0)  # plain cuts every bs rows
+        assert [len(b) for b in fixed[:-1]] == [bs] * (len(fixed) - 1)
+        assert padded(batches) <= padded(fixed)
+    short = eval_order(split, 128, min_rows=8)
+    assert all(lengths[b].min() >= 0.9 * lengths[b].max() for b in short[:-1] if len(b) > 8)
