@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import CheckpointError, ConfigError
-from .tasks.schema import _format_validation_error, yaml_tag_hint
+from .tasks.schema import _format_validation_error, read_yaml_file
 
 
 class TrainConfig(BaseModel):
@@ -87,35 +86,16 @@ class TrainConfig(BaseModel):
             raise ValueError("fsdp runs in fp32 or bf16 (--precision bf16), not fp16")
         return v
 
-    @field_validator("tasks", mode="before")
+    @field_validator("tasks", "task_files", mode="before")
     @classmethod
-    def _split_tasks(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = [t.strip() for t in v.split(",") if t.strip()]
-        return v
-
-    @field_validator("task_files", mode="before")
-    @classmethod
-    def _split_files(cls, v: Any) -> Any:
+    def _split_commas(cls, v: Any) -> Any:
         if isinstance(v, str):
             v = [t.strip() for t in v.split(",") if t.strip()]
         return v
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("config file not found", path=str(path))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"not UTF-8 text (byte {e.start})", path=str(path)) from None
-    except RecursionError:
-        raise ConfigError("invalid YAML: nested too deeply", path=str(path)) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}{yaml_tag_hint(e)}", path=str(path),
-                          line=mark.line + 1 if mark is not None else None) from None
+    data = read_yaml_file(path, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -240,14 +240,14 @@ def yaml_tag_hint(e: Exception) -> str:
             if "python/" in str(getattr(e, "problem", "")) else "")
 
 
-def load_task_file(path: str | Path) -> list[TaskDef]:
-    """Read one YAML file holding a task or a list of tasks (safe loader only)."""
+def read_yaml_file(path: str | Path, what: str) -> Any:
+    """Parse a YAML file with the safe loader; every failure is a one-line ConfigError naming the
+    file (and the line where YAML knows it). ``what`` names the file in 'not found' errors."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError("task file not found", path=str(path))
+        raise ConfigError(f"{what} not found", path=str(path))
     try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise ConfigError(f"not UTF-8 text (byte {e.start})", path=str(path)) from None
     except RecursionError:
@@ -257,6 +257,11 @@ def load_task_file(path: str | Path) -> list[TaskDef]:
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}{yaml_tag_hint(e)}", path=str(path),
                           line=line) from None
+
+
+def load_task_file(path: str | Path) -> list[TaskDef]:
+    """Read one YAML file holding a task or a list of tasks (safe loader only)."""
+    data = read_yaml_file(path, "task file")
     if data is None:
         raise ConfigError("empty task file", path=str(path))
     items = data if isinstance(data, list) else [data]
