@@ -2,22 +2,22 @@
 
 Every cell is one `mtdnn.train` run; its result (metrics, config, wall time, machine) is written
 to experiments/results/runs/<cell>.json as soon as it finishes, and a cell whose JSON exists is
-skipped. Model weights go to runs/experiments/<cell>/ (not committed).
+skipped. Model weights go to runs/experiments/<cell>/ (not committed; only the multi-task model
+keeps its weights, because the fine-tuning and domain-adaptation cells start from it).
 
-    python experiments/run.py --list                    # every cell, in run order
+    python experiments/run.py --list                         # every cell, in run order, done/todo
     python experiments/run.py --cell da/scitail/mtdnn/1/s1   # one cell (trains what it needs first)
-    python experiments/run.py --all [--only glue/]      # everything (or a prefix), in order
-    python experiments/run.py --plan full --all         # the issue's whole grid (hours)
-
-Two plans: ``--plan quick`` (the cells this repository reports, about 40 minutes on a quiet 2-core
-CPU) and ``--plan full`` (every cell of the issue: all seven GLUE tasks, 3 seeds for the small ones,
-SciTail up to 100%, SNLI; several hours on this machine).
+    python experiments/run.py --all [--only glue/]           # everything (or a name prefix), in order
+    # the whole grid on a 2-core CPU: two streams side by side, one core each
+    taskset -c 0 python experiments/run.py --all --stream mt --threads 1 &
+    taskset -c 1 python experiments/run.py --all --stream base --threads 1
 
 Budget: the embedded all-MiniLM-L6-v2, max_seq_len 128, batch 32, AdamW lr 1e-4 with 10% warm-up
 (Adamax at the paper's settings learned too slowly for this small encoder on a short budget, see
 docs/results.md); evaluation after the last epoch only; every run keeps its LAST epoch
 (no checkpoint choice looks at any evaluation split); large training sets are cut to fixed random
-subsets (subset seed 0) listed in GLUE_SUBSETS.
+subsets (subset seed 0) listed in GLUE_SUBSETS; domain-adaptation epochs depend only on the
+training-set size (da_epochs).
 """
 
 from __future__ import annotations
@@ -45,17 +45,19 @@ BASE: dict[str, Any] = {
     "progress": False, "task_files": [TASK_FILE], "allow_hub": False,
 }
 GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte", "wnli", "mnli_aux"]
-QUICK_TASKS = ["rte", "mrpc", "stsb", "mnli_aux"]
 SMALL_TASKS = ["rte", "mrpc", "stsb", "wnli"]
-GLUE_SEEDS = {t: ([1, 2, 3] if t in SMALL_TASKS else [1]) for t in GLUE_TASKS}
 GLUE_SUBSETS = {"cola": 2000, "sst2": 2000, "mrpc": 2000, "stsb": 2000, "mnli_aux": 2000}  # rte, wnli: all
 GLUE_EPOCHS = 2
 SCITAIL_TRAIN = 23596
 SNLI_TRAIN = 549367  # SNLI 1.0 train size: the paper's 0.1% / 1% are 549 / 5,493 examples
 DA_SIZES = {"0.1": 0.001, "1": 0.01, "10": 0.1, "100": 1.0}
-DA_EPOCHS = {"0.1": 10, "1": 5, "10": 2, "100": 1}
 MT_CELL = "glue/mt/s1"
-QUICK_MT_CELL = "glue/mt4/s1"  # the quick plan's multi-task model: RTE, MRPC, STS-B, MNLI
+
+
+def da_epochs(n_train: int) -> int:
+    """Epochs for a domain-adaptation run, fixed by its training-set size alone (no evaluation split
+    is looked at): tiny sets get more passes."""
+    return 10 if n_train <= 100 else 5 if n_train <= 1000 else 2 if n_train <= 10000 else 1
 
 
 @dataclass
@@ -66,97 +68,66 @@ class Cell:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _cells(plan: str = "quick") -> list[Cell]:
-    if plan == "quick":
-        return _quick_cells()
-    cells: list[Cell] = []
+def _cells() -> list[Cell]:
+    """Every cell, most important first. Cells that need the multi-task model (stream ``mt``) and
+    cells that do not (stream ``base``) can run side by side, one process each."""
     mt_dir = str(RUNS / MT_CELL)
     # (a) the multi-task model: all GLUE tasks + MNLI (trained on dev_matched)
-    cells.append(Cell(MT_CELL, {**BASE, "tasks": GLUE_TASKS, "epochs": GLUE_EPOCHS, "seed": 1,
-                                "eval_every": GLUE_EPOCHS, "max_train_examples_per_task": GLUE_SUBSETS},
-                      meta={"kind": "mtdnn_no_finetune"}))
-    # (b) domain adaptation, small sizes first (cheap, and the paper's headline)
-    for size in ["0.1", "1"]:
-        for subset in [1, 2, 3]:
-            for enc in ["encoder", "mtdnn"]:
-                cells.append(_da_cell("scitail", enc, size, subset, mt_dir))
-    # (a) single-task and fine-tuned rows, seed 1
-    for kind in ["single", "finetune"]:
-        for task in GLUE_TASKS:
-            cells.append(_glue_cell(kind, task, 1, mt_dir))
-    # (c) SAN ablation: linear twins (the SAN side is the matching single-task / DA cell)
-    for task in ["rte_linear", "mrpc_linear", "mnli_aux_linear"]:
-        base_task = task.replace("_linear", "")
-        cells.append(Cell(f"san/{task}/s1", {**BASE, "tasks": [task], "epochs": GLUE_EPOCHS, "seed": 1,
-                                              "max_train_examples_per_task": {task: GLUE_SUBSETS.get(base_task, 10**9)}},
-                          meta={"kind": "linear", "task": base_task}))
-    cells.append(Cell("san/scitail_linear/10/s1",
-                      {**BASE, "tasks": ["scitail_linear"], "epochs": DA_EPOCHS["10"], "seed": 1,
-                       "max_train_examples": round(SCITAIL_TRAIN * 0.1), "subset_seed": 1},
-                      meta={"kind": "linear", "task": "scitail"}))
-    for enc in ["encoder", "mtdnn"]:
-        cells.append(_da_cell("scitail", enc, "10", 1, mt_dir))
-    for size, subsets in [("0.1", [1, 2, 3]), ("1", [1])]:
-        for subset in subsets:
-            for enc in ["encoder", "mtdnn"]:
-                cells.append(_da_cell("snli", enc, size, subset, mt_dir))
-    # (a) more seeds for the small tasks
-    for seed in [2, 3]:
-        for kind in ["single", "finetune"]:
-            for task in SMALL_TASKS:
-                cells.append(_glue_cell(kind, task, seed, mt_dir))
-    for enc in ["encoder", "mtdnn"]:
-        cells.append(_da_cell("scitail", enc, "100", 1, mt_dir))
-    return cells
-
-
-def _quick_cells() -> list[Cell]:
-    """The reported subset: MT-DNN on RTE, MRPC, STS-B and MNLI; single-task vs fine-tuned rows for
-    those four (seed 1); SciTail 0.1% and 1% from both encoders (3 subsets each); SAN vs linear on
-    RTE and MRPC."""
-    mt_dir = str(RUNS / QUICK_MT_CELL)
-    subsets = {k: v for k, v in GLUE_SUBSETS.items() if k in QUICK_TASKS}
-    cells = [Cell(QUICK_MT_CELL, {**BASE, "tasks": QUICK_TASKS, "epochs": GLUE_EPOCHS, "seed": 1,
-                                  "eval_every": GLUE_EPOCHS, "max_train_examples_per_task": subsets},
+    cells = [Cell(MT_CELL, {**BASE, "tasks": GLUE_TASKS, "epochs": GLUE_EPOCHS, "seed": 1,
+                            "eval_every": GLUE_EPOCHS, "max_train_examples_per_task": GLUE_SUBSETS},
                   meta={"kind": "mtdnn_no_finetune"})]
-    for size in ["0.1", "1"]:
-        for subset in [1, 2, 3]:
-            for enc in ["encoder", "mtdnn"]:
-                cells.append(_da_cell("scitail", enc, size, subset, mt_dir, QUICK_MT_CELL))
-    for kind in ["single", "finetune"]:
-        for task in QUICK_TASKS:
-            cells.append(_glue_cell(kind, task, 1, mt_dir, QUICK_MT_CELL))
-    for task in ["rte_linear", "mrpc_linear"]:
-        base_task = task.replace("_linear", "")
-        cells.append(Cell(f"san/{task}/s1", {**BASE, "tasks": [task], "epochs": GLUE_EPOCHS, "seed": 1,
-                                              "eval_every": GLUE_EPOCHS,
-                                              "max_train_examples_per_task": {task: GLUE_SUBSETS.get(base_task, 10**9)}},
-                          meta={"kind": "linear", "task": base_task}))
+    cells += [_glue_cell(kind, task, 1, mt_dir) for kind in ["single", "finetune"] for task in GLUE_TASKS]
+    # (b) domain adaptation, small sizes first (cheap, and the paper's headline)
+    cells += [_da_cell("scitail", enc, size, subset, mt_dir)
+              for size in ["0.1", "1"] for subset in [1, 2, 3] for enc in ["encoder", "mtdnn"]]
+    cells += [_da_cell("scitail", enc, "10", 1, mt_dir) for enc in ["encoder", "mtdnn"]]
+    # (c) SAN ablation: linear twins (the SAN side is the matching single-task / SciTail 10% cell)
+    cells += [_linear_cell(task, 1) for task in ["rte", "mrpc", "mnli_aux"]]
+    cells.append(Cell("san/scitail_linear/10/s1",
+                      {**BASE, "tasks": ["scitail_linear"], "epochs": da_epochs(round(SCITAIL_TRAIN * 0.1)),
+                       "seed": 1, "subset_seed": 1, "max_train_examples": round(SCITAIL_TRAIN * 0.1)},
+                      meta={"kind": "linear", "task": "scitail"}))
+    cells += [_da_cell("snli", enc, "0.1", subset, mt_dir) for subset in [1, 2, 3] for enc in ["encoder", "mtdnn"]]
+    # (a) seeds 2 and 3 for the small tasks
+    cells += [_glue_cell(kind, task, seed, mt_dir)
+              for seed in [2, 3] for kind in ["single", "finetune"] for task in SMALL_TASKS]
+    cells += [_da_cell("snli", enc, "1", 1, mt_dir) for enc in ["encoder", "mtdnn"]]
+    cells += [_da_cell("scitail", enc, "100", 1, mt_dir) for enc in ["encoder", "mtdnn"]]
+    cells += [_da_cell("snli", enc, "1", subset, mt_dir) for subset in [2, 3] for enc in ["encoder", "mtdnn"]]
+    cells += [_linear_cell(task, seed) for seed in [2, 3] for task in ["rte", "mrpc"]]
     return cells
 
 
-def _glue_cell(kind: str, task: str, seed: int, mt_dir: str, mt_cell: str = MT_CELL) -> Cell:
+def _linear_cell(task: str, seed: int) -> Cell:
+    name = f"{task}_linear"
+    return Cell(f"san/{name}/s{seed}", {**BASE, "tasks": [name], "epochs": GLUE_EPOCHS, "seed": seed,
+                                         "eval_every": GLUE_EPOCHS,
+                                         "max_train_examples_per_task": {name: GLUE_SUBSETS.get(task, 10**9)}},
+                meta={"kind": "linear", "task": task, "seed": seed})
+
+
+def _glue_cell(kind: str, task: str, seed: int, mt_dir: str) -> Cell:
     cfg = {**BASE, "tasks": [task], "epochs": GLUE_EPOCHS, "seed": seed, "eval_every": GLUE_EPOCHS,
            "max_train_examples_per_task": {k: v for k, v in GLUE_SUBSETS.items() if k == task}}
     needs = []
     if kind == "finetune":
         cfg["init_from"] = mt_dir
-        needs = [mt_cell]
+        needs = [MT_CELL]
     return Cell(f"glue/{kind}/{task}/s{seed}", cfg, needs, meta={"kind": kind, "task": task, "seed": seed})
 
 
-def _da_cell(data: str, enc: str, size: str, subset: int, mt_dir: str, mt_cell: str = MT_CELL) -> Cell:
+def _da_cell(data: str, enc: str, size: str, subset: int, mt_dir: str) -> Cell:
     task = "scitail" if data == "scitail" else "snli_da"
     full = SCITAIL_TRAIN if data == "scitail" else SNLI_TRAIN
     n = max(1, round(full * DA_SIZES[size]))
-    cfg = {**BASE, "tasks": [task], "epochs": DA_EPOCHS[size], "seed": subset, "subset_seed": subset,
-           "eval_every": DA_EPOCHS[size]}
+    epochs = da_epochs(n)
+    cfg = {**BASE, "tasks": [task], "epochs": epochs, "seed": subset, "subset_seed": subset, "eval_every": epochs}
     if not (data == "scitail" and size == "100"):
         cfg["max_train_examples"] = n
     needs = []
     if enc == "mtdnn":
         cfg["init_from"] = mt_dir
-        needs = [mt_cell]
+        needs = [MT_CELL]
     return Cell(f"da/{data}/{enc}/{size}/s{subset}", cfg, needs,
                 meta={"kind": "domain_adaptation", "data": data, "encoder": enc, "size": size,
                       "subset": subset, "train_examples": n})
@@ -205,7 +176,7 @@ def run_cell(cell: Cell, by_name: dict[str, Cell]) -> dict[str, Any]:
               "command": f"python experiments/run.py --cell {cell.name}"}
     write_json(out, result)
     print(f"[{time.strftime('%H:%M:%S')}] {cell.name}: {json.dumps(metrics)} ({wall:.0f} s)", flush=True)
-    if cell.name not in (MT_CELL, QUICK_MT_CELL):  # keep the multi-task model (others start from it); drop the rest
+    if cell.name != MT_CELL:  # keep the multi-task model (others start from it); drop the rest
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return result
 
@@ -216,12 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cell", action="append", default=[])
     p.add_argument("--all", action="store_true")
     p.add_argument("--only", default="", help="with --all: only cells whose name starts with this")
-    p.add_argument("--plan", choices=["quick", "full"], default="quick")
+    p.add_argument("--stream", choices=["all", "mt", "base"], default="all",
+                   help="with --all: only the cells that need the multi-task model (mt) or only the others (base)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (results do not depend on it)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    cells = _cells(args.plan)
+    cells = _cells()
+    if args.threads:
+        for c in cells:
+            c.config["threads"] = args.threads
     by_name = {c.name: c for c in cells}
     if args.list:
         for c in cells:
@@ -231,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     transformers.logging.set_verbosity_error()
-    todo = args.cell or ([c.name for c in cells if c.name.startswith(args.only)] if args.all else [])
+    def in_stream(c: Cell) -> bool:
+        return args.stream == "all" or (args.stream == "mt") == (c.name == MT_CELL or MT_CELL in c.needs)
+
+    todo = args.cell or ([c.name for c in cells if c.name.startswith(args.only) and in_stream(c)] if args.all else [])
     if not todo:
         p.error("give --cell NAME, --all or --list")
     for name in todo:
