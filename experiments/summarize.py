@@ -20,7 +20,7 @@ DOC = HERE.parent / "docs" / "results.md"
 FIGURE = HERE.parent / "docs" / "domain_adaptation.png"
 
 GLUE_ORDER = ["cola", "sst2", "mrpc", "stsb", "rte", "wnli", "mnli_aux"]
-GLUE_LABEL = {"cola": "CoLA (MCC)", "sst2": "SST-2 (acc)", "mrpc": "MRPC (F1/acc)", "stsb": "STS-B (P/S)",
+GLUE_LABEL = {"cola": "CoLA (MCC)", "sst2": "SST-2 (acc)", "mrpc": "MRPC (mean of F1, acc)", "stsb": "STS-B (mean of P, S)",
               "rte": "RTE (acc)", "wnli": "WNLI (acc)", "mnli_aux": "MNLI-mm (acc)"}
 DA_SIZES = ["0.1", "1", "10", "100"]
 BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
@@ -50,27 +50,30 @@ def glue_rows(cells: dict[str, dict[str, Any]]) -> dict[str, dict[str, tuple[flo
         if m:
             row = "single_task" if m.group(1) == "single" else "mtdnn"
             rows[row].setdefault(m.group(2), []).append(_first_split(c["metrics"], m.group(2))["score"])
-        elif name in ("glue/mt/s1", "glue/mt4/s1"):
+        elif name == "glue/mt/s1":
             for task in c["metrics"]:
                 rows["mtdnn_no_finetune"].setdefault(task, []).append(_first_split(c["metrics"], task)["score"])
     return {r: {t: _mean_sd(v) for t, v in d.items()} for r, d in rows.items()}
 
 
-def da_rows(cells: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, tuple[float, float, int]]]]:
-    """data -> encoder -> size -> (mean, sd, n) of test accuracy."""
+def da_rows(cells: dict[str, dict[str, Any]], split: str = "test") -> dict[str, dict[str, dict[str, tuple[float, float, int]]]]:
+    """data -> encoder -> size -> (mean, sd, n) of accuracy on `split` (SNLI has no dev split here)."""
     out: dict[str, dict[str, dict[str, list[float]]]] = {}
     for name, c in cells.items():
         m = re.fullmatch(r"da/(scitail|snli)/(encoder|mtdnn)/([0-9.]+)/s(\d+)", name)
         if not m:
             continue
         task = "scitail" if m.group(1) == "scitail" else "snli_da"
-        acc = c["metrics"][task]["test"]["accuracy"]
+        if split not in c["metrics"][task]:
+            continue
+        acc = c["metrics"][task][split]["accuracy"]
         out.setdefault(m.group(1), {}).setdefault(m.group(2), {}).setdefault(m.group(3), []).append(acc)
     return {d: {e: {s: _mean_sd(v) for s, v in sizes.items()} for e, sizes in encs.items()} for d, encs in out.items()}
 
 
 def san_rows(cells: dict[str, dict[str, Any]]) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """task -> head -> (mean, sd, n). SAN side: the single-task GLUE cells and SciTail 10% encoder cells."""
+    """task -> head -> (mean, sd, n). SAN side: the single-task GLUE cells of the same seeds and the
+    SciTail 10% encoder cell."""
     out: dict[str, dict[str, list[float]]] = {}
     for name, c in cells.items():
         m = re.fullmatch(r"san/([a-z_]+)_linear/(?:10/)?s(\d+)", name)
@@ -79,8 +82,8 @@ def san_rows(cells: dict[str, dict[str, Any]]) -> dict[str, dict[str, tuple[floa
             key = f"{task}_linear"
             split = "test" if task == "scitail" else None
             out.setdefault(task, {}).setdefault("linear", []).append(_first_split(c["metrics"], key, split)["score"])
-        m = re.fullmatch(r"glue/single/(rte|mrpc|mnli_aux)/s1", name)
-        if m:
+        m = re.fullmatch(r"glue/single/(rte|mrpc|mnli_aux)/s(\d+)", name)
+        if m and f"san/{m.group(1)}_linear/s{m.group(2)}" in cells:
             out.setdefault(m.group(1), {}).setdefault("san", []).append(_first_split(c["metrics"], m.group(1))["score"])
         if name == "da/scitail/encoder/10/s1":
             out.setdefault("scitail", {}).setdefault("san", []).append(c["metrics"]["scitail"]["test"]["score"])
@@ -103,10 +106,15 @@ def summary(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
                                      for enc, sizes in encs.items()} for data, encs in d.items()},
         "domain_adaptation_sd": {data: {enc: {size: round(v[1], 2) for size, v in sizes.items() if v[2] > 1}
                                         for enc, sizes in encs.items()} for data, encs in d.items()},
+        "domain_adaptation_dev": {data: {enc: {size: round(v[0], 2) for size, v in sizes.items()}
+                                          for enc, sizes in encs.items()}
+                                   for data, encs in da_rows(cells, "dev").items()},
         "san_ablation": {t: {h: round(v[0], 2) for h, v in heads.items()} for t, heads in s.items()},
+        "san_ablation_sd": {t: {h: round(v[1], 2) for h, v in heads.items() if v[2] > 1} for t, heads in s.items()},
         "units": "percent; GLUE: each task's score (mean of its pair of metrics where it has two) on dev "
-                 "(MNLI: dev_mismatched); domain adaptation: test accuracy; san_ablation: dev score "
-                 "(SciTail: test accuracy)",
+                 "(MNLI: dev_mismatched); domain_adaptation: test accuracy (domain_adaptation_dev: SciTail dev "
+                 "accuracy); san_ablation: dev score (SciTail 10%: test accuracy); *_sd: standard deviation "
+                 "over seeds or training subsets where there are several",
         "cells": sorted(cells),
     }
 
@@ -123,21 +131,33 @@ def tables(cells: dict[str, dict[str, Any]]) -> str:
         have = [v[0] for v in vals if v and v[2]]
         avg = f"{sum(have) / len(have):.1f}" if len(have) == len(GLUE_ORDER) else "–"
         lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in vals) + f" | {avg} |")
+    gains = []
+    for t in GLUE_ORDER:
+        a, b = g["mtdnn"].get(t), g["single_task"].get(t)
+        gains.append(f"{a[0] - b[0]:+.1f}" if a and b and a[2] and b[2] else "–")
+    lines.append("| gain, MT-DNN − single-task | " + " | ".join(gains) + " | |")
     lines += ["", "### Domain adaptation (test accuracy in percent; mean ± sd over training subsets where n > 1)", "",
               "| data | encoder | " + " | ".join(f"{x}%" for x in DA_SIZES) + " |", "|---|---|" + "---|" * len(DA_SIZES)]
     for data in ["scitail", "snli"]:
         for enc, label in [("encoder", "MiniLM (plain encoder)"), ("mtdnn", "MT-DNN encoder of (a)")]:
             row = d.get(data, {}).get(enc, {})
             lines.append(f"| {data} | {label} | " + " | ".join(_fmt(row.get(x)) for x in DA_SIZES) + " |")
-    lines += ["", "### SAN vs linear head (single-task, seed 1)", "", "| task | SAN | linear |", "|---|---|---|"]
+    dev = da_rows(cells, "dev").get("scitail", {})
+    lines += ["", "SciTail dev accuracy of the same runs:", "",
+              "| data | encoder | " + " | ".join(f"{x}%" for x in DA_SIZES) + " |", "|---|---|" + "---|" * len(DA_SIZES)]
+    for enc, label in [("encoder", "MiniLM (plain encoder)"), ("mtdnn", "MT-DNN encoder of (a)")]:
+        lines.append(f"| scitail dev | {label} | " + " | ".join(_fmt(dev.get(enc, {}).get(x)) for x in DA_SIZES) + " |")
+    lines += ["", "### SAN vs linear head (single-task from the plain encoder; mean ± sd over seeds where n > 1)", "",
+              "| task | SAN | linear |", "|---|---|---|"]
     for t in ["rte", "mrpc", "mnli_aux", "scitail"]:
         heads = s.get(t, {})
         label = {"mnli_aux": "MNLI-mm (acc)", "scitail": "SciTail 10% (test acc)"}.get(t, GLUE_LABEL.get(t, t))
         lines.append(f"| {label} | {_fmt(heads.get('san'))} | {_fmt(heads.get('linear'))} |")
     walls = [c["wall_seconds"] for c in cells.values()]
     machines = sorted({c["machine"] for c in cells.values()})
-    lines += ["", f"{len(cells)} runs, {sum(walls) / 60:.0f} minutes of training and evaluation in all, on: "
-              + "; ".join(machines) + "."]
+    threads = sorted({str(c["config"].get("threads") or "default") for c in cells.values()})
+    lines += ["", f"{len(cells)} runs; {sum(walls) / 60:.0f} minutes of run time summed over runs, "
+              f"(torch threads per run: {', '.join(threads)}; the docs say how runs overlapped); machine: " + "; ".join(machines) + "."]
     return "\n".join(lines)
 
 
