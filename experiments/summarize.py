@@ -156,7 +156,7 @@ def tables(cells: dict[str, dict[str, Any]]) -> str:
     walls = [c["wall_seconds"] for c in cells.values()]
     machines = sorted({c["machine"] for c in cells.values()})
     threads = sorted({str(c["config"].get("threads") or "default") for c in cells.values()})
-    lines += ["", f"{len(cells)} runs; {sum(walls) / 60:.0f} minutes of run time summed over runs, "
+    lines += ["", f"{len(cells)} runs; {sum(walls) / 60:.0f} minutes of run time summed over runs "
               f"(torch threads per run: {', '.join(threads)}; the docs say how runs overlapped); machine: " + "; ".join(machines) + "."]
     return "\n".join(lines)
 
