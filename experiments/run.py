@@ -7,6 +7,7 @@ keeps its weights, because the fine-tuning and domain-adaptation cells start fro
 
     python experiments/run.py --list                         # every cell, in run order, done/todo
     python experiments/run.py --cell da/scitail/mtdnn/1/s1   # one cell (trains what it needs first)
+    python experiments/run.py --cell da/scitail/mtdnn/1/s1 --check   # rerun a recorded cell, compare
     python experiments/run.py --all [--only glue/]           # everything (or a name prefix), in order
     # the whole grid on a 2-core CPU: two streams side by side, one core each
     taskset -c 0 python experiments/run.py --all --stream mt --threads 1 &
@@ -37,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "runs"
 RUNS = ROOT / "runs" / "experiments"
+CHECK = ROOT / "runs" / "check"
 TASK_FILE = str(HERE / "tasks.yaml")
 
 BASE: dict[str, Any] = {
@@ -49,8 +51,12 @@ SMALL_TASKS = ["rte", "mrpc", "stsb", "wnli"]
 GLUE_SUBSETS = {"cola": 2000, "sst2": 2000, "mrpc": 2000, "stsb": 2000, "mnli_aux": 2000}  # rte, wnli: all
 GLUE_EPOCHS = 2
 SCITAIL_TRAIN = 23596
-SNLI_TRAIN = 549367  # SNLI 1.0 train size: the paper's 0.1% / 1% are 549 / 5,493 examples
+SNLI_TRAIN = 549367  # SNLI 1.0 train size
 DA_SIZES = {"0.1": 0.001, "1": 0.01, "10": 0.1, "100": 1.0}
+# training examples per share: SciTail rounds its shares (24 / 236 / 2,360 / 23,596); SNLI uses the
+# paper's sizes (549 / 5,493: its shares rounded down)
+DA_COUNTS = {"scitail": {k: round(SCITAIL_TRAIN * v) for k, v in DA_SIZES.items()},
+             "snli": {"0.1": 549, "1": 5493}}
 MT_CELL = "glue/mt/s1"
 
 
@@ -118,8 +124,7 @@ def _glue_cell(kind: str, task: str, seed: int, mt_dir: str) -> Cell:
 
 def _da_cell(data: str, enc: str, size: str, subset: int, mt_dir: str) -> Cell:
     task = "scitail" if data == "scitail" else "snli_da"
-    full = SCITAIL_TRAIN if data == "scitail" else SNLI_TRAIN
-    n = max(1, round(full * DA_SIZES[size]))
+    n = DA_COUNTS[data][size]
     epochs = da_epochs(n)
     cfg = {**BASE, "tasks": [task], "epochs": epochs, "seed": subset, "subset_seed": subset, "eval_every": epochs}
     if not (data == "scitail" and size == "100"):
@@ -150,16 +155,10 @@ def result_path(name: str) -> Path:
     return RESULTS / (name.replace("/", "__") + ".json")
 
 
-def run_cell(cell: Cell, by_name: dict[str, Cell]) -> dict[str, Any]:
-    out = result_path(cell.name)
-    if out.is_file():
-        return json.loads(out.read_text())
-    for dep in cell.needs:
-        run_cell(by_name[dep], by_name)
+def _train(cell: Cell, run_dir: Path) -> dict[str, Any]:
+    """Train one cell into run_dir and return its result record."""
     import mtdnn
-    from mtdnn.run_dir import write_json
 
-    run_dir = RUNS / cell.name
     if run_dir.exists():  # an interrupted attempt: start the cell again
         shutil.rmtree(run_dir)
     cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir)})
@@ -169,15 +168,60 @@ def run_cell(cell: Cell, by_name: dict[str, Cell]) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-    result = {"cell": cell.name, "meta": cell.meta, "metrics": metrics,
-              "train_loss": [h["train_loss"] for h in history], "wall_seconds": round(wall, 1),
-              "machine": _machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "config": {k: v for k, v in cfg.model_dump(mode="json").items() if k != "task_files"},
-              "command": f"python experiments/run.py --cell {cell.name}"}
-    write_json(out, result)
     print(f"[{time.strftime('%H:%M:%S')}] {cell.name}: {json.dumps(metrics)} ({wall:.0f} s)", flush=True)
+    return {"cell": cell.name, "meta": cell.meta, "metrics": metrics,
+            "train_loss": [h["train_loss"] for h in history], "wall_seconds": round(wall, 1),
+            "machine": _machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "config": {k: v for k, v in cfg.model_dump(mode="json").items() if k != "task_files"},
+            "command": f"python experiments/run.py --cell {cell.name}"}
+
+
+def _ensure_model(name: str, by_name: dict[str, Cell]) -> None:
+    """Make sure the weights of a cell other cells start from are on disk (a fresh clone has the
+    cell's JSON but not its weights): train it again if they are missing. A recorded result is never
+    overwritten; the retrained model's metrics are printed next to it."""
+    run_dir = RUNS / name
+    if (run_dir / "metrics.json").is_file():
+        return
+    result = _train(by_name[name], run_dir)
+    out = result_path(name)
+    if out.is_file():
+        _compare(json.loads(out.read_text()), result)
+    else:
+        from mtdnn.run_dir import write_json
+        write_json(out, result)
+
+
+def _compare(recorded: dict[str, Any], new: dict[str, Any]) -> None:
+    for task, splits in recorded["metrics"].items():
+        for split, metrics in splits.items():
+            for metric, value in metrics.items():
+                now = new["metrics"].get(task, {}).get(split, {}).get(metric, float("nan"))
+                print(f"  {task}/{split}/{metric}: recorded {value:.2f}, now {now:.2f} ({now - value:+.2f})")
+
+
+def run_cell(cell: Cell, by_name: dict[str, Cell], check: bool = False) -> dict[str, Any]:
+    """Run a cell unless its result is recorded. With check=True, run it again into runs/check/ and
+    print the recorded and the new metrics side by side (the record is left as it is)."""
+    out = result_path(cell.name)
+    if out.is_file() and not check:
+        return json.loads(out.read_text())
+    for dep in cell.needs:
+        _ensure_model(dep, by_name)
+    from mtdnn.run_dir import write_json
+
+    if check:
+        result = _train(cell, CHECK / cell.name)
+        write_json(CHECK / (cell.name.replace("/", "__") + ".json"), result)
+        if out.is_file():
+            _compare(json.loads(out.read_text()), result)
+        else:
+            print(f"  {cell.name} has no recorded result to compare with")
+        return result
+    result = _train(cell, RUNS / cell.name)
+    write_json(out, result)
     if cell.name != MT_CELL:  # keep the multi-task model (others start from it); drop the rest
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(RUNS / cell.name / "checkpoints", ignore_errors=True)
     return result
 
 
@@ -186,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true")
     p.add_argument("--cell", action="append", default=[])
     p.add_argument("--all", action="store_true")
+    p.add_argument("--check", action="store_true",
+                   help="with --cell: run the cell again (into runs/check/) and print recorded vs new metrics")
     p.add_argument("--only", default="", help="with --all: only cells whose name starts with this")
     p.add_argument("--stream", choices=["all", "mt", "base"], default="all",
                    help="with --all: only the cells that need the multi-task model (mt) or only the others (base)")
@@ -216,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in todo:
         if name not in by_name:
             p.error(f"unknown cell {name} (see --list)")
-        run_cell(by_name[name], by_name)
+        run_cell(by_name[name], by_name, check=args.check)
     return 0
 
 
