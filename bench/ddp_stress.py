@@ -27,28 +27,11 @@ import yaml
 
 def make_inputs(d: Path) -> dict:
     """A dropout-free tiny encoder and dropout-free copies of rte/stsb (as in the tests)."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    import mtdnn
     from mtdnn.data.readers import data_dir_default
-    from mtdnn.model.multitask import default_encoder_path
+    from mtdnn.testing import dropout_free_tasks, tiny_encoder
 
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512, hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0)
-    BertModel(cfg, add_pooling_layer=False).save_pretrained(str(d / "encoder"))
-    AutoTokenizer.from_pretrained(default_encoder_path()).save_pretrained(str(d / "encoder"))
-    builtin = Path(mtdnn.__file__).parent / "tasks" / "builtin"
-    tasks = []
-    for src in ("rte", "stsb"):
-        t = yaml.safe_load((builtin / f"{src}.yaml").read_text())
-        t["name"], t["dropout"] = f"{src}0", 0.0
-        if t.get("head", {}).get("kind") == "san":
-            t["head"]["step_dropout"] = 0.0
-        tasks.append(t)
-    (d / "tasks.yaml").write_text(yaml.safe_dump(tasks, sort_keys=False))
+    tiny_encoder(d / "encoder", dropout=0.0)
+    dropout_free_tasks(d / "tasks.yaml")
     values = dict(tasks="rte0,stsb0", task_files=str(d / "tasks.yaml"), encoder=str(d / "encoder"),
                   data_dir=str(data_dir_default().resolve()), cache_dir=str(d / "cache"), epochs=2,
                   batch_size=7, max_train_examples=29, max_seq_len=32, lr=1e-3, grad_accum_steps=2,

@@ -31,17 +31,9 @@ def data_dir() -> Path:
 
 def make_tiny_encoder(path: Path, seed: int = 0) -> Path:
     """A 2-layer BERT with hidden size 32 and the embedded MiniLM's tokenizer, randomly initialised."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from mtdnn.testing import tiny_encoder
 
-    from mtdnn.model.multitask import default_encoder_path
-
-    torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512)
-    BertModel(cfg, add_pooling_layer=False).save_pretrained(str(path))
-    AutoTokenizer.from_pretrained(default_encoder_path()).save_pretrained(str(path))
-    return path
+    return tiny_encoder(path, seed=seed)
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ import mtdnn
 from mtdnn.cli import build_parser, config_from_args
 from mtdnn.config import load_config_file
 from mtdnn.errors import ConfigError
+from mtdnn.testing import dropout_free_tasks, tiny_encoder
 from mtdnn.training.distributed import Distributed, report_crash
 
 EPOCHS = 2
@@ -31,42 +32,13 @@ FAIL_TIMEOUT = 120  # a failing run must end within this
 
 
 # ----------------------------------------------------------------------------- fixtures
-def _dropout_free_encoder(path: Path) -> str:
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from mtdnn.model.multitask import default_encoder_path
-
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512, hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0)
-    BertModel(cfg, add_pooling_layer=False).save_pretrained(str(path))
-    AutoTokenizer.from_pretrained(default_encoder_path()).save_pretrained(str(path))
-    return str(path)
-
-
-def _dropout_free_tasks(path: Path) -> str:
-    """Copies of the built-in rte (SAN head) and stsb without any dropout: runs with different
-    numbers of processes then compute the same function."""
-    builtin = Path(mtdnn.__file__).parent / "tasks" / "builtin"
-    tasks = []
-    for src in ("rte", "stsb"):
-        t = yaml.safe_load((builtin / f"{src}.yaml").read_text())
-        t["name"], t["dropout"] = f"{src}0", 0.0
-        if t.get("head", {}).get("kind") == "san":
-            t["head"]["step_dropout"] = 0.0
-        tasks.append(t)
-    path.write_text(yaml.safe_dump(tasks, sort_keys=False))
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, data_dir) -> dict:
     d = tmp_path_factory.mktemp("dist")
     # 29 rows, global batch 7: batches of 7 rows split 3/4 over the ranks, and a last batch of one
     # row, where rank 1's share is empty; 2 accumulation steps exercise no_sync
-    values = dict(tasks="rte0,stsb0", task_files=_dropout_free_tasks(d / "tasks.yaml"),
-                  encoder=_dropout_free_encoder(d / "encoder"), data_dir=str(Path(data_dir).resolve()),
+    values = dict(tasks="rte0,stsb0", task_files=str(dropout_free_tasks(d / "tasks.yaml")),
+                  encoder=str(tiny_encoder(d / "encoder", dropout=0.0)), data_dir=str(Path(data_dir).resolve()),
                   cache_dir=str(d / "cache"), epochs=EPOCHS, batch_size=7, max_train_examples=29,
                   max_seq_len=32, lr=1e-3, grad_accum_steps=2, selection="last", seed=7, threads=1,
                   progress=False, allow_hub=False, eval_batch_size=64)
