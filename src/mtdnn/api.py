@@ -39,6 +39,7 @@ class Run:
         self.precision = precision
         self.model = MultiTaskModel(encoder_from_config(self.dir.encoder_dir), list(self.tasks.values()))
         self.model.to(self.device)
+        self.model.enable_cls_only()  # linear heads: the last layer computes [CLS] only (same outputs)
         self._loaded: Path | None = None
 
     @property

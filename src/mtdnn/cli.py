@@ -61,6 +61,8 @@ _TRAIN_SWITCHES: list[tuple[str, str, str]] = [
     ("--no-group-by-length", "group_by_length", "plain random batches (no length grouping)"),
     ("--no-progress", "progress", "no progress bars"),
     ("--compile", "compile", "torch.compile the encoder (does not pay on small CPUs)"),
+    ("--no-cls-only-last-layer", "cls_only_last_layer",
+     "always compute every position in the encoder's last layer (default: only [CLS] for heads that read only it)"),
     ("--activation-checkpointing", "activation_checkpointing",
      "recompute encoder activations in the backward pass (less memory, ~30% slower)"),
 ]

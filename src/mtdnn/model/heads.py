@@ -18,6 +18,8 @@ from ..tasks.schema import TaskDef
 
 
 class LinearHead(nn.Module):
+    reads_cls_only = True  # only hidden_states[:, 0]: the encoder's last layer may skip the rest
+
     def __init__(self, hidden: int, n_out: int, dropout: float) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..tasks.schema import TaskDef
+from . import cls_only as _cls_only
 from .heads import build_head
 from .objectives import task_loss
 
@@ -103,18 +104,30 @@ class MultiTaskModel(nn.Module):
         self.tasks = {t.name: t for t in tasks}
         self.heads = nn.ModuleDict({t.name: build_head(t, hidden) for t in tasks if t.head_from is None})
         self._head_of = {t.name: t.head_from or t.name for t in tasks}
+        self._cls_only: _cls_only._Forward | None = None
 
     def head_name(self, task: str) -> str:
         return self._head_of[task]
 
-    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def enable_cls_only(self) -> bool:
+        """Let the encoder's last layer compute only [CLS] for the heads that read nothing else
+        (model/cls_only.py: same outputs and random stream, fewer FLOPs). False where the encoder's
+        last layer is not one the pruned path reproduces."""
+        if self._cls_only is None:
+            self._cls_only = _cls_only.install(self.encoder)
+        return self._cls_only is not None
+
+    def encode(self, batch: dict[str, torch.Tensor], cls_only: bool = False) -> torch.Tensor:
+        """The encoder's last hidden states; with ``cls_only`` (and pruning enabled) position 0 only."""
         kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if "token_type_ids" in batch:
             kwargs["token_type_ids"] = batch["token_type_ids"]
-        return self.encoder(**kwargs).last_hidden_state
+        with _cls_only.cls_only(self._cls_only, cls_only):
+            return self.encoder(**kwargs).last_hidden_state
 
     def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.heads[self._head_of[task]](self.encode(batch), batch)
+        head = self.heads[self._head_of[task]]
+        return head(self.encode(batch, cls_only=getattr(head, "reads_cls_only", False)), batch)
 
     def loss(self, task: str, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
         t = self.tasks[task]

@@ -51,7 +51,7 @@ RESUME_MAY_CHANGE = frozenset({
     "resume", "output_dir", "data_dir", "cache_dir", "allow_hub", "device", "threads", "num_workers",
     "progress", "log_every", "checkpoint_every", "on_nan",
     "task_files",  # the resolved task definitions are compared instead
-    "dist_timeout", "activation_checkpointing",  # no effect on what is computed
+    "dist_timeout", "activation_checkpointing", "cls_only_last_layer",  # no effect on what is computed
 })
 
 

@@ -116,6 +116,9 @@ def build_setup(cfg: TrainConfig, *, with_train: bool = True) -> Setup:
         log.info("init from %s: encoder%s", cfg.init_from,
                  f" and heads of {', '.join(reused)}" if reused else " (all heads new)")
     model.to(device)
+    if cfg.cls_only_last_layer and not (cfg.compile or cfg.activation_checkpointing or cfg.parallel == "fsdp"):
+        log.info("last-layer [CLS] pruning for linear heads: %s", "on" if model.enable_cls_only() else
+                 "not available for this encoder")
     if cfg.compile:  # in place (parameter names unchanged); dynamic: batches differ in length
         model.encoder.compile(dynamic=True)
 
