@@ -60,6 +60,8 @@ import yaml  # noqa: E402
 
 MIX = ["rte", "mrpc", "stsb", "cola", "sst2"]
 SYSTEMS = ["mtdnn", "trainer_dynamic", "trainer_default"]  # default order: mtdnn pays any first-run cost
+# on request (--systems): mtdnn without the last-layer [CLS] pruning, to show what it contributes
+EXTRA_SYSTEMS = ["mtdnn_no_prune"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -85,7 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=None, help="mtdnn DataLoader workers (default: 0 on CPU, 2 on CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile in both mtdnn and Trainer")
     p.add_argument("--repeats", type=int, default=1, help="run every MRPC measurement N times (rotating the order); medians")
-    p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS))
+    p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS + EXTRA_SYSTEMS)
+                   + " (mtdnn_no_prune: mtdnn with --no-cls-only-last-layer)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--data-dir", default=None, help="default: $MTDNN_DATA_DIR or ../shared/data")
     p.add_argument("--json-out", default=None, help="also write the JSON result to this file")
@@ -101,7 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if a.num_workers is None:
         a.num_workers = 2 if a.device == "cuda" else 0
     a.systems = [s.strip() for s in a.systems.split(",") if s.strip()]
-    bad = [s for s in a.systems if s not in SYSTEMS]
+    bad = [s for s in a.systems if s not in SYSTEMS + EXTRA_SYSTEMS]
     if bad:
         p.error(f"unknown system(s) {bad}; choose from {SYSTEMS}")
     if a.device == "cuda" and not torch.cuda.is_available():
@@ -233,7 +236,7 @@ def hf_dataset(split, pad_to: int | None, pad_id: int):
 
 # ----------------------------------------------------------------------------- systems
 def run_mtdnn(args, task_file: Path, names: list[str], n_train: int | None, n_eval: int | None, work: Path,
-              tag: str) -> dict:
+              tag: str, prune: bool = True) -> dict:
     import mtdnn
     from mtdnn.model.multitask import default_encoder_path
 
@@ -246,7 +249,7 @@ def run_mtdnn(args, task_file: Path, names: list[str], n_train: int | None, n_ev
         max_eval_examples=n_eval, subset_seed=args.seed, seed=args.seed, group_by_length=True,
         eval_every=args.epochs, selection="last", predict_test=False, allow_hub=False,
         cache_dir=str(work / "cache"), device=args.device, precision=args.precision, threads=args.threads,
-        compile=args.compile, num_workers=args.num_workers, progress=False))
+        compile=args.compile, num_workers=args.num_workers, progress=False, cls_only_last_layer=prune))
     device = torch.device(args.device)
     with PeakMemory(device) as mem:
         run_dir = mtdnn.train(cfg)
@@ -475,8 +478,9 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             if args.threads:
                 torch.set_num_threads(args.threads)
-            if system == "mtdnn":
-                r = run_mtdnn(args, task_file, ["mrpc"], n_train, None, work, f"mrpc{rep}")
+            if system.startswith("mtdnn"):
+                r = run_mtdnn(args, task_file, ["mrpc"], n_train, None, work, f"{system}-mrpc{rep}",
+                              prune=system == "mtdnn")
             else:
                 r = run_trainer(args, mrpc, mrpc_data.train, dev_split, system == "trainer_dynamic", pad_id,
                                 tokenizer, work, f"{system}-mrpc{rep}")
@@ -502,8 +506,9 @@ def main(argv=None) -> int:
         m_eval_tokens, m_eval_rows = sum(int(s.lengths.sum()) for s in m_eval), sum(len(s) for s in m_eval)
         for system in args.systems:
             t0 = time.perf_counter()
-            if system == "mtdnn":
-                r = run_mtdnn(args, task_file, MIX, args.mix_examples, args.mix_eval_examples, work, "mix")
+            if system.startswith("mtdnn"):
+                r = run_mtdnn(args, task_file, MIX, args.mix_examples, args.mix_eval_examples, work, f"{system}-mix",
+                              prune=system == "mtdnn")
             else:
                 parts = [run_trainer(args, t, mix_data[t.name].train, ev, system == "trainer_dynamic", pad_id,
                                      tokenizer, work, f"{system}-{t.name}") for t, ev in zip(mix_tasks, m_eval)]
