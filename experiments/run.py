@@ -51,10 +51,9 @@ SMALL_TASKS = ["rte", "mrpc", "stsb", "wnli"]
 GLUE_SUBSETS = {"cola": 2000, "sst2": 2000, "mrpc": 2000, "stsb": 2000, "mnli_aux": 2000}  # rte, wnli: all
 GLUE_EPOCHS = 2
 SCITAIL_TRAIN = 23596
-SNLI_TRAIN = 549367  # SNLI 1.0 train size
 DA_SIZES = {"0.1": 0.001, "1": 0.01, "10": 0.1, "100": 1.0}
 # training examples per share: SciTail rounds its shares (24 / 236 / 2,360 / 23,596); SNLI uses the
-# paper's sizes (549 / 5,493: its shares rounded down)
+# paper's sizes (549 / 5,493: the shares of SNLI 1.0's 549,367 training pairs, rounded down)
 DA_COUNTS = {"scitail": {k: round(SCITAIL_TRAIN * v) for k, v in DA_SIZES.items()},
              "snli": {"0.1": 549, "1": 5493}}
 MT_CELL = "glue/mt/s1"
@@ -90,8 +89,8 @@ def _cells() -> list[Cell]:
     # (c) SAN ablation: linear twins (the SAN side is the matching single-task / SciTail 10% cell)
     cells += [_linear_cell(task, 1) for task in ["rte", "mrpc", "mnli_aux"]]
     cells.append(Cell("san/scitail_linear/10/s1",
-                      {**BASE, "tasks": ["scitail_linear"], "epochs": da_epochs(round(SCITAIL_TRAIN * 0.1)),
-                       "seed": 1, "subset_seed": 1, "max_train_examples": round(SCITAIL_TRAIN * 0.1)},
+                      {**BASE, "tasks": ["scitail_linear"], "epochs": da_epochs(DA_COUNTS["scitail"]["10"]),
+                       "seed": 1, "subset_seed": 1, "max_train_examples": DA_COUNTS["scitail"]["10"]},
                       meta={"kind": "linear", "task": "scitail"}))
     cells += [_da_cell("snli", enc, "0.1", subset, mt_dir) for subset in [1, 2, 3] for enc in ["encoder", "mtdnn"]]
     # (a) seeds 2 and 3 for the small tasks
@@ -151,8 +150,8 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {'CUDA' if torch.cuda.is_available() else 'CPU'}"
 
 
-def result_path(name: str) -> Path:
-    return RESULTS / (name.replace("/", "__") + ".json")
+def result_path(name: str, folder: Path = RESULTS) -> Path:
+    return folder / (name.replace("/", "__") + ".json")
 
 
 def _train(cell: Cell, run_dir: Path) -> dict[str, Any]:
@@ -212,7 +211,7 @@ def run_cell(cell: Cell, by_name: dict[str, Cell], check: bool = False) -> dict[
 
     if check:
         result = _train(cell, CHECK / cell.name)
-        write_json(CHECK / (cell.name.replace("/", "__") + ".json"), result)
+        write_json(result_path(cell.name, CHECK), result)
         if out.is_file():
             _compare(json.loads(out.read_text()), result)
         else:

@@ -119,6 +119,16 @@ def summary(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _da_table(rows: dict[str, dict[str, dict[str, tuple[float, float, int]]]], datasets: dict[str, str]) -> list[str]:
+    """Markdown rows of a domain-adaptation table: one line per dataset (labelled) and encoder."""
+    lines = ["| data | encoder | " + " | ".join(f"{x}%" for x in DA_SIZES) + " |", "|---|---|" + "---|" * len(DA_SIZES)]
+    for data, data_label in datasets.items():
+        for enc, label in [("encoder", "MiniLM (plain encoder)"), ("mtdnn", "MT-DNN encoder of (a)")]:
+            row = rows.get(data, {}).get(enc, {})
+            lines.append(f"| {data_label} | {label} | " + " | ".join(_fmt(row.get(x)) for x in DA_SIZES) + " |")
+    return lines
+
+
 def tables(cells: dict[str, dict[str, Any]]) -> str:
     g, d, s = glue_rows(cells), da_rows(cells), san_rows(cells)
     lines = ["### GLUE dev, single-task vs MT-DNN (score in percent; mean ± sd over seeds where n > 1)", "",
@@ -136,17 +146,10 @@ def tables(cells: dict[str, dict[str, Any]]) -> str:
         a, b = g["mtdnn"].get(t), g["single_task"].get(t)
         gains.append(f"{a[0] - b[0]:+.1f}" if a and b and a[2] and b[2] else "–")
     lines.append("| gain, MT-DNN − single-task | " + " | ".join(gains) + " | |")
-    lines += ["", "### Domain adaptation (test accuracy in percent; mean ± sd over training subsets where n > 1)", "",
-              "| data | encoder | " + " | ".join(f"{x}%" for x in DA_SIZES) + " |", "|---|---|" + "---|" * len(DA_SIZES)]
-    for data in ["scitail", "snli"]:
-        for enc, label in [("encoder", "MiniLM (plain encoder)"), ("mtdnn", "MT-DNN encoder of (a)")]:
-            row = d.get(data, {}).get(enc, {})
-            lines.append(f"| {data} | {label} | " + " | ".join(_fmt(row.get(x)) for x in DA_SIZES) + " |")
-    dev = da_rows(cells, "dev").get("scitail", {})
-    lines += ["", "SciTail dev accuracy of the same runs:", "",
-              "| data | encoder | " + " | ".join(f"{x}%" for x in DA_SIZES) + " |", "|---|---|" + "---|" * len(DA_SIZES)]
-    for enc, label in [("encoder", "MiniLM (plain encoder)"), ("mtdnn", "MT-DNN encoder of (a)")]:
-        lines.append(f"| scitail dev | {label} | " + " | ".join(_fmt(dev.get(enc, {}).get(x)) for x in DA_SIZES) + " |")
+    lines += ["", "### Domain adaptation (test accuracy in percent; mean ± sd over training subsets where n > 1)", ""]
+    lines += _da_table(d, {"scitail": "scitail", "snli": "snli"})
+    lines += ["", "SciTail dev accuracy of the same runs:", ""]
+    lines += _da_table(da_rows(cells, "dev"), {"scitail": "scitail dev"})
     lines += ["", "### SAN vs linear head (single-task from the plain encoder; mean ± sd over seeds where n > 1)", "",
               "| task | SAN | linear |", "|---|---|---|"]
     for t in ["rte", "mrpc", "mnli_aux", "scitail"]:

@@ -29,16 +29,12 @@ def data_dir() -> Path:
     return d
 
 
-def make_tiny_encoder(path: Path, seed: int = 0) -> Path:
-    """A 2-layer BERT with hidden size 32 and the embedded MiniLM's tokenizer, randomly initialised."""
-    from mtdnn.testing import tiny_encoder
-
-    return tiny_encoder(path, seed=seed)
-
-
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> str:
-    return str(make_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder")))
+    """A 2-layer BERT (hidden 32) with the embedded MiniLM's tokenizer, randomly initialised."""
+    from mtdnn.testing import tiny_encoder as build
+
+    return str(build(tmp_path_factory.mktemp("tiny-encoder")))
 
 
 @pytest.fixture()

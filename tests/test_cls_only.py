@@ -76,12 +76,12 @@ def test_only_heads_that_read_cls_get_the_pruned_layer(tiny_encoder, data_dir, t
         torch.testing.assert_close(after[name], before[name], rtol=1e-5, atol=1e-6)
 
 
-def test_encoder_it_cannot_reproduce_is_left_alone(tmp_path):
+def test_encoder_it_cannot_reproduce_is_left_alone(tiny_encoder):
     from transformers import DistilBertConfig, DistilBertModel
 
     cfg = DistilBertConfig(vocab_size=200, dim=32, n_layers=2, n_heads=2, hidden_dim=64)
     assert cls_only.install(DistilBertModel(cfg)) is None  # other layer structure
-    enc = load_encoder(str(_tiny_bert(tmp_path)))
+    enc = load_encoder(tiny_encoder)
     original = type(enc.encoder.layer[-1].output).forward
     try:  # a BERT-shaped layer that computes something else (no residual in the last block)
         type(enc.encoder.layer[-1].output).forward = lambda self, h, x: self.LayerNorm(self.dense(h))
@@ -89,11 +89,6 @@ def test_encoder_it_cannot_reproduce_is_left_alone(tmp_path):
         assert "forward" not in vars(enc.encoder.layer[-1])
     finally:
         type(enc.encoder.layer[-1].output).forward = original
-
-
-def _tiny_bert(tmp_path):
-    from mtdnn.testing import tiny_encoder
-    return tiny_encoder(tmp_path / "enc", seed=3)
 
 
 def test_training_run_is_the_same_with_and_without_pruning(tmp_path, tiny_encoder, cache_dir):

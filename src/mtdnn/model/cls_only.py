@@ -66,7 +66,7 @@ def cls_only_forward(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor 
     scores = torch.matmul(q, k.transpose(-1, -2)) * getattr(att, "scaling", size ** -0.5)
     if mask is not None:
         if mask.dim() == 2:  # (batch, keys) padding mask
-            mask = mask[:, None, None, :].bool() if mask.dtype != torch.bool else mask[:, None, None, :]
+            mask = mask[:, None, None, :].bool()
         elif mask.shape[-2] != 1:
             mask = mask[..., :1, :]
         scores = (scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool
@@ -112,27 +112,29 @@ def _agrees(encoder: nn.Module, fwd: _Forward) -> bool:
     mask[1, 6:] = 0
     mask[2, 3:] = 0
     was_training = encoder.training
-    state = torch.get_rng_state()
-    try:
-        for train in (False, True):
-            encoder.train(train)
-            outs = []
-            for on in (False, True):
-                fwd.on = on
-                torch.manual_seed(1234)
-                with torch.no_grad():
-                    outs.append(encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0].float())
+    # the check reseeds; fork_rng restores the CPU generator and, for a model on a GPU, the CUDA ones
+    # (torch.manual_seed reseeds those too), so a run's random stream does not depend on the check
+    cuda = list(range(torch.cuda.device_count())) if param.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            for train in (False, True):
+                encoder.train(train)
+                outs = []
+                for on in (False, True):
+                    fwd.on = on
+                    torch.manual_seed(1234)
+                    with torch.no_grad():
+                        outs.append(encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0].float())
+                fwd.on = False
+                if outs[1].shape != outs[0].shape or not torch.allclose(outs[0], outs[1], rtol=1e-4, atol=1e-5):
+                    return False
+            return True
+        except Exception as e:  # any architecture surprise: keep the plain layer
+            log.debug("cls-only check failed: %s", e)
+            return False
+        finally:
             fwd.on = False
-            if outs[1].shape != outs[0].shape or not torch.allclose(outs[0], outs[1], rtol=1e-4, atol=1e-5):
-                return False
-        return True
-    except Exception as e:  # any architecture surprise: keep the plain layer
-        log.debug("cls-only check failed: %s", e)
-        return False
-    finally:
-        fwd.on = False
-        encoder.train(was_training)
-        torch.set_rng_state(state)
+            encoder.train(was_training)
 
 
 def install(encoder: nn.Module) -> _Forward | None:
