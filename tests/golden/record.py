@@ -1,0 +1,81 @@
+"""Record the golden 2-task run (tests/test_golden.py compares every later code version to it).
+
+    .venv/bin/python tests/golden/record.py      # writes tests/golden/two_task.json
+
+Run once, with the code before a change that must not change what is computed; commit the JSON.
+The run: a tiny random BERT (mtdnn.testing.tiny_encoder, seed 0), RTE (SAN head) and STS-B
+(regression) on 48 training rows each, 2 epochs, every option that could change its value set
+explicitly (so later changes of the defaults do not touch it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+GOLDEN = HERE / "two_task.json"
+
+# every option that decides what is computed, pinned
+CONFIG = {
+    "tasks": ["rte", "stsb"], "epochs": 2, "batch_size": 8, "eval_batch_size": 16, "lr": 2e-4,
+    "optimizer": "adamw", "weight_decay": 0.01, "warmup_ratio": 0.1, "max_grad_norm": 1.0,
+    "grad_accum_steps": 2, "max_seq_len": 64, "max_train_examples": 48, "max_eval_examples": 40,
+    "subset_seed": 0, "seed": 7, "group_by_length": True, "eval_every": 1, "selection": "best",
+    "predict_test": False, "allow_hub": False, "device": "cpu", "precision": "fp32", "threads": 1,
+    "compile": False, "cls_only_last_layer": True, "num_workers": 0, "log_every": 1,
+    "on_nan": "stop", "progress": False,
+}
+VOLATILE = ("train_seconds", "eval_seconds")  # history fields that are times
+
+
+def tensor_digests(path: Path) -> dict[str, str]:
+    from safetensors.torch import load_file
+
+    return {k: hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest()
+            for k, v in sorted(load_file(str(path)).items())}
+
+
+def run_golden(workdir: Path, encoder: str, data_dir: str) -> dict:
+    """Train the golden run in ``workdir``; returns what is compared."""
+    import torch
+
+    from mtdnn.config import make_config
+    from mtdnn.training.loop import train
+
+    torch.set_num_threads(1)
+    cfg = make_config(CONFIG | {"encoder": encoder, "data_dir": data_dir,
+                                "cache_dir": str(workdir / "cache"), "output_dir": str(workdir / "run")})
+    run = train(cfg)
+    history = [{k: v for k, v in json.loads(line).items() if k not in VOLATILE}
+               for line in (run / "history.jsonl").read_text().splitlines()]
+    selection = json.loads((run / "selection.json").read_text())
+    return {
+        "metrics": json.loads((run / "metrics.json").read_text()),
+        "history": history,
+        "selection": selection,
+        "weights": {f"epoch-{e}": tensor_digests(run / "checkpoints" / f"epoch-{e}.safetensors")
+                    for e in sorted(set(selection["tasks"].values()) | {selection["last"]})},
+    }
+
+
+def main() -> int:
+    import torch
+
+    from mtdnn.data.readers import data_dir_default
+    from mtdnn.testing import tiny_encoder
+
+    with tempfile.TemporaryDirectory() as d:
+        enc = tiny_encoder(Path(d) / "enc")
+        out = run_golden(Path(d), str(enc), str(data_dir_default()))
+    out["recorded_with"] = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    GOLDEN.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {GOLDEN}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
