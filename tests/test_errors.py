@@ -39,6 +39,7 @@ def trained(tmp_path_factory, tiny_encoder):
 
 def fails(capsys, argv, *expected: str, absent: Path | None = None) -> str:
     """Run the CLI, expect exit 2 and one error line holding every ``expected`` piece."""
+    assert expected, "name at least one piece of the expected message"
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -320,6 +321,41 @@ def test_failed_run_leaves_previous_run_untouched(trained, toy, capsys, tmp_path
     task_file, data, argv, out = toy
     shutil.copytree(trained, out)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert (out / "metrics.json") in before  # the copy holds the finished run
     _rewrite(data / "cls_dev.tsv", "a\tb\tlabel\nx\ty\tmaybe\n")
     fails(capsys, argv(), "unknown label 'maybe'")
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+# ------------------------------------------------------------------------------------ groups, removed fields
+def test_ranking_group_column_missing(toy, capsys):
+    task_file, data, argv, out = toy
+    _rewrite(task_file, TASKS_YAML.replace("columns: {text_a: question,", "columns: {group: qid, text_a: question,"))
+    fails(capsys, argv(tasks="toyrank"), f"{data / 'rank_train.tsv'}:1, field 'group'",
+          "column 'qid' not in the header ('question', 'answer', 'label')", absent=out)
+
+
+def test_removed_loss_field_with_another_loss(toy, capsys):
+    task_file, data, argv, out = toy
+    _rewrite(task_file, TASKS_YAML.replace("  type: regression\n", "  type: regression\n  loss: cross_entropy\n"))
+    fails(capsys, argv(), f"{task_file}, field 'loss': the field was removed", "does not fit type 'regression'",
+          absent=out)
+
+
+def test_yaml_control_character_is_one_line(toy, capsys):
+    task_file, data, argv, out = toy
+    _rewrite(task_file, TASKS_YAML.replace("- name: toyreg", "- name: toy\x1freg"))
+    fails(capsys, argv(), f"{task_file}:", "invalid YAML: unacceptable character #x001f", absent=out)
+
+
+@pytest.mark.parametrize("header,message", [(True, "rank_train.tsv:1: no header line"),
+                                            (False, "rank_train.tsv: no usable rows")])
+def test_file_of_only_a_byte_order_mark(toy, capsys, header, message):
+    task_file, data, argv, out = toy
+    if not header:
+        _rewrite(task_file, TASKS_YAML.replace("{path: rank_train.tsv, role: train, columns: "
+                                               "{text_a: question, text_b: answer, label: label}}",
+                                               "{path: rank_train.tsv, role: train, header: false, columns: "
+                                               "{text_a: 0, text_b: 1, label: 2}}"))
+    _rewrite(data / "rank_train.tsv", b"\xef\xbb\xbf")
+    fails(capsys, argv(tasks="toyrank"), message, absent=out)

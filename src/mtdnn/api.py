@@ -17,7 +17,7 @@ from .data.pipeline import load_task_data
 from .data.readers import RawSplit, data_dir_default, read_split
 from .data.tokenized import tokenize_split
 from .errors import ConfigError
-from .evaluation import Predictions, predict, prediction_labels, score
+from .evaluation import Metrics, Predictions, evaluate_tasks, predict, prediction_labels
 from .model.multitask import MultiTaskModel, encoder_from_config, load_tokenizer
 from .run_dir import RunDir, atomic_write
 from .runtime import pick_device
@@ -64,21 +64,17 @@ class Run:
                             precision=self.precision, pad_id=self.tokenizer.pad_token_id or 0)
 
     def evaluate(self, tasks: Sequence[str] | None = None, data_dir: str | Path | None = None,
-                 batch_size: int = 128, max_eval_examples: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
-        """Metrics of every labeled dev/test split, each task with the epoch it keeps."""
+                 batch_size: int = 128, max_eval_examples: int | None = None) -> Metrics:
+        """Metrics of every labeled dev/test split (task -> split -> metric -> value), each task
+        with the epoch it keeps."""
         chosen = [self.task(t) for t in (tasks or self.tasks)]
         data = load_task_data(chosen, self.tokenizer, data_dir=data_dir or self.config.get("data_dir") or data_dir_default(),
                               max_len=self.max_len, cache_dir=self.config.get("cache_dir"),
                               max_eval_examples=max_eval_examples, allow_hub=self.config.get("allow_hub", True),
                               with_train=False, with_tests=False)
-        out: dict[str, dict[str, dict[str, float]]] = {}
-        for name, td in data.items():
-            for split_name, split in td.evals.items():
-                self._use_weights_of(name)
-                preds = predict(self.model, td.task, split, batch_size=batch_size, device=self.device,
-                                precision=self.precision, pad_id=self.tokenizer.pad_token_id or 0)
-                out.setdefault(name, {})[split_name] = score(td.task, split, preds)
-        return out
+        return evaluate_tasks(self.model, data, batch_size=batch_size, device=self.device,
+                              precision=self.precision, pad_id=self.tokenizer.pad_token_id or 0,
+                              before_task=self._use_weights_of)
 
     def predict(self, task: str, text_a: Sequence[str], text_b: Sequence[str] | None = None,
                 batch_size: int = 128) -> list[Any]:
@@ -98,7 +94,8 @@ class Run:
                      text_a: str | int | None = None, text_b: str | int | None = None,
                      id_column: str | int | None = None, batch_size: int = 128) -> int:
         """Predict every row of a TSV/CSV/JSON-lines file and write ``index, prediction[, p(label)...]``
-        as TSV. Columns default to the task's own column names, else ``text_a``/``text_b``."""
+        as TSV. Columns default to the task's own column names, else ``text_a``/``text_b``. Ranking:
+        where the file has the task's ``group`` column, it groups the candidates, else ``text_a``."""
         t = self.task(task)
         input_path = Path(input_path)
         fmt = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(input_path.suffix, "tsv")
@@ -132,7 +129,9 @@ def _guess_columns(task: TaskDef, path: Path, fmt: str, a, b, idc) -> Columns:
         if header and all(isinstance(n, str) and n in header for n in names):
             if idc is None:
                 idc = next((n for n in (c.id, "index", "id", "idx") if n is not None and n in header), None)
-            return Columns(text_a=c.text_a, text_b=c.text_b if task.input != "single" else None, id=idc)
+            group = c.group if task.type == "ranking" and isinstance(c.group, str) and c.group in header else None
+            return Columns(text_a=c.text_a, text_b=c.text_b if task.input != "single" else None, id=idc,
+                           group=group)
     if fmt == "jsonl" or not header:
         return Columns(text_a="text_a", text_b="text_b" if task.input != "single" else None, id=idc)
     raise ConfigError(f"cannot tell which columns hold the text (header: {', '.join(header)}); "

@@ -1,7 +1,9 @@
-"""Predict over a split, score it, and write GLUE submission files."""
+"""Predict over a split, score it, evaluate every task's labeled splits (the one evaluation loop of
+training and the API), and write GLUE submission files."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.batching import collate, eval_order
+from .data.pipeline import TaskData
 from .data.tokenized import TokenizedSplit
 from .metrics import compute_metrics
 from .model.multitask import MultiTaskModel
@@ -90,6 +93,30 @@ def score(task: TaskDef, split: TokenizedSplit, preds: Predictions) -> dict[str,
     """Metrics in percent plus ``score`` (GLUE's figure). For ranking, accuracy counts the best
     candidate of each question as positive and the others as negative (GLUE QNLI)."""
     return compute_metrics(task.metrics, preds.preds, split.labels)
+
+
+Metrics = dict[str, dict[str, dict[str, float]]]  # task -> split -> metric -> value
+
+
+def evaluate_tasks(model: MultiTaskModel, data: dict[str, TaskData], *, batch_size: int,
+                   device: torch.device, precision: str = "fp32", pad_id: int = 0,
+                   progress: bool = False, dist=None,
+                   before_task: Callable[[str], None] | None = None) -> Metrics:
+    """Predict and score every labeled evaluation split (``TaskData.evals``): task -> split ->
+    metrics, tasks in ``data``'s order and splits in definition order; a task without such splits
+    is left out. ``before_task(name)`` runs before a task's splits are predicted (the API loads the
+    weights the task keeps); ``dist`` as in ``predict``."""
+    out: Metrics = {}
+    for name, td in data.items():
+        if not td.evals:
+            continue
+        if before_task is not None:
+            before_task(name)
+        for split_name, split in td.evals.items():
+            preds = predict(model, td.task, split, batch_size=batch_size, device=device, precision=precision,
+                            pad_id=pad_id, progress=progress, dist=dist)
+            out.setdefault(name, {})[split_name] = score(td.task, split, preds)
+    return out
 
 
 def prediction_labels(task: TaskDef, preds: Predictions) -> list[str]:

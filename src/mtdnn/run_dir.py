@@ -12,6 +12,10 @@
       history.jsonl            one JSON line per epoch (train losses, dev metrics, times)
       tb/                      TensorBoard event files
       submissions/*.tsv        GLUE submission files for test splits
+
+Every file mtdnn replaces (here, in checkpoints, caches and prediction files) goes through
+``atomic_path`` / ``atomic_write``: written to ``.<name>XXXX.tmp`` beside it, fsynced, renamed into
+place, and the directory fsynced, so a crash leaves either the old file or the new one.
 """
 
 from __future__ import annotations
@@ -30,22 +34,55 @@ from .errors import CheckpointError
 from .tasks.schema import TaskDef, parse_task
 
 
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable. Platforms or file systems that cannot open or fsync
+    a directory (Windows, some network mounts) are tolerated: the rename itself stays atomic."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_durably(tmp: str | Path, path: str | Path) -> None:
+    """Flush ``tmp`` to disk, rename it to ``path`` (on the same file system) and flush the directory
+    of ``path``."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(Path(path).parent)
+
+
 @contextmanager
-def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
-    """Write to a temporary file beside ``path`` and rename it into place: a crash never leaves a
-    half-written file."""
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (``.<name>XXXX.tmp``) for writers that take a file name
+    (safetensors, NumPy); once the block ends it is fsynced and renamed into place, and the
+    directory is fsynced. On an exception the temporary file is removed and ``path`` is unchanged."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        yield tmp
+        replace_durably(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
+    """An open file (text mode: UTF-8) that replaces ``path`` only once completely written and on
+    disk (see ``atomic_path``): a crash never leaves a half-written file."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
+            yield f
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -61,16 +98,8 @@ def save_weights(path: str | Path, model: torch.nn.Module | dict[str, torch.Tens
 
     source = model if isinstance(model, dict) else model.state_dict()
     state = {k: v.detach().to("cpu").contiguous() for k, v in source.items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": "pt", **(metadata or {})})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", **(metadata or {})})
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -111,9 +140,19 @@ class RunDir:
             yaml.safe_dump(config, f, sort_keys=False)
         with atomic_write(self.tasks_file) as f:
             yaml.safe_dump([t.model_dump(mode="json", exclude_defaults=False) for t in tasks], f, sort_keys=False)
+        self._write_encoder_files(tokenizer, encoder_config)
+
+    def _write_encoder_files(self, tokenizer, encoder_config) -> None:
+        """The encoder config and tokenizer files, saved into a temporary folder beside and then
+        each replaced durably (``replace_durably``) in ``encoder/``."""
         self.encoder_dir.mkdir(parents=True, exist_ok=True)
-        encoder_config.save_pretrained(str(self.encoder_dir))
-        tokenizer.save_pretrained(str(self.encoder_dir))
+        with tempfile.TemporaryDirectory(dir=self.path, prefix=".encoder", suffix=".tmp") as tmp:
+            encoder_config.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            for src in sorted(p for p in Path(tmp).rglob("*") if p.is_file()):
+                dest = self.encoder_dir / src.relative_to(tmp)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                replace_durably(src, dest)
 
     def append_history(self, record: dict[str, Any]) -> None:
         with open(self.history_file, "a", encoding="utf-8") as f:

@@ -27,11 +27,11 @@ class TaskData:
 def subset_rows(raw: RawSplit, n: int, seed: int, by_group: bool) -> RawSplit:
     """A fixed random subset of ``n`` rows (or question groups), kept in file order."""
     if by_group:
-        first: dict[str, int] = {}
-        gid = [first.setdefault(q, len(first)) for q in raw.text_a]
-        if n >= len(first):
+        gid = raw.group_ids().tolist()
+        n_groups = max(gid) + 1 if gid else 0
+        if n >= n_groups:
             return raw
-        chosen = set(np.random.default_rng(seed).choice(len(first), size=n, replace=False).tolist())
+        chosen = set(np.random.default_rng(seed).choice(n_groups, size=n, replace=False).tolist())
         return raw.select([i for i, g in enumerate(gid) if g in chosen])
     if n >= len(raw):
         return raw

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 from ..errors import DataError
 from ..tasks.schema import Columns, SplitDef, TaskDef
 
@@ -30,7 +32,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 @dataclass
 class RawSplit:
     """Parallel lists, one entry per kept row. ``labels`` are label names (classification,
-    ranking), floats (regression) or None (unlabeled split)."""
+    ranking), floats (regression) or None (unlabeled split). ``group_keys``: each row's value of
+    the split's ``group`` column (ranking), or None when the split names none (rows are then
+    grouped by ``text_a``, the question)."""
 
     task: str
     split: str
@@ -41,6 +45,7 @@ class RawSplit:
     labels: list[Any] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
     dropped_unlabeled: int = 0
+    group_keys: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.text_a)
@@ -50,7 +55,17 @@ class RawSplit:
         for name in ("ids", "text_a", "text_b", "labels", "lines"):
             src = getattr(self, name)
             setattr(out, name, [src[i] for i in keep])
+        if self.group_keys is not None:
+            out.group_keys = [self.group_keys[i] for i in keep]
         return out
+
+    def group_ids(self) -> np.ndarray:
+        """The candidate group of each row (ranking), numbered 0, 1, ... in order of first
+        appearance: rows with the same ``group_keys`` value, or without a group column the same
+        ``text_a``, form one group. The one place that builds ranking groups."""
+        keys = self.group_keys if self.group_keys is not None else self.text_a
+        first: dict[str, int] = {}
+        return np.asarray([first.setdefault(k, len(first)) for k in keys], dtype=np.int64)
 
 
 class _BadRows:
@@ -118,9 +133,12 @@ def _tsv_rows(path: Path, header: bool) -> tuple[list[str] | None, Iterator[tupl
     if lines and lines[-1] == "":
         lines.pop()
     lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    if header and not lines:  # a file of only a byte order mark
+        raise DataError("no header line", path=str(path), line=1)
     names = lines[0].split("\t") if header else None
     start = 1 if header else 0
-    width = len(names) if names is not None else len(lines[0].split("\t"))
+    first = names if names is not None else (lines[0].split("\t") if lines else [])
+    width = len(first)
     bad = _BadRows(str(path))
 
     def rows() -> Iterator[tuple[int, list[str]]]:
@@ -140,6 +158,8 @@ def _csv_rows(path: Path, header: bool) -> tuple[list[str] | None, Iterator[tupl
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         names = next(reader) if header else None
+    except StopIteration:  # a file of only a byte order mark
+        raise DataError("no header line", path=str(path), line=1) from None
     except csv.Error as e:
         raise DataError(f"malformed CSV: {e}", path=str(path), line=1) from None
     bad = _BadRows(str(path))
@@ -208,7 +228,8 @@ def _cell_getter(names: list[str] | None, col: str | int, source: str, fld: str)
         raise DataError(f"column '{col}' named, but the file has no header (use a 0-based index)",
                         path=source, field=fld)
     if col not in names:
-        raise DataError(f"column '{col}' not in the header ({', '.join(names)})", path=source, line=1, field=fld)
+        raise DataError(f"column '{col}' not in the header ({', '.join(_show(n) for n in names)})",
+                        path=source, line=1, field=fld)
     idx = names.index(col)
     return lambda cells: cells[idx]
 
@@ -305,7 +326,7 @@ def read_split(task: TaskDef, name: str, data_dir: str | Path, *, allow_hub: boo
         raise DataError(f"task '{task.name}' has no split '{name}' (it has: {', '.join(task.splits)})")
     split = task.splits[name]
     source, cols, records, from_hub = _open_source(task, name, split, Path(data_dir), allow_hub)
-    out = RawSplit(task.name, name, source)
+    out = RawSplit(task.name, name, source, group_keys=[] if cols.group is not None else None)
     bad = _BadRows(source)
     labeled = split.labeled
     for n, rec in records:
@@ -327,6 +348,12 @@ def read_split(task: TaskDef, name: str, data_dir: str | Path, *, allow_hub: boo
             if problem:
                 bad.add(n, "label", problem)
                 continue
+        if out.group_keys is not None:
+            group = _as_text(rec.get("group"))
+            if group is None or not group.strip():
+                bad.add(n, "group", "empty group value")
+                continue
+            out.group_keys.append(group)
         uid = _as_text(rec.get("id")) if cols.id is not None else None
         out.ids.append(uid if uid is not None else str(len(out.ids)))
         out.text_a.append(a)
@@ -350,6 +377,8 @@ def _parse_label(task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tu
     if task.type == "regression":
         if raw is None or (isinstance(raw, str) and raw.strip() in split.missing_labels):
             return None, "missing"
+        if isinstance(raw, bool):  # JSON true/false: not a score
+            return None, f"score {_show(raw)} is not a number"
         try:
             value = float(raw)
         except (TypeError, ValueError, OverflowError):
@@ -376,15 +405,17 @@ def _parse_label(task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tu
 def _check_ranking_groups(task: TaskDef, split: SplitDef, raw: RawSplit) -> RawSplit:
     """Every training group needs a positive answer (labels[0]); error or drop by the task's rule."""
     positive = task.labels[0]
-    groups: dict[str, list[int]] = {}
-    for i, q in enumerate(raw.text_a):
-        groups.setdefault(q, []).append(i)
+    groups: dict[int, list[int]] = {}
+    for i, g in enumerate(raw.group_ids().tolist()):
+        groups.setdefault(g, []).append(i)
     no_pos = [idx for idx in groups.values() if not any(raw.labels[i] == positive for i in idx)]
     if not no_pos or split.role != "train":
         return raw
     if task.ranking_no_positive == "error":
         first = no_pos[0][0]
-        raise DataError(f"ranking group (question '{raw.text_a[first][:60]}') has no positive answer "
+        which = (f"group {_show(raw.group_keys[first])}, question '{raw.text_a[first][:60]}'"
+                 if raw.group_keys is not None else f"question '{raw.text_a[first][:60]}'")
+        raise DataError(f"ranking group ({which}) has no positive answer "
                         f"'{positive}' ({len(no_pos)} such groups)", path=raw.source,
                         line=raw.lines[first], field="label")
     drop = {i for idx in no_pos for i in idx}

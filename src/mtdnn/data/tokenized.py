@@ -1,8 +1,8 @@
 """Tokenise a split once with the encoder's fast tokenizer and cache the result on disk.
 
 The cache key covers the tokenizer (its full serialised definition), the max length, the task's
-label set and the split's content (every text and label read), so changing any of them
-invalidates it. Caches are ``.npz`` files of plain integer arrays (loaded with
+label set and the split's content (every text, label and group value read), so changing any of
+them invalidates it. Caches are ``.npz`` files of plain integer arrays (loaded with
 ``allow_pickle=False``) written atomically.
 """
 
@@ -12,12 +12,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..run_dir import atomic_write
 from ..tasks.schema import TaskDef
 from .readers import RawSplit
 
@@ -83,6 +83,10 @@ def _content_hash(task: TaskDef, raw: RawSplit, max_len: int, tok_fp: str) -> st
     h.update(json.dumps(meta, sort_keys=True).encode())
     for uid, a, b, y in zip(raw.ids, raw.text_a, raw.text_b, raw.labels):
         h.update(f"{uid}\x1f{a}\x1f{b}\x1f{y}\x1e".encode("utf-8", "surrogatepass"))
+    if raw.group_keys is not None:  # only with a group column: keys without one are unchanged
+        h.update(b"\x1dgroups")
+        for g in raw.group_keys:
+            h.update(f"\x1f{g}".encode("utf-8", "surrogatepass"))
     return h.hexdigest()[:32]
 
 
@@ -97,11 +101,7 @@ def encode_labels(task: TaskDef, raw: RawSplit) -> tuple[np.ndarray, np.ndarray]
     else:
         index = {name: i for i, name in enumerate(task.labels)}
         labels = np.asarray([index[y] for y in raw.labels], dtype=np.int64)
-    if task.type == "ranking":
-        first: dict[str, int] = {}
-        groups = np.asarray([first.setdefault(q, len(first)) for q in raw.text_a], dtype=np.int64)
-    else:
-        groups = np.arange(n, dtype=np.int64)
+    groups = raw.group_ids() if task.type == "ranking" else np.arange(n, dtype=np.int64)
     return labels, groups
 
 
@@ -159,14 +159,8 @@ def _save(path: Path, tok: TokenizedSplit) -> None:
     arrays = dict(ids=tok.ids, seg=tok.seg, offsets=tok.offsets, labels=tok.labels, groups=tok.groups)
     if tok.type_ids is not None:
         arrays["type_ids"] = tok.type_ids
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _load(path: Path, task: TaskDef, raw: RawSplit) -> TokenizedSplit:

@@ -29,8 +29,8 @@ from ..errors import ConfigError
 TaskType = Literal["classification", "regression", "ranking"]
 InputKind = Literal["single", "pair", "ranking"]
 Metric = Literal["accuracy", "f1", "mcc", "pearson", "spearman"]
-LossKind = Literal["cross_entropy", "mse", "ranking_softmax"]
 
+# the loss of each task type (fixed: a task's ``loss`` field was removed, see ``_drop_removed_loss``)
 DEFAULT_LOSS: dict[str, str] = {
     "classification": "cross_entropy",
     "regression": "mse",
@@ -44,8 +44,9 @@ class _Strict(BaseModel):
 
 class Columns(_Strict):
     """Where each field of an example lives in a file: a column name, or a 0-based index for files
-    without a header. ``group`` (ranking only) says which column groups candidates of one question;
-    it defaults to ``text_a`` (the question)."""
+    without a header. ``group`` (ranking only) names the column that groups the candidates of one
+    question: rows with the same value form one group. Without it, rows with the same ``text_a``
+    (the question) do."""
 
     text_a: str | int
     text_b: str | int | None = None
@@ -113,7 +114,6 @@ class TaskDef(_Strict):
     metrics: list[Metric] = Field(default_factory=lambda: ["accuracy"])
     head: HeadDef = Field(default_factory=HeadDef)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    loss: LossKind | None = None
     splits: dict[str, SplitDef]
     # ranking: what to do with a training group that has no positive answer
     ranking_no_positive: Literal["error", "drop"] = "error"
@@ -143,14 +143,12 @@ class TaskDef(_Strict):
             raise ValueError("a regression task has no labels")
         if self.head.kind == "san" and (self.type != "classification" or self.input != "pair"):
             raise ValueError("head kind 'san' needs type: classification and input: pair")
-        loss = self.loss or DEFAULT_LOSS[self.type]
-        if loss != DEFAULT_LOSS[self.type]:
-            raise ValueError(f"loss '{loss}' does not fit type '{self.type}' "
-                             f"(expected '{DEFAULT_LOSS[self.type]}')")
-        if self.input != "single":
-            for name, split in self.splits.items():
-                if split.columns.text_b is None:
-                    raise ValueError(f"split '{name}': input '{self.input}' needs columns.text_b")
+        for name, split in self.splits.items():
+            if self.input != "single" and split.columns.text_b is None:
+                raise ValueError(f"split '{name}': input '{self.input}' needs columns.text_b")
+            if self.type != "ranking" and any(c is not None and c.group is not None
+                                              for c in (split.columns, split.hub_columns)):
+                raise ValueError(f"split '{name}': columns.group is for ranking tasks only")
         if self.head_from is None and not any(s.role == "train" for s in self.splits.values()):
             raise ValueError("a task needs a split with role: train (or head_from another task)")
         return self
@@ -158,14 +156,12 @@ class TaskDef(_Strict):
     # ---- derived views -------------------------------------------------------------
     @property
     def loss_kind(self) -> str:
-        return self.loss or DEFAULT_LOSS[self.type]
+        """The training loss, fixed by the type."""
+        return DEFAULT_LOSS[self.type]
 
     @property
     def num_outputs(self) -> int:
         return len(self.labels) if self.type == "classification" else 1
-
-    def split_names(self, role: str) -> list[str]:
-        return [n for n, s in self.splits.items() if s.role == role]
 
     @property
     def eval_splits(self) -> list[str]:
@@ -186,6 +182,12 @@ class TaskDef(_Strict):
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|[a-z_-]+\[.*\])$")
 
 
+def _loc_text(loc: tuple) -> str:
+    """A field's place (``splits.train.columns``); a key with line breaks or other unprintable
+    characters is shown escaped, so the message stays on one line."""
+    return ".".join(repr(x)[1:-1] if isinstance(x, str) and not x.isprintable() else str(x) for x in loc)
+
+
 def _format_validation_error(err: ValidationError) -> str:
     errors = err.errors()
     # a value that fits no member of a union (``str | int``) gets one error per member, located
@@ -203,8 +205,8 @@ def _format_validation_error(err: ValidationError) -> str:
                 and _UNION_TAG.match(loc_t[-1]):
             loc_t = loc_t[:-1]
             text = repr(e.get("input"))
-            got[".".join(str(x) for x in loc_t)] = text if len(text) <= 40 else text[:40] + "..."
-        loc = ".".join(str(x) for x in loc_t) or "(top level)"
+            got[_loc_text(loc_t)] = text if len(text) <= 40 else text[:40] + "..."
+        loc = _loc_text(loc_t) or "(top level)"
         msg = e["msg"]
         if e["type"] == "missing":
             msg = "missing required field"
@@ -223,11 +225,28 @@ def _format_validation_error(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _drop_removed_loss(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """The ``loss`` field was removed (each type has one loss). Files that still name it (run
+    directories of older versions write ``loss: null``) load when it is null or the type's loss;
+    any other value is an error."""
+    if "loss" not in data:
+        return data
+    rest = {k: v for k, v in data.items() if k != "loss"}
+    value, kind = data["loss"], data.get("type")
+    if value is None or not isinstance(kind, str) or kind not in DEFAULT_LOSS or value == DEFAULT_LOSS[kind]:
+        return rest  # an invalid or missing type is reported by the validation
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+    raise ConfigError(f"the field was removed: a task's loss follows its type, and {shown} does not fit "
+                      f"type '{kind}' (which trains with '{DEFAULT_LOSS[kind]}'); delete the field",
+                      path=source, field="loss")
+
+
 def parse_task(data: Any, source: str) -> TaskDef:
     """Validate a task definition (a mapping); errors name the source and the field."""
     if not isinstance(data, dict):
         raise ConfigError(f"a task definition must be a mapping, got {type(data).__name__}",
                           path=source)
+    data = _drop_removed_loss(data, source)
     try:
         return TaskDef.model_validate(data)
     except ValidationError as err:
@@ -247,16 +266,31 @@ def read_yaml_file(path: str | Path, what: str) -> Any:
     if not path.is_file():
         raise ConfigError(f"{what} not found", path=str(path))
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"not UTF-8 text (byte {e.start})", path=str(path)) from None
+    try:
+        return yaml.safe_load(text)
     except RecursionError:
         raise ConfigError("invalid YAML: nested too deeply", path=str(path)) from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}{yaml_tag_hint(e)}", path=str(path),
-                          line=line) from None
+        raise ConfigError(f"invalid YAML: {_yaml_problem(e)}{yaml_tag_hint(e)}", path=str(path),
+                          line=_yaml_line(e, text)) from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """The first line of what YAML says is wrong (a ReaderError's text runs over two lines)."""
+    problem = getattr(e, "problem", None) or str(e)
+    lines = str(problem).splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _yaml_line(e: yaml.YAMLError, text: str) -> int | None:
+    mark = getattr(e, "problem_mark", None)
+    if mark is not None:
+        return mark.line + 1
+    position = getattr(e, "position", None)  # ReaderError: a character offset
+    return text[:position].count("\n") + 1 if isinstance(position, int) else None
 
 
 def load_task_file(path: str | Path) -> list[TaskDef]:
