@@ -84,7 +84,8 @@ def test_task_validation_errors(spec, message):
 def test_make_config():
     cfg = mtdnn.make_config({"epochs": 3, "lr": 1e-4}, {"tasks": "rte, mrpc", "epochs": 2, "lr": None})
     assert cfg.tasks == ["rte", "mrpc"] and cfg.epochs == 2 and cfg.lr == 1e-4
-    assert cfg.optimizer == "adamax" and cfg.batch_size == 32 and cfg.warmup_ratio == 0.1  # paper defaults
+    assert cfg.optimizer == "adamw" and cfg.batch_size == 32 and cfg.warmup_ratio == 0.1  # defaults
+    assert mtdnn.make_config(overrides={"tasks": "rte"}).lr == 1e-4  # the default encoder's (paper: 5e-5)
     with pytest.raises(ConfigError, match="field 'epochs'"):
         mtdnn.make_config(overrides={"tasks": "rte", "epochs": 0})
     with pytest.raises(ConfigError, match="field 'bogus': unknown field"):

@@ -4,6 +4,11 @@
     mtdnn train [--config run.yaml] [--tasks rte,mrpc,stsb] [--epochs 3] ...
     mtdnn evaluate RUN_DIR [--tasks ...]
     mtdnn predict RUN_DIR --task rte --input pairs.tsv --output predictions.tsv
+
+The flags of ``mtdnn train`` are generated from :class:`mtdnn.config.TrainConfig`: one flag per
+field (``max_seq_len`` -> ``--max-seq-len``), typed by its annotation, helped by its description,
+with its default shown. A flag that is not given is ``None`` in the parsed arguments, so a value
+of the ``--config`` file stays. A bad flag is one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -13,81 +18,142 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Sequence
+import textwrap
+import types
+from typing import Any, Literal, NoReturn, Sequence, Union, get_args, get_origin
+
+from pydantic.fields import FieldInfo
 
 from .config import TrainConfig, load_config_file, make_config, resume_values
-from .errors import MtdnnError
+from .errors import ConfigError, MtdnnError
 
 log = logging.getLogger("mtdnn")
 
-# flags of `mtdnn train`: (flag, type, help); each maps to the TrainConfig field of the same name
-_TRAIN_FLAGS: list[tuple[str, Any, str]] = [
-    ("--tasks", str, "comma-separated task names (see `mtdnn tasks`)"),
-    ("--task-file", str, "comma-separated YAML files defining your own tasks"),
-    ("--data-dir", str, "root of the data files (default: $MTDNN_DATA_DIR, else ../shared/data)"),
-    ("--encoder", str, "Hugging Face encoder name or local path (default: embedded all-MiniLM-L6-v2)"),
-    ("--output-dir", str, "run directory to write"),
-    ("--init-from", str, "start from the encoder (and matching heads) of a trained run: stage-2 fine-tuning"),
-    ("--resume", str, "continue a killed run from its last checkpoint (RUN_DIR; its config.yaml gives the config)"),
-    ("--epochs", int, "training epochs (paper: 5)"),
-    ("--batch-size", int, "training batch size, in examples (paper: 32)"),
-    ("--eval-batch-size", int, "evaluation batch size"),
-    ("--lr", float, "peak learning rate (paper: 5e-5)"),
-    ("--optimizer", str, "adamax (paper) or adamw"),
-    ("--weight-decay", float, "weight decay"),
-    ("--warmup-ratio", float, "share of steps for linear warm-up (paper: 0.1)"),
-    ("--max-grad-norm", float, "gradient clipping norm, 0 = off (paper: 1.0)"),
-    ("--grad-accum-steps", int, "gradient accumulation steps"),
-    ("--max-seq-len", int, "max tokens per example"),
-    ("--max-train-examples", int, "per task: train on a fixed random subset of this size"),
-    ("--max-eval-examples", int, "per evaluation split: use only the first N rows"),
-    ("--subset-seed", int, "seed of the --max-train-examples subset"),
-    ("--seed", int, "random seed (data order, dropout, head init)"),
-    ("--eval-every", int, "evaluate every N epochs (and after the last)"),
-    ("--selection", str, "best (each task keeps its best dev epoch) or last"),
-    ("--cache-dir", str, "tokenised-data cache directory"),
-    ("--device", str, "auto, cpu or cuda"),
-    ("--precision", str, "fp32, bf16 or fp16 (autocast)"),
-    ("--threads", int, "torch CPU threads"),
-    ("--log-every", int, "TensorBoard step-logging interval"),
-    ("--checkpoint-every", int, "also save a resumable checkpoint every N optimiser steps (always at epoch ends)"),
-    ("--on-nan", str, "a NaN/inf loss: stop (default) the run, or skip the batch and count it"),
-    ("--parallel", str, "under torchrun: ddp (a model replica per process) or fsdp (sharded; big encoders)"),
-    ("--dist-timeout", int, "seconds a process waits for its peers before the job fails (torchrun runs)"),
-]
-_TRAIN_SWITCHES: list[tuple[str, str, str]] = [
-    ("--no-predict-test", "predict_test", "do not write GLUE submission files"),
-    ("--no-hub", "allow_hub", "never load data from the Hugging Face hub"),
-    ("--no-group-by-length", "group_by_length", "plain random batches (no length grouping)"),
-    ("--no-progress", "progress", "no progress bars"),
-    ("--compile", "compile", "torch.compile the encoder (does not pay on small CPUs)"),
-    ("--no-cls-only-last-layer", "cls_only_last_layer",
-     "always compute every position in the encoder's last layer (default: only [CLS] for heads that read only it)"),
-    ("--activation-checkpointing", "activation_checkpointing",
-     "recompute encoder activations in the backward pass (less memory, ~30% slower)"),
-]
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are a one-line :class:`ConfigError` (``main`` prints it).
+    With ``config_fields``, an error about a flag names its TrainConfig field."""
+
+    def __init__(self, *args: Any, config_fields: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config_fields = config_fields
+
+    def error(self, message: str) -> NoReturn:
+        head, sep, rest = message.partition(": ")
+        flag = head.removeprefix("argument ").split("/")[0]
+        field = flag.lstrip("-").replace("-", "_")
+        if self.config_fields and sep and head.startswith("argument --") and field in TrainConfig.model_fields:
+            raise ConfigError(f"{flag}: {rest} (see `{self.prog} --help`)", path="command line", field=field)
+        raise ConfigError(f"{message} (see `{self.prog} --help`)", path="command line")
 
 
-def _dest(flag: str) -> str:
-    return {"task_file": "task_files"}.get(flag[2:].replace("-", "_"), flag[2:].replace("-", "_"))
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps help text at spaces only, so that flags and paths in it stay whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
+                             break_on_hyphens=False)
+
+
+def _task_sizes(text: str) -> dict[str, int]:
+    """``rte=1000,stsb=500`` -> ``{"rte": 1000, "stsb": 500}`` (argparse type of a dict[str, int])."""
+    sizes: dict[str, int] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        task, eq, number = (x.strip() for x in item.partition("="))
+        size: int | None
+        try:
+            size = int(number)
+        except ValueError:
+            size = None
+        if not eq or not task or size is None:
+            raise argparse.ArgumentTypeError(f"expected task=N,task=N (e.g. rte=1000,stsb=500), got {item!r}")
+        if task in sizes:
+            raise argparse.ArgumentTypeError(f"task {task!r} is given twice")
+        sizes[task] = size
+    return sizes
+
+
+def _without_none(annotation: Any) -> Any:
+    """``X | None`` -> ``X``; anything else unchanged."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        rest = [a for a in get_args(annotation) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return annotation
+
+
+def _flag_kind(name: str, annotation: Any) -> dict[str, Any]:
+    """The ``add_argument`` keywords that parse a field of this type (not the help)."""
+    ann = _without_none(annotation)
+    origin, args = get_origin(ann), get_args(ann)
+    if ann is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is Literal:
+        return {"type": type(args[0]), "choices": list(args)}
+    if origin is list and args == (str,):
+        return {"type": str, "metavar": "A,B"}  # the field's validator splits the commas
+    if origin is dict and args == (str, int):
+        return {"type": _task_sizes, "metavar": "TASK=N,..."}
+    if ann in (int, float, str):
+        return {"type": ann, "metavar": {int: "N", float: "X", str: None}[ann]}
+    raise TypeError(f"TrainConfig.{name}: no command-line form for type {annotation!r}")
+
+
+def _default_text(info: FieldInfo) -> str | None:
+    """The default as ``--help`` shows it; None for a required field or a None default (whose
+    description says what unset means)."""
+    if info.is_required():
+        return None
+    default = info.get_default(call_default_factory=True)
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, dict):
+        return ",".join(f"{k}={v}" for k, v in default.items()) or "none"
+    if isinstance(default, list):
+        return ",".join(map(str, default)) or "none"
+    return str(default)
+
+
+def _field_help(info: FieldInfo) -> str:
+    """The field's description and its default: the help of its flag."""
+    text = info.description or ""
+    default = _default_text(info)
+    if default is not None:
+        text += f" (default: {default})"
+    return text.replace("%", "%%")  # argparse %-formats help strings
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (plus its older spellings); not given: None."""
+    for name, info in TrainConfig.model_fields.items():
+        flags = [f"--{name.replace('_', '-')}", *TrainConfig.flag_aliases(name)]
+        parser.add_argument(*flags, dest=name, default=None, help=_field_help(info),
+                            **_flag_kind(name, info.annotation))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mtdnn", description="Multi-task fine-tuning of Transformer encoders (MT-DNN).")
+    p = _Parser(prog="mtdnn", description="Multi-task fine-tuning of Transformer encoders (MT-DNN).")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("tasks", help="list the built-in tasks (and those of --task-file)").add_argument(
         "--task-file", default=None, help="comma-separated YAML files with your own tasks")
 
-    t = sub.add_parser("train", help="train MT-DNN; flags override --config",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--config", help="YAML file of options (the names of the flags, with underscores)")
-    for flag, typ, help_ in _TRAIN_FLAGS:
-        t.add_argument(flag, type=typ, default=None, dest=_dest(flag), help=help_)
-    for flag, field, help_ in _TRAIN_SWITCHES:
-        const = field in ("compile", "activation_checkpointing")  # the others are --no-... switches
-        t.add_argument(flag, dest=field, action="store_const", const=const, default=None, help=help_)
+    t = sub.add_parser("train", help="train MT-DNN; flags override --config", config_fields=True,
+                       formatter_class=_HelpFormatter,
+                       description="Train MT-DNN. Options come from the defaults, then a --config YAML "
+                       "file (keys: the flag names with underscores), then the flags given. The paper's "
+                       "exact settings: --config configs/paper.yaml.")
+    t.add_argument("--config", metavar="YAML", help="YAML file of options (the names of the flags, with "
+                   "underscores: max_seq_len: 256); flags given override its values")
+    add_config_flags(t)
 
     e = sub.add_parser("evaluate", help="evaluate a saved run on its tasks' dev/test splits")
     e.add_argument("run_dir")
@@ -176,8 +242,17 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _print_error(err: MtdnnError) -> None:
+    msg = " ".join(str(err).split())  # one line, whatever the message quotes from a file
+    print(f"mtdnn: error: {msg if len(msg) <= 1000 else msg[:997] + '...'}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except MtdnnError as e:  # a bad flag (_Parser.error)
+        _print_error(e)
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "huggingface_hub"):
@@ -189,8 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rc = _run(args)
     except MtdnnError as e:
-        msg = " ".join(str(e).split())  # one line, whatever the message quotes from a file
-        print(f"mtdnn: error: {msg if len(msg) <= 1000 else msg[:997] + '...'}", file=sys.stderr)
+        _print_error(e)
         rc = 2
     except KeyboardInterrupt:
         print("mtdnn: interrupted", file=sys.stderr)

@@ -1,10 +1,13 @@
 """The run configuration: typed and validated. A YAML file gives values, command-line flags
-override them, and the resolved config is saved in the run directory."""
+override them, and the resolved config is saved in the run directory.
+
+:class:`TrainConfig` is the one source of the options: the flags of ``mtdnn train`` are generated
+from its fields (``mtdnn.cli``), and the fields a resumed run may change are marked on them."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -12,65 +15,166 @@ from .errors import CheckpointError, ConfigError
 from .tasks.schema import _format_validation_error, read_yaml_file
 
 
+# ``json_schema_extra["resume"]`` of a field that a resumed run (``--resume``) may change: one that
+# does not change what the run computes (where files are, how fast it runs, what it logs).
+MAY_CHANGE_ON_RESUME: Final = "may_change"
+
+
+def _may_change(**extra: Any) -> dict[str, Any]:
+    """``json_schema_extra`` of a field that ``--resume`` may change (plus any other metadata)."""
+    return {"resume": MAY_CHANGE_ON_RESUME, **extra}
+
+
 class TrainConfig(BaseModel):
-    """Every knob of ``mtdnn train`` (defaults follow the paper where it gives one)."""
+    """Every option of ``mtdnn train``, in one place: its type, range, default and help.
+
+    The command line is generated from these fields (``mtdnn.cli``): each field ``foo_bar`` is
+    the flag ``--foo-bar`` (bools: ``--foo-bar/--no-foo-bar``), its help is the field's
+    ``description`` and ``--help`` shows the default. Older spellings of a flag are listed in
+    the field's ``json_schema_extra`` under ``"flag_aliases"`` (``--task-file``, ``--hub``/``--no-hub``).
+
+    A YAML file (``--config``) uses the field names; given flags override it.
+
+    ``json_schema_extra={"resume": "may_change"}`` marks a field that a resumed run may set to
+    another value than the killed run had; every other field must stay as it was
+    (:meth:`resume_may_change`, checked by ``training.checkpoint.check_resume_config``).
+
+    Defaults are what works for the default encoder (all-MiniLM-L6-v2) on a short budget:
+    AdamW at lr 1e-4, 10% warm-up, batch 32, 128 tokens. The paper's Adamax at lr 5e-5 learns too
+    slowly for that encoder (RTE dev below the majority class after 2 epochs on 1000 examples);
+    the paper's exact settings are ``configs/paper.yaml``. Descriptions quote the paper's value
+    where it gives one.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    tasks: list[str] = Field(min_length=1, description="task names, built-in or from task_files")
-    task_files: list[str] = Field(default_factory=list, description="YAML files with your own tasks")
-    data_dir: str | None = Field(None, description="root of the data files (default: $MTDNN_DATA_DIR or ../shared/data)")
-    encoder: str = Field("default", description="Hugging Face encoder name or path; 'default' = embedded all-MiniLM-L6-v2")
-    output_dir: str = "runs/mtdnn"
-    init_from: str | None = Field(None, description="a run dir whose encoder (and matching heads) start this run")
-    resume: str | None = Field(None, description="a run dir to continue from its last checkpoint "
-                               "(its config.yaml gives the config)")
+    # ------------------------------------------------------------------ what to train, where
+    tasks: list[str] = Field(
+        min_length=1, description="Tasks to train together, comma-separated: built-in names (see `mtdnn "
+        "tasks`) or names defined in --task-files; required unless --resume or --config gives them.")
+    task_files: list[str] = Field(  # may change on resume: the resolved task definitions are compared
+        default_factory=list, json_schema_extra=_may_change(flag_aliases=["--task-file"]),
+        description="YAML files defining your own tasks, comma-separated; a task named like a "
+        "built-in one replaces it.")
+    data_dir: str | None = Field(
+        None, json_schema_extra=_may_change(),
+        description="Root folder of the data files; unset: $MTDNN_DATA_DIR, else ../shared/data.")
+    encoder: str = Field(
+        "default", description="Hugging Face encoder name or local folder; 'default' is the embedded "
+        "all-MiniLM-L6-v2 (the paper used BERT).")
+    output_dir: str = Field(
+        "runs/mtdnn", json_schema_extra=_may_change(),
+        description="Run directory to write: config, checkpoints, metrics, history, submissions.")
+    init_from: str | None = Field(
+        None, description="A finished run directory whose encoder (and the heads of tasks defined the "
+        "same way) start this run: the paper's stage-two fine-tuning; unset: the encoder's "
+        "pretrained weights and new heads.")
+    resume: str | None = Field(
+        None, json_schema_extra=_may_change(),
+        description="A killed run's directory to continue from its last checkpoint; its config.yaml "
+        "gives the config, and only options that do not change the results may differ.")
 
-    epochs: int = Field(5, ge=1, le=1000)
-    batch_size: int = Field(32, ge=1, le=65536)
-    eval_batch_size: int = Field(128, ge=1, le=65536)
-    lr: float = Field(5e-5, gt=0.0, le=1.0)
-    optimizer: Literal["adamax", "adamw"] = "adamax"
-    weight_decay: float = Field(0.01, ge=0.0, le=1.0)
-    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
-    max_grad_norm: float = Field(1.0, ge=0.0)
-    grad_accum_steps: int = Field(1, ge=1, le=4096)
-    max_seq_len: int = Field(128, ge=8, le=65536)
-    max_train_examples: int | None = Field(None, ge=1, description="per task: a fixed random subset (subset_seed)")
+    # ------------------------------------------------------------------ optimisation
+    epochs: int = Field(5, ge=1, le=1000, description="Passes over the training data (paper: 5).")
+    batch_size: int = Field(
+        32, ge=1, le=65536, description="Training examples per batch; each batch holds one task (paper: 32).")
+    eval_batch_size: int = Field(
+        128, ge=1, le=65536, description="Examples per batch when evaluating and predicting (does not "
+        "change the results).")
+    lr: float = Field(
+        1e-4, gt=0.0, le=1.0, description="Peak learning rate, reached after the warm-up and then decayed "
+        "linearly to zero (paper: 5e-5 with Adamax; 1e-4 suits AdamW and the default encoder).")
+    optimizer: Literal["adamax", "adamw"] = Field(
+        "adamw", description="adamw, which works for the default encoder, or adamax (paper).")
+    weight_decay: float = Field(
+        0.01, ge=0.0, le=1.0, description="Weight decay of weight matrices (not biases or LayerNorm): "
+        "decoupled in AdamW, an L2 term in Adamax.")
+    warmup_ratio: float = Field(
+        0.1, ge=0.0, le=1.0, description="Share of the optimiser steps spent in linear warm-up (paper: 0.1).")
+    max_grad_norm: float = Field(
+        1.0, ge=0.0, description="Gradient clipping to this global norm, 0 for none (paper: 1.0).")
+    grad_accum_steps: int = Field(
+        1, ge=1, le=4096, description="Batches whose gradients are summed before one optimiser step.")
+    max_seq_len: int = Field(
+        128, ge=8, le=65536, description="Tokens per example, longer inputs are truncated (paper: 512).")
+    max_train_examples: int | None = Field(
+        None, ge=1, description="Per task, train on a fixed random subset of this size (drawn with "
+        "--subset-seed); unset: all rows.")
     max_train_examples_per_task: dict[str, int] = Field(
-        default_factory=dict, description="task -> subset size, overriding max_train_examples for that task")
-    max_eval_examples: int | None = Field(None, ge=1, description="per eval split: the first N rows (quick runs)")
-    subset_seed: int = Field(0, ge=0, description="seed of the --max-train-examples subset")
-    seed: int = Field(42, ge=0)
-    group_by_length: bool = True
+        default_factory=dict, description="Subset sizes of single tasks as task=N,task=N, overriding "
+        "--max-train-examples for those tasks.")
+    max_eval_examples: int | None = Field(
+        None, ge=1, description="Per evaluation split, only the first N rows (quick runs); unset: all rows.")
+    subset_seed: int = Field(0, ge=0, description="Seed of the random training subsets.")
+    seed: int = Field(42, ge=0, description="Random seed of the data order, dropout and head initialisation.")
+    group_by_length: bool = Field(
+        True, description="Sort rows by length within windows of a few batches before batching, so "
+        "batches pad little; off: plain random batches.")
 
-    eval_every: int = Field(1, ge=1, description="evaluate every N epochs (and always after the last)")
-    selection: Literal["best", "last"] = Field("best", description="keep each task's best dev epoch, or the last")
-    predict_test: bool = Field(True, description="write GLUE submission files for test splits")
-    allow_hub: bool = Field(True, description="load missing built-in data through datasets from the hub")
-    cache_dir: str | None = Field(None, description="tokenised-data cache (default: $MTDNN_CACHE_DIR or ~/.cache/mtdnn)")
+    # ------------------------------------------------------------------ evaluation and data
+    eval_every: int = Field(1, ge=1, description="Evaluate every N epochs (and always after the last).")
+    selection: Literal["best", "last"] = Field(
+        "best", description="Which epoch's weights each task keeps: its best dev epoch, or the last.")
+    predict_test: bool = Field(True, description="Write GLUE submission files for the tasks' test splits.")
+    allow_hub: bool = Field(
+        True, json_schema_extra=_may_change(flag_aliases=["--hub"]),
+        description="Load built-in data missing from the data folder from the Hugging Face hub.")
+    cache_dir: str | None = Field(
+        None, json_schema_extra=_may_change(),
+        description="Tokenised-data cache folder; unset: $MTDNN_CACHE_DIR, else ~/.cache/mtdnn.")
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    parallel: Literal["ddp", "fsdp"] = Field("ddp", description="under torchrun: ddp (a model replica per "
-                                             "process) or fsdp (weights, gradients, optimiser state sharded)")
-    dist_timeout: int = Field(600, ge=10, le=86400, description="seconds a process waits for its peers in a "
-                              "collective before the job fails (a dead or stuck peer)")
-    activation_checkpointing: bool = Field(False, description="recompute the encoder's activations in the "
-                                           "backward pass: less memory, ~30% slower")
-    threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads (default: torch's choice)")
-    compile: bool = False
-    cls_only_last_layer: bool = Field(True, description="for heads that read only [CLS] (linear, regression), "
-                                      "the encoder's last layer computes only that position: same outputs and "
-                                      "random stream, ~14% fewer encoder FLOPs for MiniLM; not used with compile, "
-                                      "activation checkpointing or FSDP")
-    num_workers: int = Field(0, ge=0, le=64)
-    log_every: int = Field(20, ge=1)
-    checkpoint_every: int | None = Field(None, ge=1, description="also save a resumable "
-                                         "checkpoint every N optimiser steps (always at epoch ends)")
-    on_nan: Literal["stop", "skip"] = Field("stop", description="a NaN/inf loss stops the run, "
-                                            "or skips the batch (counted in the history)")
-    progress: bool = True
+    # ------------------------------------------------------------------ hardware and speed
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", json_schema_extra=_may_change(), description="Where to train; auto: CUDA if available.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Compute precision; bf16 and fp16 run under autocast.")
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="Under torchrun: ddp (a model replica per process) or fsdp (weights, "
+        "gradients and optimiser state sharded; big encoders).")
+    dist_timeout: int = Field(
+        600, ge=10, le=86400, json_schema_extra=_may_change(),
+        description="Seconds a process waits for its peers in a collective before the job fails "
+        "(torchrun runs; a dead or stuck peer).")
+    activation_checkpointing: bool = Field(
+        False, json_schema_extra=_may_change(),
+        description="Recompute the encoder's activations in the backward pass: less memory, ~30% slower.")
+    threads: int | None = Field(
+        None, ge=1, le=1024, json_schema_extra=_may_change(),
+        description="Torch CPU threads; unset: torch's choice.")
+    compile: bool = Field(False, description="torch.compile the encoder (does not pay on small CPUs).")
+    cls_only_last_layer: bool = Field(
+        True, json_schema_extra=_may_change(),
+        description="For heads that read only [CLS] (linear, regression), the encoder's last layer "
+        "computes only that position: same outputs and random stream, ~14% fewer encoder FLOPs for "
+        "MiniLM; not used with compile, activation checkpointing or FSDP.")
+    num_workers: int = Field(
+        0, ge=0, le=64, json_schema_extra=_may_change(),
+        description="Processes that collate training batches ahead of the loop, 0 for inline (same "
+        "results with any number).")
+
+    # ------------------------------------------------------------------ logging and checkpoints
+    log_every: int = Field(
+        20, ge=1, json_schema_extra=_may_change(), description="TensorBoard logging interval, in optimiser steps.")
+    checkpoint_every: int | None = Field(
+        None, ge=1, json_schema_extra=_may_change(),
+        description="Also save a resumable checkpoint every N optimiser steps; unset: at epoch ends only.")
+    on_nan: Literal["stop", "skip"] = Field(
+        "stop", json_schema_extra=_may_change(),
+        description="What a NaN or infinite loss does: stop the run, or skip the batch (counted in the history).")
+    progress: bool = Field(True, json_schema_extra=_may_change(), description="Show progress bars.")
+
+    @classmethod
+    def resume_may_change(cls) -> frozenset[str]:
+        """The fields a resumed run may change: those marked ``{"resume": "may_change"}``."""
+        return frozenset(name for name, info in cls.model_fields.items()
+                         if isinstance(info.json_schema_extra, dict)
+                         and info.json_schema_extra.get("resume") == MAY_CHANGE_ON_RESUME)
+
+    @classmethod
+    def flag_aliases(cls, name: str) -> tuple[str, ...]:
+        """Older spellings of the field's flag (``json_schema_extra["flag_aliases"]``)."""
+        extra = cls.model_fields[name].json_schema_extra
+        return tuple(extra.get("flag_aliases", ())) if isinstance(extra, dict) else ()
 
     @field_validator("max_train_examples_per_task")
     @classmethod
