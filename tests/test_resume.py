@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from mtdnn.cli import main
 from mtdnn.errors import CheckpointError
 from mtdnn.run_dir import RunDir
-from mtdnn.training.checkpoint import (LoopState, load_train_state, read_history, save_train_state,
-                                       state_dir)
+from mtdnn.training.checkpoint import load_train_state, read_history, save_train_state, state_dir
+from mtdnn.training.state import LoopState
 from toy_tasks import train_argv, write_toy_data
 
 # 10 batches per epoch (6 toycls + 4 toyreg), 2 epochs = 20 optimiser steps; a resumable state
@@ -64,7 +64,7 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, tiny_encoder, cache_dir,
     assert not state_dir(RunDir(full)).exists()  # a finished run keeps no resume state
 
     # the same run, killed with SIGKILL in the middle of epoch 2
-    env = {**os.environ, "MTDNN_TEST_KILL_AT_STEP": KILL_AT}
+    env = {**os.environ, "MTDNN_TEST_FAULTS": f"kill_at_step={KILL_AT}"}
     proc = subprocess.run([sys.executable, "-m", "mtdnn", *argv(killed)], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
@@ -96,7 +96,7 @@ def test_resume_from_corrupt_state_is_a_clear_error(tmp_path, tiny_encoder, cach
     task_file, data_dir = write_toy_data(tmp_path)
     run = tmp_path / "run"
     # a run that died after its last epoch, before metrics.json: its final state is kept
-    monkeypatch.setattr("mtdnn.training.loop.remove_train_state", lambda run: None)
+    monkeypatch.setattr("mtdnn.training.job.remove_train_state", lambda run: None)
     assert main(train_argv(task_file, data_dir, tiny_encoder, cache_dir, run, epochs=1)) == 0
     (run / "metrics.json").unlink()
     model_file = next(state_dir(RunDir(run)).glob("model-*.safetensors"))
@@ -144,11 +144,13 @@ def test_train_state_round_trip(tmp_path):
     got = load_train_state(run, model2, opt2, sch2, batches_per_epoch=7)
     assert got == loop
     assert torch.equal(torch.rand(3), expected_next) and random.random() == expected_py
+    assert model.state_dict().keys() == model2.state_dict().keys()
     for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
         assert torch.equal(a, b)
     assert sch2.state_dict() == sch.state_dict()
     s1, s2 = opt.state_dict(), opt2.state_dict()
     assert s1["param_groups"] == s2["param_groups"]
+    assert s1["state"] and s1["state"].keys() == s2["state"].keys()
     for i in s1["state"]:
         for k in s1["state"][i]:
             assert torch.equal(s1["state"][i][k], s2["state"][i][k])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import mtdnn
-from mtdnn.data.batching import collate, epoch_schedule
+from mtdnn.data.batching import Batch, collate, epoch_schedule
 from mtdnn.data.loader import schedule_loader
 from mtdnn.data.pipeline import load_task_data
 from mtdnn.evaluation import predict
@@ -91,7 +91,7 @@ def test_schedule_loader_with_workers_gives_the_inline_batches(mrpc):
         assert x.keys() == y.keys() == ref.keys()
         for k in ref:
             assert torch.equal(x[k], ref[k]) and torch.equal(y[k], ref[k]), k
-    half = list(schedule_loader(splits, schedule, pad, num_workers=1, rows=lambda b: b.indices[::2]))
+    half = list(schedule_loader(splits, [Batch(b.task, b.indices[::2]) for b in schedule], pad, num_workers=1))
     first = schedule[0]
     assert torch.equal(half[0]["labels"], torch.from_numpy(splits[first.task].labels[first.indices[::2]]))
 

@@ -8,7 +8,7 @@ come back in schedule order, so a run computes the same with any ``num_workers``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -38,19 +38,17 @@ class _ScheduleDataset(Dataset):
 
 def schedule_loader(splits: dict[str, TokenizedSplit], schedule: Sequence[Batch], pad_id: int, *,
                     num_workers: int = 0, device: torch.device | None = None,
-                    rows: Callable[[Batch], np.ndarray] | None = None,
                     pad_to_multiple_of: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """The collated batches of ``schedule``, in order.
 
-    ``rows(b)``: the rows of batch ``b`` this process computes (default: all of ``b.indices``;
-    a distributed run passes its share). With ``num_workers == 0`` batches are collated lazily in
+    ``schedule`` holds the rows this process computes (a distributed rank: its share of each
+    global batch). With ``num_workers == 0`` batches are collated lazily in
     this process, exactly as a plain loop would; otherwise a ``DataLoader`` with that many worker
     processes collates ahead of the model (``pin_memory`` when ``device`` is CUDA, so the copies
     to the GPU can overlap with compute)."""
-    pick = rows or (lambda b: b.indices)
     if num_workers <= 0:
-        return (collate(splits[b.task], pick(b), pad_id, pad_to_multiple_of) for b in schedule)
-    items = [(b.task, np.asarray(pick(b))) for b in schedule]
+        return (collate(splits[b.task], b.indices, pad_id, pad_to_multiple_of) for b in schedule)
+    items = [(b.task, np.asarray(b.indices)) for b in schedule]
     if not items:
         return iter(())
     cuda = device is not None and device.type == "cuda"

@@ -1,11 +1,17 @@
 """The shared encoder (any Hugging Face encoder) and the multi-task model that routes a batch to
-its task's head."""
+its task's head and computes its loss.
+
+Plug point: ``HeadFactory`` builds the model's parts from the encoder and the task definitions:
+``encoder()`` may wrap the shared encoder (later: per-task adapters), ``head()`` builds a task's
+head. Today's only implementation, ``PlainHeads``, keeps the encoder as it is and builds the heads of
+``model/heads.py``."""
 
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -14,7 +20,7 @@ from ..errors import CheckpointError, ConfigError
 from ..tasks.schema import TaskDef
 from . import cls_only as _cls_only
 from .heads import build_head
-from .objectives import task_loss
+from .objectives import loss_units, task_loss
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +100,35 @@ def encoder_from_config(config_dir: str | Path, attn_implementation: str = "sdpa
         return AutoModel.from_config(cfg, attn_implementation=attn_implementation)
 
 
-class MultiTaskModel(nn.Module):
-    """Shared encoder + one head per task. ``forward(task, batch)`` -> the head's output."""
+class HeadFactory(Protocol):
+    def encoder(self, encoder: nn.Module, tasks: list[TaskDef]) -> nn.Module:
+        """The encoder the model shares between its tasks (``encoder`` itself, or a wrapper)."""
 
-    def __init__(self, encoder: nn.Module, tasks: list[TaskDef]) -> None:
+    def head(self, task: TaskDef, hidden_size: int) -> nn.Module:
+        """The head of ``task`` over hidden states of ``hidden_size``."""
+
+
+class PlainHeads:
+    """The encoder as it is; the heads of ``model/heads.py`` (linear, regression, SAN, ranking)."""
+
+    def encoder(self, encoder: nn.Module, tasks: list[TaskDef]) -> nn.Module:
+        return encoder
+
+    def head(self, task: TaskDef, hidden_size: int) -> nn.Module:
+        return build_head(task, hidden_size)
+
+
+class MultiTaskModel(nn.Module):
+    """Shared encoder + one head per task. ``forward(task, batch)`` -> the head's output;
+    ``loss(task, batch)`` -> the task's loss on the batch."""
+
+    def __init__(self, encoder: nn.Module, tasks: list[TaskDef], factory: HeadFactory | None = None) -> None:
         super().__init__()
-        self.encoder = encoder
+        factory = factory or PlainHeads()
+        self.encoder = factory.encoder(encoder, tasks)
         hidden = encoder.config.hidden_size
         self.tasks = {t.name: t for t in tasks}
-        self.heads = nn.ModuleDict({t.name: build_head(t, hidden) for t in tasks if t.head_from is None})
+        self.heads = nn.ModuleDict({t.name: factory.head(t, hidden) for t in tasks if t.head_from is None})
         self._head_of = {t.name: t.head_from or t.name for t in tasks}
         self._cls_only: _cls_only._Forward | None = None
 
@@ -117,6 +143,20 @@ class MultiTaskModel(nn.Module):
             self._cls_only = _cls_only.install(self.encoder)
         return self._cls_only is not None
 
+    def enable_activation_checkpointing(self) -> bool:
+        """Recompute the encoder's activations in the backward pass (less memory, ~30% more
+        compute), non-reentrant (works with DDP's unused-parameter search and with FSDP)."""
+        enc = self.encoder
+        if not getattr(enc, "supports_gradient_checkpointing", False):
+            log.warning("%s does not support activation checkpointing: option ignored", type(enc).__name__)
+            return False
+        kwargs = {"use_reentrant": False}
+        if hasattr(enc, "activation_checkpointing_enable"):  # transformers >= 5
+            enc.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            enc.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        return True
+
     def encode(self, batch: dict[str, torch.Tensor], cls_only: bool = False) -> torch.Tensor:
         """The encoder's last hidden states; with ``cls_only`` (and pruning enabled) position 0 only."""
         kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -129,6 +169,13 @@ class MultiTaskModel(nn.Module):
         head = self.heads[self._head_of[task]]
         return head(self.encode(batch, cls_only=getattr(head, "reads_cls_only", False)), batch)
 
-    def loss(self, task: str, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
+    def loss(self, task: str, batch: dict[str, torch.Tensor], per_unit: float | None = None) -> torch.Tensor:
+        """The task's loss on ``batch``: the summed loss times ``per_unit``, by default
+        ``1 / units`` (the mean over the batch's rows, or over its questions with a positive answer
+        for ranking). A distributed rank passes ``world_size / units of the global batch`` for its
+        share of the rows (``Distributed.share``)."""
         t = self.tasks[task]
-        return task_loss(t.type, self(task, batch), batch, t.ranking_gamma, reduction)
+        summed = task_loss(t.type, self(task, batch), batch, t.ranking_gamma, reduction="sum")
+        if per_unit is None:
+            per_unit = 1 / max(loss_units(t.type, batch["labels"], batch["groups"]), 1)
+        return summed * per_unit

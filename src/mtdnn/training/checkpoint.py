@@ -28,9 +28,8 @@ import logging
 import math
 import os
 import random
-import signal
+import shutil
 import uuid
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,34 +40,11 @@ from ..config import TrainConfig
 from ..errors import CheckpointError, ConfigError
 from ..run_dir import RunDir, load_weights, write_json
 from ..tasks.schema import TaskDef
+from .state import LoopState
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-
-# config fields that may differ when resuming: they do not change what is computed
-RESUME_MAY_CHANGE = frozenset({
-    "resume", "output_dir", "data_dir", "cache_dir", "allow_hub", "device", "threads", "num_workers",
-    "progress", "log_every", "checkpoint_every", "on_nan",
-    "task_files",  # the resolved task definitions are compared instead
-    "dist_timeout", "activation_checkpointing", "cls_only_last_layer",  # no effect on what is computed
-})
-
-
-@dataclass
-class LoopState:
-    """Where the training loop is: ``batch`` batches of epoch ``epoch`` are done (``batch == 0``:
-    the epoch has not started; epochs before ``epoch`` are complete and evaluated)."""
-
-    epoch: int = 1
-    batch: int = 0
-    update: int = 0
-    n_examples: int = 0
-    losses: dict[str, list[float]] = field(default_factory=dict)
-    skipped: dict[str, int] = field(default_factory=dict)   # batches skipped for a non-finite loss (epoch)
-    best: dict[str, float] = field(default_factory=dict)
-    selection: dict[str, int] = field(default_factory=dict)
-    batches_per_epoch: int = 0
 
 
 def state_dir(run: RunDir) -> Path:
@@ -111,15 +87,10 @@ def _rng_tensors() -> dict[str, torch.Tensor]:
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name("." + path.name + ".tmp")
-    try:
+    from ..run_dir import atomic_path
+
+    with atomic_path(path) as tmp:  # .<name>XXXX.tmp beside it, fsynced, renamed, directory fsynced
         save_file(tensors, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_train_state(run: RunDir, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -134,7 +105,7 @@ def save_train_state(run: RunDir, model: torch.nn.Module, optimizer: torch.optim
     _save_tensors(d / train_file, {**optim_tensors, **_rng_tensors()})
     state = {"version": STATE_VERSION, "model_file": model_file, "train_file": train_file,
              "sizes": {model_file: (d / model_file).stat().st_size, train_file: (d / train_file).stat().st_size},
-             "loop": asdict(loop), "optimizer": optim_json, "scheduler": scheduler.state_dict(),
+             "loop": loop.saved(), "optimizer": optim_json, "scheduler": scheduler.state_dict(),
              "rng": _rng_json()}
     write_json(d / "state.json", state)  # the commit point
     for p in d.iterdir():
@@ -170,7 +141,7 @@ def load_train_state(run: RunDir, model: torch.nn.Module, optimizer: torch.optim
                 raise _bad("file missing", p)
             if p.stat().st_size != state["sizes"][p.name]:
                 raise _bad("truncated or modified file (size differs from the state)", p)
-        loop = LoopState(**state["loop"])
+        loop = LoopState.from_saved(state["loop"])
         if loop.batches_per_epoch != batches_per_epoch:
             raise _bad(f"the run had {loop.batches_per_epoch} batches per epoch, the data now gives "
                        f"{batches_per_epoch} (the training data changed)", state_file)
@@ -265,18 +236,23 @@ def reset_run_state(run: RunDir) -> None:
     if ckpt.is_dir():
         for p in list(ckpt.glob("epoch-*.safetensors")) + list(ckpt.glob(".*.tmp")):
             p.unlink(missing_ok=True)
+    for d in run.path.glob(".encoder*.tmp"):  # the temporary folder of a write_setup cut short
+        if d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
     remove_train_state(run)
 
 
 def check_resume_config(cfg: TrainConfig, run: RunDir) -> None:
     """A resumed run must compute what the killed run computed: every field that matters must be
-    the one in the run's config.yaml."""
+    the one in the run's config.yaml; the fields marked may-change (``TrainConfig.resume_may_change``)
+    may differ."""
     if run.metrics_file.is_file() and not has_train_state(run):
         raise CheckpointError("the run is complete (metrics.json written): nothing to resume",
                               path=str(run.path))
     saved = run.read_config()
+    may_change = TrainConfig.resume_may_change()
     for name in TrainConfig.model_fields:
-        if name in RESUME_MAY_CHANGE or name not in saved:
+        if name in may_change or name not in saved:
             continue
         mine = getattr(cfg, name)
         if isinstance(mine, float) and isinstance(saved[name], (int, float)) and math.isclose(mine, saved[name]):
@@ -293,12 +269,3 @@ def check_resume_tasks(tasks: list[TaskDef], run: RunDir) -> None:
         if saved.get(t.name) != t.model_dump(mode="json"):
             raise ConfigError(f"task '{t.name}' is not defined as in the run to resume ({run.tasks_file})",
                               field="tasks")
-
-
-def maybe_kill_for_test(update: int) -> None:
-    """FOR TESTS ONLY: with ``MTDNN_TEST_KILL_AT_STEP=N`` in the environment, the process kills
-    itself with SIGKILL right after optimiser step N (after that step's checkpoint, if any): the
-    resume test uses it to crash a run at a known point. Never set it otherwise."""
-    at = os.environ.get("MTDNN_TEST_KILL_AT_STEP")
-    if at and at.strip().isdigit() and update == int(at):
-        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))

@@ -8,14 +8,17 @@ gloo on CPU) and:
   step holds one task, as in a single-process run;
 - takes its own contiguous share of each global batch: its rows, or whole candidate groups for
   ranking tasks (``Distributed.share``);
-- scales its summed loss by ``world_size / units of the GLOBAL batch``; DDP averages gradients over
-  the ranks, so the gradients are the single-process run's (up to float rounding). A rank whose
+- scales its summed loss by ``world_size / units of the GLOBAL batch`` (the ``per_unit`` the
+  model's loss takes); DDP averages gradients over the ranks, so the gradients are the
+  single-process run's (up to float rounding). A rank whose
   share is empty still runs forward and backward (one row, loss * 0): the gradient all-reduce needs
   every rank;
 - predicts every ``world_size``-th row of each evaluation split; the outputs are gathered, so every
   rank scores the whole split, each example once (``evaluation.predict(dist=...)``).
 
-Only rank 0 writes the run directory (``is_main``). The process-group timeout (``dist_timeout``)
+A single process (not launched by torchrun) takes none of these paths: ``share`` gives the whole
+batch and no scale, so the model computes the batch's plain mean loss, and ``wrap`` returns the
+module it is given. Only rank 0 writes the run directory (``is_main``). The process-group timeout (``dist_timeout``)
 bounds how long a rank waits for a dead or stuck peer in any collective. See docs/distributed.md.
 """
 
@@ -42,8 +45,6 @@ from ..model.objectives import loss_units
 
 log = logging.getLogger(__name__)
 
-_JOINED = False  # this process joined a process group: the CLI leaves through ``leave()``
-
 
 def launched() -> bool:
     """True in a process of a multi-process torchrun job (``WORLD_SIZE`` > 1)."""
@@ -54,33 +55,10 @@ def launched() -> bool:
 
 
 def joined() -> bool:
-    return _JOINED
-
-
-class SummedLoss(nn.Module):
-    """``forward(task, batch)`` -> the summed loss of the batch's units. It is the module DDP wraps:
-    DDP synchronises gradients only of what runs through its own forward."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model.loss(task, batch, reduction="sum")
-
-
-def enable_activation_checkpointing(encoder: nn.Module) -> bool:
-    """Recompute the encoder's activations in the backward pass (less memory, ~30% more compute),
-    non-reentrant (works with DDP's unused-parameter search and with FSDP)."""
-    if not getattr(encoder, "supports_gradient_checkpointing", False):
-        log.warning("%s does not support activation checkpointing: option ignored", type(encoder).__name__)
-        return False
-    kwargs = {"use_reentrant": False}
-    if hasattr(encoder, "activation_checkpointing_enable"):  # transformers >= 5
-        encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    return True
+    """This process is a rank of a multi-process torchrun job, so it joins (or has joined) the
+    job's process group once the training code is imported: the CLI then ends it through
+    ``leave()``."""
+    return launched()
 
 
 @dataclass
@@ -111,7 +89,6 @@ class Distributed:
     @classmethod
     def from_config(cls, cfg) -> "Distributed":
         """Join torchrun's job when launched by it (NCCL on GPUs, gloo on CPU), else a single process."""
-        global _JOINED
         from ..runtime import pick_device
 
         device = pick_device(cfg.device)
@@ -133,7 +110,6 @@ class Distributed:
         if owns:
             dist.init_process_group(backend, timeout=timedelta(seconds=cfg.dist_timeout),
                                     device_id=device if device.type == "cuda" else None)
-        _JOINED = True
         if rank != 0:  # one copy of the log: rank 0's (warnings and errors from every rank)
             logging.getLogger("mtdnn").setLevel(logging.WARNING)
         ctx = cls(rank, world, local_rank, device, cfg.parallel, owns)
@@ -149,18 +125,17 @@ class Distributed:
                 dist.destroy_process_group()
 
     # ------------------------------------------------------------------ model
-    def wrap(self, model: nn.Module, cfg) -> nn.Module:
-        """The module the training loop calls: ``trainer(task, batch)`` -> summed loss.
-        DDP: a replica per rank, gradients all-reduced. ``find_unused_parameters=True``: the heads of
-        the tasks not in a step get no gradient; DDP leaves a globally unused parameter's grad
-        untouched (None), so the optimiser skips it as in a single-process run.
+    def wrap(self, objective: nn.Module, cfg) -> nn.Module:
+        """The module the training step calls (``objective``: ``training.step.StepLoss``), made
+        distributed. DDP: a replica per rank, gradients all-reduced. ``find_unused_parameters=True``:
+        the heads of the tasks not in a step get no gradient; DDP leaves a globally unused parameter's
+        grad untouched (None), so the optimiser skips it as in a single-process run.
         FSDP: every encoder layer and the rest of the model sharded over the ranks (``fully_shard``),
-        bf16 parameters/compute with fp32 gradient reduction under ``--precision bf16``."""
-        if cfg.activation_checkpointing:
-            enable_activation_checkpointing(model.encoder)
-        trainer = SummedLoss(model)
+        bf16 parameters/compute with fp32 gradient reduction under ``--precision bf16``.
+        A single process: ``objective`` itself."""
+        model, trainer = objective.model, objective
         if not self.enabled:
-            return trainer
+            return objective
         if self.parallel == "fsdp":
             self._fully_shard(model, cfg)  # ranks start equal: same seed, same pretrained weights
         else:
@@ -209,10 +184,13 @@ class Distributed:
         lo, hi = self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size
         return indices[bounds[lo]:bounds[hi]]
 
-    def share(self, split, indices: np.ndarray, task_type: str) -> tuple[np.ndarray, float]:
-        """(rows this rank computes, factor for their summed loss). The factor is
+    def share(self, split, indices: np.ndarray, task_type: str) -> tuple[np.ndarray, float | None]:
+        """(rows this rank computes, ``per_unit`` for their summed loss). ``per_unit`` is
         ``world_size / units of the global batch``: averaged over the ranks by DDP, the gradients are
-        those of the global batch's mean loss. An empty share gives one row and factor 0."""
+        those of the global batch's mean loss. An empty share gives one row and 0. A single process:
+        the whole batch and None (the model's loss is the batch's mean)."""
+        if not self.enabled:
+            return indices, None
         units = loss_units(task_type, torch.from_numpy(split.labels[indices]),
                            torch.from_numpy(split.groups[indices]))
         rows = self.shard(indices, split.groups)
@@ -244,14 +222,6 @@ class Distributed:
             return False
         (loss.nan_to_num(0.0, 0.0, 0.0) * 0.0).backward()
         return True
-
-    def sum(self, values: list[float]) -> list[float]:
-        """Element-wise sum over the ranks."""
-        if not self.enabled or not values:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
-        dist.all_reduce(t)
-        return t.cpu().tolist()
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         if not self.enabled:
@@ -293,38 +263,13 @@ class Distributed:
         set_model_state_dict(model, state, options=StateDictOptions(
             full_state_dict=True, broadcast_from_rank0=True, strict=True))
 
-    # ------------------------------------------------------------------ test hooks
-    def debug_hooks(self, model: nn.Module, epoch: int, batch: int | None) -> None:
-        """FOR TESTS ONLY (environment variables, never set otherwise):
-        ``MTDNN_TEST_FAIL_RANK=R`` makes rank R fail at batch ``MTDNN_TEST_FAIL_STEP`` (default 2)
-        of epoch 1, raising (``MTDNN_TEST_FAIL_MODE=raise``, default), dying at once without any
-        clean-up (``exit``) or hanging (``hang``); ``MTDNN_TEST_DUMP_DIR=D`` makes every rank save its weights to
-        ``D/rank<R>-epoch<E>.safetensors`` after each epoch (``batch=None``)."""
-        env = os.environ
-        if batch is not None:
-            fail = env.get("MTDNN_TEST_FAIL_RANK")
-            if fail is not None and int(fail) == self.rank and epoch == 1 \
-                    and batch == int(env.get("MTDNN_TEST_FAIL_STEP", "2")):
-                mode = env.get("MTDNN_TEST_FAIL_MODE", "raise")
-                if mode == "exit":
-                    os._exit(17)
-                if mode == "hang":
-                    import time
-                    time.sleep(10**6)
-                raise RuntimeError(f"MTDNN_TEST_FAIL_RANK: simulated failure of rank {self.rank}")
-            return
-        dump = env.get("MTDNN_TEST_DUMP_DIR")
-        if dump:
-            from safetensors.torch import save_file
+    def replica_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """This rank's full weights (FSDP: gathered on every rank, a collective)."""
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-            if self.fsdp:
-                from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-                state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
-            else:
-                state = model.state_dict()
-            Path(dump).mkdir(parents=True, exist_ok=True)
-            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
-                      str(Path(dump) / f"rank{self.rank}-epoch{epoch}.safetensors"))
+            return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+        return model.state_dict()
 
 
 def report_crash(exc: BaseException) -> int:

@@ -13,8 +13,8 @@ from ..config import TrainConfig
 from ..data.pipeline import TaskData, load_task_data
 from ..data.readers import data_dir_default
 from ..errors import CheckpointError, ConfigError
-from ..model.multitask import (MultiTaskModel, encoder_from_config, load_encoder, load_tokenizer,
-                               resolve_encoder_name)
+from ..model.multitask import (HeadFactory, MultiTaskModel, encoder_from_config, load_encoder,
+                               load_tokenizer,                               resolve_encoder_name)
 from ..run_dir import RunDir, load_weights
 from ..runtime import pick_device
 from ..tasks.registry import TaskRegistry
@@ -85,7 +85,9 @@ def init_from_run(model: MultiTaskModel, run_path: str | Path, tasks: list[TaskD
     return reused
 
 
-def build_setup(cfg: TrainConfig, *, with_train: bool = True) -> Setup:
+def build_setup(cfg: TrainConfig, *, with_train: bool = True, factory: HeadFactory | None = None) -> Setup:
+    """Tasks, tokenizer, model (its parts built by ``factory``, default ``PlainHeads``) on its
+    device with the speed options of ``cfg``, and the tokenised data."""
     registry = TaskRegistry(cfg.task_files)
     tasks = registry.resolve(cfg.tasks)
     device = pick_device(cfg.device)
@@ -110,12 +112,14 @@ def build_setup(cfg: TrainConfig, *, with_train: bool = True) -> Setup:
         raise ConfigError(f"{cfg.max_seq_len} is above the encoder's limit of {limit} positions",
                           field="max_seq_len")
 
-    model = MultiTaskModel(encoder, tasks)
+    model = MultiTaskModel(encoder, tasks, factory)
     if cfg.init_from:
         reused = init_from_run(model, cfg.init_from, tasks)
         log.info("init from %s: encoder%s", cfg.init_from,
                  f" and heads of {', '.join(reused)}" if reused else " (all heads new)")
     model.to(device)
+    if cfg.activation_checkpointing:
+        model.enable_activation_checkpointing()
     if cfg.cls_only_last_layer and not (cfg.compile or cfg.activation_checkpointing or cfg.parallel == "fsdp"):
         log.info("last-layer [CLS] pruning for linear heads: %s", "on" if model.enable_cls_only() else
                  "not available for this encoder")

@@ -1,0 +1,171 @@
+"""Opening and finishing a training run: ``open_run`` builds everything the loop uses (a ``Job``)
+and the ``LoopState`` it starts from (fresh, or restored by ``--resume``); ``finish_run`` writes
+the metrics of the kept epochs and the submission files, and ends the run.
+
+The plug points (``training/step.py``, ``training/schedule.py``, ``model/multitask.py``) are
+chosen here, in ``plug_points``; today each has one implementation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..config import TrainConfig
+from ..data.tokenized import TokenizedSplit
+from ..errors import ConfigError
+from ..evaluation import predict, prediction_labels, write_submission
+from ..faults import Faults
+from ..model.multitask import HeadFactory, PlainHeads
+from ..run_dir import RunDir, write_json
+from ..runtime import seed_everything, set_threads
+from .checkpoint import (check_resume_config, check_resume_tasks, has_train_state, load_train_state,
+                         read_history, remove_train_state, reset_run_state)
+from .distributed import Distributed
+from .optim import build_optimizer, build_scheduler
+from .schedule import BatchSchedule, ProportionalSchedule
+from .setup import Setup, build_setup
+from .state import LoopState
+from .step import GradientCombination, LossComposition, StepLoss, SummedGradients, TaskLoss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlugPoints:
+    """The parts of a run that later methods replace (each with today's behaviour here)."""
+
+    heads: HeadFactory
+    compose: LossComposition
+    gradients: GradientCombination
+
+
+def plug_points(cfg: TrainConfig) -> PlugPoints:
+    return PlugPoints(heads=PlainHeads(), compose=TaskLoss(), gradients=SummedGradients(cfg.grad_accum_steps))
+
+
+@dataclass
+class Job:
+    """Everything the training loop uses; built once by ``open_run``."""
+
+    cfg: TrainConfig
+    setup: Setup
+    dist: Distributed
+    run: RunDir
+    train_splits: dict[str, TokenizedSplit]
+    schedule: BatchSchedule
+    objective: nn.Module       # StepLoss, wrapped by DDP/FSDP under torchrun
+    gradients: GradientCombination
+    optimizer: Any
+    scheduler: Any
+    writer: Any                # TensorBoard SummaryWriter on rank 0, else None
+    faults: Faults | None      # test-only fault injection (mtdnn/faults.py); None outside tests
+
+    @property
+    def model(self) -> nn.Module:
+        return self.setup.model
+
+    @property
+    def pad_id(self) -> int:
+        return self.setup.tokenizer.pad_token_id or 0
+
+
+def open_run(cfg: TrainConfig) -> tuple[Job, LoopState]:
+    """Check the config, build the model and data, prepare the run directory (rank 0 writes it),
+    and restore the state of a resumed run. Nothing is written before the inputs are checked."""
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    dist = Distributed.from_config(cfg)  # joins torchrun's process group, if launched by it
+    if cfg.resume:  # continue the run in cfg.resume (checked before anything is built or written)
+        cfg = cfg.model_copy(update={"output_dir": str(cfg.resume)})
+        check_resume_config(cfg, RunDir(cfg.resume))
+    plugs = plug_points(cfg)
+    s = build_setup(cfg, factory=plugs.heads)
+    run = RunDir(cfg.output_dir)
+    resuming = _prepare_run_dir(cfg, s, dist, run)
+    train_splits = {n: d.train for n, d in s.data.items() if d.train is not None}
+    schedule = ProportionalSchedule(train_splits, cfg.batch_size, cfg.seed, cfg.group_by_length)
+    total_updates = math.ceil(schedule.batches_per_epoch / cfg.grad_accum_steps) * cfg.epochs
+    objective = dist.wrap(StepLoss(s.model, plugs.compose), cfg)
+    optimizer = build_optimizer(s.model, cfg, s.device)
+    scheduler = build_scheduler(optimizer, total_updates, cfg.warmup_ratio)
+    state = LoopState(batches_per_epoch=schedule.batches_per_epoch)
+    if resuming:  # model, optimiser, scheduler and RNG states; the loop's position and records
+        state = load_train_state(run, s.model, optimizer, scheduler, schedule.batches_per_epoch)
+        state.history = read_history(run, state.epoch - 1)
+        log.info("resuming %s at epoch %d, batch %d (step %d)", run.path, state.epoch, state.batch, state.update)
+    job = Job(cfg, s, dist, run, train_splits, schedule, objective, plugs.gradients, optimizer, scheduler,
+              _tensorboard(run.tb_dir) if dist.is_main else None, Faults.from_environment())
+    log.info("training %s: %d batches per epoch, %d epochs, %d optimiser steps on %s", ", ".join(train_splits),
+             schedule.batches_per_epoch, cfg.epochs, total_updates, s.device)
+    return job, state
+
+
+def _prepare_run_dir(cfg: TrainConfig, s: Setup, dist: Distributed, run: RunDir) -> bool:
+    """Whether the run resumes from a saved state; a fresh run's directory is (re)written."""
+    resuming = bool(cfg.resume) and has_train_state(run)
+    if dist.enabled and cfg.resume and (dist.fsdp or len(set(dist.all_gather_object(resuming))) > 1):
+        raise ConfigError("--resume of a distributed run needs --parallel ddp and the run directory on a "
+                          "file system every process sees", field="resume")
+    if dist.fsdp and cfg.checkpoint_every:
+        log.warning("--checkpoint-every is ignored with --parallel fsdp (no resumable state is saved)")
+    if resuming:
+        check_resume_tasks(s.tasks, run)
+    elif dist.is_main:  # only rank 0 writes the run directory
+        if cfg.resume:
+            log.warning("%s has no checkpoint yet: starting the run from the beginning", run.path)
+        reset_run_state(run)
+        resolved = cfg.model_dump(mode="json") | {"encoder_resolved": s.encoder_name}
+        run.write_setup(resolved, s.tasks, s.tokenizer, s.model.encoder.config)
+    return resuming
+
+
+def finish_run(job: Job, state: LoopState) -> Path:
+    """metrics.json (each task's metrics at the epoch it keeps), the submission files, and the end
+    of the run: nothing is left to resume; every rank leaves the process group."""
+    history = state.history
+    metrics = {t: history[e - 1]["dev"][t] for t, e in state.selection.items() if history[e - 1]["dev"].get(t)}
+    if job.dist.is_main:
+        write_json(job.run.metrics_file, metrics)
+    if job.cfg.predict_test:
+        write_submissions(job.setup, job.run, state.selection, dist=job.dist)
+    if job.writer is not None:
+        job.writer.close()
+    if job.dist.is_main:
+        remove_train_state(job.run)  # the run is complete: nothing left to resume
+    job.dist.close()  # every rank waits here for the others, then leaves the process group
+    return job.run.path
+
+
+def write_submissions(s: Setup, run: RunDir, selection: dict[str, int], dist: Distributed) -> None:
+    """Predict each test split with the epoch its task keeps and write the GLUE TSV (predicted by
+    all ranks, written by rank 0)."""
+    loaded = None
+    for name, td in s.data.items():
+        epoch = selection.get(s.model.head_name(name))
+        if not td.tests or epoch is None:
+            continue
+        if epoch != loaded:
+            dist.load_weights(s.model, run.checkpoint(epoch))  # distributed: rank 0 reads and broadcasts
+            loaded = epoch
+        for split_name, split in td.tests.items():
+            preds = predict(s.model, td.task, split, batch_size=s.cfg.eval_batch_size, device=s.device,
+                            precision=s.cfg.precision, pad_id=s.tokenizer.pad_token_id or 0,
+                            progress=s.cfg.progress and dist.is_main, dist=dist)
+            fname = td.task.splits[split_name].submission or f"{name}.{split_name}.tsv"
+            if dist.is_main:
+                write_submission(run.submissions_dir / fname, split.uids, prediction_labels(td.task, preds))
+
+
+def _tensorboard(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # pragma: no cover - tensorboard is a dependency
+        log.warning("tensorboard is not installed: no event files")
+        return None
+    return SummaryWriter(str(path))
