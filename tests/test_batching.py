@@ -85,10 +85,11 @@ def test_ranking_batches_keep_groups_whole(splits):
     largest = max(Counter(rank.groups.tolist()).values())
     assert all(len(b) <= 8 - 1 + largest for b in batches)
     # and through the schedule too
-    for b in epoch_schedule(splits, 8, seed=3, epoch=2):
-        if b.task == "rank":
-            gs = set(rank.groups[b.indices].tolist())
-            assert sum(int((rank.groups == g).sum()) for g in gs) == len(b.indices)
+    rank_batches = [b for b in epoch_schedule(splits, 8, seed=3, epoch=2) if b.task == "rank"]
+    assert rank_batches
+    for b in rank_batches:
+        gs = set(rank.groups[b.indices].tolist())
+        assert sum(int((rank.groups == g).sum()) for g in gs) == len(b.indices)
 
 
 def test_group_by_length_reduces_padding():

@@ -107,7 +107,9 @@ def test_training_run_is_the_same_with_and_without_pruning(tmp_path, tiny_encode
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5, msg=k)
     ma, mb = json.loads((a / "metrics.json").read_text()), json.loads((b / "metrics.json").read_text())
+    assert ma and ma.keys() == mb.keys()
     for task in ma:
+        assert ma[task] and ma[task].keys() == mb[task].keys()
         for split in ma[task]:
             for metric, value in ma[task][split].items():
                 # percent; 8 dev rows: float rounding moves Pearson in the 3rd decimal

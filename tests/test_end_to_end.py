@@ -260,12 +260,18 @@ def test_init_from_reloads_encoder_and_matching_heads(run_dir, tiny_encoder, dat
     c1, c2 = s1.model.heads["cola"].state_dict(), s2.model.heads["cola"].state_dict()
     assert not torch.equal(c1["proj.weight"], c2["proj.weight"])
     assert not any(k.startswith("heads.cola.") for k in state)
-    # the last epoch's encoder differs from the first epoch's: the right checkpoint was taken
-    first_ckpt = RunDir(run_dir).checkpoint(1)
-    if first_ckpt.exists():
-        e1 = load_weights(first_ckpt)
-        assert not torch.equal(e1["encoder.embeddings.word_embeddings.weight"],
-                               state["encoder.embeddings.word_embeddings.weight"])
+    # the right weights were taken: the last epoch's encoder differs from every other encoder the
+    # run could have started from, the untrained one (always there) and each kept earlier epoch
+    # (the run keeps only the selected epochs and the last, so there may be none)
+    sel = json.loads((run_dir / "selection.json").read_text())
+    untrained = load_weights(Path(tiny_encoder) / "model.safetensors")
+    others = {"untrained": {"encoder." + k: v for k, v in untrained.items()}}
+    others.update({f"epoch {e}": load_weights(RunDir(run_dir).checkpoint(e))
+                   for e in set(sel["tasks"].values()) - {EPOCHS}})
+    for name, other in others.items():
+        common = sorted((set(other) & set(state)) - {"encoder.embeddings.position_ids"})
+        assert "encoder.embeddings.word_embeddings.weight" in common, name
+        assert any(not torch.equal(other[k], state[k]) for k in common), f"the last epoch's encoder is the {name} one"
 
 
 def test_init_from_trains_a_second_stage(run_dir, tiny_encoder, data_dir, cache, tmp_path):
