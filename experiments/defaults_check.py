@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -25,21 +24,12 @@ OUT = HERE / "results" / "defaults_check.json"
 ARMS = {"defaults": {}, "paper_optimizer": {"optimizer": "adamax", "lr": 5e-5}}
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> int:
     import torch
 
     import mtdnn
     from mtdnn.config import TrainConfig
+    from mtdnn.runtime import cpu_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", default="rte,mrpc,stsb")
@@ -63,7 +53,7 @@ def main() -> int:
             metrics = json.loads((run / "metrics.json").read_text())[task]
             results["runs"][key] = {"task": task, "arm": arm, "optimizer": cfg.optimizer, "lr": cfg.lr,
                                     "dev": metrics, "wall_seconds": round(time.time() - t0, 1),
-                                    "load_average": os.getloadavg(), "cpu": _cpu(),
+                                    "load_average": os.getloadavg(), "cpu": cpu_model(),
                                     "torch": torch.__version__, "threads": args.threads}
             OUT.parent.mkdir(parents=True, exist_ok=True)
             tmp = OUT.with_suffix(".tmp")

@@ -1,10 +1,13 @@
-"""Device, precision, threads and seeds: the few process-wide settings of a run, in one place."""
+"""Device, precision, threads and seeds: the few process-wide settings of a run, in one place; and
+which machine this is (``cpu_model``), for the records of benchmarks and experiments."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,3 +46,17 @@ def set_threads(n: int | None) -> None:
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     non_blocking = device.type == "cuda"
     return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
+
+
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``) and the SIMD level torch's CPU kernels use
+    (AVX2, AVX512, ...): figures measured on different machines are not comparable without both."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
