@@ -144,6 +144,8 @@ def install(encoder: nn.Module) -> _Forward | None:
     config = getattr(encoder, "config", None)
     if layer is None or config is None or getattr(config, "is_decoder", False) or \
             getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
+        log.info("last-layer [CLS] pruning not used: %s's layers are not BERT-shaped (self-attention with "
+                 "absolute positions)", type(encoder).__name__)
         return None
     fwd = _Forward(layer)
     layer.forward = fwd
