@@ -24,11 +24,16 @@ def _corr(fn, preds: np.ndarray, labels: np.ndarray, name: str) -> float:
 
 
 def compute_metric(name: str, preds: np.ndarray, labels: np.ndarray) -> float:
-    """One metric in percent. ``preds``: class indices (classification) or scores (regression)."""
+    """One metric in percent. ``preds``: class indices (classification) or scores (regression).
+    ``f1`` is binary F1 (two labels; which name a task reports is ``TaskDef.metric_names``);
+    ``f1_macro``, ``f1_micro``, ``f1_weighted`` average the per-class F1 over the classes present in
+    the labels or predictions: unweighted, from the pooled counts, or weighted by support."""
     if name == "accuracy":
         return 100.0 * float(accuracy_score(labels, preds))
     if name == "f1":  # the positive class is label index 1 (GLUE MRPC/QQP)
         return 100.0 * float(f1_score(labels, preds, pos_label=1, average="binary", zero_division=0))
+    if name in ("f1_macro", "f1_micro", "f1_weighted"):
+        return 100.0 * float(f1_score(labels, preds, average=name[3:], zero_division=0))
     if name == "mcc":
         return 100.0 * float(matthews_corrcoef(labels, preds))
     if name == "pearson":

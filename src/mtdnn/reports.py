@@ -1,0 +1,124 @@
+"""Per-class reports of the tasks that predict classes (classification and ranking).
+
+For each labeled dev/test split of such a task, a finished run holds ``reports/<task>.<split>.json``:
+precision, recall, F1 and support of each label, accuracy, macro-, micro- and support-weighted F1
+(all in percent, as in metrics.json) and the confusion matrix (rows: gold label, columns: predicted
+label, in the task's label order). The dev split that selects the task's epoch also gets
+``reports/<task>.<split>.confusion.png`` where matplotlib is installed (the ``plots`` extra).
+Reports are computed with the weights of the epoch each task keeps, so their accuracy is the one
+in metrics.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from .metrics import compute_metric
+from .run_dir import RunDir, atomic_path, write_json
+from .tasks.schema import TaskDef
+
+if TYPE_CHECKING:  # the training modules import this one
+    from .training.distributed import Distributed
+    from .training.setup import Setup
+
+log = logging.getLogger(__name__)
+
+
+def class_names(task: TaskDef) -> list[str]:
+    """The label of each class index the model predicts: the task's labels (classification), or
+    for ranking index 0 = not the best candidate (``labels[1]``), 1 = the best (``labels[0]``)."""
+    if task.type == "ranking":
+        return [task.labels[1], task.labels[0]]
+    return list(task.labels)
+
+
+def class_report(task: TaskDef, gold: np.ndarray, preds: np.ndarray) -> dict[str, Any]:
+    """The report of one split from gold and predicted class indices (see the module docstring)."""
+    names = class_names(task)
+    index = list(range(len(names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        gold, preds, labels=index, average=None, zero_division=0)
+    per_class = {name: {"precision": 100.0 * float(p), "recall": 100.0 * float(r), "f1": 100.0 * float(f),
+                        "support": int(s)}
+                 for name, p, r, f, s in zip(names, precision, recall, f1, support)}
+    matrix = confusion_matrix(gold, preds, labels=index)
+    return {
+        "task": task.name, "rows": int(len(gold)), "labels": names,
+        "accuracy": compute_metric("accuracy", preds, gold),
+        **{m: compute_metric(m, preds, gold) for m in ("f1_macro", "f1_micro", "f1_weighted")},
+        "per_class": per_class,
+        "confusion_matrix": {"rows": "gold label", "columns": "predicted label",
+                             "matrix": matrix.astype(int).tolist()},
+    }
+
+
+def report_paths(run: RunDir, task: str, split: str) -> tuple[Path, Path]:
+    """(JSON report, confusion-matrix PNG) of a task's split in the run directory."""
+    return run.path / "reports" / f"{task}.{split}.json", run.path / "reports" / f"{task}.{split}.confusion.png"
+
+
+def write_report(run: RunDir, task: TaskDef, split: str, report: dict[str, Any], with_plot: bool) -> None:
+    """Write the JSON report and, with ``with_plot``, the PNG of its confusion matrix."""
+    json_path, png_path = report_paths(run, task.name, split)
+    write_json(json_path, {"task": task.name, "split": split, **report})
+    if with_plot:
+        plot_confusion(png_path, f"{task.name} / {split}", report["labels"],
+                       np.asarray(report["confusion_matrix"]["matrix"]))
+
+
+def plot_confusion(path: Path, title: str, labels: list[str], matrix: np.ndarray) -> bool:
+    """Draw the confusion matrix as a PNG (counts in the cells, shade by row share). Returns False,
+    with a log line, where matplotlib is not installed."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        log.info("matplotlib is not installed (pip install 'mtdnn[plots]'): no confusion-matrix PNG for %s", title)
+        return False
+    n = len(labels)
+    size = max(3.0, 0.6 * n + 2.0)
+    fig = Figure(figsize=(size, size))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center",
+                    color="white" if share[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_xticks(range(n), labels=labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels=labels)
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("gold label")
+    ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return True
+
+
+def write_class_reports(setup: Setup, run: RunDir, selection: dict[str, int], dist: Distributed) -> None:
+    """Predict every labeled dev/test split of the tasks that predict classes with the epoch each
+    task keeps, and write their reports (predicted by all ranks, written by rank 0)."""
+    from .evaluation import predict
+
+    loaded = None
+    for name, td in setup.data.items():
+        epoch = selection.get(setup.model.head_name(name))
+        if td.task.type == "regression" or not td.evals or epoch is None:
+            continue
+        if epoch != loaded:
+            dist.load_weights(setup.model, run.checkpoint(epoch))
+            loaded = epoch
+        for split_name, split in td.evals.items():
+            preds = predict(setup.model, td.task, split, batch_size=setup.cfg.eval_batch_size,
+                            device=setup.device, precision=setup.cfg.precision,
+                            pad_id=setup.tokenizer.pad_token_id or 0, dist=dist)
+            if dist.is_main:
+                report = class_report(td.task, split.labels, preds.preds)
+                write_report(run, td.task, split_name, report, with_plot=split_name == td.task.selection_split)

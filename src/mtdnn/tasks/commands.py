@@ -1,0 +1,81 @@
+"""The ``mtdnn tasks init`` and ``mtdnn tasks check`` subcommands: their flags and what they print
+(the work is in ``tasks/wizard.py`` and ``tasks/check.py``). ``mtdnn tasks`` alone lists the tasks."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def add_task_commands(tasks_parser: argparse.ArgumentParser) -> None:
+    """Add ``init`` and ``check`` under ``mtdnn tasks`` (optional: without one, it lists tasks)."""
+    sub = tasks_parser.add_subparsers(dest="tasks_command", metavar="{init,check}")
+    i = sub.add_parser("init", help="draft a task YAML from a data file or a datasets dataset",
+                       description="Read a CSV/TSV/JSONL/parquet file (and its dev/test files beside it) or a "
+                       "dataset datasets.load_dataset loads, guess the task, and write a commented YAML "
+                       "draft that mtdnn train --task-file accepts.")
+    i.add_argument("source", metavar="FILE|HF_DATASET", help="the training file, or a dataset name or folder")
+    i.add_argument("--name", default=None, help="the task's name (default: from the file name)")
+    i.add_argument("--output", default=None, help="the YAML file to write (default: NAME.yaml)")
+    i.add_argument("--text", type=_names, default=None, metavar="A[,B]", help="the text column(s)")
+    i.add_argument("--label", default=None, metavar="COLUMN", help="the label column")
+    i.add_argument("--id", default=None, metavar="COLUMN", help="the id column")
+    i.add_argument("--group", default=None, metavar="COLUMN",
+                   help="the column of candidate groups: makes a ranking task")
+    i.add_argument("--dev", default=None, metavar="FILE", help="the dev file (default: found beside FILE)")
+    i.add_argument("--test", default=None, metavar="FILE", help="the test file (default: found beside FILE)")
+    i.add_argument("--label-names", type=_names, default=None, metavar="A,B,...",
+                   help="names of integer labels, in numeric order (written as a label_map)")
+    i.add_argument("--no-header", dest="header", action="store_false",
+                   help="CSV/TSV files without a header line (columns are 0-based indices)")
+    i.add_argument("--type", default=None, choices=["classification", "regression", "ranking"],
+                   help="the task type (default: guessed from the labels; ranking: candidates grouped by "
+                   "--group, else by their question)")
+    i.add_argument("--dataset-config", default=None, metavar="NAME", help="the datasets configuration name")
+    i.add_argument("--force", action="store_true", help="replace the output file if it exists")
+
+    c = sub.add_parser("check", help="read every split of a task file and report what training would meet",
+                       description="Rows, dropped rows, labels, ranking groups, token lengths, duplicates and "
+                       "train/dev overlap of every split; exit 1 on what would make training fail.")
+    c.add_argument("task_file", metavar="TASK_FILE")
+    c.add_argument("--data-dir", default=None, help="root of relative paths not found beside the task file "
+                   "(default: $MTDNN_DATA_DIR, else ../shared/data)")
+    c.add_argument("--encoder", default="default", help="the encoder whose tokenizer counts tokens")
+    c.add_argument("--max-seq-len", type=int, default=128, help="the training max length (default: 128)")
+    c.add_argument("--tasks", type=_names, default=None, metavar="A,B", help="only these tasks of the file")
+    c.add_argument("--hub", dest="allow_hub", action=argparse.BooleanOptionalAction, default=True,
+                   help="load splits with a hub source from the Hugging Face hub when their file is missing")
+
+
+def run_task_command(args: argparse.Namespace) -> int:
+    if args.tasks_command == "init":
+        return _init(args)
+    return _check(args)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from .wizard import InitOptions, init_task
+
+    opts = InitOptions(source=args.source, name=args.name, output=args.output, text=args.text, label=args.label,
+                       id=args.id, group=args.group, dev=args.dev, test=args.test, label_names=args.label_names,
+                       header=args.header, dataset_config=args.dataset_config, force=args.force,
+                       type=args.type)
+    out, draft, sources = init_task(opts)
+    labels = f", labels {', '.join(draft.labels)}" if draft.labels else ""
+    splits = ", ".join(f"{s.split} ({len(s.rows)} rows)" for s in sources)
+    print(f"wrote {out}: task {draft.name}, {draft.type}, input {draft.input}{labels}; splits {splits}")
+    print(f"next: mtdnn tasks check {out}")
+    print(f"      mtdnn train --task-file {out} --tasks {draft.name}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .check import check_task_file, format_report
+
+    report = check_task_file(args.task_file, data_dir=args.data_dir, encoder=args.encoder,
+                             max_seq_len=args.max_seq_len, allow_hub=args.allow_hub, tasks=args.tasks)
+    print(format_report(report))
+    return 0 if report.ok else 1
