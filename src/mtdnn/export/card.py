@@ -1,0 +1,110 @@
+"""The model card (``README.md`` in the Hugging Face hub's format: YAML metadata, then Markdown) of an
+exported folder: the tasks, their label sets and input kinds, the dev metrics of exactly the
+exported weights, the training config and the encoder the run started from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from ..tasks.schema import TaskDef
+from .plan import ExportPlan
+
+_TRAINING_KEYS = ("tasks", "epochs", "batch_size", "lr", "optimizer", "max_seq_len", "selection", "seed",
+                  "max_train_examples", "precision")
+
+
+def _encoder_name(plan: ExportPlan) -> str:
+    return str(plan.config.get("encoder_resolved") or plan.config.get("encoder") or "unknown")
+
+
+def _model_index(plan: ExportPlan, tasks: list[TaskDef], name: str) -> list[dict[str, Any]]:
+    results = []
+    for t in tasks:
+        for split, values in (plan.metrics.get(t.name) or {}).items():
+            metrics = [{"type": k, "value": round(float(v), 4), "name": f"{t.name} {split} {k}"}
+                       for k, v in values.items() if k != "score"]
+            if metrics:
+                results.append({"task": {"type": "text-classification", "name": t.name},
+                                "dataset": {"name": t.name, "type": t.name, "split": split}, "metrics": metrics})
+    return [{"name": name, "results": results}] if results else []
+
+
+def _front_matter(plan: ExportPlan, tasks: list[TaskDef], name: str) -> str:
+    meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "text-classification",
+                            "tags": ["mtdnn", "multi-task", "text-classification"]}
+    encoder = _encoder_name(plan)
+    if not encoder.startswith(("/", ".", "~")) and "(" not in encoder:
+        meta["base_model"] = encoder
+    index = _model_index(plan, tasks, name)
+    if index:
+        meta["model-index"] = index
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
+
+
+def _task_table(plan: ExportPlan, tasks: list[TaskDef]) -> list[str]:
+    lines = ["| task | type | input | head | labels | epoch | dev metrics |", "|---|---|---|---|---|---|---|"]
+    for t in tasks:
+        m = plan.metrics.get(t.name) or {}
+        shown = "; ".join(f"{s}: " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items() if k != "score")
+                          for s, vals in m.items()) or "not evaluated at this epoch"
+        labels = ", ".join(t.labels) if t.type == "classification" else \
+            ("score (higher: more relevant)" if t.type == "ranking" else "score")
+        head = t.head.kind + (f" (K={t.head.steps})" if t.head.kind == "san" else "")
+        if t.head_from:
+            head += f", {t.head_from}'s"
+        lines.append(f"| {t.name} | {t.type} | {t.input} | {head} | {labels} | {plan.epochs[t.name]} | {shown} |")
+    return lines
+
+
+def _encoders_note(plan: ExportPlan, tasks: list[TaskDef]) -> str:
+    epochs = sorted({plan.epochs[t.name] for t in tasks})
+    if len(epochs) == 1:
+        return (f"One encoder for all tasks: the weights of epoch {epochs[0]}. The dev metrics above are "
+                "those of these weights.")
+    return (f"{len(epochs)} encoders, one per epoch the tasks keep ({', '.join(map(str, epochs))}): each task "
+            "uses the encoder and head of its own best dev epoch (`--per-task-epochs`), so tasks of "
+            "different epochs need separate encoder passes.")
+
+
+def _usage(name: str, tasks: list[TaskDef], single: bool, onnx: bool = False) -> list[str]:
+    t = tasks[0]
+    pair = t.input != "single"
+    if onnx:
+        args = '["A man is sleeping."], ["Nobody sleeps."]' if pair else '["A man is sleeping."]'
+        return ["```python", "import onnxruntime as ort", "from transformers import AutoTokenizer", "",
+                f'tok = AutoTokenizer.from_pretrained("{name}")', f'sess = ort.InferenceSession("{name}/model.onnx")',
+                f'enc = tok({args}, truncation=True, return_tensors="np")',
+                f'(out,) = sess.run(["{t.name}"], {{i.name: enc[i.name] for i in sess.get_inputs()}})', "```"]
+    if single:
+        call = ('clf({"text": "A man is sleeping.", "text_pair": "Nobody sleeps."})' if pair
+                else 'clf("A man is sleeping.")')
+        return ["```python", "from transformers import pipeline", "",
+                f'clf = pipeline("text-classification", model="{name}")', call, "```"]
+    args = '"A man is sleeping.", "Nobody sleeps."' if pair else '"A man is sleeping."'
+    return ["```python", "from transformers import AutoModel, AutoTokenizer", "",
+            f'tok = AutoTokenizer.from_pretrained("{name}")',
+            f'model = AutoModel.from_pretrained("{name}", trust_remote_code=True).eval()',
+            f'out = model(**tok({args}, truncation=True, return_tensors="pt"), task="{t.name}")',
+            "print(out.logits)", "```"]
+
+
+def model_card(plan: ExportPlan, tasks: list[TaskDef], name: str, single: bool = False, onnx: bool = False) -> str:
+    """The card of an export holding ``tasks`` (``single``: a standard one-task folder; ``onnx``: an
+    ONNX export)."""
+    training = {k: plan.config[k] for k in _TRAINING_KEYS if k in plan.config}
+    kind = ("A standard sequence-classification model for one task" if single else
+            "One multi-task model: a shared encoder and one head per task")
+    outputs = ("`logits` are the head's output: class logits for a linear head, log-probabilities for "
+               "a SAN head (the log of the probabilities averaged over its answer steps), a score of "
+               "shape (batch, 1) for regression and ranking.")
+    lines = [_front_matter(plan, tasks, name), f"# {name}", "",
+             f"{kind}, trained by mtdnn with MT-DNN multi-task fine-tuning "
+             f"([Liu et al. 2019](https://arxiv.org/abs/1901.11504)) and exported by `mtdnn export`.", "",
+             f"Encoder it started from: `{_encoder_name(plan)}`. Max sequence length: "
+             f"{plan.config.get('max_seq_len')} tokens.", "", "## Tasks", "", *_task_table(plan, tasks), "",
+             _encoders_note(plan, tasks), "", "## Use", "", *_usage(name, tasks, single, onnx), "",
+             outputs if not single else "", "", "## Training config", "", "```yaml",
+             yaml.safe_dump(training, sort_keys=False).rstrip(), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,191 @@
+"""Inference engines behind ``mtdnn serve``: texts in, every asked task's output out, with one
+encoder pass per input kind (and per encoder) for all the tasks asked.
+
+- ``TorchEngine``: the exported model (``modeling_mtdnn.MtdnnMultiTaskModel``) in this process, built
+  from a run directory (``--epoch``/``--per-task-epochs`` as for export) or loaded from a
+  whole-model export.
+- ``OnnxEngine``: the ONNX graph of an ``--format onnx`` export on onnxruntime (fp32 or int8); a run
+  directory or Hugging Face export is converted into a temporary folder first.
+
+``present`` turns a task's raw output row into the answer: label and probabilities (softmax of the
+logits, or of the SAN log-probabilities: the probabilities themselves), a score for regression and
+ranking.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from .folder import export_format, register_config
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["torch", "onnx", "onnx-int8"]
+ROWS_PER_PASS = 128  # a request larger than this runs in several passes
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What ``GET /tasks`` shows of a task, and what answering it needs."""
+
+    name: str
+    type: str
+    input: str
+    labels: list[str]
+    head: str
+    epoch: int | None
+    encoder: str
+    dev_metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """The input its encoder pass takes: one text, or a pair (pair and ranking tasks)."""
+        return "single" if self.input == "single" else "pair"
+
+
+def task_infos(tasks: dict[str, dict[str, Any]], order: list[str]) -> dict[str, TaskInfo]:
+    """From the ``tasks`` and ``task_order`` of an exported config (``modeling_mtdnn.MtdnnConfig``)."""
+    return {name: TaskInfo(name, s["type"], s["input"], list(s.get("labels", [])), s.get("head", {}).get("kind", "linear"),
+                           s.get("epoch"), s["encoder"], s.get("metrics") or {})
+            for name, s in ((n, tasks[n]) for n in order)}
+
+
+class Engine(Protocol):
+    tasks: dict[str, TaskInfo]
+    backend: str
+
+    def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, np.ndarray]:
+        """Each task's raw outputs (rows in input order) for one input kind."""
+
+
+class _Tokenizing:
+    """Tokenises as mtdnn does (truncation to the run's max length), padded to the batch's longest."""
+
+    tokenizer: Any
+    max_len: int
+
+    def encode(self, text_a: list[str], text_b: list[str] | None) -> dict[str, np.ndarray]:
+        enc = self.tokenizer(text_a, text_b, truncation=True, max_length=self.max_len, padding=True,
+                             return_tensors="np")
+        return {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()
+                if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, np.ndarray]:
+        parts: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
+        for s in range(0, len(text_a), ROWS_PER_PASS):
+            b = text_b[s:s + ROWS_PER_PASS] if text_b is not None else None
+            out = self._forward(self.encode(text_a[s:s + ROWS_PER_PASS], b), tasks)
+            for t in tasks:
+                parts[t].append(out[t])
+        return {t: np.concatenate(v) for t, v in parts.items()}
+
+    def _forward(self, inputs: dict[str, np.ndarray], tasks: list[str]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+class TorchEngine(_Tokenizing):
+    backend = "torch"
+
+    def __init__(self, model, tokenizer, device: str = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.max_len = int(model.config.max_seq_len)
+        self.tasks = task_infos(model.config.tasks, model.config.task_order)
+
+    def _forward(self, inputs: dict[str, np.ndarray], tasks: list[str]) -> dict[str, np.ndarray]:
+        batch = {k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()}
+        with torch.inference_mode():
+            out = self.model(**batch, task=tasks).task_logits
+        return {t: v.float().cpu().numpy() for t, v in out.items()}
+
+
+class OnnxEngine(_Tokenizing):
+    def __init__(self, folder: Path, int8: bool = False, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        from ..model.multitask import load_tokenizer
+
+        meta = json.loads((folder / "tasks.json").read_text(encoding="utf-8"))
+        name = "model.int8.onnx" if int8 else "model.onnx"
+        if not (folder / name).is_file():
+            raise ConfigError(f"{name} not found (export with --quantize int8 for the int8 model)", path=str(folder))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(folder / name), opts, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.tokenizer = load_tokenizer(str(folder))
+        self.max_len = int(meta["max_seq_len"])
+        self.tasks = task_infos(meta["tasks"], meta["task_order"])
+        self.backend = "onnx-int8" if int8 else "onnx"
+        self._folder = folder
+
+    def _forward(self, inputs: dict[str, np.ndarray], tasks: list[str]) -> dict[str, np.ndarray]:
+        feeds = {k: inputs[k] if k in inputs else np.zeros_like(inputs["input_ids"]) for k in self.input_names}
+        return dict(zip(tasks, self.session.run(tasks, feeds)))
+
+
+def present(info: TaskInfo, row: np.ndarray) -> dict[str, Any]:
+    """A task's answer for one input from its raw output row."""
+    if info.type != "classification":
+        return {"score": float(np.asarray(row).reshape(-1)[0])}
+    z = np.asarray(row, dtype=np.float64)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    return {"label": info.labels[int(np.argmax(p))], "probabilities": dict(zip(info.labels, map(float, p)))}
+
+
+def load_engine(path: str | Path, backend: Backend = "torch", epoch: int | None = None,
+                per_task_epochs: bool = False, threads: int = 1, device: str = "cpu") -> Engine:
+    """The engine for a run directory or an export folder (see the module docstring)."""
+    path = Path(path)
+    fmt = export_format(path)
+    if fmt == "hf-task":
+        raise ConfigError("a one-task folder (--task): serve the run or its whole-model export", path=str(path))
+    if (epoch is not None or per_task_epochs) and fmt is not None:
+        raise ConfigError("--epoch and --per-task-epochs choose the weights of a run directory; an export "
+                          "has its own", field="epoch")
+    if backend == "torch":
+        if fmt == "onnx":
+            raise ConfigError("an ONNX export is served with --backend onnx (or onnx-int8)", path=str(path))
+        return TorchEngine(*_torch_model(path, fmt, epoch, per_task_epochs), device=device)
+    if fmt != "onnx":
+        path = _convert_to_onnx(path, fmt, epoch, per_task_epochs, int8=backend == "onnx-int8")
+    return OnnxEngine(path, int8=backend == "onnx-int8", threads=threads)
+
+
+def _torch_model(path: Path, fmt: str | None, epoch: int | None, per_task_epochs: bool):
+    from ..model.multitask import load_tokenizer
+    from . import modeling_mtdnn as modeling
+
+    if fmt == "hf":
+        register_config()
+        return modeling.MtdnnMultiTaskModel.from_pretrained(str(path)).eval(), load_tokenizer(str(path))
+    from .hf import build_hf_model, export_tokenizer
+    from .plan import plan_export
+
+    plan = plan_export(path, epoch=epoch, per_task_epochs=per_task_epochs)
+    tokenizer = export_tokenizer(plan)
+    return build_hf_model(plan, tokenizer), tokenizer
+
+
+def _convert_to_onnx(path: Path, fmt: str | None, epoch: int | None, per_task_epochs: bool, int8: bool) -> Path:
+    """An ONNX folder made from a run directory or a whole-model export, in a temporary folder (kept
+    until the process ends)."""
+    from .onnx import write_onnx_model
+
+    model, tokenizer = _torch_model(path, fmt, epoch, per_task_epochs)
+    out = Path(tempfile.mkdtemp(prefix="mtdnn-serve-onnx-"))
+    log.info("converting %s to ONNX in %s", path, out)
+    write_onnx_model(model, tokenizer, out, quantize="int8" if int8 else None)
+    return out

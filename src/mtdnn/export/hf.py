@@ -1,0 +1,170 @@
+"""``mtdnn export --format hf``: a run as Hugging Face folders.
+
+- The whole multi-task model (``write_hf_folder``): ``config.json`` with ``auto_map`` pointing at
+  ``modeling_mtdnn.py`` (copied into the folder; it needs only torch and transformers),
+  ``model.safetensors``, the tokenizer (its ``model_max_length`` is the run's max length, so
+  ``truncation=True`` cuts where mtdnn does) and a model card.
+- One task as a standard ``AutoModelForSequenceClassification`` folder (``write_task_folder``): the
+  encoder family's own class, no custom code. Its classifier reads the pooler's output
+  ``tanh(W h + b)``, while mtdnn's linear head reads the [CLS] vector ``h`` itself, so the pooler is
+  set to ``W = eps * I``, ``b = 0`` and the classifier to ``V / eps``: ``tanh(eps * h) / eps = h``
+  up to ``(eps * h)^2 / 3`` relative (eps = 2^-13: about 1e-7 for |h| <= 4). The export checks the
+  result against mtdnn's head on real dev rows. SAN heads have no standard equivalent.
+
+Both check themselves against mtdnn's own model on real dev rows (``verify``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from ..model.multitask import load_tokenizer
+from ..tasks.schema import TaskDef
+from . import modeling_mtdnn as modeling
+from .card import model_card
+from .folder import staged_folder, write_metadata
+from .plan import ExportPlan, encoder_key, export_state
+from .verify import check_against_mtdnn
+
+log = logging.getLogger(__name__)
+
+POOLER_EPS = 2.0 ** -13  # a power of two: scaling by it and by its inverse is exact
+AUTO_MAP = {"AutoConfig": "modeling_mtdnn.MtdnnConfig", "AutoModel": "modeling_mtdnn.MtdnnMultiTaskModel"}
+
+
+def boundary_ids(tokenizer) -> list[int]:
+    """The ids of the tokens that frame the texts of an input ([CLS], [SEP], <s>, </s>, padding)."""
+    ids = [getattr(tokenizer, f"{name}_token_id", None) for name in ("cls", "sep", "bos", "eos", "pad")]
+    return sorted({int(i) for i in ids if i is not None})
+
+
+def task_spec(plan: ExportPlan, t: TaskDef) -> dict:
+    return {"type": t.type, "input": t.input, "labels": list(t.labels), "head": t.head.model_dump(),
+            "dropout": t.dropout, "head_of": plan.head_of(t), "encoder": encoder_key(plan.epochs[t.name]),
+            "epoch": plan.epochs[t.name], "metrics": plan.metrics.get(t.name) or {}}
+
+
+def hf_config(plan: ExportPlan, tokenizer) -> modeling.MtdnnConfig:
+    from transformers import AutoConfig
+
+    encoder = AutoConfig.from_pretrained(str(plan.run.encoder_dir)).to_dict()
+    for key in ("architectures", "transformers_version", "_name_or_path"):
+        encoder.pop(key, None)
+    cfg = modeling.MtdnnConfig(encoder=encoder, encoder_keys=plan.encoder_keys,
+                               tasks={t.name: task_spec(plan, t) for t in plan.tasks},
+                               segment_boundary_ids=boundary_ids(tokenizer),
+                               max_seq_len=int(plan.config["max_seq_len"]), task_order=[t.name for t in plan.tasks])
+    cfg.auto_map = dict(AUTO_MAP)
+    cfg.architectures = ["MtdnnMultiTaskModel"]
+    return cfg
+
+
+def build_hf_model(plan: ExportPlan, tokenizer) -> modeling.MtdnnMultiTaskModel:
+    """The exported model in memory (eval mode), with the plan's weights."""
+    model = modeling.MtdnnMultiTaskModel(hf_config(plan, tokenizer))
+    missing, unexpected = model.load_state_dict(export_state(plan), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"the run's weights do not fit the exported model: {len(missing)} missing, "
+                              f"{len(unexpected)} unexpected (e.g. {(missing + unexpected)[0]})",
+                              path=str(plan.run.path))
+    return model.eval()
+
+
+def export_tokenizer(plan: ExportPlan):
+    tokenizer = load_tokenizer(str(plan.run.encoder_dir))
+    tokenizer.model_max_length = int(plan.config["max_seq_len"])
+    return tokenizer
+
+
+def write_hf_folder(plan: ExportPlan, output: str | Path, check_rows: int = 32) -> dict[str, float]:
+    """Write the whole-model folder; returns each task's largest difference from mtdnn's model."""
+    tokenizer = export_tokenizer(plan)
+    model = build_hf_model(plan, tokenizer)
+    diffs = check_against_mtdnn(plan, lambda batch, task: model(**batch, task=task).logits, tokenizer, check_rows)
+    _require_close(diffs, 1e-4, "exported model")
+    with staged_folder(output) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        shutil.copyfile(Path(modeling.__file__), tmp / "modeling_mtdnn.py")
+        tokenizer.save_pretrained(str(tmp))
+        write_metadata(tmp, "hf", plan.epochs, plan.run.path, plan.config, plan.tasks)
+        (tmp / "README.md").write_text(model_card(plan, plan.tasks, Path(output).name), encoding="utf-8")
+    return diffs
+
+
+def _require_close(diffs: dict[str, float], tol: float, what: str) -> None:
+    bad = {t: d for t, d in diffs.items() if not d <= tol}
+    if bad:
+        shown = ", ".join(f"{t} {d:.2e}" for t, d in bad.items())
+        raise CheckpointError(f"the {what} does not reproduce mtdnn's outputs (largest difference: {shown}; "
+                              f"allowed {tol:g}); nothing was written")
+
+
+def _task(plan: ExportPlan, name: str) -> TaskDef:
+    found = {t.name: t for t in plan.tasks}
+    if name not in found:
+        raise ConfigError(f"the run has no task '{name}' (it has: {', '.join(found)})", field="task")
+    t = found[name]
+    if t.head.kind == "san":
+        raise ConfigError(f"task '{name}' has a SAN head, which has no standard Hugging Face equivalent: "
+                          "export the whole model instead (mtdnn export RUN_DIR --format hf --output DIR, "
+                          "without --task; load it with trust_remote_code=True)", field="task")
+    return t
+
+
+def sequence_classifier(plan: ExportPlan, t: TaskDef) -> nn.Module:
+    """The encoder family's ``...ForSequenceClassification`` holding the run's encoder and the task's
+    linear head (see the module docstring)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    cfg = AutoConfig.from_pretrained(str(plan.run.encoder_dir))
+    regression = t.type != "classification"
+    cfg.num_labels = 1 if regression else len(t.labels)
+    cfg.id2label = {0: "score"} if regression else dict(enumerate(t.labels))
+    cfg.label2id = {v: k for k, v in cfg.id2label.items()}
+    cfg.problem_type = "regression" if regression else "single_label_classification"
+    cfg.classifier_dropout = t.dropout
+    model = AutoModelForSequenceClassification.from_config(cfg)
+    state = export_state(plan)
+    key = f"encoders.{encoder_key(plan.epochs[t.name])}."
+    base = getattr(model, model.base_model_prefix)
+    missing, unexpected = base.load_state_dict({k[len(key):]: v for k, v in state.items() if k.startswith(key)},
+                                               strict=False)
+    pooler = getattr(base, "pooler", None)
+    classifier = getattr(model, "classifier", None)
+    if unexpected or any(not m.startswith("pooler.") for m in missing) or not (
+            isinstance(getattr(pooler, "dense", None), nn.Linear) and isinstance(getattr(pooler, "activation", None),
+                                                                                   nn.Tanh)
+            and isinstance(classifier, nn.Linear)):
+        raise ConfigError(f"{type(model).__name__} has no [CLS] pooler + linear classifier that can hold mtdnn's "
+                          "head: export the whole model instead (without --task)", field="task")
+    head = {k.split(".")[-1]: v for k, v in state.items() if k.startswith(f"heads.{plan.head_of(t)}.proj.")}
+    with torch.no_grad():
+        pooler.dense.weight.copy_(torch.eye(cfg.hidden_size) * POOLER_EPS)
+        pooler.dense.bias.zero_()
+        classifier.weight.copy_(head["weight"] / POOLER_EPS)
+        classifier.bias.copy_(head["bias"])
+    return model.eval()
+
+
+def write_task_folder(plan: ExportPlan, task: str, output: str | Path, check_rows: int = 32) -> dict[str, float]:
+    """Write one task as a standard sequence-classification folder; returns its largest difference
+    from mtdnn's model on real dev rows."""
+    t = _task(plan, task)
+    one = ExportPlan(plan.run, plan.config, [t], {t.name: plan.epochs[t.name]}, {t.name: plan.metrics.get(t.name, {})})
+    tokenizer = export_tokenizer(plan)
+    model = sequence_classifier(plan, t)
+    diffs = check_against_mtdnn(plan, lambda batch, _: model(**batch).logits,
+                                tokenizer, check_rows, tasks=[t])
+    _require_close(diffs, 1e-4, "standard sequence-classification model")
+    with staged_folder(output) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        write_metadata(tmp, "hf-task", one.epochs, plan.run.path, plan.config, [t])
+        (tmp / "README.md").write_text(model_card(one, one.tasks, Path(output).name, single=True), encoding="utf-8")
+    return diffs

@@ -1,0 +1,150 @@
+"""What an export takes from a run: which epoch each task's encoder and head come from, the dev
+metrics of exactly those weights, the weights under the exported model's names, and a few real dev
+rows to check an export against mtdnn's own model.
+
+One encoder or several (issue 11, point 5): with best-epoch selection the tasks of a run may keep
+different epochs. By default every task is exported from one epoch (the last, or ``epoch``), so
+that one encoder serves all tasks; ``per_task_epochs`` keeps each task's own epoch, one encoder per
+distinct epoch. Either way the metrics recorded are those of the exported epoch, from the run's
+``history.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.readers import RawSplit, data_dir_default, read_split
+from ..errors import CheckpointError, ConfigError, MtdnnError
+from ..run_dir import RunDir, load_weights
+from ..tasks.schema import TaskDef
+
+log = logging.getLogger(__name__)
+
+
+def encoder_key(epoch: int) -> str:
+    return f"epoch-{epoch}"
+
+
+@dataclass
+class ExportPlan:
+    """``epochs``: task -> the epoch its encoder and head come from; ``metrics``: task -> split ->
+    metric -> value at that epoch (empty where that epoch was not evaluated)."""
+
+    run: RunDir
+    config: dict[str, Any]
+    tasks: list[TaskDef]
+    epochs: dict[str, int]
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+    @property
+    def encoder_keys(self) -> list[str]:
+        return [encoder_key(e) for e in sorted(set(self.epochs.values()))]
+
+    @property
+    def per_task(self) -> bool:
+        return len(set(self.epochs.values())) > 1
+
+    def head_of(self, task: TaskDef) -> str:
+        return task.head_from or task.name
+
+
+def _history(run: RunDir) -> dict[int, dict[str, Any]]:
+    if not run.history_file.is_file():
+        return {}
+    records = {}
+    for n, line in enumerate(run.history_file.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                raise CheckpointError("unreadable history line", path=str(run.history_file), line=n) from None
+            records[int(rec["epoch"])] = rec
+    return records
+
+
+def _available_epochs(run: RunDir) -> list[int]:
+    folder = run.path / "checkpoints"
+    found = []
+    for p in folder.glob("epoch-*.safetensors") if folder.is_dir() else []:
+        number = p.name[len("epoch-"):-len(".safetensors")]
+        if number.isdigit():
+            found.append(int(number))
+    return sorted(found)
+
+
+def plan_export(run_path: str | Path, epoch: int | None = None, per_task_epochs: bool = False) -> ExportPlan:
+    """The plan of exporting the run at ``run_path`` (see the module docstring)."""
+    run = RunDir(run_path)
+    if not run.config_file.is_file():
+        raise CheckpointError("not an mtdnn run directory (config.yaml missing)", path=str(run.path))
+    config, tasks, selection = run.read_config(), run.read_tasks(), run.read_selection()
+    if per_task_epochs and epoch is not None:
+        raise ConfigError("--epoch and --per-task-epochs exclude each other", field="epoch")
+    available = _available_epochs(run)
+    chosen = selection["last"] if epoch is None else epoch
+    if chosen not in available:
+        shown = ", ".join(map(str, available)) or "none"
+        raise ConfigError(f"the run has no checkpoint of epoch {chosen} (epochs saved: {shown})", field="epoch")
+    own = {t.name: int(selection["tasks"].get(t.name, selection["last"])) for t in tasks if t.head_from is None}
+    epochs = {}
+    for t in tasks:
+        src = own.get(t.head_from or t.name, selection["last"])
+        epochs[t.name] = src if per_task_epochs else chosen
+    for e in set(epochs.values()):
+        if e not in available:
+            raise CheckpointError(f"checkpoint of epoch {e} missing", path=str(run.checkpoint(e)))
+    history = _history(run)
+    metrics = {t.name: history.get(epochs[t.name], {}).get("dev", {}).get(t.name, {}) for t in tasks}
+    return ExportPlan(run, config, tasks, epochs, metrics)
+
+
+def export_state(plan: ExportPlan) -> dict[str, torch.Tensor]:
+    """The exported model's weights: ``encoders.epoch-N.*`` from each exported epoch's checkpoint,
+    ``heads.<task>.*`` from the epoch of that task."""
+    state: dict[str, torch.Tensor] = {}
+    for e in sorted(set(plan.epochs.values())):
+        ckpt = load_weights(plan.run.checkpoint(e))
+        key = encoder_key(e)
+        for name, tensor in ckpt.items():
+            if name.startswith("encoder."):
+                state[f"encoders.{key}.{name[len('encoder.'):]}"] = tensor
+        for t in plan.tasks:
+            if t.head_from is None and plan.epochs[t.name] == e:
+                prefix = f"heads.{t.name}."
+                state.update({k: v for k, v in ckpt.items() if k.startswith(prefix)})
+    return state
+
+
+def report(plan: ExportPlan) -> list[str]:
+    """One line per task: the epoch exported and its dev metrics there (what export prints)."""
+    lines = []
+    for t in plan.tasks:
+        m = plan.metrics.get(t.name) or {}
+        shown = "; ".join(f"{split} " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items() if k != "score")
+                          for split, vals in m.items()) or "no dev metrics recorded at this epoch"
+        lines.append(f"{t.name:<12} epoch {plan.epochs[t.name]:<3} {shown}")
+    return lines
+
+
+def check_rows(plan: ExportPlan, task: TaskDef, n: int = 32) -> RawSplit | None:
+    """Up to ``n`` rows of the task's first labeled evaluation split (real dev rows), or None where
+    the data cannot be read here (the caller says so)."""
+    split = task.selection_split or (task.eval_splits[0] if task.eval_splits else None)
+    if split is None:
+        return None
+    data_dir = plan.config.get("data_dir") or data_dir_default()
+    try:
+        raw = read_split(task, split, data_dir, allow_hub=False)
+    except MtdnnError as e:
+        log.warning("no dev rows to check task %s against (%s)", task.name, e)
+        return None
+    if task.type == "ranking":  # whole candidate groups
+        groups = raw.group_ids()
+        return raw.select([i for i in range(len(raw)) if groups[i] < max(1, n // 2)][:n])
+    return raw.select(list(range(min(n, len(raw)))))

@@ -1,0 +1,72 @@
+"""The self-check of every export: the exported model's outputs against mtdnn's own model (the run's
+checkpoint of the exported epoch, the plain encoder without the [CLS]-only pruning) on real dev rows
+of each task, tokenised as mtdnn tokenises them. The exported model gets only what a tokenizer
+gives (input ids, attention mask, token type ids): the segments SAN reads are derived by it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..data.batching import collate
+from ..data.readers import RawSplit
+from ..data.tokenized import tokenize_split
+from ..model.multitask import MultiTaskModel, encoder_from_config
+from ..tasks.schema import TaskDef
+from ..training.setup import load_model_weights
+from .plan import ExportPlan, check_rows
+
+log = logging.getLogger(__name__)
+
+# used where a task's dev file cannot be read here (the check then says so)
+SAMPLE_PAIRS = [("A man is playing a guitar.", "A person plays music."),
+                ("The cat sat on the mat.", "Nobody is on the mat."),
+                ("Stocks fell sharply on Monday after the report.", "Markets rose."),
+                ("She has lived in Paris since 2010.", "She lives in France.")]
+
+Candidate = Callable[[dict[str, torch.Tensor], str], torch.Tensor]
+
+
+def reference_model(plan: ExportPlan, epoch: int) -> MultiTaskModel:
+    model = MultiTaskModel(encoder_from_config(plan.run.encoder_dir), plan.tasks)
+    load_model_weights(model, plan.run.checkpoint(epoch))
+    return model.eval()
+
+
+def sample_rows(task: TaskDef) -> RawSplit:
+    a = [p[0] for p in SAMPLE_PAIRS]
+    b = [p[1] for p in SAMPLE_PAIRS] if task.input != "single" else [None] * len(a)
+    return RawSplit(task.name, "sample", "<samples>", ids=[str(i) for i in range(len(a))], text_a=a, text_b=b,
+                    labels=[None] * len(a), lines=list(range(1, len(a) + 1)))
+
+
+def tokenizer_batch(task: TaskDef, raw: RawSplit, tokenizer, max_len: int) -> dict[str, torch.Tensor]:
+    """mtdnn's batch of the rows (``seg`` included, as mtdnn computes it)."""
+    split = tokenize_split(task, raw, tokenizer, max_len, cache_dir=None)
+    return collate(split, np.arange(len(split)), tokenizer.pad_token_id or 0)
+
+
+def check_against_mtdnn(plan: ExportPlan, candidate: Candidate, tokenizer, n_rows: int = 32,
+                        tasks: list[TaskDef] | None = None) -> dict[str, float]:
+    """Task -> the largest absolute difference between ``candidate(inputs, task)`` and mtdnn's
+    model output on up to ``n_rows`` dev rows (sample sentences where the dev file is not here)."""
+    tasks = tasks or plan.tasks
+    diffs: dict[str, float] = {}
+    max_len = int(plan.config["max_seq_len"])
+    for epoch in sorted({plan.epochs[t.name] for t in tasks}):
+        ref = reference_model(plan, epoch)
+        for t in (t for t in tasks if plan.epochs[t.name] == epoch):
+            raw = check_rows(plan, t, n_rows)
+            if raw is None or len(raw) == 0:
+                log.warning("task %s: no dev rows here, checked on %d sample sentences", t.name, len(SAMPLE_PAIRS))
+                raw = sample_rows(t)
+            batch = tokenizer_batch(t, raw, tokenizer, max_len)
+            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+            with torch.inference_mode():
+                want = ref(t.name, batch).float()
+                got = torch.as_tensor(np.asarray(candidate(inputs, t.name), dtype=np.float32))
+            diffs[t.name] = float((got.reshape(want.shape) - want).abs().max())
+    return diffs
