@@ -1,0 +1,421 @@
+"""Run the experiments of issue 12 (docs/interference.md): sampling, loss weighting and PCGrad against
+Algorithm 1, the single-task control with as many passes as the fine-tuned MT-DNN row, and the
+validation of ``mtdnn affinity``, on the GLUE setting of experiments/run.py (its BASE config,
+GLUE_TASKS, subsets and 2 epochs).
+
+Every cell is one run; its result is written to experiments/results/interference/<cell>.json as
+soon as it finishes, and a cell whose JSON exists is skipped: the runner is resumable. Several
+processes can work on the grid side by side (``--stream``): each claims the next cell with a lock
+file (results/interference/.locks/), so no cell runs twice; a lock left by a killed process of this
+machine is taken over.
+
+    python experiments/interference.py --plan               # the cells in order, done/todo, estimated time
+    python experiments/interference.py --run [--only methods/]   # work through the cells
+    # two streams side by side, one core and one thread each (nothing else heavy on the machine)
+    taskset -c 0 python experiments/interference.py --run --stream 1 --threads 1 &
+    taskset -c 1 python experiments/interference.py --run --stream 2 --threads 1
+    python experiments/interference.py --summarize         # tables, summary.json "interference", heatmap
+
+The order follows the issue's fallback for a tight budget: one seed of every method first (phase
+1), the affinity matrix and the target+auxiliary pairs (2), the single-task control (3), then seeds
+2 and 3 of proportional and of the two best methods of phase 1 (4, listed once phase 1 is done),
+and each target trained with its recommended auxiliaries (5, listed once the affinity is measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from run import BASE, GLUE_EPOCHS, GLUE_SUBSETS, GLUE_TASKS, SMALL_TASKS, _machine  # noqa: E402
+
+OUT = HERE / "results" / "interference"
+LOCKS = OUT / ".locks"
+RUNS = ROOT / "runs" / "interference"
+BASE_RUNS = HERE / "results" / "runs"   # experiments/run.py's records (the 2-epoch single-task cells)
+SUMMARY = HERE / "results" / "summary.json"
+DOC = ROOT / "docs" / "results.md"
+HEATMAP = ROOT / "docs" / "interference_affinity.png"
+BEGIN, END = "<!-- interference:begin -->", "<!-- interference:end -->"
+
+METHODS: dict[str, dict[str, Any]] = {
+    "proportional": {},
+    "temperature2": {"sampling": "temperature", "sampling_temperature": 2.0},
+    "temperature5": {"sampling": "temperature", "sampling_temperature": 5.0},
+    "annealed": {"sampling": "annealed"},
+    "uniform": {"sampling": "uniform"},          # the control of PCGrad's one-batch-per-task mixture
+    "uncertainty": {"mtl_method": "uncertainty"},
+    "pcgrad": {"mtl_method": "pcgrad"},
+}
+TARGETS = ["rte", "mrpc", "stsb", "sst2", "cola"]
+AFFINITY = {"budget": 200, "every": 10, "lookahead_lr": 1e-3}
+RECOMMEND_K = 2
+CONTROL_EPOCHS = 2 * GLUE_EPOCHS  # the MT-DNN row: 2 multi-task epochs, then 2 of fine-tuning
+BEST_K = 2
+# 2-epoch single-task wall seconds (1 thread, experiments/results/runs), when no record is at hand
+FALLBACK_SECONDS = {"cola": 50, "sst2": 58, "mrpc": 205, "stsb": 120, "rte": 325, "wnli": 50, "mnli_aux": 275}
+SECONDS_PER_FORWARD = 0.1  # a batch of 32 through MiniLM on one thread, for the affinity estimate
+
+
+@dataclass
+class Cell:
+    name: str
+    config: dict[str, Any]
+    phase: int
+    kind: str = "train"                     # or "affinity"
+    needs: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- the grid
+def glue_config(tasks: list[str], seed: int, epochs: int = GLUE_EPOCHS, **extra: Any) -> dict[str, Any]:
+    return {**BASE, "tasks": tasks, "epochs": epochs, "seed": seed, "eval_every": epochs,
+            "max_train_examples_per_task": {k: v for k, v in GLUE_SUBSETS.items() if k in tasks}, **extra}
+
+
+def result_path(name: str) -> Path:
+    return OUT / (name.replace("/", "__").replace("+", "_plus_") + ".json")
+
+
+def load(name: str) -> dict[str, Any] | None:
+    p = result_path(name)
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def static_cells() -> list[Cell]:
+    cells = [Cell(f"methods/{m}/s1", glue_config(GLUE_TASKS, 1, **extra), 1, meta={"method": m, "seed": 1})
+             for m, extra in METHODS.items()]
+    cells.append(Cell("affinity/s1", glue_config(GLUE_TASKS, 1), 2, kind="affinity", meta=dict(AFFINITY)))
+    cells += [Cell(f"pairs/{t}+{a}/s1", glue_config([t, a], 1), 2, meta={"target": t, "aux": a})
+              for t in TARGETS for a in GLUE_TASKS if a != t]
+    cells += [Cell(f"control/single{CONTROL_EPOCHS}/{t}/s{seed}", glue_config([t], seed, epochs=CONTROL_EPOCHS), 3,
+                   meta={"task": t, "seed": seed})
+              for seed in (1, 2, 3) for t in GLUE_TASKS if seed == 1 or t in SMALL_TASKS]
+    return cells
+
+
+def glue_score(record: dict[str, Any], task: str) -> float:
+    """A task's score in a record (its first split: dev, MNLI dev_mismatched)."""
+    return float(next(iter(record["metrics"][task].values()))["score"])
+
+
+def average_without_wnli(record: dict[str, Any]) -> float:
+    return statistics.mean(glue_score(record, t) for t in GLUE_TASKS if t != "wnli")
+
+
+def best_methods() -> list[str] | None:
+    """The BEST_K best methods of phase 1 (not proportional) by the average without WNLI, once all ran."""
+    records = {m: load(f"methods/{m}/s1") for m in METHODS}
+    if any(r is None for r in records.values()):
+        return None
+    ranked = sorted((m for m in METHODS if m != "proportional"), key=lambda m: -average_without_wnli(records[m]))
+    return ranked[:BEST_K]
+
+
+def recommended(target: str) -> list[str] | None:
+    """The auxiliary tasks the affinity cell recommends for ``target`` (positive affinity, best first)."""
+    rec = load("affinity/s1")
+    if rec is None:
+        return None
+    z = rec["affinity"]["affinity"]
+    ranked = sorted((a for a in rec["affinity"]["tasks"] if a != target), key=lambda a: -(z[a][target] or 0.0))
+    return [a for a in ranked if (z[a][target] or 0.0) > 0][:RECOMMEND_K]
+
+
+def dynamic_cells() -> list[Cell]:
+    """Phases 4 and 5: known once phase 1 / the affinity cell have results (placeholders before)."""
+    best = best_methods()
+    methods = ["proportional", *(best or [f"best{k + 1}" for k in range(BEST_K)])]
+    cells = [Cell(f"methods/{m}/s{seed}", glue_config(GLUE_TASKS, seed, **METHODS.get(m, {})), 4,
+                  needs=[f"methods/{x}/s1" for x in METHODS], meta={"method": m, "seed": seed,
+                                                                    "pending": best is None and m != "proportional"})
+             for seed in (2, 3) for m in methods]
+    for t in TARGETS:
+        aux = recommended(t)
+        cells.append(Cell(f"recommend/{t}/s1", glue_config([t, *(aux or [])], 1), 5, needs=["affinity/s1"],
+                          meta={"target": t, "aux": aux, "pending": aux is None}))
+    return cells
+
+
+def all_cells() -> list[Cell]:
+    return static_cells() + dynamic_cells()
+
+
+# ----------------------------------------------------------------------------- time estimates
+def single_seconds() -> dict[str, float]:
+    """Each task's 2-epoch single-task wall time (mean of the recorded seeds, else the fallback)."""
+    out = dict(FALLBACK_SECONDS)
+    for t in GLUE_TASKS:
+        walls = [json.loads(p.read_text())["wall_seconds"] for p in BASE_RUNS.glob(f"glue__single__{t}__s*.json")]
+        if walls:
+            out[t] = statistics.mean(walls)
+    return out
+
+
+def estimate(cell: Cell, seconds: dict[str, float]) -> float:
+    """Seconds a cell takes on one thread: the tasks' single-task times (they add up in a multi-task
+    run: the recorded 7-task run took the sum of its tasks' single runs) scaled by the epochs."""
+    tasks = cell.config["tasks"]
+    if cell.kind == "affinity":
+        k = len(tasks)
+        measurements = AFFINITY["budget"] // AFFINITY["every"]
+        train = AFFINITY["budget"] * 5 * SECONDS_PER_FORWARD  # a step: ~5 forwards' worth with backward
+        return train + measurements * (3 * k + k * (k + 1)) * SECONDS_PER_FORWARD
+    return sum(seconds[t] for t in tasks) * cell.config["epochs"] / GLUE_EPOCHS
+
+
+def plan() -> int:
+    seconds, total_todo = single_seconds(), 0.0
+    print(f"{'state':<8} {'phase':<6} {'estimate':>9}  cell")
+    for c in all_cells():
+        est = estimate(c, seconds)
+        state = "done" if load(c.name) else ("pending" if c.meta.get("pending") else "todo")
+        total_todo += est if state != "done" else 0.0
+        print(f"{state:<8} {c.phase:<6} {est / 60:>7.1f} m  {c.name}")
+    print(f"\nleft to run: {total_todo / 3600:.1f} h on one thread; with two streams about "
+          f"{total_todo / 7200:.1f} h (estimates from the 2-epoch single-task wall times)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- running
+def _claim(cell: Cell, stream: str) -> bool:
+    """Create the cell's lock file; a lock of a dead process of this machine is taken over."""
+    LOCKS.mkdir(parents=True, exist_ok=True)
+    lock = LOCKS / (result_path(cell.name).stem + ".lock")
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _alive(lock):
+                return False
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "stream": stream}, f)
+        return True
+    return False
+
+
+def _alive(lock: Path) -> bool:
+    try:
+        owner = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return True  # being written: leave it
+    if owner.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _train_record(cell: Cell, threads: int | None) -> dict[str, Any]:
+    import mtdnn
+
+    run_dir = RUNS / cell.name
+    if run_dir.exists():  # an interrupted attempt: start the cell again
+        shutil.rmtree(run_dir)
+    cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), **({"threads": threads} if threads else {})})
+    t0 = time.perf_counter()
+    mtdnn.train(cfg)
+    wall = time.perf_counter() - t0
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    keep = ("epoch", "train_loss", "mixture", "uncertainty_log_variance")
+    record = {"metrics": json.loads((run_dir / "metrics.json").read_text()), "wall_seconds": round(wall, 1),
+              "history": [{k: h[k] for k in keep if k in h} for h in history],
+              "config": {k: v for k, v in cfg.model_dump(mode="json").items() if k != "task_files"}}
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return record
+
+
+def _affinity_record(cell: Cell, threads: int | None) -> dict[str, Any]:
+    import mtdnn
+    from mtdnn.affinity import run_affinity, write_heatmap
+
+    cfg = mtdnn.make_config({**cell.config, "output_dir": str(RUNS / cell.name), "predict_test": False,
+                             **({"threads": threads} if threads else {})})
+    t0 = time.perf_counter()
+    result = run_affinity(cfg, steps=AFFINITY["budget"], every=AFFINITY["every"],
+                          lookahead_lr=AFFINITY["lookahead_lr"])
+    wall = time.perf_counter() - t0
+    write_heatmap(result, OUT / "affinity.png")
+    return {"affinity": result.to_json(), "wall_seconds": round(wall, 1),
+            "config": {k: v for k, v in cfg.model_dump(mode="json").items() if k != "task_files"}}
+
+
+def run_cell(cell: Cell, threads: int | None) -> None:
+    from mtdnn.run_dir import write_json
+
+    print(f"[{time.strftime('%H:%M:%S')}] {cell.name} ...", flush=True)
+    record = (_affinity_record if cell.kind == "affinity" else _train_record)(cell, threads)
+    record.update(cell=cell.name, meta=cell.meta, machine=_machine(), finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+                  command=f"python experiments/interference.py --run --only {cell.name}")
+    write_json(result_path(cell.name), record)
+    print(f"[{time.strftime('%H:%M:%S')}] {cell.name}: done ({record['wall_seconds']:.0f} s)", flush=True)
+
+
+def work(stream: str, only: str, threads: int | None, poll: float = 60.0) -> int:
+    """Run cells until none is left: the first runnable one no other stream holds; wait while the
+    rest wait for cells other streams are running."""
+    while True:
+        todo = [c for c in all_cells() if c.name.startswith(only) and load(c.name) is None]
+        if not todo:
+            return 0
+        ready = [c for c in todo if not c.meta.get("pending") and all(load(n) is not None for n in c.needs)]
+        chosen = next((c for c in ready if _claim(c, stream)), None)
+        if chosen is None:
+            if not any(_alive(p) for p in LOCKS.glob("*.lock")):
+                print("nothing runnable: the cells left wait for cells outside --only", flush=True)
+                return 1
+            time.sleep(poll)
+            continue
+        try:
+            run_cell(chosen, threads)
+        finally:
+            (LOCKS / (result_path(chosen.name).stem + ".lock")).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- summary
+def _records(prefix: str) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(OUT.glob(prefix.replace("/", "__") + "*.json"))]
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(statistics.mean(values), 2) if values else None
+
+
+def method_rows() -> dict[str, dict[str, Any]]:
+    """row -> per-task mean score, averages, n, wall minutes: every method, the single-task rows."""
+    rows: dict[str, dict[str, Any]] = {}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in _records("methods/"):
+        groups.setdefault(r["meta"]["method"], []).append(r)
+    singles = [json.loads(p.read_text()) for p in sorted(BASE_RUNS.glob("glue__single__*.json"))]
+    groups["single_task_2_epochs"] = singles
+    groups[f"single_task_{CONTROL_EPOCHS}_epochs"] = _records(f"control/single{CONTROL_EPOCHS}/")
+    for name, recs in groups.items():
+        scores = {t: [glue_score(r, t) for r in recs if t in r["metrics"]] for t in GLUE_TASKS}
+        row = {t: _mean(v) for t, v in scores.items()}
+        full = all(row[t] is not None for t in GLUE_TASKS)
+        row |= {"n": max((len(v) for v in scores.values()), default=0),
+                "average": _mean([row[t] for t in GLUE_TASKS]) if full else None,
+                "average_without_wnli": _mean([row[t] for t in GLUE_TASKS if t != "wnli"]) if full else None,
+                "wall_minutes": _mean([r["wall_seconds"] / 60 for r in recs]) if name.startswith(tuple(METHODS)) else None}
+        rows[name] = row
+    return rows
+
+
+def affinity_validation() -> dict[str, Any]:
+    """Per target: each auxiliary's affinity and the measured gain of target+auxiliary over target
+    alone (its 2-epoch single-task score, mean over seeds); the Spearman correlation of the two."""
+    from scipy.stats import spearmanr
+
+    aff = load("affinity/s1")
+    single = method_rows().get("single_task_2_epochs", {})
+    out: dict[str, Any] = {}
+    for t in TARGETS:
+        pairs = []
+        for a in GLUE_TASKS:
+            rec = load(f"pairs/{t}+{a}/s1")
+            if a == t or rec is None or aff is None or single.get(t) is None:
+                continue
+            pairs.append({"aux": a, "affinity": aff["affinity"]["affinity"][a][t],
+                          "gain": round(glue_score(rec, t) - single[t], 2)})
+        rho = spearmanr([p["affinity"] for p in pairs], [p["gain"] for p in pairs])[0] if len(pairs) > 2 else None
+        out[t] = {"pairs": pairs, "spearman": None if rho is None or rho != rho else round(float(rho), 3)}
+    return out
+
+
+def recommend_rows() -> dict[str, Any]:
+    """Per target: its score trained with the recommended auxiliaries, with all tasks (proportional,
+    seed 1) and alone."""
+    rows = method_rows()
+    out = {}
+    for t in TARGETS:
+        rec, all_tasks = load(f"recommend/{t}/s1"), load("methods/proportional/s1")
+        out[t] = {"aux": rec["meta"]["aux"] if rec else None, "with_recommended": glue_score(rec, t) if rec else None,
+                  "all_tasks": glue_score(all_tasks, t) if all_tasks else None,
+                  "alone": rows.get("single_task_2_epochs", {}).get(t)}
+    return out
+
+
+def _cell_text(v: Any) -> str:
+    return "–" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
+
+
+def tables() -> str:
+    rows = method_rows()
+    head = "| row | " + " | ".join(GLUE_TASKS) + " | average | avg. without WNLI | n | wall (min) |"
+    lines = ["### Interference: sampling, weighting and PCGrad (GLUE dev, multi-task model without fine-tuning)",
+             "", head, "|" + "---|" * (len(GLUE_TASKS) + 5)]
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_cell_text(r[t]) for t in GLUE_TASKS) + " | " + " | ".join(
+            _cell_text(r[k]) for k in ("average", "average_without_wnli", "n", "wall_minutes")) + " |")
+    lines += ["", "### Affinity against the measured gain of target + one auxiliary (Spearman per target)", "",
+              "| target | auxiliary: affinity / gain | Spearman |", "|---|---|---|"]
+    for t, v in affinity_validation().items():
+        pairs = "; ".join(f"{p['aux']} {p['affinity']:+.4f} / {p['gain']:+.1f}" for p in v["pairs"]) or "–"
+        lines.append(f"| {t} | {pairs} | {_cell_text(v['spearman'])} |")
+    lines += ["", "### Each target with its recommended auxiliaries", "",
+              "| target | auxiliaries | with them | all tasks | alone |", "|---|---|---|---|---|"]
+    for t, v in recommend_rows().items():
+        lines.append(f"| {t} | {','.join(v['aux'] or []) or '–'} | " + " | ".join(
+            _cell_text(v[k]) for k in ("with_recommended", "all_tasks", "alone")) + " |")
+    return "\n".join(lines)
+
+
+def summarize() -> int:
+    from mtdnn.run_dir import write_json
+
+    summary = json.loads(SUMMARY.read_text()) if SUMMARY.is_file() else {}
+    summary["interference"] = {"methods": method_rows(), "affinity_validation": affinity_validation(),
+                               "recommended": recommend_rows()}
+    write_json(SUMMARY, summary)
+    text = tables()
+    if DOC.is_file() and BEGIN in DOC.read_text() and END in DOC.read_text():
+        doc = DOC.read_text()
+        DOC.write_text(doc.split(BEGIN)[0] + BEGIN + "\n" + text + "\n" + END + doc.split(END)[1])
+    if (OUT / "affinity.png").is_file():
+        shutil.copyfile(OUT / "affinity.png", HEATMAP)
+    print(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--plan", action="store_true", help="list the cells, done/todo, with estimated times")
+    what.add_argument("--run", action="store_true", help="run the cells not done yet (resumable)")
+    what.add_argument("--summarize", action="store_true", help="tables, summary.json 'interference', heatmap")
+    p.add_argument("--only", default="", help="with --run: only cells whose name starts with this")
+    p.add_argument("--stream", default="1", help="with --run: this process's name in the lock files")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
+    args = p.parse_args(argv)
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(k, "1")
+    if args.plan:
+        return plan()
+    if args.summarize:
+        return summarize()
+    import logging
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return work(args.stream, args.only, args.threads)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
