@@ -1,0 +1,322 @@
+"""Run the SMART and distillation experiments of docs/smart-and-distillation.md, one cell at a time,
+resumably (issue 13).
+
+Every cell is one `mtdnn.train` run (or an evaluation of earlier cells); its result (metrics,
+robustness, wall time, machine, config) is written to experiments/results/smart_distill/<cell>.json
+as soon as it finishes, and a cell whose JSON exists is skipped. Weights go to
+runs/experiments/smart_distill/<cell>/ and are dropped after the cell, except those of the cells
+others start from (the teachers, the smaller student).
+
+    python experiments/smart_distill.py --plan                 # every cell, estimated time, done/todo
+    python experiments/smart_distill.py --cell smart/single/rte/s1
+    python experiments/smart_distill.py --all [--only kd/]
+    # the whole grid on a 2-core CPU, nothing else running: two streams, one core each
+    taskset -c 0 python experiments/smart_distill.py --all --stream single --threads 1 &
+    taskset -c 1 python experiments/smart_distill.py --all --stream mt --threads 1
+
+Protocol (that of experiments/run.py, so the plain cells match its glue/ cells): the embedded
+all-MiniLM-L6-v2, max_seq_len 128, batch 32, AdamW lr 1e-4 with 10% warm-up, 2 epochs, the LAST
+epoch kept, training subsets of 2,000 examples for the large tasks (run.GLUE_SUBSETS).
+
+- SMART vs plain single-task on RTE, MRPC, STS-B, CoLA, seeds 1-3 (stream single); SMART in the
+  multi-task model (stream mt) against teacher s1, the same run without SMART. SMART: --adv with
+  the defaults (inf ball, epsilon 1e-3, step 1e-3, K = 1, noise variance 1e-6, alpha 1).
+- Distillation (stream mt): three multi-task teachers (seeds 1-3); a student with the same encoder
+  taught by the ensemble, one taught by teacher s1 alone (both seed 1, kd_alpha 0.5, T 1); the dev
+  metrics of the ensemble itself (averaged outputs); a 3-layer student (MiniLM's layers 0, 2, 4,
+  cut in code: model/shrink.py) taught by the ensemble, against the same 3-layer model trained
+  without teachers; and the inference speed of the 3-layer student against a teacher.
+- Robustness: every cell that trains RTE or MRPC also scores their dev sets with the texts perturbed
+  (mtdnn/noise.py: adjacent-word swaps 10% and typos 5% of words, and a harder 20% / 10%; seed 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import run as grid  # noqa: E402  (experiments/run.py: BASE, GLUE_TASKS, GLUE_SUBSETS, GLUE_EPOCHS)
+
+RESULTS = HERE / "results" / "smart_distill"
+RUNS = ROOT / "runs" / "experiments" / "smart_distill"
+SMALL_ENCODER = RUNS / "encoders" / "minilm-l3"
+SMALL_LAYERS = [0, 2, 4]
+SINGLE_TASKS = ["rte", "mrpc", "stsb", "cola"]
+ROBUST_TASKS = ("rte", "mrpc")
+NOISE_LEVELS = {"light": (0.1, 0.05), "heavy": (0.2, 0.1)}  # (swap_rate, typo_rate)
+# wall seconds of the plain cells on the 2-core VM of docs/results.md (experiments/results/runs),
+# and the measured cost of a SMART step (bench/results/smart_cost.json): the --plan estimates
+PLAIN_SECONDS = {"rte": 332, "mrpc": 209, "stsb": 121, "cola": 50, "mt": 1080}
+SMART_FACTOR = 2.6  # MiniLM, K = 1: 2.58x per step (bench/results/smart_cost.json)
+SMALL_FACTOR = 0.55
+
+
+@dataclass
+class Cell:
+    name: str
+    stream: str
+    config: dict[str, Any] = field(default_factory=dict)
+    needs: list[str] = field(default_factory=list)
+    kind: str = "train"          # train | ensemble | speed
+    keep: bool = False           # keep the weights (other cells start from them)
+    estimate: float = 0.0        # seconds, for --plan
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _single(task: str, seed: int, smart: bool) -> Cell:
+    cfg = {**grid.BASE, "tasks": [task], "epochs": grid.GLUE_EPOCHS, "seed": seed, "eval_every": grid.GLUE_EPOCHS,
+           "max_train_examples_per_task": {k: v for k, v in grid.GLUE_SUBSETS.items() if k == task}}
+    if smart:
+        cfg["adv"] = True
+    arm = "smart" if smart else "plain"
+    return Cell(f"smart/single/{task}/{arm}/s{seed}", "single", cfg,
+                estimate=PLAIN_SECONDS[task] * (SMART_FACTOR if smart else 1.0),
+                meta={"kind": "single", "task": task, "arm": arm, "seed": seed})
+
+
+def _mt_config(seed: int, **extra: Any) -> dict[str, Any]:
+    return {**grid.BASE, "tasks": grid.GLUE_TASKS, "epochs": grid.GLUE_EPOCHS, "seed": seed,
+            "eval_every": grid.GLUE_EPOCHS, "max_train_examples_per_task": grid.GLUE_SUBSETS, **extra}
+
+
+def _teacher_dirs(seeds: list[int]) -> list[str]:
+    return [str(RUNS / f"kd/teacher/s{s}") for s in seeds]
+
+
+def cells() -> list[Cell]:
+    """Every cell, in run order within each stream (the most informative first)."""
+    out = [_single(task, seed, smart) for seed in (1, 2, 3) for task in SINGLE_TASKS for smart in (False, True)]
+    mt = PLAIN_SECONDS["mt"]
+    teachers = [Cell(f"kd/teacher/s{s}", "mt", _mt_config(s), keep=True, estimate=mt,
+                     meta={"kind": "teacher", "seed": s}) for s in (1, 2, 3)]
+    ens = [t.name for t in teachers]
+    out += teachers
+    out.append(Cell("kd/ensemble", "mt", needs=ens, kind="ensemble", estimate=300, meta={"kind": "ensemble"}))
+    out.append(Cell("kd/student/ensemble/s1", "mt", _mt_config(1, teachers=_teacher_dirs([1, 2, 3])), needs=ens,
+                    estimate=mt * 1.2, meta={"kind": "student", "teachers": 3, "encoder": "minilm-l6"}))
+    out.append(Cell("smart/mt/s1", "mt", _mt_config(1, adv=True), estimate=mt * SMART_FACTOR,
+                    meta={"kind": "smart_mt", "seed": 1}))
+    out.append(Cell("kd/student/one/s1", "mt", _mt_config(1, teachers=_teacher_dirs([1])), needs=ens[:1],
+                    estimate=mt * 1.1, meta={"kind": "student", "teachers": 1, "encoder": "minilm-l6"}))
+    small = {"encoder": str(SMALL_ENCODER)}
+    out.append(Cell("kd/small/plain/s1", "mt", _mt_config(1, **small), estimate=mt * SMALL_FACTOR,
+                    meta={"kind": "small_plain", "encoder": "minilm-l3"}))
+    out.append(Cell("kd/small/student/s1", "mt", _mt_config(1, teachers=_teacher_dirs([1, 2, 3]), **small),
+                    needs=ens, keep=True, estimate=mt * SMALL_FACTOR * 1.2,
+                    meta={"kind": "student", "teachers": 3, "encoder": "minilm-l3"}))
+    out.append(Cell("kd/speed", "mt", needs=["kd/teacher/s1", "kd/small/student/s1"], kind="speed", estimate=120,
+                    meta={"kind": "speed"}))
+    return out
+
+
+def result_path(name: str) -> Path:
+    return RESULTS / (name.replace("/", "__") + ".json")
+
+
+# ----------------------------------------------------------------------------- evaluation helpers
+def _machine() -> str:
+    import torch
+
+    from mtdnn.runtime import cpu_model
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {'CUDA' if torch.cuda.is_available() else 'CPU'}"
+
+
+def task_outputs(run_dir: Path, tasks: list[str] | None = None,
+                 noise: tuple[float, float] | None = None) -> dict[str, tuple[Any, Any, Any]]:
+    """task -> (the run's predictions on the task's first dev split, that split, the task), the texts perturbed
+    (``noise``: swap and typo rates, seed 0) or as they are."""
+    import mtdnn
+    from mtdnn.data.readers import read_split
+    from mtdnn.data.tokenized import tokenize_split
+    from mtdnn.evaluation import predict
+    from mtdnn.noise import perturb_split
+    from mtdnn.training.setup import load_model_weights
+
+    run = mtdnn.load_run(run_dir, device="cpu")
+    out = {}
+    for name in tasks or list(run.tasks):
+        task = run.tasks[name]
+        split_name = task.selection_split
+        if split_name is None or task.head_from is not None:
+            continue
+        raw = read_split(task, split_name, run.config.get("data_dir") or grid_data_dir(), allow_hub=False)
+        if noise is not None:
+            raw = perturb_split(raw, 0, *noise)
+        split = tokenize_split(task, raw, run.tokenizer, run.max_len, cache_dir=None)
+        load_model_weights(run.model, run.dir.weights_for(name))
+        preds = predict(run.model, task, split, batch_size=128, device=run.device, pad_id=run.tokenizer.pad_token_id or 0)
+        out[name] = (preds, split, task)
+    return out
+
+
+def grid_data_dir() -> Path:
+    from mtdnn.data.readers import data_dir_default
+    return data_dir_default()
+
+
+def robustness(run_dir: Path, tasks: list[str]) -> dict[str, dict[str, float]]:
+    """Dev accuracy of ``tasks`` (those of RTE/MRPC the run has) clean and under each noise level."""
+    from mtdnn.evaluation import score
+
+    wanted = [t for t in ROBUST_TASKS if t in tasks]
+    if not wanted:
+        return {}
+    out: dict[str, dict[str, float]] = {t: {} for t in wanted}
+    for level, rates in {"clean": None, **NOISE_LEVELS}.items():
+        for name, (preds, split, task) in task_outputs(run_dir, wanted, rates).items():
+            out[name][level] = score(task, split, preds)["accuracy"]
+    return out
+
+
+def ensemble_metrics(teacher_dirs: list[Path]) -> dict[str, dict[str, dict[str, float]]]:
+    """Dev metrics of the teachers' averaged outputs (probabilities; scores for regression)."""
+    import numpy as np
+
+    from mtdnn.evaluation import Predictions, _decide, score
+
+    per_teacher = [task_outputs(d) for d in teacher_dirs]
+    metrics = {}
+    for name, (_, split, task) in per_teacher[0].items():
+        mean = np.mean([t[name][0].outputs for t in per_teacher], axis=0)
+        metrics[name] = {task.selection_split: score(task, split, Predictions(mean, _decide(task, mean, split)))}
+    return metrics
+
+
+def inference_speed(runs: dict[str, Path], repeats: int = 3) -> dict[str, Any]:
+    """Seconds to predict the dev sets of RTE, MRPC and STS-B (best of ``repeats``) per run."""
+    seconds = {}
+    for label, run_dir in runs.items():
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            task_outputs(run_dir, ["rte", "mrpc", "stsb"])
+            best = min(best, time.perf_counter() - t0)
+        seconds[label] = round(best, 2)
+    return seconds
+
+
+# ----------------------------------------------------------------------------- running cells
+def _train(cell: Cell, threads: int | None) -> dict[str, Any]:
+    import mtdnn
+
+    run_dir = RUNS / cell.name
+    if run_dir.exists():  # an interrupted attempt: start the cell again
+        shutil.rmtree(run_dir)
+    if cell.config.get("encoder") == str(SMALL_ENCODER) and not (SMALL_ENCODER / "config.json").is_file():
+        from mtdnn.model.shrink import shrink_encoder
+        shrink_encoder("default", SMALL_LAYERS, SMALL_ENCODER)
+    cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), **({"threads": threads} if threads else {})})
+    t0 = time.perf_counter()
+    mtdnn.train(cfg)
+    wall = time.perf_counter() - t0
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    return {"metrics": json.loads((run_dir / "metrics.json").read_text()), "wall_seconds": round(wall, 1),
+            "robustness": robustness(run_dir, cfg.tasks), "train_loss": [h["train_loss"] for h in history],
+            "config": {k: v for k, v in cfg.model_dump(mode="json").items() if k != "task_files"}}
+
+
+def _has_weights(name: str) -> bool:
+    return (RUNS / name / "metrics.json").is_file() and any((RUNS / name / "checkpoints").glob("epoch-*.safetensors"))
+
+
+def _ensure_weights(name: str, by_name: dict[str, Cell], threads: int | None) -> None:
+    """The weights of a cell others start from are on disk (a fresh clone has its JSON, not its
+    weights): train it again if they are missing; a recorded result is never overwritten."""
+    if _has_weights(name):
+        return
+    if not result_path(name).is_file():
+        run_cell(by_name[name], by_name, threads)
+        return
+    print(f"[{time.strftime('%H:%M:%S')}] {name}: weights missing, training it again (its record stays)", flush=True)
+    _train(by_name[name], threads)
+
+
+def _record(cell: Cell, threads: int | None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    if cell.kind == "ensemble":
+        record = {"metrics": ensemble_metrics([RUNS / d for d in cell.needs])}
+    elif cell.kind == "speed":
+        record = {"inference_seconds": inference_speed({"teacher_l6": RUNS / cell.needs[0],
+                                                        "student_l3": RUNS / cell.needs[1]})}
+    else:
+        record = _train(cell, threads)
+    record.setdefault("wall_seconds", round(time.perf_counter() - t0, 1))
+    return {"cell": cell.name, "meta": cell.meta, **record, "machine": _machine(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": f"python experiments/smart_distill.py --cell {cell.name}"}
+
+
+def run_cell(cell: Cell, by_name: dict[str, Cell], threads: int | None) -> dict[str, Any]:
+    """Run a cell (after the cells it needs) unless its result is recorded; its JSON is written as
+    soon as it finishes."""
+    from mtdnn.run_dir import write_json
+
+    out = result_path(cell.name)
+    if out.is_file():
+        return json.loads(out.read_text())
+    for dep in cell.needs:
+        _ensure_weights(dep, by_name, threads)
+    print(f"[{time.strftime('%H:%M:%S')}] {cell.name} ...", flush=True)
+    record = _record(cell, threads)
+    write_json(out, record)
+    if cell.kind == "train" and not cell.keep:
+        shutil.rmtree(RUNS / cell.name / "checkpoints", ignore_errors=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {cell.name}: done ({record['wall_seconds']:.0f} s)", flush=True)
+    return record
+
+
+def plan(all_cells: list[Cell]) -> list[str]:
+    """One line per cell: done/todo, stream, estimated minutes; and each stream's total."""
+    lines, totals = [], {}
+    for c in all_cells:
+        done = result_path(c.name).is_file()
+        totals[c.stream] = totals.get(c.stream, 0.0) + (0.0 if done else c.estimate)
+        lines.append(f"{'done' if done else 'todo'}  {c.stream:<6} ~{c.estimate / 60:5.1f} min  {c.name}")
+    lines += [f"stream {s}: ~{t / 3600:.1f} h left (estimates on the 2-core VM, one core per stream)"
+              for s, t in totals.items()]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--plan", action="store_true", help="list every cell with its estimated time, done/todo")
+    p.add_argument("--cell", action="append", default=[])
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--only", default="", help="with --all: only cells whose name starts with this")
+    p.add_argument("--stream", choices=["all", "single", "mt"], default="all",
+                   help="with --all: the single-task cells or the multi-task ones (teachers, students, SMART MT)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
+    args = p.parse_args(argv)
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(k, "1")
+    all_cells = cells()
+    by_name = {c.name: c for c in all_cells}
+    if args.plan:
+        print("\n".join(plan(all_cells)))
+        return 0
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    todo = args.cell or ([c.name for c in all_cells if c.name.startswith(args.only)
+                          and args.stream in ("all", c.stream)] if args.all else [])
+    if not todo:
+        p.error("give --cell NAME, --all or --plan")
+    for name in todo:
+        if name not in by_name:
+            p.error(f"unknown cell {name} (see --plan)")
+        run_cell(by_name[name], by_name, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

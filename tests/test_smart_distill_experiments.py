@@ -1,0 +1,80 @@
+"""The experiment grid of experiments/smart_distill.py (issue 13): the cells the issue asks for, SMART
+cells equal to their plain twins but for --adv, plain cells equal to experiments/run.py's, the plan
+with estimates; and, on a tiny RTE run, a cell's record is written once and then reused, the
+robustness scores and the ensemble of one run twice (= that run)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def grid():
+    spec = importlib.util.spec_from_file_location("experiments_smart_distill", ROOT / "experiments" / "smart_distill.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_required_cell_exists(grid):
+    cells = {c.name: c for c in grid.cells()}
+    assert len(cells) == len(grid.cells())
+    for task in ["rte", "mrpc", "stsb", "cola"]:
+        for seed in (1, 2, 3):
+            plain, smart = cells[f"smart/single/{task}/plain/s{seed}"], cells[f"smart/single/{task}/smart/s{seed}"]
+            assert smart.config == {**plain.config, "adv": True}
+            assert plain.stream == smart.stream == "single"
+    for name in ["smart/mt/s1", "kd/teacher/s1", "kd/teacher/s2", "kd/teacher/s3", "kd/ensemble",
+                 "kd/student/ensemble/s1", "kd/student/one/s1", "kd/small/plain/s1", "kd/small/student/s1", "kd/speed"]:
+        assert cells[name].stream == "mt", name
+    assert cells["smart/mt/s1"].config == {**cells["kd/teacher/s1"].config, "adv": True}
+    assert len(cells["kd/student/ensemble/s1"].config["teachers"]) == 3
+    assert cells["kd/student/one/s1"].config["teachers"] == [str(grid.RUNS / "kd/teacher/s1")]
+    assert cells["kd/small/student/s1"].config["encoder"] == str(grid.SMALL_ENCODER) == \
+        cells["kd/small/plain/s1"].config["encoder"]
+    assert all(cells[n].keep for n in ["kd/teacher/s1", "kd/small/student/s1"])
+    # every cell a cell needs exists and comes earlier in its stream
+    order = [c.name for c in grid.cells()]
+    assert all(dep in cells and order.index(dep) < order.index(c.name) for c in grid.cells() for dep in c.needs)
+
+
+def test_plain_single_cells_are_run_py_cells(grid):
+    base = {c.name: c for c in grid.grid._cells()}
+    for task in ["rte", "mrpc", "stsb", "cola"]:
+        mine = {c.name: c for c in grid.cells()}[f"smart/single/{task}/plain/s1"]
+        assert mine.config == base[f"glue/single/{task}/s1"].config
+
+
+def test_plan_lists_cells_with_estimates(grid, capsys):
+    assert grid.main(["--plan"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len([x for x in out if "min" in x]) == len(grid.cells())
+    assert any(x.startswith("stream single:") for x in out) and any(x.startswith("stream mt:") for x in out)
+
+
+def test_cell_record_written_once_then_reused(grid, tmp_path, tiny_encoder, data_dir, monkeypatch):
+    monkeypatch.setattr(grid, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(grid, "RUNS", tmp_path / "runs")
+    config = {**grid.grid.BASE, "encoder": tiny_encoder, "tasks": ["rte"], "epochs": 1, "max_train_examples": 32,
+              "data_dir": str(data_dir), "max_seq_len": 64, "cache_dir": str(tmp_path / "cache"), "task_files": []}
+    cell = grid.Cell("t/rte/plain/s1", "single", config, keep=True)
+    record = grid.run_cell(cell, {cell.name: cell}, threads=1)
+    saved = json.loads(grid.result_path(cell.name).read_text())
+    assert saved["metrics"] == record["metrics"] and "rte" in saved["metrics"]
+    robust = saved["robustness"]["rte"]
+    assert set(robust) == {"clean", "light", "heavy"} and all(0 <= v <= 100 for v in robust.values())
+    assert robust["clean"] == pytest.approx(saved["metrics"]["rte"]["dev"]["accuracy"])
+    # recorded: not run again
+    monkeypatch.setattr(grid, "_train", lambda *a, **k: pytest.fail("a recorded cell was trained again"))
+    assert grid.run_cell(cell, {cell.name: cell}, threads=1) == saved
+    # the ensemble of one run twice is that run
+    ens = grid.ensemble_metrics([tmp_path / "runs" / cell.name] * 2)
+    assert ens["rte"]["dev"]["accuracy"] == pytest.approx(saved["metrics"]["rte"]["dev"]["accuracy"])
