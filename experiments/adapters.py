@@ -1,0 +1,420 @@
+"""Run the experiments of issue 14 (docs/adapters.md): per-task LoRA adapters against full
+fine-tuning, on the plain encoder and on the multi-task encoder of docs/results.md, measuring the dev
+score, the trainable parameters, the stored megabytes per task, the training time and the peak memory.
+
+Four rows, each on RTE, MRPC and STS-B (seeds 1-3), SST-2 and CoLA (seed 1), on the GLUE setting of
+experiments/run.py (its BASE config, subsets and 2 epochs), and on SciTail 1% (training subsets 1-3,
+the domain-adaptation setting of run.py):
+
+    full-plain  full fine-tuning of the plain encoder       (= run.py's glue/single and da/scitail/encoder cells)
+    lora-plain  LoRA on the plain encoder
+    lora-mt     LoRA on the multi-task encoder (run.py's glue/mt/s1: --init-from it --adapter lora)
+    full-mt     full fine-tuning of the multi-task encoder (= run.py's glue/finetune and da/scitail/mtdnn cells)
+
+plus a learning-rate check of lora-plain (1e-4 and 1e-3 besides the grid's 5e-4) on RTE, MRPC and
+STS-B, seed 1, run last: it shows how much the fixed LoRA learning rate matters, and picks nothing.
+LoRA: rank 8, alpha 16, dropout 0.1 on query and value (mtdnn's defaults), lr 5e-4 fixed in advance
+(the LoRA paper's range for RoBERTa-base, Hu et al. 2021: 4e-4 to 5e-4); everything else as the
+full fine-tuning cell of the same task.
+
+Every cell trains in a fresh child process (``--worker``), so that its peak resident memory is its
+own; its record (metrics, parameters, sizes, times, memory, machine, config) is written to
+experiments/results/adapters/<cell>.json as soon as it finishes, and a cell whose JSON exists is
+skipped: the runner is resumable. The multi-task encoder is run.py's glue/mt/s1 model in
+runs/experiments/ (trained first by the mt stream if its weights are missing: about 18 minutes).
+
+    python experiments/adapters.py --plan                   # the cells in order, done/todo, estimated time
+    python experiments/adapters.py --run [--only adapters/lora-mt/]
+    # the grid on a 2-core CPU: two streams side by side, one core and one thread each
+    taskset -c 0 python experiments/adapters.py --run --stream base --threads 1 &
+    taskset -c 1 python experiments/adapters.py --run --stream mt --threads 1
+    python experiments/adapters.py --summarize              # tables in docs/results.md, summary.json "adapters"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from run import MT_CELL, RUNS as BASE_RUN_DIRS, _cells, _da_cell, _ensure_model, _glue_cell, _machine  # noqa: E402
+from run import result_path as base_result_path  # noqa: E402
+
+OUT = HERE / "results" / "adapters"
+RUNS = ROOT / "runs" / "adapters"
+SUMMARY = HERE / "results" / "summary.json"
+DOC = ROOT / "docs" / "results.md"
+BEGIN, END = "<!-- adapters:begin -->", "<!-- adapters:end -->"
+
+TASKS = ["rte", "mrpc", "stsb", "sst2", "cola"]
+SMALL = ["rte", "mrpc", "stsb"]  # 3 seeds
+SCITAIL = "scitail1"  # SciTail, 1% of its training pairs (236), subsets 1-3
+LORA_LR = 5e-4
+LORA: dict[str, Any] = {"adapter": "lora", "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.1,
+                        "lora_targets": ["query", "value"], "lr": LORA_LR}
+LR_CHECK = [1e-4, 1e-3]
+ROWS = {  # row -> (method, encoder, label)
+    "full-plain": ("full", "plain", "full fine-tuning, plain encoder"),
+    "lora-plain": ("lora", "plain", "LoRA, plain encoder"),
+    "lora-mt": ("lora", "mt", "LoRA, MT-DNN encoder"),
+    "full-mt": ("full", "mt", "full fine-tuning, MT-DNN encoder (the MT-DNN row)"),
+}
+# time estimates for --plan: a LoRA cell takes this share of its full fine-tuning twin (a guess
+# until measured: the frozen weights need no weight gradients and no optimiser update); a fresh
+# process spends STARTUP_SECONDS importing torch and loading the encoder
+LORA_TIME_SHARE = 0.75
+STARTUP_SECONDS = 15.0
+FALLBACK_SECONDS = {"cola": 50, "sst2": 58, "mrpc": 205, "stsb": 120, "rte": 325, SCITAIL: 90, "mt": 1080}
+
+
+@dataclass
+class Cell:
+    name: str
+    config: dict[str, Any]
+    stream: str                     # "mt": needs the multi-task encoder; "base": does not
+    reference: str                  # run.py's cell with the same full fine-tuning config
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- the grid
+def _cell(row: str, task: str, seed: int, lr: float | None = None) -> Cell:
+    method, encoder, _ = ROWS[row]
+    mt_dir = str(BASE_RUN_DIRS / MT_CELL)
+    if task == SCITAIL:
+        base = _da_cell("scitail", "mtdnn" if encoder == "mt" else "encoder", "1", seed, mt_dir)
+    else:
+        base = _glue_cell("finetune" if encoder == "mt" else "single", task, seed, mt_dir)
+    config = {**base.config, **(LORA if method == "lora" else {})}
+    name_row = row
+    if lr is not None:
+        config["lr"], name_row = lr, f"{row}-lr{lr:g}"
+    return Cell(f"adapters/{name_row}/{task}/s{seed}", config, "mt" if encoder == "mt" else "base", base.name,
+                meta={"row": name_row, "method": method, "encoder": encoder, "task": task, "seed": seed,
+                      "lr": config["lr"]})
+
+
+def cells() -> list[Cell]:
+    """Every cell, in run order: seed 1 of every task (each row's twins side by side), SciTail 1%,
+    seeds 2 and 3 of the small tasks, then the learning-rate check."""
+    out = [_cell(row, task, 1) for task in TASKS for row in ROWS]
+    out += [_cell(row, SCITAIL, s) for s in (1, 2, 3) for row in ROWS]
+    out += [_cell(row, task, s) for s in (2, 3) for task in SMALL for row in ROWS]
+    out += [_cell("lora-plain", task, 1, lr) for lr in LR_CHECK for task in SMALL]
+    return out
+
+
+def result_path(name: str) -> Path:
+    return OUT / (name.replace("/", "__") + ".json")
+
+
+def load(name: str) -> dict[str, Any] | None:
+    p = result_path(name)
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def estimate(cell: Cell) -> float:
+    """Seconds on one thread: the recorded wall time of run.py's twin cell (its fallback when not
+    recorded), times LORA_TIME_SHARE for LoRA, plus the child process's start."""
+    ref = base_result_path(cell.reference)
+    task = cell.meta["task"]
+    seconds = json.loads(ref.read_text())["wall_seconds"] if ref.is_file() else FALLBACK_SECONDS[task]
+    return seconds * (LORA_TIME_SHARE if cell.meta["method"] == "lora" else 1.0) + STARTUP_SECONDS
+
+
+def plan() -> int:
+    streams: dict[str, float] = {}
+    print(f"{'state':<6} {'stream':<6} {'estimate':>9}  cell")
+    for c in cells():
+        est, done = estimate(c), load(c.name) is not None
+        if not done:
+            streams[c.stream] = streams.get(c.stream, 0.0) + est
+        print(f"{'done' if done else 'todo':<6} {c.stream:<6} {est / 60:>7.1f} m  {c.name}")
+    mt_missing = not (BASE_RUN_DIRS / MT_CELL / "metrics.json").is_file()
+    if mt_missing:
+        streams["mt"] = streams.get("mt", 0.0) + FALLBACK_SECONDS["mt"]
+    print(f"\nleft to run, per stream (one thread each): " + ", ".join(
+        f"{s} {t / 3600:.1f} h" for s, t in sorted(streams.items())) + f"; {sum(streams.values()) / 3600:.1f} h "
+        f"in all{' (mt includes training the multi-task model, whose weights are missing)' if mt_missing else ''}")
+    print(f"estimates: run.py's recorded wall times of the same full fine-tuning cells; LoRA cells "
+          f"{LORA_TIME_SHARE:g} of those (a guess until measured), plus {STARTUP_SECONDS:g} s start-up each")
+    return 0
+
+
+# ----------------------------------------------------------------------------- one cell (child process)
+def _rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux: ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sizes(method: str, run_dir: Path, task: str) -> dict[str, Any]:
+    """Trainable and stored parameters of the task and its stored bytes: LoRA from parameters.json
+    (adapter + head); full fine-tuning from the kept checkpoint (the whole encoder + the head, which
+    all train and which a per-task copy stores)."""
+    if method == "lora":
+        report = json.loads((run_dir / "parameters.json").read_text())
+        t = report["tasks"][task]
+        return {"trainable": t["trainable"], "stored": t["stored"], "stored_bytes": t["stored_bytes"],
+                "encoder_parameters": report["encoder"]["parameters"]}
+    from safetensors.torch import load_file
+
+    epoch = json.loads((run_dir / "selection.json").read_text())["tasks"][task]
+    state = load_file(str(run_dir / "checkpoints" / f"epoch-{epoch}.safetensors"))
+    mine = [v for k, v in state.items() if k.startswith(("encoder.", f"heads.{task}."))]
+    encoder = sum(v.numel() for k, v in state.items() if k.startswith("encoder."))
+    n = sum(v.numel() for v in mine)
+    return {"trainable": n, "stored": n, "stored_bytes": sum(v.numel() * v.element_size() for v in mine),
+            "encoder_parameters": encoder}
+
+
+def _scores(metrics: dict[str, Any], task: str) -> dict[str, float]:
+    """The cell's score: GLUE: the dev score (mean of a task's two metrics where it has two);
+    SciTail: test accuracy (dev accuracy alongside)."""
+    splits = metrics[task]
+    if task == "scitail":
+        return {"score": splits["test"]["accuracy"], "dev_score": splits["dev"]["accuracy"]}
+    first = next(iter(splits.values()))["score"]
+    return {"score": first, "dev_score": first}
+
+
+def _record(cell: Cell, cfg: Any, run_dir: Path, wall: float, rss_start: float) -> dict[str, Any]:
+    import torch
+
+    task = cfg.tasks[0]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    ref = base_result_path(cell.reference)
+    reference = _scores(json.loads(ref.read_text())["metrics"], task)["score"] if ref.is_file() else None
+    return {"cell": cell.name, "meta": cell.meta, "metrics": metrics, **_scores(metrics, task),
+            **_sizes(cell.meta["method"], run_dir, task),
+            "reference_cell": cell.reference, "reference_score": reference,
+            "wall_seconds": round(wall, 1), "train_seconds": round(sum(h["train_seconds"] for h in history), 2),
+            "peak_rss_mb": round(_rss_mb(), 1), "rss_before_training_mb": round(rss_start, 1),
+            "peak_cuda_mb": (round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                             if torch.cuda.is_available() else None),
+            "train_loss": [h["train_loss"] for h in history], "machine": _machine(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "config": {k: v for k, v in cfg.model_dump(mode="json").items() if k != "task_files"},
+            "command": f"python experiments/adapters.py --run --only {cell.name}"}
+
+
+def worker(name: str, threads: int | None) -> int:
+    """Train one cell in this (fresh) process and write its record; then drop the run's large files
+    (checkpoints, the encoder's weights), keeping adapters, heads and the run's small files."""
+    import mtdnn
+    from mtdnn.run_dir import write_json
+
+    cell = {c.name: c for c in cells()}[name]
+    rss_start = _rss_mb()
+    run_dir = RUNS / cell.name
+    if run_dir.exists():  # an interrupted attempt: start the cell again
+        shutil.rmtree(run_dir)
+    overrides = {"output_dir": str(run_dir), **({"threads": threads} if threads else {})}
+    cfg = mtdnn.make_config({**cell.config, **overrides})
+    t0 = time.perf_counter()
+    mtdnn.train(cfg)
+    record = _record(cell, cfg, run_dir, time.perf_counter() - t0, rss_start)
+    write_json(result_path(cell.name), record)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    (run_dir / "encoder" / "model.safetensors").unlink(missing_ok=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {cell.name}: score {record['score']:.2f}, {record['trainable']:,} "
+          f"trainable, {record['stored_bytes'] / 1e6:.2f} MB stored, {record['wall_seconds']:.0f} s, "
+          f"peak {record['peak_rss_mb']:.0f} MB", flush=True)
+    return 0
+
+
+# ----------------------------------------------------------------------------- the grid (parent)
+def run(stream: str, only: str, threads: int | None) -> int:
+    """Run the cells of ``stream`` not done yet, each in a child process; a failed cell is reported
+    and left for the next run."""
+    todo = [c for c in cells() if c.name.startswith(only) and stream in ("all", c.stream) and load(c.name) is None]
+    if any(c.stream == "mt" for c in todo):  # run.py trains the multi-task model if its weights are missing
+        base_cells = {c.name: c for c in _cells()}
+        if threads:
+            base_cells[MT_CELL].config["threads"] = threads
+        _ensure_model(MT_CELL, base_cells)
+    failed = []
+    for c in todo:
+        print(f"[{time.strftime('%H:%M:%S')}] {c.name} ...", flush=True)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", c.name]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+            failed.append(c.name)
+            print(f"  {c.name} FAILED (left to the next run)", flush=True)
+    if failed:
+        print(f"{len(failed)} cells failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------------- summary
+def records() -> dict[str, dict[str, Any]]:
+    return {r["cell"]: r for r in (json.loads(p.read_text()) for p in sorted(OUT.glob("*.json")))}
+
+
+def _mean_sd(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"mean": round(statistics.mean(values), 2),
+            "sd": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0, "n": len(values)}
+
+
+def score_rows(recs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """row -> task -> mean, sd, n of the score over seeds (SciTail: over training subsets)."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in ROWS:
+        for task in [*TASKS, SCITAIL]:
+            values = [r["score"] for r in recs.values() if r["meta"]["row"] == row and r["meta"]["task"] == task]
+            if values:
+                out.setdefault(row, {})[task] = _mean_sd(values)
+    return out
+
+
+def cost_rows(recs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """row -> the cost of its seed-1 GLUE cells: trainable parameters and stored MB per task (mean,
+    min, max over the tasks), summed training and wall seconds, peak resident memory (max)."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in ROWS:
+        rs = [r for r in recs.values()
+              if r["meta"]["row"] == row and r["meta"]["seed"] == 1 and r["meta"]["task"] in TASKS]
+        if not rs:
+            continue
+        trainable, mb = [r["trainable"] for r in rs], [r["stored_bytes"] / 1e6 for r in rs]
+        out[row] = {"cells": len(rs), "trainable_mean": round(statistics.mean(trainable)),
+                    "trainable_min": min(trainable), "trainable_max": max(trainable),
+                    "stored_mb_mean": round(statistics.mean(mb), 3),
+                    "stored_mb_min": round(min(mb), 3), "stored_mb_max": round(max(mb), 3),
+                    "train_seconds": round(sum(r["train_seconds"] for r in rs), 1),
+                    "wall_seconds": round(sum(r["wall_seconds"] for r in rs), 1),
+                    "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+                    "peak_cuda_mb": max((r["peak_cuda_mb"] or 0.0) for r in rs) or None,
+                    "encoder_parameters": rs[0]["encoder_parameters"]}
+    return out
+
+
+def lr_rows(recs: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """task -> learning rate -> score of lora-plain, seed 1."""
+    out: dict[str, dict[str, float]] = {}
+    for r in recs.values():
+        m = r["meta"]
+        if m["method"] == "lora" and m["encoder"] == "plain" and m["seed"] == 1 and m["task"] in SMALL:
+            out.setdefault(m["task"], {})[f"{m['lr']:g}"] = round(r["score"], 2)
+    return out
+
+
+def reproduced(recs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The full fine-tuning cells against run.py's records of the same config: the scores should agree."""
+    pairs = [(r["cell"], r["score"] - r["reference_score"]) for r in recs.values()
+             if r["meta"]["method"] == "full" and r["reference_score"] is not None]
+    return {"compared": len(pairs), "max_abs_difference": round(max((abs(d) for _, d in pairs), default=0.0), 3),
+            "differ": [c for c, d in pairs if abs(d) > 0.01]}
+
+
+def _fmt(x: dict[str, float] | None) -> str:
+    if not x:
+        return "–"
+    return f"{x['mean']:.1f} ± {x['sd']:.1f}" if x["n"] > 1 else f"{x['mean']:.1f}"
+
+
+def tables(recs: dict[str, dict[str, Any]]) -> str:
+    scores, costs, lrs = score_rows(recs), cost_rows(recs), lr_rows(recs)
+    labels = {"rte": "RTE", "mrpc": "MRPC", "stsb": "STS-B", "sst2": "SST-2", "cola": "CoLA"}
+    lines = ["| | " + " | ".join(labels[t] for t in TASKS) + " | average | SciTail 1% (test) |",
+             "|---|" + "---|" * (len(TASKS) + 2)]
+    for row, (_, _, label) in ROWS.items():
+        vals = scores.get(row, {})
+        have = [vals[t]["mean"] for t in TASKS if vals.get(t)]
+        avg = f"{statistics.mean(have):.1f}" if len(have) == len(TASKS) else "–"
+        cols = " | ".join(_fmt(vals.get(t)) for t in TASKS)
+        lines.append(f"| {label} | {cols} | {avg} | {_fmt(vals.get(SCITAIL))} |")
+    lines += ["", "| | trainable parameters per task | stored MB per task | training time (s) | "
+              "peak memory (MB) |", "|---|---|---|---|---|"]
+    for row, (_, _, label) in ROWS.items():
+        c = costs.get(row)
+        if c is None:
+            lines.append(f"| {label} | – | – | – | – |")
+            continue
+        lines.append(f"| {label} | {c['trainable_mean']:,} ({c['trainable_min']:,}–{c['trainable_max']:,}) | "
+                     f"{c['stored_mb_mean']:.2f} ({c['stored_mb_min']:.2f}–{c['stored_mb_max']:.2f}) | "
+                     f"{c['train_seconds']:.0f} | {c['peak_rss_mb']:.0f} |")
+    lines += ["", "LoRA's learning rate (plain encoder, seed 1; the grid uses 5e-4):", "",
+              "| task | " + " | ".join(f"lr {lr:g}" for lr in sorted([*LR_CHECK, LORA_LR])) + " |",
+              "|---|" + "---|" * (len(LR_CHECK) + 1)]
+    for task in SMALL:
+        row = lrs.get(task, {})
+        lines.append(f"| {labels[task]} | " + " | ".join(
+            f"{row[f'{lr:g}']:.1f}" if f"{lr:g}" in row else "–" for lr in sorted([*LR_CHECK, LORA_LR])) + " |")
+    rep = reproduced(recs)
+    machines = sorted({r["machine"] for r in recs.values()})
+    lines += ["", f"{len(recs)} runs, {sum(r['wall_seconds'] for r in recs.values()) / 60:.0f} minutes summed; "
+              f"full fine-tuning cells against run.py's records of the same config: {rep['compared']} compared, "
+              f"largest difference {rep['max_abs_difference']:.2f} points; machine: " + "; ".join(machines) + "."]
+    return "\n".join(lines)
+
+
+def summarize() -> int:
+    from mtdnn.run_dir import write_json
+
+    recs = records()
+    if not recs:
+        print("no results yet in", OUT)
+        return 1
+    summary = json.loads(SUMMARY.read_text()) if SUMMARY.is_file() else {}
+    summary["adapters"] = {
+        "scores": score_rows(recs), "cost": cost_rows(recs), "lr_check": lr_rows(recs),
+        "reproduced": reproduced(recs),
+        "units": "score: percent, GLUE dev score (mean of a task's two metrics where it has two), SciTail 1%: "
+                 "test accuracy; mean and sd over seeds (training subsets for SciTail); cost: the seed-1 GLUE "
+                 "cells of a row: parameters and MB per task (mean, min, max over the 5 tasks), training "
+                 "seconds summed (evaluation excluded), peak resident memory of the training process (max)",
+        "cells": sorted(recs)}
+    write_json(SUMMARY, summary)
+    text = tables(recs)
+    doc = DOC.read_text() if DOC.is_file() else ""
+    if BEGIN in doc and END in doc:
+        DOC.write_text(doc.split(BEGIN)[0] + BEGIN + "\n" + text + "\n" + END + doc.split(END)[1])
+    print(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--plan", action="store_true", help="list the cells, done/todo, with estimated times")
+    what.add_argument("--run", action="store_true", help="run the cells not done yet (resumable)")
+    what.add_argument("--summarize", action="store_true",
+                      help="tables in docs/results.md, summary.json 'adapters'")
+    what.add_argument("--worker", metavar="CELL", help=argparse.SUPPRESS)  # one cell, in a child process
+    p.add_argument("--only", default="", help="with --run: only cells whose name starts with this")
+    p.add_argument("--stream", choices=["all", "mt", "base"], default="all",
+                   help="with --run: only the cells that need the multi-task encoder (mt), or only the others")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
+    args = p.parse_args(argv)
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(k, "1")
+    if args.plan:
+        return plan()
+    if args.summarize:
+        return summarize()
+    import logging
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.worker:
+        import transformers
+        transformers.logging.set_verbosity_error()
+        return worker(args.worker, args.threads)
+    return run(args.stream, args.only, args.threads)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
