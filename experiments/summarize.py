@@ -197,7 +197,10 @@ def main() -> int:
         return 1
     from mtdnn.run_dir import write_json
 
-    write_json(RESULTS / "summary.json", summary(cells))
+    old = json.loads((RESULTS / "summary.json").read_text()) if (RESULTS / "summary.json").is_file() else {}
+    # keys other runners own (experiments/interference.py writes "interference", adapters.py "adapters") are kept
+    write_json(RESULTS / "summary.json", {k: v for k, v in old.items() if k in ("interference", "adapters")}
+               | summary(cells))
     text = tables(cells)
     if DOC.is_file():
         doc = DOC.read_text()

@@ -10,5 +10,5 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${MTDNN_TORCH_VERSION:-2.13.0}"
-python -m pip install -q -e ".[test,plots]"
+python -m pip install -q -e ".[test,plots,serve,onnx,adapters]"
 python -c "import mtdnn, torch, transformers; print('mtdnn', mtdnn.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

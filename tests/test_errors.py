@@ -61,7 +61,9 @@ def _rewrite(path: Path, text: str | bytes) -> Path:
 def test_missing_data_file(toy, capsys):
     task_file, data, argv, out = toy
     (data / "reg_dev.tsv").unlink()
-    fails(capsys, argv(), f"{data / 'reg_dev.tsv'}: file not found", "toyreg", absent=out)
+    # looked for beside the task file, in the data dir and from the current folder: all named
+    fails(capsys, argv(), "reg_dev.tsv: file not found", "toyreg", f"{data / 'reg_dev.tsv'} (in the data dir)",
+          f"{task_file.parent / 'reg_dev.tsv'} (beside the task file)", absent=out)
 
 
 def test_missing_data_directory(toy, capsys, tmp_path):

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 from mtdnn.config import TrainConfig, load_config_file, make_config
 from mtdnn.data.readers import RawSplit, read_split
 from mtdnn.errors import ConfigError, MtdnnError
-from mtdnn.tasks.schema import DEFAULT_LOSS, TaskDef, load_task_file, parse_task
+from mtdnn.tasks.schema import DEFAULT_LOSS, DEFAULT_METRICS, TaskDef, load_task_file, parse_task
 
 FUZZ = settings(max_examples=int(os.environ.get("MTDNN_FUZZ_EXAMPLES", "60")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -775,7 +775,9 @@ def test_config_file_random(text):
 # ============================================================================ task definitions
 _NAME = st.from_regex(r"[A-Za-z0-9_.-]{1,8}", fullmatch=True)
 _LABEL = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=6)
-_METRICS = ["accuracy", "f1", "mcc", "pearson", "spearman"]
+# the metrics each type can compute (f1_macro left out: with more than two labels f1 is reported as it)
+_METRICS = {"classification": ["accuracy", "f1", "f1_micro", "f1_weighted", "mcc"],
+            "ranking": ["accuracy", "f1", "f1_macro", "mcc"], "regression": ["pearson", "spearman"]}
 _COLUMN_REF = st.one_of(_NAME, st.integers(0, 9))
 
 
@@ -815,7 +817,7 @@ def task_spec(draw) -> dict[str, Any]:
     if labels or draw(st.booleans()):
         spec["labels"] = labels
     kinds = ["linear", "san"] if (ttype, inp) == ("classification", "pair") else ["linear"]
-    optional = {"metrics": st.lists(st.sampled_from(_METRICS), max_size=3, unique=True),
+    optional = {"metrics": st.lists(st.sampled_from(_METRICS[ttype]), max_size=3, unique=True),
                 "head": st.fixed_dictionaries({}, optional={"kind": st.sampled_from(kinds), "steps": st.integers(1, 20),
                                                             "step_dropout": st.floats(0.0, 1.0, exclude_max=True)}),
                 "dropout": st.floats(0.0, 1.0, exclude_max=True),
@@ -851,7 +853,8 @@ def test_task_definition_gives_back_the_values(spec, as_list):
     _assert_given_values_kept(spec, task.model_dump(mode="json"))
     assert task.loss_kind == DEFAULT_LOSS[spec["type"]]
     assert task.input == spec.get("input", "pair")
-    assert task.dropout == spec.get("dropout", 0.1) and task.metrics == spec.get("metrics", ["accuracy"])
+    assert task.dropout == spec.get("dropout", 0.1)
+    assert task.metrics == spec.get("metrics", DEFAULT_METRICS[spec["type"]])
     assert task.head.kind == spec.get("head", {}).get("kind", "linear")
     for name, split in spec["splits"].items():
         assert task.splits[name].format == split.get("format", "tsv")
@@ -859,7 +862,8 @@ def test_task_definition_gives_back_the_values(spec, as_list):
     with tempfile.TemporaryDirectory() as d:
         f = Path(d) / "t.yaml"
         f.write_text(yaml.safe_dump([spec] if as_list else spec), encoding="utf-8")
-        assert load_task_file(f) == [task]
+        # read from a file, relative data paths are looked up beside it first
+        assert load_task_file(f) == [task.model_copy(update={"base_dir": str(Path(d).resolve())})]
 
 
 def _first_split(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -875,7 +879,7 @@ def _break_task(spec: dict[str, Any], kind: str) -> tuple[str, str]:
         "type": ("other", "type", "'classification', 'regression' or 'ranking'"),
         "dropout": (1.5, "dropout", "less than 1"),
         "steps": ({"kind": "linear", "steps": 0}, "head", "greater than or equal to 1"),
-        "metric": (["bleu"], "metrics", "'accuracy', 'f1', 'mcc', 'pearson' or 'spearman'"),
+        "metric": (["bleu"], "metrics", "'mcc', 'pearson' or 'spearman'"),
         "gamma": (0, "ranking_gamma", "greater than 0"),
         "bogus": (1, "bogus", "unknown field"),
         "no_splits": ({}, "splits", "at least one split"),

@@ -16,8 +16,11 @@ from typing import Any, Sequence
 from .data.pipeline import load_task_data
 from .data.readers import RawSplit, data_dir_default, read_split
 from .data.tokenized import tokenize_split
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .evaluation import Metrics, Predictions, evaluate_tasks, predict, prediction_labels
+from .export.folder import ExportedModel, open_model_dir
+from .model.encoders import check_token_fit, named_splits
+from .model.adapters import load_adapter_model
 from .model.multitask import MultiTaskModel, encoder_from_config, load_tokenizer
 from .run_dir import RunDir, atomic_write
 from .runtime import pick_device
@@ -28,19 +31,34 @@ log = logging.getLogger(__name__)
 
 
 class Run:
-    """A trained run loaded from its directory, without the hub or the original encoder files."""
+    """A trained run loaded from its directory (or from a whole-model folder written by
+    ``mtdnn export --format hf``), without the hub or the original encoder files."""
 
     def __init__(self, path: str | Path, device: str = "auto", precision: str = "fp32") -> None:
-        self.dir = RunDir(path)
+        self.dir: RunDir | ExportedModel = open_model_dir(path)
         self.config = self.dir.read_config()
+        # None for a finished run (and an exported model); else why not (stopped by an error, or training)
+        self.incomplete: str | None = self.dir.incomplete_reason() if isinstance(self.dir, RunDir) else None
+        if self.incomplete is not None:
+            if not self.dir.selection_file.is_file():
+                raise CheckpointError(self.incomplete, path=str(self.dir.path))  # no weights to use
+            log.warning("%s: %s; using the epochs it finished", self.dir.path, self.incomplete)
         self.tasks = {t.name: t for t in self.dir.read_tasks()}
         self.tokenizer = load_tokenizer(str(self.dir.encoder_dir))
         self.device = pick_device(device)
         self.precision = precision
-        self.model = MultiTaskModel(encoder_from_config(self.dir.encoder_dir), list(self.tasks.values()))
+        # an adapter run: one model holds every task (frozen encoder, adapters, heads; model/adapters.py)
+        self.adapters = isinstance(self.dir, RunDir) and self.config.get("adapter", "none") != "none"
+        if self.adapters:
+            self.model = load_adapter_model(self.dir, list(self.tasks.values()))
+        else:
+            encoder = (self.dir.build_encoder() if isinstance(self.dir, ExportedModel)
+                       else encoder_from_config(self.dir.encoder_dir))
+            self.model = MultiTaskModel(encoder, list(self.tasks.values()))
         self.model.to(self.device)
-        self.model.enable_cls_only()  # linear heads: the last layer computes [CLS] only (same outputs)
-        self._loaded: Path | None = None
+        if not self.adapters:  # linear heads: the last layer computes [CLS] only (same outputs)
+            self.model.enable_cls_only()
+        self._loaded: Path | str | None = None
 
     @property
     def max_len(self) -> int:
@@ -51,15 +69,26 @@ class Run:
             raise ConfigError(f"the run has no task '{name}' (it has: {', '.join(self.tasks)})", field="task")
         return self.tasks[name]
 
+    def _check_tokens(self, splits: dict[str, Any]) -> None:
+        """Token ids the encoder has no embeddings for: a one-line error (model/encoders.py)."""
+        check_token_fit(self.model.encoder, splits, self.tokenizer.name_or_path, str(self.dir.encoder_dir),
+                        token_types=self.model.token_types, announce=False)
+
     def _use_weights_of(self, task: str) -> None:
+        if self.adapters:  # every task's weights are loaded; the model switches adapters per task
+            return
         path = self.dir.weights_for(self.model.head_name(task))
         if path != self._loaded:
-            load_model_weights(self.model, path)
+            if isinstance(self.dir, ExportedModel):  # path: the task's encoder key in the export
+                self.dir.load_into(self.model, path)
+            else:
+                load_model_weights(self.model, path)
             self._loaded = path
 
     def _predict(self, task: TaskDef, raw: RawSplit, batch_size: int) -> tuple[Any, Predictions]:
         self._use_weights_of(task.name)
         tok = tokenize_split(task, raw, self.tokenizer, self.max_len, cache_dir=None)
+        self._check_tokens({f"{task.name}/{raw.split}": tok})
         return tok, predict(self.model, task, tok, batch_size=batch_size, device=self.device,
                             precision=self.precision, pad_id=self.tokenizer.pad_token_id or 0)
 
@@ -72,6 +101,7 @@ class Run:
                               max_len=self.max_len, cache_dir=self.config.get("cache_dir"),
                               max_eval_examples=max_eval_examples, allow_hub=self.config.get("allow_hub", True),
                               with_train=False, with_tests=False)
+        self._check_tokens(named_splits(data))
         return evaluate_tasks(self.model, data, batch_size=batch_size, device=self.device,
                               precision=self.precision, pad_id=self.tokenizer.pad_token_id or 0,
                               before_task=self._use_weights_of)
@@ -122,6 +152,14 @@ def _guess_columns(task: TaskDef, path: Path, fmt: str, a, b, idc) -> Columns:
         from .data.readers import _decode
         first = _decode(path).split("\n", 1)[0].rstrip("\r")
         header = first.split("\t") if fmt == "tsv" else next(iter(__import__("csv").reader([first])), [])
+    elif fmt == "parquet" and path.is_file():
+        import pyarrow.parquet
+        try:
+            header = list(pyarrow.parquet.read_schema(path).names)
+        except (OSError, ValueError):  # not parquet: reading the rows reports it
+            header = []
+    elif fmt == "jsonl" and path.is_file():
+        header = _first_record_keys(path)
     candidates = [s.columns for s in task.splits.values()] + [
         Columns(text_a="text_a", text_b="text_b" if task.input != "single" else None)]
     for c in candidates:
@@ -132,10 +170,25 @@ def _guess_columns(task: TaskDef, path: Path, fmt: str, a, b, idc) -> Columns:
             group = c.group if task.type == "ranking" and isinstance(c.group, str) and c.group in header else None
             return Columns(text_a=c.text_a, text_b=c.text_b if task.input != "single" else None, id=idc,
                            group=group)
-    if fmt == "jsonl" or not header:
+    if fmt in ("jsonl", "parquet") or not header:
         return Columns(text_a="text_a", text_b="text_b" if task.input != "single" else None, id=idc)
     raise ConfigError(f"cannot tell which columns hold the text (header: {', '.join(header)}); "
                       "pass --text-a COLUMN [--text-b COLUMN]", path=str(path), field="columns")
+
+
+def _first_record_keys(path: Path) -> list[str]:
+    """The keys of a JSON-lines file's first record (none where it is not an object)."""
+    import json
+
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    return []
+                return [str(k) for k in rec] if isinstance(rec, dict) else []
+    return []
 
 
 def load_run(path: str | Path, device: str = "auto", precision: str = "fp32") -> Run:

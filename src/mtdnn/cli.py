@@ -1,9 +1,13 @@
 """``mtdnn``: argument parsing only; the work is done by the modules it calls.
 
     mtdnn tasks
+    mtdnn tasks init FILE|HF_DATASET [--name N] [--output my_task.yaml]
+    mtdnn tasks check my_task.yaml [--data-dir DIR]
     mtdnn train [--config run.yaml] [--tasks rte,mrpc,stsb] [--epochs 3] ...
     mtdnn evaluate RUN_DIR [--tasks ...]
     mtdnn predict RUN_DIR --task rte --input pairs.tsv --output predictions.tsv
+    mtdnn distill --teachers RUN_A,RUN_B --tasks rte,mrpc --output-dir runs/student
+    mtdnn shrink-encoder --layers 0,2,4 --output encoders/minilm-l3
 
 The flags of ``mtdnn train`` are generated from :class:`mtdnn.config.TrainConfig`: one flag per
 field (``max_seq_len`` -> ``--max-seq-len``), typed by its annotation, helped by its description,
@@ -26,6 +30,7 @@ from pydantic.fields import FieldInfo
 
 from .config import TrainConfig, load_config_file, make_config, resume_values
 from .errors import ConfigError, MtdnnError
+from .tasks.commands import add_task_commands, run_task_command
 
 log = logging.getLogger("mtdnn")
 
@@ -78,6 +83,24 @@ def _task_sizes(text: str) -> dict[str, int]:
     return sizes
 
 
+def _task_weights(text: str) -> dict[str, float]:
+    """``rte=2,sst2=0.5`` -> ``{"rte": 2.0, "sst2": 0.5}`` (argparse type of a dict[str, float])."""
+    weights: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        task, eq, number = (x.strip() for x in item.partition("="))
+        try:
+            value = float(number)
+        except ValueError:
+            value = None
+        if item and (not eq or not task or value is None):
+            raise argparse.ArgumentTypeError(f"expected task=X,task=X (e.g. rte=2,sst2=0.5), got {item!r}")
+        if item and task in weights:
+            raise argparse.ArgumentTypeError(f"task {task!r} is given twice")
+        if item:
+            weights[task] = value
+    return weights
+
+
 def _without_none(annotation: Any) -> Any:
     """``X | None`` -> ``X``; anything else unchanged."""
     if get_origin(annotation) in (Union, types.UnionType):
@@ -99,6 +122,8 @@ def _flag_kind(name: str, annotation: Any) -> dict[str, Any]:
         return {"type": str, "metavar": "A,B"}  # the field's validator splits the commas
     if origin is dict and args == (str, int):
         return {"type": _task_sizes, "metavar": "TASK=N,..."}
+    if origin is dict and args == (str, float):
+        return {"type": _task_weights, "metavar": "TASK=X,..."}
     if ann in (int, float, str):
         return {"type": ann, "metavar": {int: "N", float: "X", str: None}[ann]}
     raise TypeError(f"TrainConfig.{name}: no command-line form for type {annotation!r}")
@@ -143,8 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("tasks", help="list the built-in tasks (and those of --task-file)").add_argument(
-        "--task-file", default=None, help="comma-separated YAML files with your own tasks")
+    tp = sub.add_parser("tasks", help="list the built-in tasks (and those of --task-file); `tasks init` drafts "
+                        "a task YAML from data, `tasks check` checks a task file's data")
+    tp.add_argument("--task-file", default=None, help="comma-separated YAML files with your own tasks")
+    add_task_commands(tp)  # tasks init, tasks check (mtdnn/tasks/commands.py)
 
     t = sub.add_parser("train", help="train MT-DNN; flags override --config", config_fields=True,
                        formatter_class=_HelpFormatter,
@@ -156,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(t)
 
     e = sub.add_parser("evaluate", help="evaluate a saved run on its tasks' dev/test splits")
-    e.add_argument("run_dir")
+    e.add_argument("run_dir", help="a run directory, or a folder written by mtdnn export --format hf")
     e.add_argument("--tasks", default=None, help="comma-separated subset of the run's tasks")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--batch-size", type=int, default=128)
@@ -165,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", default=None, help="also write the metrics as JSON here")
 
     r = sub.add_parser("predict", help="predict a file with a saved run")
-    r.add_argument("run_dir")
+    r.add_argument("run_dir", help="a run directory, or a folder written by mtdnn export --format hf")
     r.add_argument("--task", required=True)
     r.add_argument("--input", required=True, help="TSV (default), .csv or .jsonl file with a header")
     r.add_argument("--output", required=True, help="TSV: index, prediction[, p_label...]")
@@ -174,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--id-column", default=None)
     r.add_argument("--batch-size", type=int, default=128)
     r.add_argument("--device", default="auto")
+
+    from .affinity import add_affinity_parser  # mtdnn affinity (mtdnn/affinity.py)
+    add_affinity_parser(sub)
+    from .distill_command import add_distill_parsers  # mtdnn distill, shrink-encoder (mtdnn/distill_command.py)
+    add_distill_parsers(sub)
+    from .deploy_cli import add_parsers as add_deploy_parsers  # mtdnn export, serve (mtdnn/deploy_cli.py)
+    add_deploy_parsers(sub)
     return p
 
 
@@ -201,6 +235,17 @@ def _print_metrics(metrics: dict[str, dict[str, dict[str, float]]]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command in ("export", "serve"):
+        from .deploy_cli import run as run_deploy
+        return run_deploy(args)
+    if args.command == "affinity":
+        from .affinity import run_command
+        return run_command(args)
+    if args.command in ("distill", "shrink-encoder"):
+        from .distill_command import run_command as run_distill_command
+        return run_distill_command(args)
+    if args.command == "tasks" and args.tasks_command:
+        return run_task_command(args)
     if args.command == "tasks":
         from .tasks.registry import TaskRegistry
         reg = TaskRegistry([f for f in (args.task_file or "").split(",") if f])
@@ -220,6 +265,8 @@ def _run(args: argparse.Namespace) -> int:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         print(f"\nrun directory: {run_dir}  (wall time {time.perf_counter() - t0:.0f} s)")
         _print_metrics(metrics)
+        from .model.adapters import print_parameters
+        print_parameters(run_dir)  # adapter runs: trainable and stored parameters per task
         return 0
     if args.command == "evaluate":
         from .api import load_run
@@ -265,17 +312,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = _run(args)
     except MtdnnError as e:
         _print_error(e)
-        rc = 2
+        rc = getattr(e, "exit_code", 2)  # 2; 1 for failures.RunFailed (an unexpected exception)
     except KeyboardInterrupt:
         print("mtdnn: interrupted", file=sys.stderr)
         rc = 130
     except Exception as e:
-        if _distributed_job() is None:
-            raise
-        rc = _distributed_job().report_crash(e)
+        rc = _report_unexpected(e, args) if _distributed_job() is None else _distributed_job().report_crash(e)
     if _distributed_job() is not None:  # a torchrun process: leave through os._exit (see leave())
         _distributed_job().leave(rc)
     return rc
+
+
+def _report_unexpected(exc: Exception, args: argparse.Namespace) -> int:
+    """A bug: the traceback goes to a log file (``mtdnn/failures.py``), one line names it."""
+    from .failures import report_unexpected
+
+    command = " ".join(str(x) for x in (args.command, getattr(args, "tasks_command", None)) if x)
+    err = report_unexpected(exc, command, getattr(args, "run_dir", None))
+    _print_error(err)
+    if args.verbose:
+        import traceback
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    return err.exit_code
 
 
 def _distributed_job():

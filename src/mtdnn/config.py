@@ -123,6 +123,68 @@ class TrainConfig(BaseModel):
         None, json_schema_extra=_may_change(),
         description="Tokenised-data cache folder; unset: $MTDNN_CACHE_DIR, else ~/.cache/mtdnn.")
 
+    # ------------------------------------------------------------------ multi-task methods (docs/interference.md)
+    sampling: Literal["proportional", "temperature", "uniform", "annealed"] = Field(
+        "proportional", description="Which task each batch is of: proportional (the paper's Algorithm "
+        "1: every batch of every task once per epoch), temperature (task t drawn with probability ~ "
+        "n_t^(1/T)), uniform, or annealed (exponent from 1 to 0.2 over the epochs).")
+    sampling_temperature: float = Field(
+        2.0, gt=0.0, le=1e6, description="T of --sampling temperature: 1 is proportional, large T uniform.")
+    max_epoch_examples_per_task: int | None = Field(
+        None, ge=1, description="At most N training examples of a task per epoch: proportional takes a "
+        "fresh random N of a larger task's rows each epoch; the sampled methods count it as N in the "
+        "mixture; unset: no cap.")
+    mtl_method: Literal["none", "uncertainty", "pcgrad"] = Field(
+        "none", description="none; uncertainty (a learned log-variance per task weighs its loss, Kendall "
+        "et al. 2018); or pcgrad (each step takes one batch of every task and projects away the "
+        "conflicting parts of the tasks' encoder gradients, Yu et al. 2020).")
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="Optimiser steps per epoch of --sampling temperature|uniform|annealed and "
+        "of --mtl-method pcgrad; unset: as many batches as a proportional epoch has.")
+    task_weights: dict[str, float] = Field(
+        default_factory=dict, description="Loss weights of single tasks as task=X,task=X, overriding the "
+        "loss_weight of their task definitions (default 1).")
+    uncertainty_lr: float = Field(
+        1e-2, gt=0.0, le=1.0, description="Peak learning rate of the log-variances of --mtl-method "
+        "uncertainty (their own parameter group, no weight decay).")
+    log_grad_cosine: int | None = Field(
+        None, ge=1, json_schema_extra=_may_change(),
+        description="Every N optimiser steps, log the cosine similarity between the tasks' gradients on "
+        "the shared encoder (one fresh batch per task, no dropout; history.jsonl and TensorBoard); "
+        "training is unchanged; unset: off.")
+
+    # ------------------------------------------------------------------ robustness and distillation (docs/smart-and-distillation.md)
+    adv: bool = Field(
+        False, description="SMART: add the adversarial smoothness term (perturbed input embeddings vs "
+        "clean outputs) to every task's loss; about 2.5x the compute of a step (docs/smart-and-distillation.md).")
+    adv_alpha: float = Field(1.0, ge=0.0, description="Weight of SMART's adversarial term (paper: 1 to 5).")
+    adv_epsilon: float = Field(
+        1e-3, ge=0.0, description="Radius of the perturbation's norm ball (per example; see --adv-norm); "
+        "paper: 1e-5, too small to survive bf16.")
+    adv_step_size: float = Field(1e-3, ge=0.0, description="Step of each projected gradient-ascent step (paper: 1e-3).")
+    adv_steps: int = Field(1, ge=1, le=100, description="Projected gradient-ascent steps per batch (paper: 1).")
+    adv_noise_var: float = Field(
+        1e-6, ge=0.0, description="Variance of the perturbation's Gaussian start, per element (paper: 1e-5).")
+    adv_norm: Literal["inf", "l2"] = Field(
+        "inf", description="The perturbation's ball and step normalisation: inf (each element within "
+        "epsilon; the paper's) or l2 (the example's embeddings within epsilon).")
+    adv_proximal: bool = Field(
+        False, description="With --adv: also the Bregman proximal term, the divergence between the "
+        "model's outputs and those of an exponential moving average of its weights.")
+    adv_proximal_weight: float = Field(1.0, ge=0.0, description="Weight of the proximal term (paper: 1).")
+    adv_ema_decay: float = Field(
+        0.99, ge=0.0, lt=1.0, description="Decay of the proximal anchor's moving average per optimiser step (paper: 0.99).")
+    teachers: list[str] = Field(
+        default_factory=list, description="Distillation: finished run directories whose averaged "
+        "soft targets (class probabilities, scores) the run trains on, comma-separated; each teacher "
+        "uses the epoch its task keeps; unset: no distillation.")
+    kd_alpha: float = Field(
+        0.5, ge=0.0, le=1.0, description="With --teachers: the loss is kd_alpha * distillation loss + "
+        "(1 - kd_alpha) * the gold labels' loss.")
+    kd_temperature: float = Field(
+        1.0, gt=0.0, le=100.0, description="With --teachers: softmax temperature of teachers and student "
+        "(the distillation loss is scaled by T^2).")
+
     # ------------------------------------------------------------------ hardware and speed
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", json_schema_extra=_may_change(), description="Where to train; auto: CUDA if available.")
@@ -151,6 +213,21 @@ class TrainConfig(BaseModel):
         0, ge=0, le=64, json_schema_extra=_may_change(),
         description="Processes that collate training batches ahead of the loop, 0 for inline (same "
         "results with any number).")
+
+    # ------------------------------------------------------------------ per-task adapters (docs/adapters.md)
+    adapter: Literal["none", "lora"] = Field(
+        "none", description="none: every weight trains; lora: the encoder stays frozen and shared, each "
+        "task trains a LoRA adapter (Hugging Face peft, the 'adapters' extra) and its head; with "
+        "--init-from RUN the new run also serves RUN's other tasks unchanged.")
+    lora_rank: int = Field(8, ge=1, le=4096, description="Rank r of each LoRA update B A (--adapter lora).")
+    lora_alpha: int = Field(
+        16, ge=1, le=65536, description="LoRA scaling alpha: the update is multiplied by alpha / rank.")
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the input of each LoRA update.")
+    lora_targets: list[str] = Field(
+        default_factory=lambda: ["query", "value"], min_length=1,
+        description="Encoder layers that get LoRA updates, comma-separated names as peft matches them: "
+        "query,value for BERT, RoBERTa, MiniLM, ELECTRA; q_lin,v_lin for DistilBERT; "
+        "query_proj,value_proj for DeBERTa (docs/adapters.md).")
 
     # ------------------------------------------------------------------ logging and checkpoints
     log_every: int = Field(
@@ -192,9 +269,45 @@ class TrainConfig(BaseModel):
     def _fsdp_precision(cls, v: str, info: ValidationInfo) -> str:
         if v == "fsdp" and info.data.get("precision") == "fp16":
             raise ValueError("fsdp runs in fp32 or bf16 (--precision bf16), not fp16")
+        if v == "fsdp" and info.data.get("mtl_method", "none") != "none":
+            raise ValueError(f"--mtl-method {info.data['mtl_method']} runs with ddp, not fsdp")
         return v
 
-    @field_validator("tasks", "task_files", mode="before")
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_parallel(cls, v: str, info: ValidationInfo) -> str:
+        if v != "none" and info.data.get("parallel") == "fsdp":
+            raise ValueError(f"--adapter {v} runs with --parallel ddp, not fsdp")
+        return v
+
+    # the methods beyond the paper (docs/interference.md): the combinations that make sense
+    @field_validator("mtl_method")
+    @classmethod
+    def _pcgrad_groups(cls, v: str, info: ValidationInfo) -> str:
+        if v == "pcgrad" and info.data.get("sampling", "proportional") != "proportional":
+            raise ValueError("pcgrad takes one batch of every task per step: leave --sampling at "
+                             f"proportional (got {info.data['sampling']})")
+        return v
+
+    @field_validator("steps_per_epoch")
+    @classmethod
+    def _sampled_steps(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and info.data.get("sampling") == "proportional" and info.data.get("mtl_method") != "pcgrad":
+            raise ValueError("proportional sampling takes every batch once per epoch: steps per epoch "
+                             "apply to --sampling temperature|uniform|annealed and --mtl-method pcgrad")
+        return v
+
+    @field_validator("task_weights")
+    @classmethod
+    def _weights_of_tasks(cls, v: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        for task, w in v.items():
+            if not (w > 0 and w < float("inf")):
+                raise ValueError(f"a loss weight must be a positive number (task {task}: {w})")
+            if "tasks" in info.data and task not in info.data["tasks"]:
+                raise ValueError(f"task {task} is not one of --tasks ({','.join(info.data['tasks'])})")
+        return v
+
+    @field_validator("tasks", "task_files", "teachers", "lora_targets", mode="before")
     @classmethod
     def _split_commas(cls, v: Any) -> Any:
         if isinstance(v, str):

@@ -92,7 +92,7 @@ def _decide(task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.nda
 def score(task: TaskDef, split: TokenizedSplit, preds: Predictions) -> dict[str, float]:
     """Metrics in percent plus ``score`` (GLUE's figure). For ranking, accuracy counts the best
     candidate of each question as positive and the others as negative (GLUE QNLI)."""
-    return compute_metrics(task.metrics, preds.preds, split.labels)
+    return compute_metrics(task.metric_names, preds.preds, split.labels)
 
 
 Metrics = dict[str, dict[str, dict[str, float]]]  # task -> split -> metric -> value

@@ -12,6 +12,31 @@
       history.jsonl            one JSON line per epoch (train losses, dev metrics, times)
       tb/                      TensorBoard event files
       submissions/*.tsv        GLUE submission files for test splits
+      reports/<task>.<split>.json           per-class precision/recall/F1, averaged F1s and the
+                               confusion matrix of each labeled dev/test split of a task that
+                               predicts classes, at the epoch the task keeps (mtdnn/reports.py)
+      reports/<task>.<split>.confusion.png  that confusion matrix drawn, for the selection dev split
+                               (needs matplotlib, the ``plots`` extra)
+      error.log                the traceback of an unexpected exception that stopped training
+                               (error-rank<R>.log under torchrun; error-<command>.log for evaluate
+                               or predict; see mtdnn/failures.py)
+
+An adapter run (``--adapter lora``, ``model/adapters.py``) has the same files, and while it trains
+its ``checkpoints/epoch-N.safetensors`` hold the whole model with every task's LoRA adapter (so the
+per-task epoch selection, ``--resume`` and the submissions work as above). When it finishes, each
+task's adapter and head are written from the epoch the task keeps, and the epoch checkpoints are
+deleted; what it keeps instead::
+
+      encoder/model.safetensors   the frozen encoder, stored once (transformers' format)
+      adapters/<task>/            adapter_config.json + adapter_model.safetensors: peft's format,
+                                  ``PeftModel.from_pretrained(encoder, RUN_DIR/adapters/<task>)``
+      heads/<task>.safetensors    the task's head
+      parameters.json             per task: trainable and stored parameters and bytes (metrics.json
+                                  keeps its task -> split -> metric form)
+
+A run is complete once ``metrics.json`` is written and no resumable state is left
+(``checkpoints/resume/``, removed at the end); until then ``incomplete_reason`` says why it is not,
+``load_run`` warns (or refuses, before the first epoch ends) and ``mtdnn train --resume`` continues it.
 
 Every file mtdnn replaces (here, in checkpoints, caches and prediction files) goes through
 ``atomic_path`` / ``atomic_write``: written to ``.<name>XXXX.tmp`` beside it, fsynced, renamed into
@@ -127,6 +152,8 @@ class RunDir:
     metrics_file = property(lambda self: self.path / "metrics.json")
     history_file = property(lambda self: self.path / "history.jsonl")
     selection_file = property(lambda self: self.path / "selection.json")
+    error_log = property(lambda self: self.path / "error.log")
+    resume_state_file = property(lambda self: self.path / "checkpoints" / "resume" / "state.json")
     tb_dir = property(lambda self: self.path / "tb")
     submissions_dir = property(lambda self: self.path / "submissions")
 
@@ -189,6 +216,29 @@ class RunDir:
         if not (isinstance(sel, dict) and isinstance(sel.get("tasks"), dict) and isinstance(sel.get("last"), int)):
             raise CheckpointError("corrupt selection file", path=str(self.selection_file))
         return sel
+
+    def incomplete_reason(self) -> str | None:
+        """None for a complete run (``metrics.json`` written, no resumable state left); else one line
+        that says how far the run got, where its error log is, and how to continue it."""
+        if self.metrics_file.is_file() and not self.resume_state_file.is_file():
+            return None
+        done = 0
+        if self.selection_file.is_file():
+            try:
+                done = int(json.loads(self.selection_file.read_text(encoding="utf-8"))["last"])
+            except (OSError, ValueError, KeyError, TypeError):
+                done = 0
+        epochs = ""
+        if self.config_file.is_file():
+            try:
+                epochs = f" of {int(yaml.safe_load(self.config_file.read_text(encoding='utf-8'))['epochs'])}"
+            except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+                epochs = ""
+        progress = (f"it finished {done}{epochs} epochs" if done else "no epoch finished, so it has no weights")
+        why = (f"; it stopped with an error, see {self.error_log}" if self.error_log.is_file()
+               else " (it is still training, or it was stopped)")
+        return (f"the run is incomplete: {progress}{why}; continue it with "
+                f"`mtdnn train --resume {self.path}`")
 
     def weights_for(self, task: str | None = None) -> Path:
         """The checkpoint a task keeps (its best dev epoch), or the last epoch's."""

@@ -115,7 +115,9 @@ def collate(split: TokenizedSplit, indices: np.ndarray, pad_id: int,
             tt[r, :L] = split.type_ids[s:e]
     batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
              "seg": torch.from_numpy(seg), "labels": torch.from_numpy(split.labels[indices]),
-             "groups": torch.from_numpy(split.groups[indices])}
+             "groups": torch.from_numpy(split.groups[indices]),
+             # the rows of the split (per-row data kept elsewhere: distillation's soft targets)
+             "row_ids": torch.from_numpy(np.asarray(indices, dtype=np.int64))}
     if tt is not None:
         batch["token_type_ids"] = torch.from_numpy(tt)
     return batch

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import DataError
-from ..tasks.schema import Columns, SplitDef, TaskDef
+from ..tasks.schema import Columns, HubSource, SplitDef, TaskDef
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,14 @@ class RawSplit:
     lines: list[int] = field(default_factory=list)
     dropped_unlabeled: int = 0
     group_keys: list[str] | None = None
+    dropped_no_positive: int = 0  # ranking training rows dropped with their group (no positive answer)
 
     def __len__(self) -> int:
         return len(self.text_a)
 
     def select(self, keep: list[int]) -> "RawSplit":
-        out = RawSplit(self.task, self.split, self.source, dropped_unlabeled=self.dropped_unlabeled)
+        out = RawSplit(self.task, self.split, self.source, dropped_unlabeled=self.dropped_unlabeled,
+                       dropped_no_positive=self.dropped_no_positive)
         for name in ("ids", "text_a", "text_b", "labels", "lines"):
             src = getattr(self, name)
             setattr(out, name, [src[i] for i in keep])
@@ -266,17 +268,61 @@ def _records_from_mapping(recs: Iterator[tuple[int, dict[str, Any]]], cols: Colu
 
 
 # ---------------------------------------------------------------------------- the reader
-def resolve_path(split: SplitDef, data_dir: Path) -> Path | None:
+def candidate_paths(split: SplitDef, data_dir: Path, base_dir: str | None = None) -> list[tuple[Path, str]]:
+    """Where a split's file is looked for, in order, each with the place it is in: a relative path
+    beside the task file (``base_dir``, the folder of the task file it was read from), then in the
+    data dir, then as given (from the current folder); an absolute path only as given."""
     if split.path is None:
+        return []
+    p = Path(split.path).expanduser()
+    if p.is_absolute():
+        return [(p, "as given")]
+    places = [(Path(base_dir) / p, "beside the task file")] if base_dir else []
+    data_place = "in the data dir" if Path(data_dir).is_dir() else "in the data dir: data directory not found"
+    places += [(Path(data_dir) / p, data_place), (p, "from the current folder")]
+    return places
+
+
+def resolve_path(split: SplitDef, data_dir: Path, base_dir: str | None = None) -> Path | None:
+    """The file a split reads: the first of ``candidate_paths`` that exists, else the first one."""
+    places = candidate_paths(split, data_dir, base_dir)
+    if not places:
         return None
-    p = Path(split.path)
-    return p if p.is_absolute() else Path(data_dir) / p
+    return next((path for path, _ in places if path.is_file()), places[0][0])
+
+
+def _local_hub(task: TaskDef, hub: HubSource, data_dir: Path) -> HubSource:
+    """A hub source whose ``path`` or ``data_files`` name local files or folders relative to the
+    task file's folder or the data dir, with those made absolute (hub names stay as they are)."""
+    def find(name: str) -> str:
+        q = Path(name).expanduser()
+        if q.is_absolute():
+            return str(q)
+        found = [Path(b) / q for b in (task.base_dir, data_dir) if b and (Path(b) / q).exists()]
+        return str(found[0]) if found else name
+
+    files = hub.data_files
+    files = find(files) if isinstance(files, str) else [find(f) for f in files] if files is not None else None
+    return hub.model_copy(update={"path": find(hub.path), "data_files": files})
+
+
+def _not_found(task: TaskDef, name: str, split: SplitDef, data_dir: Path) -> DataError:
+    """The error for a split whose file is nowhere it was looked for, naming every place."""
+    places = "; ".join(f"{path} ({what})" for path, what in candidate_paths(split, data_dir, task.base_dir))
+    hint = ""
+    if split.hub is not None:
+        hint = (f"; with internet, mtdnn loads it from the Hugging Face hub ({split.hub.path}"
+                + (f", {split.hub.name}" if split.hub.name else "") + ") when HF_DATASETS_OFFLINE is unset")
+        if split.hub.path == "nyu-mll/glue":
+            hint += ", or download GLUE (e.g. GLUE's download_glue_data.py) into the data dir"
+    return DataError(f"file not found (task '{task.name}', split '{name}'); looked in: {places}; set --data-dir "
+                     f"or MTDNN_DATA_DIR, or write the path relative to the task file{hint}", path=split.path)
 
 
 def _open_source(task: TaskDef, name: str, split: SplitDef, data_dir: Path,
                  allow_hub: bool) -> tuple[str, Columns, Iterator[tuple[int, dict[str, Any]]], bool]:
     """Pick the local file, else the hub fallback. Returns (source, columns, records, from_hub)."""
-    path = resolve_path(split, data_dir)
+    path = resolve_path(split, data_dir, task.base_dir)
     if path is not None and path.is_file():
         source = str(path)
         if split.format == "tsv":
@@ -288,28 +334,20 @@ def _open_source(task: TaskDef, name: str, split: SplitDef, data_dir: Path,
         if split.format == "jsonl":
             return source, split.columns, _records_from_mapping(_jsonl_records(path), split.columns, source), False
         if split.format == "parquet":
-            from ..tasks.schema import HubSource
             hub = HubSource(path="parquet", split="train", data_files=str(path))
             return source, split.columns, _records_from_mapping(_hub_records(hub, source), split.columns, source), True
-    if split.hub is not None and allow_hub:
-        source = f"{split.hub.path}" + (f"/{split.hub.name}" if split.hub.name else "") + f":{split.hub.split}"
+    hub = _local_hub(task, split.hub, data_dir) if split.hub is not None else None
+    if hub is not None and (allow_hub or Path(hub.path).exists()):  # a local dataset folder is not the hub
+        source = f"{hub.path}" + (f"/{hub.name}" if hub.name else "") + f":{hub.split}"
         cols = split.hub_columns or split.columns
         hint = ""
         if path is not None:
             log.info("%s/%s: %s not found, loading %s through datasets", task.name, name, path, source)
             hint = f"; the local file {path} is missing too (set --data-dir or MTDNN_DATA_DIR)"
-        return source, cols, _records_from_mapping(_hub_records(split.hub, source, hint), cols, source), True
+        return source, cols, _records_from_mapping(_hub_records(hub, source, hint), cols, source), True
     if path is None:
         raise DataError(f"task '{task.name}' split '{name}' has no local file and hub loading is off")
-    hint = ""
-    if split.hub is not None:
-        hint = (f"; with internet, mtdnn loads it from the Hugging Face hub ({split.hub.path}"
-                + (f", {split.hub.name}" if split.hub.name else "") + ") when HF_DATASETS_OFFLINE is unset")
-        if split.hub.path == "nyu-mll/glue":
-            hint += ", or download GLUE (e.g. GLUE's download_glue_data.py) into the data dir"
-    where = "data directory not found" if not Path(data_dir).is_dir() else "file not found"
-    raise DataError(f"{where} (task '{task.name}', split '{name}'; set --data-dir or MTDNN_DATA_DIR){hint}",
-                    path=str(path))
+    raise _not_found(task, name, split, data_dir)
 
 
 def _as_text(value: Any) -> str | None:
@@ -386,7 +424,10 @@ def _parse_label(task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tu
         if not math.isfinite(value):
             return None, f"score {_show(raw)} is not a finite number"
         return value, None
-    if from_hub and isinstance(raw, int) and not isinstance(raw, bool):
+    # an integer from datasets (hub, parquet) is a class index (a ClassLabel), unless the split's
+    # label_map or the task's labels name it as a value ("0", "1", ...): then it is read as text
+    named = isinstance(raw, int) and (str(raw) in split.label_map or str(raw) in task.labels)
+    if from_hub and isinstance(raw, int) and not isinstance(raw, bool) and not named:
         if raw < 0:
             return None, "missing"
         if raw >= len(task.labels):
@@ -421,4 +462,6 @@ def _check_ranking_groups(task: TaskDef, split: SplitDef, raw: RawSplit) -> RawS
     drop = {i for idx in no_pos for i in idx}
     log.warning("%s/%s: dropped %d ranking groups (%d rows) without a positive answer",
                 task.name, raw.split, len(no_pos), len(drop))
-    return raw.select([i for i in range(len(raw)) if i not in drop])
+    kept = raw.select([i for i in range(len(raw)) if i not in drop])
+    kept.dropped_no_positive = len(drop)
+    return kept

@@ -2,16 +2,16 @@
 its task's head and computes its loss.
 
 Plug point: ``HeadFactory`` builds the model's parts from the encoder and the task definitions:
-``encoder()`` may wrap the shared encoder (later: per-task adapters), ``head()`` builds a task's
-head. Today's only implementation, ``PlainHeads``, keeps the encoder as it is and builds the heads of
-``model/heads.py``."""
+``encoder()`` may wrap the shared encoder (per-task adapters: ``model/adapters.py``), ``head()``
+builds a task's head. ``PlainHeads`` keeps the encoder as it is and builds the heads of
+``model/heads.py``; ``model/adapters.py: LoraHeads`` freezes it and adds a LoRA adapter per task."""
 
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..tasks.schema import TaskDef
 from . import cls_only as _cls_only
+from . import encoders as _encoders
 from .heads import build_head
 from .objectives import loss_units, task_loss
 
@@ -70,23 +71,29 @@ def load_tokenizer(name: str):
     return tok
 
 
-def load_encoder(name: str, attn_implementation: str = "sdpa") -> nn.Module:
+def load_encoder(name: str, attn_implementation: str | None = None) -> nn.Module:
     """A pretrained encoder with its pooler dropped where the class allows it (mtdnn uses [CLS];
-    an unused pooler would get no gradients, which DDP rejects)."""
-    from transformers import AutoModel
+    an unused pooler would get no gradients, which DDP rejects). Attention: ``attn_implementation``,
+    by default SDPA where the class implements it, else eager (``model/encoders.py``), in the log."""
+    from transformers import AutoConfig, AutoModel
 
+    config = _from_pretrained(AutoConfig.from_pretrained, name, "encoder")
     # weights only through safetensors: a pickled pytorch_model.bin is never loaded
-    kwargs = {"attn_implementation": attn_implementation, "use_safetensors": True}
+    kwargs = {"attn_implementation": attn_implementation or _encoders.attention_implementation(config),
+              "use_safetensors": True}
     try:
-        return _from_pretrained(AutoModel.from_pretrained, name, "encoder", add_pooling_layer=False, **kwargs)
+        encoder = _from_pretrained(AutoModel.from_pretrained, name, "encoder", add_pooling_layer=False, **kwargs)
     except (TypeError, ConfigError) as e:
         if isinstance(e, ConfigError) and "add_pooling_layer" not in str(e):
             raise
-    return _from_pretrained(AutoModel.from_pretrained, name, "encoder", **kwargs)
+        encoder = _from_pretrained(AutoModel.from_pretrained, name, "encoder", **kwargs)
+    log.info(_encoders.describe_attention(encoder, name))
+    return encoder
 
 
-def encoder_from_config(config_dir: str | Path, attn_implementation: str = "sdpa") -> nn.Module:
-    """The encoder architecture saved in a run directory, with random weights (to be loaded)."""
+def encoder_from_config(config_dir: str | Path, attn_implementation: str | None = None) -> nn.Module:
+    """The encoder architecture saved in a run directory, with random weights (to be loaded);
+    attention chosen as in ``load_encoder``."""
     from transformers import AutoConfig, AutoModel
 
     try:
@@ -94,10 +101,13 @@ def encoder_from_config(config_dir: str | Path, attn_implementation: str = "sdpa
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"unreadable encoder config ({first})", path=str(config_dir)) from None
+    attn = attn_implementation or _encoders.attention_implementation(cfg)
     try:
-        return AutoModel.from_config(cfg, add_pooling_layer=False, attn_implementation=attn_implementation)
+        encoder = AutoModel.from_config(cfg, add_pooling_layer=False, attn_implementation=attn)
     except TypeError:
-        return AutoModel.from_config(cfg, attn_implementation=attn_implementation)
+        encoder = AutoModel.from_config(cfg, attn_implementation=attn)
+    log.info(_encoders.describe_attention(encoder, str(config_dir)))
+    return encoder
 
 
 class HeadFactory(Protocol):
@@ -106,6 +116,14 @@ class HeadFactory(Protocol):
 
     def head(self, task: TaskDef, hidden_size: int) -> nn.Module:
         """The head of ``task`` over hidden states of ``hidden_size``."""
+
+
+@runtime_checkable
+class TaskSwitching(Protocol):
+    """A wrapped encoder that computes differently per task (per-task adapters, model/adapters.py):
+    ``MultiTaskModel.encode`` selects the task (the one whose head it feeds) before running it."""
+
+    def select_task(self, task: str) -> None: ...
 
 
 class PlainHeads:
@@ -125,7 +143,10 @@ class MultiTaskModel(nn.Module):
     def __init__(self, encoder: nn.Module, tasks: list[TaskDef], factory: HeadFactory | None = None) -> None:
         super().__init__()
         factory = factory or PlainHeads()
+        # token type ids go to the encoder only where it has room for them (model/encoders.py)
+        self.token_types = _encoders.passes_token_types(encoder)
         self.encoder = factory.encoder(encoder, tasks)
+        self._switches_tasks = isinstance(self.encoder, TaskSwitching)
         hidden = encoder.config.hidden_size
         self.tasks = {t.name: t for t in tasks}
         self.heads = nn.ModuleDict({t.name: factory.head(t, hidden) for t in tasks if t.head_from is None})
@@ -157,17 +178,27 @@ class MultiTaskModel(nn.Module):
             enc.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         return True
 
-    def encode(self, batch: dict[str, torch.Tensor], cls_only: bool = False) -> torch.Tensor:
-        """The encoder's last hidden states; with ``cls_only`` (and pruning enabled) position 0 only."""
+    def encode(self, batch: dict[str, torch.Tensor], cls_only: bool = False,
+               perturbation: torch.Tensor | None = None, task: str | None = None) -> torch.Tensor:
+        """The encoder's last hidden states; with ``cls_only`` (and pruning enabled) position 0 only.
+        ``perturbation`` (B, T, E) is added to the input word embeddings (SMART, training/smart.py).
+        ``task``: the task whose head reads them (a ``TaskSwitching`` encoder switches to it)."""
+        if task is not None and self._switches_tasks:
+            self.encoder.select_task(self._head_of[task])
         kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        if "token_type_ids" in batch:
+        if perturbation is not None:  # the encoder runs from the perturbed word embeddings
+            words = self.encoder.get_input_embeddings()(kwargs.pop("input_ids"))
+            kwargs["inputs_embeds"] = words + perturbation.to(words.dtype)
+        if "token_type_ids" in batch and self.token_types:
             kwargs["token_type_ids"] = batch["token_type_ids"]
         with _cls_only.cls_only(self._cls_only, cls_only):
             return self.encoder(**kwargs).last_hidden_state
 
-    def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, task: str, batch: dict[str, torch.Tensor],
+                perturbation: torch.Tensor | None = None) -> torch.Tensor:
         head = self.heads[self._head_of[task]]
-        return head(self.encode(batch, cls_only=getattr(head, "reads_cls_only", False)), batch)
+        return head(self.encode(batch, cls_only=getattr(head, "reads_cls_only", False),
+                                perturbation=perturbation, task=task), batch)
 
     def loss(self, task: str, batch: dict[str, torch.Tensor], per_unit: float | None = None) -> torch.Tensor:
         """The task's loss on ``batch``: the summed loss times ``per_unit``, by default

@@ -22,13 +22,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from ..errors import ConfigError
 
 TaskType = Literal["classification", "regression", "ranking"]
 InputKind = Literal["single", "pair", "ranking"]
-Metric = Literal["accuracy", "f1", "mcc", "pearson", "spearman"]
+Metric = Literal["accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc", "pearson", "spearman"]
+# the metrics of predicted classes (classification, ranking) and of predicted scores (regression)
+CLASS_METRICS: tuple[str, ...] = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc")
+SCORE_METRICS: tuple[str, ...] = ("pearson", "spearman")
+# a task that names no metrics reports these
+DEFAULT_METRICS: dict[str, list[str]] = {
+    "classification": ["accuracy"], "regression": ["pearson", "spearman"], "ranking": ["accuracy"]}
 
 # the loss of each task type (fixed: a task's ``loss`` field was removed, see ``_drop_removed_loss``)
 DEFAULT_LOSS: dict[str, str] = {
@@ -114,6 +121,11 @@ class TaskDef(_Strict):
     metrics: list[Metric] = Field(default_factory=lambda: ["accuracy"])
     head: HeadDef = Field(default_factory=HeadDef)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # the task's loss is multiplied by this in multi-task training (--task-weights overrides it)
+    loss_weight: float = Field(1.0, gt=0.0, le=1e6)
+    # SMART (--adv): the divergence between clean and perturbed outputs; unset: by type (sym_kl for
+    # classification and ranking, mse for regression); none: no adversarial term for this task
+    adv_loss: Literal["sym_kl", "mse", "none"] | None = None
     splits: dict[str, SplitDef]
     # ranking: what to do with a training group that has no positive answer
     ranking_no_positive: Literal["error", "drop"] = "error"
@@ -122,6 +134,37 @@ class TaskDef(_Strict):
     # a test-only task evaluated with another task's head (GLUE AX uses MNLI's)
     head_from: str | None = None
     description: str = ""
+    # the folder where a split's relative path is looked up first (then --data-dir, then as given):
+    # set to the task file's folder when the file is read; None (built-in tasks): the data dir
+    base_dir: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_metrics(cls, data: Any) -> Any:
+        """A task without ``metrics`` reports its type's defaults (regression: Pearson, Spearman)."""
+        if isinstance(data, dict) and "metrics" not in data and data.get("type") in DEFAULT_METRICS:
+            return {**data, "metrics": DEFAULT_METRICS[data["type"]]}
+        return data
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_fit(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        """Every metric must be computable for the task's predictions, checked when the task file is
+        loaded (not after an epoch of training)."""
+        kind, labels = info.data.get("type"), info.data.get("labels") or []
+        for m in v:
+            if kind == "regression" and m not in SCORE_METRICS:
+                raise ValueError(f"'{m}' needs predicted classes, a regression task predicts scores: "
+                                 f"use {' or '.join(SCORE_METRICS)}")
+            if kind in ("classification", "ranking") and m not in CLASS_METRICS:
+                raise ValueError(f"'{m}' is for regression scores, a {kind} task predicts classes: "
+                                 f"use {', '.join(CLASS_METRICS)}")
+        names = _reported_metric_names(kind, len(labels), v)
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"'{twice[0]}' is listed twice (with {len(labels)} labels, f1 is macro-F1, "
+                             "reported as f1_macro)" if twice[0] == "f1_macro" else f"'{twice[0]}' is listed twice")
+        return v
 
     @field_validator("splits")
     @classmethod
@@ -143,6 +186,8 @@ class TaskDef(_Strict):
             raise ValueError("a regression task has no labels")
         if self.head.kind == "san" and (self.type != "classification" or self.input != "pair"):
             raise ValueError("head kind 'san' needs type: classification and input: pair")
+        if self.adv_loss == "sym_kl" and self.type == "regression":
+            raise ValueError("adv_loss 'sym_kl' compares class distributions: a regression task uses mse or none")
         for name, split in self.splits.items():
             if self.input != "single" and split.columns.text_b is None:
                 raise ValueError(f"split '{name}': input '{self.input}' needs columns.text_b")
@@ -154,6 +199,12 @@ class TaskDef(_Strict):
         return self
 
     # ---- derived views -------------------------------------------------------------
+    @property
+    def metric_names(self) -> list[str]:
+        """The names the task's metrics are computed and reported under (metrics.json, history):
+        ``f1`` is binary F1 with two labels, and macro-F1 named ``f1_macro`` with more."""
+        return _reported_metric_names(self.type, len(self.labels), list(self.metrics))
+
     @property
     def loss_kind(self) -> str:
         """The training loss, fixed by the type."""
@@ -177,6 +228,11 @@ class TaskDef(_Strict):
         """What must match for a trained head to be reused by another run (``--init-from``)."""
         return {"type": self.type, "labels": list(self.labels), "head": self.head.model_dump(),
                 "num_outputs": self.num_outputs}
+
+
+def _reported_metric_names(kind: str | None, num_labels: int, metrics: list[str]) -> list[str]:
+    multi = kind == "classification" and num_labels > 2
+    return ["f1_macro" if m == "f1" and multi else m for m in metrics]
 
 
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|[a-z_-]+\[.*\])$")
@@ -294,9 +350,21 @@ def _yaml_line(e: yaml.YAMLError, text: str) -> int | None:
 
 
 def load_task_file(path: str | Path) -> list[TaskDef]:
-    """Read one YAML file holding a task or a list of tasks (safe loader only)."""
+    """Read one YAML file holding a task or a list of tasks (safe loader only). Each task's
+    ``base_dir`` is the file's folder (or, when the file sets it, that folder relative to the file's),
+    so relative data paths are looked up beside the task file first."""
     data = read_yaml_file(path, "task file")
     if data is None:
         raise ConfigError("empty task file", path=str(path))
     items = data if isinstance(data, list) else [data]
-    return [parse_task(item, str(path)) for item in items]
+    folder = Path(path).resolve().parent
+    return [parse_task(_with_base_dir(item, folder), str(path)) for item in items]
+
+
+def _with_base_dir(item: Any, folder: Path) -> Any:
+    if not isinstance(item, dict):
+        return item  # parse_task reports it
+    given = item.get("base_dir")
+    if given is None:
+        return {**item, "base_dir": str(folder)}
+    return {**item, "base_dir": str(folder / given)} if isinstance(given, str) else item

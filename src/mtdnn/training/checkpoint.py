@@ -37,6 +37,7 @@ import torch
 
 from ..config import TrainConfig
 from ..errors import CheckpointError, ConfigError
+from ..model.adapters import remove_adapter_files
 from ..run_dir import RunDir, load_weights, write_json
 from ..tasks.schema import TaskDef
 from .state import LoopState
@@ -93,15 +94,18 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def save_train_state(run: RunDir, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: Any, loop: LoopState) -> None:
-    """Write a complete resumable state (model, optimiser, scheduler, RNGs, loop position)."""
+                     scheduler: Any, loop: LoopState, method: torch.nn.Module | None = None) -> None:
+    """Write a complete resumable state (model, optimiser, scheduler, RNGs, loop position, and the
+    learned state of a method beyond the paper, ``method``, e.g. uncertainty weights)."""
     d = state_dir(run)
     d.mkdir(parents=True, exist_ok=True)
     tag = f"e{loop.epoch}b{loop.batch}-{uuid.uuid4().hex[:8]}"
     model_file, train_file = f"model-{tag}.safetensors", f"train-{tag}.safetensors"
     _save_tensors(d / model_file, {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()})
     optim_tensors, optim_json = _optimizer_parts(optimizer)
-    _save_tensors(d / train_file, {**optim_tensors, **_rng_tensors()})
+    method_tensors = {f"method.{k}": v.detach().to("cpu").contiguous()
+                      for k, v in (method.state_dict() if method is not None else {}).items()}
+    _save_tensors(d / train_file, {**optim_tensors, **_rng_tensors(), **method_tensors})
     state = {"version": STATE_VERSION, "model_file": model_file, "train_file": train_file,
              "sizes": {model_file: (d / model_file).stat().st_size, train_file: (d / train_file).stat().st_size},
              "loop": loop.saved(), "optimizer": optim_json, "scheduler": scheduler.state_dict(),
@@ -118,7 +122,7 @@ def _bad(message: str, path: Path) -> CheckpointError:
 
 
 def load_train_state(run: RunDir, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: Any, batches_per_epoch: int) -> LoopState | None:
+                     scheduler: Any, batches_per_epoch: int, method: torch.nn.Module | None = None) -> LoopState | None:
     """Restore model, optimiser, scheduler and RNG states from the run's resume state; returns the
     loop position, or None when the run has none yet (killed before its first checkpoint)."""
     from .setup import load_model_weights
@@ -149,6 +153,8 @@ def load_train_state(run: RunDir, model: torch.nn.Module, optimizer: torch.optim
         _restore_optimizer(optimizer, tensors, state["optimizer"], train_path)
         scheduler.load_state_dict(state["scheduler"])
         _restore_rng(tensors, state["rng"])
+        if method is not None:
+            method.load_state_dict({k[len("method."):]: v for k, v in tensors.items() if k.startswith("method.")})
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
@@ -229,7 +235,7 @@ def remove_train_state(run: RunDir) -> None:
 def reset_run_state(run: RunDir) -> None:
     """A fresh run in a directory that holds an earlier run: drop that run's results and states, so
     nothing of it is mistaken for this run's (its config, tasks and encoder files are rewritten)."""
-    for p in (run.history_file, run.metrics_file, run.selection_file):
+    for p in (run.history_file, run.metrics_file, run.selection_file, run.error_log):
         p.unlink(missing_ok=True)
     ckpt = run.path / "checkpoints"
     if ckpt.is_dir():
@@ -238,6 +244,7 @@ def reset_run_state(run: RunDir) -> None:
     for d in run.path.glob(".encoder*.tmp"):  # the temporary folder of a write_setup cut short
         if d.is_dir():
             shutil.rmtree(d, ignore_errors=True)
+    remove_adapter_files(run)  # an earlier adapter run's adapters/, heads/, encoder weights
     remove_train_state(run)
 
 

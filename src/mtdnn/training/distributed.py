@@ -260,6 +260,8 @@ class Distributed:
         from ..run_dir import load_weights
 
         state = load_weights(path) if self.is_main else {}
+        if self.fsdp:  # FSDP leaves the root's parameters unsharded after a forward (an evaluation):
+            model.reshard()  # loading needs them as the sharded DTensors again
         set_model_state_dict(model, state, options=StateDictOptions(
             full_state_dict=True, broadcast_from_rank0=True, strict=True))
 

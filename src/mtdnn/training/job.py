@@ -3,7 +3,9 @@ and the ``LoopState`` it starts from (fresh, or restored by ``--resume``); ``fin
 the metrics of the kept epochs and the submission files, and ends the run.
 
 The plug points (``training/step.py``, ``training/schedule.py``, ``model/multitask.py``) are
-chosen here, in ``plug_points``; today each has one implementation.
+chosen here, in ``plug_points``; the batch schedule and the step's loss composition and gradient
+combination of ``--sampling``, ``--task-weights`` and ``--mtl-method`` are chosen in ``open_run``
+by ``sampling.build_schedule`` and ``mtl.method_parts`` (docs/interference.md).
 """
 
 from __future__ import annotations
@@ -21,14 +23,20 @@ from ..data.tokenized import TokenizedSplit
 from ..errors import ConfigError
 from ..evaluation import predict, prediction_labels, write_submission
 from ..faults import Faults
+from ..model.adapters import LoraHeads, finish_adapter_run, remove_epoch_checkpoints
 from ..model.multitask import HeadFactory, PlainHeads
+from ..reports import write_class_reports
 from ..run_dir import RunDir, write_json
 from ..runtime import seed_everything, set_threads
 from .checkpoint import (check_resume_config, check_resume_tasks, has_train_state, load_train_state,
                          read_history, remove_train_state, reset_run_state)
 from .distributed import Distributed
 from .optim import build_optimizer, build_scheduler
-from .schedule import BatchSchedule, ProportionalSchedule
+from .diagnostics import TrainingMonitor
+from .mtl import MethodParts, method_parts
+from .robust_distill import with_robustness
+from .sampling import build_schedule
+from .schedule import BatchSchedule
 from .setup import Setup, build_setup
 from .state import LoopState
 from .step import GradientCombination, LossComposition, StepLoss, SummedGradients, TaskLoss
@@ -46,7 +54,8 @@ class PlugPoints:
 
 
 def plug_points(cfg: TrainConfig) -> PlugPoints:
-    return PlugPoints(heads=PlainHeads(), compose=TaskLoss(), gradients=SummedGradients(cfg.grad_accum_steps))
+    heads = LoraHeads(cfg) if cfg.adapter != "none" else PlainHeads()  # per-task adapters: model/adapters.py
+    return PlugPoints(heads=heads, compose=TaskLoss(), gradients=SummedGradients(cfg.grad_accum_steps))
 
 
 @dataclass
@@ -65,10 +74,22 @@ class Job:
     scheduler: Any
     writer: Any                # TensorBoard SummaryWriter on rank 0, else None
     faults: Faults | None      # test-only fault injection (mtdnn/faults.py); None outside tests
+    methods: MethodParts | None = None       # loss weighting, PCGrad (training/mtl.py)
+    monitor: TrainingMonitor | None = None   # their records, gradient cosines (training/diagnostics.py)
 
     @property
     def model(self) -> nn.Module:
         return self.setup.model
+
+    @property
+    def window(self) -> int:
+        """Batches per optimiser step: the accumulation steps (times the tasks with PCGrad)."""
+        return self.methods.window if self.methods is not None else self.cfg.grad_accum_steps
+
+    @property
+    def method_state(self) -> nn.Module | None:
+        """The learned state of a method (saved in resumable states), or None."""
+        return self.methods.state if self.methods is not None else None
 
     @property
     def pad_id(self) -> int:
@@ -89,18 +110,29 @@ def open_run(cfg: TrainConfig) -> tuple[Job, LoopState]:
     run = RunDir(cfg.output_dir)
     resuming = _prepare_run_dir(cfg, s, dist, run)
     train_splits = {n: d.train for n, d in s.data.items() if d.train is not None}
-    schedule = ProportionalSchedule(train_splits, cfg.batch_size, cfg.seed, cfg.group_by_length)
-    total_updates = math.ceil(schedule.batches_per_epoch / cfg.grad_accum_steps) * cfg.epochs
-    objective = dist.wrap(StepLoss(s.model, plugs.compose), cfg)
+    schedule = build_schedule(cfg, train_splits)  # Algorithm 1's unless --sampling/--mtl-method pcgrad
+    methods = method_parts(cfg, s.tasks, s.model, dist, (plugs.compose, plugs.gradients))
+    uncertainty = methods.state if cfg.mtl_method == "uncertainty" else None
+    methods, anchor = with_robustness(cfg, s, dist, methods)  # --teachers, --adv (training/robust_distill.py)
+    total_updates = math.ceil(schedule.batches_per_epoch / methods.window) * cfg.epochs
+    objective = dist.wrap(StepLoss(s.model, methods.compose), cfg)
     optimizer = build_optimizer(s.model, cfg, s.device)
+    for group in methods.extra_params:  # e.g. the uncertainty log-variances
+        optimizer.add_param_group(group)
     scheduler = build_scheduler(optimizer, total_updates, cfg.warmup_ratio)
+    if anchor is not None:  # SMART's proximal anchor: a moving average updated after every step
+        anchor.follow(optimizer, s.model)
     state = LoopState(batches_per_epoch=schedule.batches_per_epoch)
     if resuming:  # model, optimiser, scheduler and RNG states; the loop's position and records
-        state = load_train_state(run, s.model, optimizer, scheduler, schedule.batches_per_epoch)
+        state = load_train_state(run, s.model, optimizer, scheduler, schedule.batches_per_epoch, methods.state)
         state.history = read_history(run, state.epoch - 1)
         log.info("resuming %s at epoch %d, batch %d (step %d)", run.path, state.epoch, state.batch, state.update)
-    job = Job(cfg, s, dist, run, train_splits, schedule, objective, plugs.gradients, optimizer, scheduler,
-              _tensorboard(run.tb_dir) if dist.is_main else None, Faults.from_environment())
+    monitor = TrainingMonitor(cosine_every=cfg.log_grad_cosine, log_mixture=cfg.sampling != "proportional"
+                              or cfg.mtl_method == "pcgrad" or cfg.max_epoch_examples_per_task is not None,
+                              uncertainty=uncertainty)
+    job = Job(cfg, s, dist, run, train_splits, schedule, objective, methods.gradients, optimizer, scheduler,
+              _tensorboard(run.tb_dir) if dist.is_main else None, Faults.from_environment(), methods,
+              monitor if monitor.active else None)
     log.info("training %s: %d batches per epoch, %d epochs, %d optimiser steps on %s", ", ".join(train_splits),
              schedule.batches_per_epoch, cfg.epochs, total_updates, s.device)
     return job, state
@@ -121,23 +153,30 @@ def _prepare_run_dir(cfg: TrainConfig, s: Setup, dist: Distributed, run: RunDir)
             log.warning("%s has no checkpoint yet: starting the run from the beginning", run.path)
         reset_run_state(run)
         resolved = cfg.model_dump(mode="json") | {"encoder_resolved": s.encoder_name}
-        run.write_setup(resolved, s.tasks, s.tokenizer, s.model.encoder.config)
+        run.write_setup(resolved, s.tasks + s.carried, s.tokenizer, s.model.encoder.config)
     return resuming
 
 
 def finish_run(job: Job, state: LoopState) -> Path:
-    """metrics.json (each task's metrics at the epoch it keeps), the submission files, and the end
-    of the run: nothing is left to resume; every rank leaves the process group."""
+    """metrics.json (each task's metrics at the epoch it keeps), the per-class reports, the
+    submission files, and the end of the run: nothing is left to resume; every rank leaves the
+    process group."""
     history = state.history
     metrics = {t: history[e - 1]["dev"][t] for t, e in state.selection.items() if history[e - 1]["dev"].get(t)}
     if job.dist.is_main:
         write_json(job.run.metrics_file, metrics)
+    write_class_reports(job.setup, job.run, state.selection, dist=job.dist)  # reports/ (mtdnn/reports.py)
     if job.cfg.predict_test:
         write_submissions(job.setup, job.run, state.selection, dist=job.dist)
+    if job.cfg.adapter != "none" and job.dist.is_main:  # adapters/, heads/, the frozen encoder
+        finish_adapter_run(job.setup.model, job.run, state.selection, job.setup.tasks, job.setup.carried,
+                           job.cfg.init_from)
     if job.writer is not None:
         job.writer.close()
     if job.dist.is_main:
         remove_train_state(job.run)  # the run is complete: nothing left to resume
+        if job.cfg.adapter != "none":  # their content is in adapters/, heads/ and encoder/
+            remove_epoch_checkpoints(job.run)
     job.dist.close()  # every rank waits here for the others, then leaves the process group
     return job.run.path
 

@@ -36,6 +36,7 @@ from ..config import TrainConfig
 from ..data.batching import Batch
 from ..data.loader import schedule_loader
 from ..evaluation import evaluate_tasks
+from ..failures import TrainingProgress, recorded_training_failures
 from ..metrics import glue_average
 from ..run_dir import RunDir, save_weights, write_json
 from ..runtime import to_device
@@ -48,21 +49,26 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train (multi-task) as ``cfg`` says; returns the run directory."""
-    job, state = open_run(cfg)
-    for _ in range(state.epoch, job.cfg.epochs + 1):
-        t0 = time.perf_counter()
-        run_epoch(job, state)                              # one step per scheduled batch
-        train_seconds = time.perf_counter() - t0
-        evaluated = state.epoch % job.cfg.eval_every == 0 or state.epoch == job.cfg.epochs
-        dev = evaluate_tasks(job.model, job.setup.data, batch_size=job.cfg.eval_batch_size,
-                             device=job.setup.device, precision=job.cfg.precision, pad_id=job.pad_id,
-                             progress=job.cfg.progress and job.dist.is_main, dist=job.dist) if evaluated else {}
-        state.best, state.selection = update_selection(state.best, state.selection, job.setup.tasks, dev,
-                                                       state.epoch, evaluated, job.cfg.selection)
-        end_epoch(job, state, dev, train_seconds, time.perf_counter() - t0 - train_seconds)
-        log.info("epoch %d: %s", state.epoch - 1, _summary_line(dev))
-    return finish_run(job, state)
+    """Train (multi-task) as ``cfg`` says; returns the run directory. An unexpected exception leaves
+    its traceback in the run directory's ``error.log`` and is raised as ``RunFailed``; the run stays
+    resumable (``mtdnn/failures.py``)."""
+    progress = TrainingProgress(cfg.epochs)
+    with recorded_training_failures(Path(cfg.resume or cfg.output_dir), progress):
+        job, state = open_run(cfg)
+        progress.state = state
+        for _ in range(state.epoch, job.cfg.epochs + 1):
+            t0 = time.perf_counter()
+            run_epoch(job, state)                              # one step per scheduled batch
+            train_seconds = time.perf_counter() - t0
+            evaluated = state.epoch % job.cfg.eval_every == 0 or state.epoch == job.cfg.epochs
+            dev = evaluate_tasks(job.model, job.setup.data, batch_size=job.cfg.eval_batch_size,
+                                 device=job.setup.device, precision=job.cfg.precision, pad_id=job.pad_id,
+                                 progress=job.cfg.progress and job.dist.is_main, dist=job.dist) if evaluated else {}
+            state.best, state.selection = update_selection(state.best, state.selection, job.setup.tasks, dev,
+                                                           state.epoch, evaluated, job.cfg.selection)
+            end_epoch(job, state, dev, train_seconds, time.perf_counter() - t0 - train_seconds)
+            log.info("epoch %d: %s", state.epoch - 1, _summary_line(dev))
+        return finish_run(job, state)
 
 
 def run_epoch(job: Job, state: LoopState) -> None:
@@ -81,7 +87,7 @@ def run_epoch(job: Job, state: LoopState) -> None:
     for b, (_, per_unit), batch in zip(bar, shares, batches):
         if job.faults:
             job.faults.at_batch(dist.rank, state.epoch, state.batch)
-        sync = (state.batch + 1) % cfg.grad_accum_steps == 0 or state.batch + 1 == len(schedule)
+        sync = (state.batch + 1) % job.window == 0 or state.batch + 1 == len(schedule)
         where = f"step {state.update + 1} (epoch {state.epoch}, batch {state.batch + 1})"
         result = train_step(job.objective, b.task, to_device(batch, job.setup.device), per_unit, dist=dist,
                             gradients=job.gradients, sync=sync, device=job.setup.device,
@@ -102,9 +108,11 @@ def _after_update(job: Job, state: LoopState, task: str, loss: float, last: bool
     if state.update % cfg.log_every == 0 and job.writer is not None:
         job.writer.add_scalar(f"train/loss/{task}", loss, state.update)
         job.writer.add_scalar("train/lr", job.scheduler.get_last_lr()[0], state.update)
+    if job.monitor is not None:  # gradient cosines (training/diagnostics.py)
+        job.monitor.after_update(job, state)
     if cfg.checkpoint_every and state.update % cfg.checkpoint_every == 0 and not last \
             and job.dist.is_main and not job.dist.fsdp:
-        save_train_state(job.run, job.model, job.optimizer, job.scheduler, state)
+        save_train_state(job.run, job.model, job.optimizer, job.scheduler, state, job.method_state)
     if job.faults:
         job.faults.after_step(state.update)
 
@@ -118,6 +126,8 @@ def end_epoch(job: Job, state: LoopState, dev: dict[str, Any], train_seconds: fl
               "skipped_batches": state.skipped}
     if dev:
         record["glue_average"] = glue_average({t: next(iter(dev[t].values()))["score"] for t in dev})
+    if job.monitor is not None:  # the mixture drawn, learned loss weights, gradient cosines
+        record.update(job.monitor.epoch_fields(job, state))
     if job.faults:
         job.faults.after_epoch(job.dist.rank, state.epoch, lambda: job.dist.replica_state_dict(job.model))
     weights = job.dist.full_state_dict(job.model)  # FSDP: gathered from the shards (every rank takes part)
@@ -132,7 +142,7 @@ def end_epoch(job: Job, state: LoopState, dev: dict[str, Any], train_seconds: fl
     write_json(job.run.selection_file, {"tasks": state.selection, "last": epoch})
     _prune_checkpoints(job.run, keep=set(state.selection.values()) | {epoch})
     if not job.dist.fsdp:  # FSDP's sharded optimiser state is not saved: such runs do not resume
-        save_train_state(job.run, job.model, job.optimizer, job.scheduler, state)
+        save_train_state(job.run, job.model, job.optimizer, job.scheduler, state, job.method_state)
 
 
 def _prune_checkpoints(run: RunDir, keep: set[int]) -> None:

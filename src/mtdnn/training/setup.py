@@ -4,7 +4,7 @@ from another run with ``init_from``), and tokenised data."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,6 +15,8 @@ from ..data.readers import data_dir_default
 from ..errors import CheckpointError, ConfigError
 from ..model.multitask import (HeadFactory, MultiTaskModel, encoder_from_config, load_encoder,
                                load_tokenizer,                               resolve_encoder_name)
+from ..model.adapters import LoraHeads
+from ..model.encoders import check_token_fit, named_splits, position_limit
 from ..run_dir import RunDir, load_weights
 from ..runtime import pick_device
 from ..tasks.registry import TaskRegistry
@@ -32,6 +34,8 @@ class Setup:
     data: dict[str, TaskData]
     device: torch.device
     encoder_name: str
+    # tasks the model serves without training them: carried over from --init-from (model/adapters.py)
+    carried: list[TaskDef] = field(default_factory=list)
 
 
 def _detail(e: Exception) -> str:
@@ -86,8 +90,11 @@ def init_from_run(model: MultiTaskModel, run_path: str | Path, tasks: list[TaskD
 
 
 def build_setup(cfg: TrainConfig, *, with_train: bool = True, factory: HeadFactory | None = None) -> Setup:
-    """Tasks, tokenizer, model (its parts built by ``factory``, default ``PlainHeads``) on its
-    device with the speed options of ``cfg``, and the tokenised data."""
+    """Tasks, tokenizer, model (its parts built by ``factory``, default ``PlainHeads``, or
+    ``LoraHeads`` for ``--adapter lora``) on its device with the speed options of ``cfg``, and the
+    tokenised data."""
+    if factory is None and cfg.adapter != "none":
+        factory = LoraHeads(cfg)
     registry = TaskRegistry(cfg.task_files)
     tasks = registry.resolve(cfg.tasks)
     device = pick_device(cfg.device)
@@ -99,6 +106,9 @@ def build_setup(cfg: TrainConfig, *, with_train: bool = True, factory: HeadFacto
         if cfg.encoder not in ("default", src_encoder, src_cfg.get("encoder")):
             raise ConfigError(f"--init-from {cfg.init_from} was trained with encoder '{src_encoder}', "
                               f"not '{cfg.encoder}'", field="encoder")
+        if cfg.adapter == "none" and src_cfg.get("adapter", "none") != "none":
+            raise ConfigError(f"{cfg.init_from} is an adapter run (a frozen encoder and an adapter per "
+                              "task): add tasks to it with --adapter lora", field="init_from")
         encoder_name = src_encoder
         tokenizer = load_tokenizer(str(src.encoder_dir))
         encoder = encoder_from_config(src.encoder_dir)
@@ -107,20 +117,22 @@ def build_setup(cfg: TrainConfig, *, with_train: bool = True, factory: HeadFacto
         tokenizer = load_tokenizer(encoder_name)
         encoder = load_encoder(encoder_name)
 
-    limit = getattr(encoder.config, "max_position_embeddings", None)
+    limit = position_limit(encoder)  # RoBERTa's 514 position embeddings hold 512 tokens
     if limit is not None and cfg.max_seq_len > limit:
         raise ConfigError(f"{cfg.max_seq_len} is above the encoder's limit of {limit} positions",
                           field="max_seq_len")
 
-    model = MultiTaskModel(encoder, tasks, factory)
-    if cfg.init_from:
+    carried = factory.carried if isinstance(factory, LoraHeads) else []
+    model = MultiTaskModel(encoder, tasks + carried, factory)
+    if cfg.init_from and not isinstance(factory, LoraHeads):  # LoraHeads loads the run's parts itself
         reused = init_from_run(model, cfg.init_from, tasks)
         log.info("init from %s: encoder%s", cfg.init_from,
                  f" and heads of {', '.join(reused)}" if reused else " (all heads new)")
     model.to(device)
     if cfg.activation_checkpointing:
         model.enable_activation_checkpointing()
-    if cfg.cls_only_last_layer and not (cfg.compile or cfg.activation_checkpointing or cfg.parallel == "fsdp"):
+    if cfg.cls_only_last_layer and not (cfg.compile or cfg.activation_checkpointing or cfg.parallel == "fsdp"
+                                        or cfg.adapter != "none"):  # adapters: the full last layer
         log.info("last-layer [CLS] pruning for linear heads: %s", "on" if model.enable_cls_only() else
                  "not available for this encoder")
     if cfg.compile:  # in place (parameter names unchanged); dynamic: batches differ in length
@@ -135,4 +147,5 @@ def build_setup(cfg: TrainConfig, *, with_train: bool = True, factory: HeadFacto
         missing = [t.name for t in tasks if t.head_from is None and data[t.name].train is None]
         if missing:
             raise ConfigError(f"no training split for {', '.join(missing)}", field="tasks")
-    return Setup(cfg, tasks, tokenizer, model, data, device, encoder_name)
+    check_token_fit(encoder, named_splits(data), tokenizer.name_or_path, encoder_name)
+    return Setup(cfg, tasks, tokenizer, model, data, device, encoder_name, carried)

@@ -11,7 +11,9 @@ from ..tasks.schema import TaskDef
 
 # the fields a resumable checkpoint stores (state.json "loop"); the others are rebuilt on resume
 SAVED_FIELDS = ("epoch", "batch", "update", "n_examples", "losses", "skipped", "best", "selection",
-                "batches_per_epoch")
+                "batches_per_epoch", "records")
+# saved fields added after the first saved states: an older state without them gets the default
+LATER_FIELDS = frozenset({"records"})
 
 
 @dataclass
@@ -28,6 +30,9 @@ class LoopState:
     best: dict[str, float] = field(default_factory=dict)    # task -> its best selection score so far
     selection: dict[str, int] = field(default_factory=dict)  # task -> the epoch it keeps
     batches_per_epoch: int = 0
+    # this epoch's records of the diagnostics beyond the paper (training/diagnostics.py: gradient
+    # cosines), written into its history line; empty unless such a diagnostic is on
+    records: dict[str, Any] = field(default_factory=dict)
     # not saved: rebuilt on resume (history from history.jsonl; an accumulation window never spans a save)
     history: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)
     drop_window: bool = field(default=False, repr=False, compare=False)
@@ -38,7 +43,7 @@ class LoopState:
 
     @classmethod
     def from_saved(cls, values: dict[str, Any]) -> "LoopState":
-        return cls(**{k: values[k] for k in SAVED_FIELDS})
+        return cls(**{k: values[k] for k in SAVED_FIELDS if k in values or k not in LATER_FIELDS})
 
     def count_batch(self, task: str, loss: float, examples: int, skipped: bool) -> None:
         """One more batch of this epoch done: its loss, or a skip."""
@@ -52,6 +57,7 @@ class LoopState:
     def next_epoch(self) -> None:
         """Epoch ``epoch`` is complete (trained, evaluated, saved): start the next one."""
         self.epoch, self.batch, self.n_examples, self.losses, self.skipped = self.epoch + 1, 0, 0, {}, {}
+        self.records = {}
 
 
 def update_selection(best: dict[str, float], selection: dict[str, int], tasks: list[TaskDef],
