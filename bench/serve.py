@@ -259,8 +259,6 @@ def _mtdnn_cmd(model: Path, args: argparse.Namespace, backend: str, batch: int) 
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    from mtdnn.export import export_run
-
     with tempfile.TemporaryDirectory(prefix="mtdnn-bench-serve-") as tmp:
         return _run_in(Path(tmp), args)
 

@@ -144,7 +144,7 @@ def plan() -> int:
     mt_missing = not (BASE_RUN_DIRS / MT_CELL / "metrics.json").is_file()
     if mt_missing:
         streams["mt"] = streams.get("mt", 0.0) + FALLBACK_SECONDS["mt"]
-    print(f"\nleft to run, per stream (one thread each): " + ", ".join(
+    print("\nleft to run, per stream (one thread each): " + ", ".join(
         f"{s} {t / 3600:.1f} h" for s, t in sorted(streams.items())) + f"; {sum(streams.values()) / 3600:.1f} h "
         f"in all{' (mt includes training the multi-task model, whose weights are missing)' if mt_missing else ''}")
     print(f"estimates: run.py's recorded wall times of the same full fine-tuning cells; LoRA cells "

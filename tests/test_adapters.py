@@ -29,6 +29,7 @@ from mtdnn.model.multitask import MultiTaskModel, encoder_from_config
 from mtdnn.run_dir import RunDir
 from mtdnn.training.setup import load_model_weights
 from toy_tasks import train_argv, write_toy_data
+from checks import one_error_line
 
 RANK = 4
 HIDDEN, LAYERS = 32, 2  # the tiny encoder (mtdnn.testing.tiny_encoder)
@@ -42,14 +43,6 @@ def _argv(data_dir: Path, encoder: str, cache: Path, out: Path, *extra: str, tas
             "--batch-size", "16", "--max-seq-len", "32", "--threads", "1", "--no-progress", "--no-hub",
             "--cache-dir", str(cache), "--output-dir", str(out), "--lr", "1e-3", "--no-predict-test",
             "--seed", "1", *extra]
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.startswith("mtdnn: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -305,17 +298,17 @@ def test_kill_and_resume_of_an_adapter_run_is_bitwise_identical(tmp_path, tiny_e
 def test_bad_adapter_input_is_a_one_line_error(adapter_run, work, tiny_encoder, data_dir, capsys, monkeypatch):
     cache = work / "cache"
     assert main(_argv(data_dir, tiny_encoder, cache, work / "e1", *ADAPTER, "--lora-targets", "q_lin,v_lin")) == 2
-    line = _error_line(capsys)
+    line = one_error_line(capsys)
     assert "lora_targets" in line and "'q_lin'" in line and "query" in line and "value" in line
     # an adapter run is continued with adapters
     assert main(_argv(data_dir, "default", cache, work / "e2", "--init-from", str(adapter_run), tasks="mrpc")) == 2
-    assert "is an adapter run" in _error_line(capsys)
+    assert "is an adapter run" in one_error_line(capsys)
     # the carried tasks must see the inputs they were trained on
     assert main(_argv(data_dir, "default", cache, work / "e3", *ADAPTER, "--init-from", str(adapter_run),
                       "--max-seq-len", "64", tasks="mrpc")) == 2
-    assert "max_seq_len" in _error_line(capsys)
+    assert "max_seq_len" in one_error_line(capsys)
     assert main(_argv(data_dir, tiny_encoder, cache, work / "e4", *ADAPTER, "--parallel", "fsdp")) == 2
-    assert "adapter" in _error_line(capsys)
+    assert "adapter" in one_error_line(capsys)
     assert not any((work / e).exists() for e in ("e1", "e2", "e3", "e4"))
     # a damaged adapter file of a saved run
     broken = work / "broken"
@@ -323,19 +316,19 @@ def test_bad_adapter_input_is_a_one_line_error(adapter_run, work, tiny_encoder, 
     weights = broken / "adapters" / "cola" / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     assert main(["evaluate", str(broken), "--max-eval-examples", "8", "--data-dir", str(data_dir)]) == 2
-    line = _error_line(capsys)
+    line = one_error_line(capsys)
     assert "cannot load the adapter" in line and str(broken / "adapters" / "cola") in line
     # an adapter run killed before its end has no adapters to load yet
     (broken / "encoder" / "model.safetensors").unlink()
     assert main(["evaluate", str(broken), "--max-eval-examples", "8", "--data-dir", str(data_dir)]) == 2
-    assert "mtdnn train --resume" in _error_line(capsys)
+    assert "mtdnn train --resume" in one_error_line(capsys)
     # without peft: the error names the extra that installs it
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(Exception) as info:
         require_peft()
     assert "mtdnn[adapters]" in str(info.value)
     assert main(_argv(data_dir, tiny_encoder, cache, work / "e5", *ADAPTER)) == 2
-    assert "pip install 'mtdnn[adapters]'" in _error_line(capsys)
+    assert "pip install 'mtdnn[adapters]'" in one_error_line(capsys)
 
 
 # ----------------------------------------------------------------------------- DDP

@@ -18,6 +18,7 @@ from mtdnn.errors import ConfigError
 from mtdnn.model.encoders import check_token_fit, position_limit, token_type_slots
 from mtdnn.model.multitask import MultiTaskModel, default_encoder_path, encoder_from_config, load_encoder
 from mtdnn.tasks.registry import builtin_tasks
+from checks import one_error_line
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 
@@ -48,14 +49,6 @@ def _argv(encoder: Path, data_dir, out: Path, cache: str, *extra: str) -> list[s
             "--output-dir", str(out), "--epochs", "1", "--batch-size", "8", "--max-train-examples", "16",
             "--max-eval-examples", "8", "--max-seq-len", "64", "--threads", "1", "--no-progress", "--no-hub",
             "--no-predict-test", "--cache-dir", cache, *extra]
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.startswith("mtdnn: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_deberta_v3_loads_with_eager_attention(tmp_path, caplog):
@@ -104,7 +97,7 @@ def test_roberta_position_limit_is_the_table_less_its_offset(roberta_with_bert_t
     argv = _argv(roberta_with_bert_tokenizer, data_dir, tmp_path / "run", cache_dir)
     argv[argv.index("--max-seq-len") + 1] = "130"
     assert main(argv) == 2
-    assert "field 'max_seq_len': 130 is above the encoder's limit of 129 positions" in _one_error_line(capsys)
+    assert "field 'max_seq_len': 130 is above the encoder's limit of 129 positions" in one_error_line(capsys)
     assert not (tmp_path / "run").exists()
 
 
@@ -130,7 +123,7 @@ def test_tokenizer_beyond_the_vocabulary_is_a_one_line_error(tmp_path, data_dir,
 
     folder = _save(BertModel, BertConfig(vocab_size=600, **TINY), tmp_path / "small-vocab", default_encoder_path())
     assert main(_argv(folder, data_dir, tmp_path / "run", cache_dir)) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert "field 'encoder'" in line and f"the tokenizer '{folder}'" in line and f"the encoder '{folder}'" in line
     assert "(BertModel) has 600 token embeddings" in line and "does not belong to this encoder" in line
     assert not (tmp_path / "run").exists()

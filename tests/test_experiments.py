@@ -4,32 +4,23 @@ from the per-run records (hand-made records here; no training)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from checks import load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"experiments_{name}", ROOT / "experiments" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def run():
-    return _load("run")
+    return load_experiment("run")
 
 
 @pytest.fixture(scope="module")
 def summarize():
-    return _load("summarize")
+    return load_experiment("summarize")
 
 
 def test_grid_has_every_required_cell(run):

@@ -15,6 +15,7 @@ from mtdnn.errors import CheckpointError
 from mtdnn.failures import TrainingProgress, recorded_training_failures
 from mtdnn.run_dir import RunDir
 from toy_tasks import train_argv, write_toy_data
+from checks import one_error_line
 
 pytestmark = pytest.mark.slow
 
@@ -24,14 +25,6 @@ def toy(tmp_path, tiny_encoder, cache_dir):
     task_file, data = write_toy_data(tmp_path)
     run = tmp_path / "run"
     return run, data, train_argv(task_file, data, tiny_encoder, cache_dir, run, epochs=3)
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.startswith("mtdnn: error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def _fail_on_call(monkeypatch, target: str, n: int, exc: Exception) -> None:
@@ -56,7 +49,7 @@ def test_crash_in_evaluation_leaves_a_run_that_resumes(toy, capsys, caplog, tmp_
         _fail_on_call(mp, "mtdnn.training.loop.evaluate_tasks", 2,
                       ValueError("Target is multiclass but average='binary'"))
         assert main(argv) == 1
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert line == ("mtdnn: error: training stopped while evaluating or saving epoch 2 by an unexpected ValueError: "
                     f"Target is multiclass but average='binary'; the full traceback is in {run / 'error.log'}; "
                     f"the run is incomplete: continue it with `mtdnn train --resume {run}`")
@@ -89,7 +82,7 @@ def test_crash_in_the_first_epoch_leaves_a_run_that_refuses_to_load(toy, capsys)
     with pytest.MonkeyPatch.context() as mp:
         _fail_on_call(mp, "mtdnn.training.loop.train_step", 3, RuntimeError("CUDA error: device-side assert"))
         assert main(argv) == 1
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert line.startswith("mtdnn: error: training stopped in epoch 1 at batch 3 by an unexpected RuntimeError: "
                            "CUDA error: device-side assert; the full traceback is in ")
     expected = (f"{run}: the run is incomplete: no epoch finished, so it has no weights; it stopped with an error, "
@@ -100,7 +93,7 @@ def test_crash_in_the_first_epoch_leaves_a_run_that_refuses_to_load(toy, capsys)
     pred = run.parent / "pred.tsv"
     assert main(["predict", str(run), "--task", "toycls", "--input", str(data / "cls_dev.tsv"),
                  "--output", str(pred)]) == 2
-    assert _one_error_line(capsys) == f"mtdnn: error: {expected}"
+    assert one_error_line(capsys) == f"mtdnn: error: {expected}"
     assert not pred.exists()
     # no checkpoint yet: --resume starts the run again and completes it
     assert main(["train", "--resume", str(run)]) == 0
@@ -112,7 +105,7 @@ def test_crash_while_setting_up(toy, capsys, monkeypatch):
     run, data, argv = toy
     monkeypatch.setattr("mtdnn.training.job.build_setup", lambda *a, **k: {}["no such key"])
     assert main(argv) == 1
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert line == ("mtdnn: error: training stopped while setting up the run by an unexpected KeyError: "
                     f"'no such key'; the full traceback is in {run / 'error.log'}; nothing was trained yet: run "
                     "the command again once the cause is fixed")
@@ -126,7 +119,7 @@ def test_unexpected_error_of_a_command_on_a_run(toy, capsys, monkeypatch):
     monkeypatch.setattr("mtdnn.api.Run.evaluate", lambda self, *a, **k: [][1])
     assert main(["evaluate", str(run), "--data-dir", str(data)]) == 1
     log = run / "error-evaluate.log"
-    assert _one_error_line(capsys) == ("mtdnn: error: mtdnn evaluate failed with an unexpected IndexError: list "
+    assert one_error_line(capsys) == ("mtdnn: error: mtdnn evaluate failed with an unexpected IndexError: list "
                                        f"index out of range; the full traceback is in {log}")
     assert log.read_text().startswith("mtdnn evaluate failed\n") and "IndexError" in log.read_text()
     assert RunDir(run).incomplete_reason() is None  # a failed evaluation does not touch the run
@@ -136,7 +129,7 @@ def test_unexpected_error_without_a_run_dir_goes_to_the_temporary_folder(tmp_pat
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     monkeypatch.setattr("mtdnn.tasks.registry.TaskRegistry.names", lambda self: 1 / 0)
     assert main(["tasks"]) == 1
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     (log,) = tmp_path.glob("mtdnn-tasks-*.log")
     assert line == ("mtdnn: error: mtdnn tasks failed with an unexpected ZeroDivisionError: division by zero; "
                     f"the full traceback is in {log}")

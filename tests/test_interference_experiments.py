@@ -4,23 +4,17 @@ streams share the grid, and the summary built from hand-made records."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
+from checks import load_experiment
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
 def exp(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("experiments_interference", ROOT / "experiments" / "interference.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+    mod = load_experiment("interference")
     for name, value in {"OUT": tmp_path / "out", "LOCKS": tmp_path / "out" / ".locks", "RUNS": tmp_path / "runs",
                         "BASE_RUNS": tmp_path / "base", "SUMMARY": tmp_path / "summary.json",
                         "DOC": tmp_path / "results.md", "HEATMAP": tmp_path / "heat.png"}.items():

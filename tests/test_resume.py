@@ -20,18 +20,11 @@ from mtdnn.run_dir import RunDir
 from mtdnn.training.checkpoint import load_train_state, read_history, save_train_state, state_dir
 from mtdnn.training.state import LoopState
 from toy_tasks import train_argv, write_toy_data
+from checks import one_error_line
 
 # 10 batches per epoch (6 toycls + 4 toyreg), 2 epochs = 20 optimiser steps; a resumable state
 # every 3 steps: the kill at step 14 (epoch 2, batch 4) loses steps 13-14, redone after the resume
 CHECKPOINT_EVERY, KILL_AT = "3", "14"
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.startswith("mtdnn: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def _history(run: Path) -> list[dict]:
@@ -79,7 +72,7 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, tiny_encoder, cache_dir,
     # resuming with a changed setting that matters is refused, and changes nothing
     before = sorted(p.name for p in killed.rglob("*"))
     assert main(["train", "--resume", str(killed), "--lr", "0.5"]) == 2
-    line = _error_line(capsys)
+    line = one_error_line(capsys)
     assert "field 'lr'" in line and "config.yaml" in line
     assert sorted(p.name for p in killed.rglob("*")) == before
 
@@ -89,7 +82,7 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, tiny_encoder, cache_dir,
 
     # a finished run has nothing to resume
     assert main(["train", "--resume", str(killed)]) == 2
-    assert "nothing to resume" in _error_line(capsys)
+    assert "nothing to resume" in one_error_line(capsys)
 
 
 def test_resume_from_corrupt_state_is_a_clear_error(tmp_path, tiny_encoder, cache_dir, capsys, monkeypatch):
@@ -104,15 +97,15 @@ def test_resume_from_corrupt_state_is_a_clear_error(tmp_path, tiny_encoder, cach
     model_file.write_bytes(data[: len(data) // 2])
     before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*")}
     assert main(["train", "--resume", str(run)]) == 2
-    line = _error_line(capsys)
+    line = one_error_line(capsys)
     assert "cannot resume" in line and model_file.name in line
     assert {p.name: p.stat().st_mtime_ns for p in run.rglob("*")} == before
 
     # resuming a directory that is not a run
     assert main(["train", "--resume", str(tmp_path / "data")]) == 2
-    assert "not an mtdnn run directory" in _error_line(capsys)
+    assert "not an mtdnn run directory" in one_error_line(capsys)
     assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
-    assert "not found" in _error_line(capsys)
+    assert "not found" in one_error_line(capsys)
 
 
 def test_train_state_round_trip(tmp_path):
@@ -187,7 +180,7 @@ def _inf_data(tmp_path):
 def test_inf_loss_stops_with_task_and_step(tmp_path, tiny_encoder, cache_dir, capsys):
     task_file, data_dir = _inf_data(tmp_path)
     assert main(train_argv(task_file, data_dir, tiny_encoder, cache_dir, tmp_path / "run", epochs=1)) == 2
-    line = _error_line(capsys)
+    line = one_error_line(capsys)
     assert "loss is inf on task 'toyreg' at step " in line and "--on-nan skip" in line
 
 

@@ -5,22 +5,16 @@ robustness scores and the ensemble of one run twice (= that run)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from checks import load_experiment
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def grid():
-    spec = importlib.util.spec_from_file_location("experiments_smart_distill", ROOT / "experiments" / "smart_distill.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+    mod = load_experiment("smart_distill")
     return mod
 
 
