@@ -305,8 +305,16 @@ def main(argv=None) -> int:
     if args.serve_pipelines:
         serve_pipelines(args)
         return 0
+    from mtdnn.runtime import cpu_model
+
+    load_before = os.getloadavg()
     summary = run_benchmark(args)
+    summary["machine"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average_before": load_before,
+                          "load_average_after": os.getloadavg(),
+                          "command": "python bench/serve.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     print(f"models: {summary['models']}")
+    print(f"machine: {summary['machine']['cpu']}, {os.cpu_count()} cores, load average before "
+          f"{load_before[0]:.2f}, after {summary['machine']['load_average_after'][0]:.2f}")
     print(json.dumps(summary))
     return 0
 
