@@ -18,7 +18,9 @@ class MtdnnError(Exception):
         if field is not None:
             where.append(f"field '{field}'")
         prefix = (", ".join(where) + ": ") if where else ""
-        super().__init__(prefix + message)
+        # One line, whatever a quoted value from a file holds: line breaks are shown escaped.
+        text = (prefix + message).replace("\r", "\\r").replace("\n", "\\n")
+        super().__init__(text)
         self.path, self.line, self.field = path, line, field
 
 

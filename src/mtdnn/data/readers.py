@@ -454,8 +454,8 @@ def _check_ranking_groups(task: TaskDef, split: SplitDef, raw: RawSplit) -> RawS
         return raw
     if task.ranking_no_positive == "error":
         first = no_pos[0][0]
-        which = (f"group {_show(raw.group_keys[first])}, question '{raw.text_a[first][:60]}'"
-                 if raw.group_keys is not None else f"question '{raw.text_a[first][:60]}'")
+        which = (f"group {_show(raw.group_keys[first])}, question {_show(raw.text_a[first], 60)}"
+                 if raw.group_keys is not None else f"question {_show(raw.text_a[first], 60)}")
         raise DataError(f"ranking group ({which}) has no positive answer "
                         f"'{positive}' ({len(no_pos)} such groups)", path=raw.source,
                         line=raw.lines[first], field="label")
