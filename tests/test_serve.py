@@ -261,3 +261,42 @@ def test_missing_extra_is_named(monkeypatch, module, check, extra):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in hidden else real(name, *a))
     with pytest.raises(ConfigError, match=re.escape(f"pip install '{extra}'")):
         getattr(importlib.import_module(module), check)()
+
+
+@pytest.mark.parametrize("lengths, max_rows, groups", [
+    ([10, 10, 10], 8, [[0, 1, 2]]),                       # equal lengths: one pass
+    ([50, 10, 11, 52], 8, [[1, 2], [0, 3]]),              # two length bands: two passes, sorted
+    ([10, 12], 8, [[0, 1]]),                              # 24 padded for 22 real: within 25%
+    ([10, 16], 8, [[0, 1]]),                              # 32 padded for 26 real: within 25%
+    ([10, 17], 8, [[0], [1]]),                            # 34 padded for 27 real: over 25%
+    ([7, 7, 7, 7, 7], 2, [[0, 1], [2, 3], [4]]),          # full passes split by rows
+    ([], 8, []),
+])
+def test_length_groups_hand_computed(lengths, max_rows, groups):
+    from mtdnn.export.engine import length_groups
+
+    assert length_groups(lengths, max_rows=max_rows, waste=0.25) == groups
+
+
+def test_length_grouped_passes_equal_one_padded_pass(run_dir, rows):
+    """Rows of mixed lengths, run in length groups, answer as the whole batch padded to its longest
+    does, in input order."""
+    import torch
+
+    engine = load_engine(run_dir)
+    pairs = [p for t in ("rte", "mrpc", "stsb") for p in zip(*rows[t])]
+    pairs.sort(key=lambda p: len(p[0]) + len(p[1]))
+    mixed = pairs[:6] + pairs[-6:]
+    mixed = [mixed[i] for i in (0, 11, 1, 10, 2, 9, 3, 8, 4, 7, 5, 6)]  # short and long interleaved
+    a, b = [p[0] for p in mixed], [p[1] for p in mixed]
+    enc = engine.tokenizer(a, b, truncation=True, max_length=engine.max_len, padding=True, return_tensors="np")
+    from mtdnn.export.engine import length_groups
+
+    assert len(length_groups([int(m.sum()) for m in enc["attention_mask"]])) > 1  # the test needs mixed lengths
+    inputs = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()
+              if k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.inference_mode():
+        whole = engine._forward(inputs, ["rte", "mrpc", "stsb"])
+    grouped = engine.run(a, b, ["rte", "mrpc", "stsb"])
+    for t in ("rte", "mrpc", "stsb"):
+        np.testing.assert_allclose(grouped[t], whole[t], atol=1e-5, rtol=0)

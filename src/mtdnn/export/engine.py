@@ -1,5 +1,6 @@
 """Inference engines behind ``mtdnn serve``: texts in, every asked task's output out, with one
-encoder pass per input kind (and per encoder) for all the tasks asked.
+encoder pass per input kind (and per encoder, and per LoRA adapter in a run trained with
+``--adapter lora``) for all the tasks asked.
 
 - ``TorchEngine``: the exported model (``modeling_mtdnn.MtdnnMultiTaskModel``) in this process, built
   from a run directory (``--epoch``/``--per-task-epochs`` as for export) or loaded from a
@@ -31,11 +32,13 @@ log = logging.getLogger(__name__)
 
 Backend = Literal["torch", "onnx", "onnx-int8"]
 ROWS_PER_PASS = 128  # a request larger than this runs in several passes
+PAD_WASTE = 0.25  # the share of padding a pass may hold before its rows are split by length
 
 
 @dataclass(frozen=True)
 class TaskInfo:
-    """What ``GET /tasks`` shows of a task, and what answering it needs."""
+    """What ``GET /tasks`` shows of a task, and what answering it needs. ``adapter``: the LoRA adapter
+    its encoder pass uses (runs trained with ``--adapter lora``; None otherwise)."""
 
     name: str
     type: str
@@ -45,6 +48,7 @@ class TaskInfo:
     epoch: int | None
     encoder: str
     dev_metrics: dict[str, Any] = field(default_factory=dict)
+    adapter: str | None = None
 
     @property
     def kind(self) -> str:
@@ -55,7 +59,7 @@ class TaskInfo:
 def task_infos(tasks: dict[str, dict[str, Any]], order: list[str]) -> dict[str, TaskInfo]:
     """From the ``tasks`` and ``task_order`` of an exported config (``modeling_mtdnn.MtdnnConfig``)."""
     return {name: TaskInfo(name, s["type"], s["input"], list(s.get("labels", [])), s.get("head", {}).get("kind", "linear"),
-                           s.get("epoch"), s["encoder"], s.get("metrics") or {})
+                           s.get("epoch"), s["encoder"], s.get("metrics") or {}, s.get("adapter"))
             for name, s in ((n, tasks[n]) for n in order)}
 
 
@@ -67,26 +71,57 @@ class Engine(Protocol):
         """Each task's raw outputs (rows in input order) for one input kind."""
 
 
+def length_groups(lengths: list[int], max_rows: int = ROWS_PER_PASS, waste: float = PAD_WASTE) -> list[list[int]]:
+    """Row indices in groups for padded passes: rows sorted by length, and a new group started when
+    the group is full or padding it to its next (longer) row would make more than ``waste`` of its
+    tokens padding. Mixed lengths (an RTE premise and an STS-B caption in one micro-batch) then cost
+    about their real tokens instead of all being padded to the longest."""
+    groups: list[list[int]] = []
+    group: list[int] = []
+    real = 0
+    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        n = lengths[i]
+        if group and (len(group) >= max_rows or (len(group) + 1) * n > (1 + waste) * (real + n)):
+            groups.append(group)
+            group, real = [], 0
+        group.append(i)
+        real += n
+    return groups + ([group] if group else [])
+
+
 class _Tokenizing:
-    """Tokenises as mtdnn does (truncation to the run's max length), padded to the batch's longest."""
+    """Tokenises as mtdnn does (truncation to the run's max length); rows of similar length run
+    together, each group padded to its longest (``length_groups``); outputs come back in input order."""
 
     tokenizer: Any
     max_len: int
 
-    def encode(self, text_a: list[str], text_b: list[str] | None) -> dict[str, np.ndarray]:
-        enc = self.tokenizer(text_a, text_b, truncation=True, max_length=self.max_len, padding=True,
-                             return_tensors="np")
-        return {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()
-                if k in ("input_ids", "attention_mask", "token_type_ids")}
+    def _pad(self, rows: dict[str, list[list[int]]], index: list[int]) -> dict[str, np.ndarray]:
+        width = max(len(rows["input_ids"][i]) for i in index)
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        fill = {"input_ids": self.tokenizer.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}
+        out = {}
+        for key, values in rows.items():
+            arr = np.full((len(index), width), fill[key], dtype=np.int64)
+            for r, i in enumerate(index):
+                v = values[i]
+                if left:
+                    arr[r, width - len(v):] = v
+                else:
+                    arr[r, :len(v)] = v
+            out[key] = arr
+        return out
 
     def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, np.ndarray]:
-        parts: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
-        for s in range(0, len(text_a), ROWS_PER_PASS):
-            b = text_b[s:s + ROWS_PER_PASS] if text_b is not None else None
-            out = self._forward(self.encode(text_a[s:s + ROWS_PER_PASS], b), tasks)
+        enc = self.tokenizer(text_a, text_b, truncation=True, max_length=self.max_len)
+        rows = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+        results: dict[str, list[np.ndarray | None]] = {t: [None] * len(text_a) for t in tasks}
+        for index in length_groups([len(x) for x in rows["input_ids"]]):
+            out = self._forward(self._pad(rows, index), tasks)
             for t in tasks:
-                parts[t].append(out[t])
-        return {t: np.concatenate(v) for t, v in parts.items()}
+                for r, i in enumerate(index):
+                    results[t][i] = out[t][r]
+        return {t: np.stack(v) for t, v in results.items()}
 
     def _forward(self, inputs: dict[str, np.ndarray], tasks: list[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
