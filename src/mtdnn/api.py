@@ -18,7 +18,7 @@ from .data.readers import RawSplit, data_dir_default, read_split
 from .data.tokenized import tokenize_split
 from .errors import CheckpointError, ConfigError
 from .evaluation import Metrics, Predictions, evaluate_tasks, predict, prediction_labels
-from .export.folder import ExportedModel, open_model_dir
+from .export.folder import ExportedModel, ExportedWeights, open_model_dir
 from .model.encoders import check_token_fit, named_splits
 from .model.adapters import load_adapter_model
 from .model.multitask import MultiTaskModel, encoder_from_config, load_tokenizer
@@ -58,7 +58,7 @@ class Run:
         self.model.to(self.device)
         if not self.adapters:  # linear heads: the last layer computes [CLS] only (same outputs)
             self.model.enable_cls_only()
-        self._loaded: Path | str | None = None
+        self._loaded: Path | ExportedWeights | None = None
 
     @property
     def max_len(self) -> int:
@@ -79,7 +79,7 @@ class Run:
             return
         path = self.dir.weights_for(self.model.head_name(task))
         if path != self._loaded:
-            if isinstance(self.dir, ExportedModel):  # path: the task's encoder key in the export
+            if isinstance(self.dir, ExportedModel):  # path: the task's encoder (and adapter) in the export
                 self.dir.load_into(self.model, path)
             else:
                 load_model_weights(self.model, path)

@@ -7,7 +7,8 @@
 - ``GET /tasks`` (each task's type, labels, input kind, head, epoch, encoder, dev metrics),
   ``GET /health``, the OpenAPI docs at ``/docs``.
 
-Tasks that take the same input share one encoder pass, and concurrent requests are gathered into
+Tasks that take the same input share one encoder pass (in a run trained with ``--adapter lora``:
+the tasks with the same adapter), and concurrent requests are gathered into
 micro-batches (``MicroBatcher``: up to ``max_batch_size`` inputs, waiting at most ``max_wait_ms`` for
 more after the first). Bad requests get a 4xx whose ``error`` says what is wrong; the server goes on.
 On SIGTERM uvicorn stops accepting connections and lets the requests in flight finish.

@@ -4,6 +4,8 @@
 - ``modeling_mtdnn.py``: the modelling code copied into an exported folder (torch + transformers only).
 - ``hf.py``: the whole-model Hugging Face folder and the standard one-task folder (``--task``).
 - ``onnx.py``: one ONNX graph (every head a named output) and its int8 copy.
+- ``adapters.py``: runs trained with ``--adapter lora`` (the frozen encoder with every task's adapter,
+  or one task's adapter merged into it).
 - ``card.py``: the model card; ``verify.py``: the self-check against mtdnn's own model;
   ``folder.py``: staging, the export marker, reading an export back (``Run``, ``mtdnn serve``).
 """

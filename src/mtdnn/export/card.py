@@ -54,12 +54,18 @@ def _task_table(plan: ExportPlan, tasks: list[TaskDef]) -> list[str]:
         head = t.head.kind + (f" (K={t.head.steps})" if t.head.kind == "san" else "")
         if t.head_from:
             head += f", {t.head_from}'s"
-        lines.append(f"| {t.name} | {t.type} | {t.input} | {head} | {labels} | {plan.epochs[t.name]} | {shown} |")
+        epoch = plan.epochs[t.name]
+        shown_epoch = epoch if epoch is not None else plan.carried_note()
+        lines.append(f"| {t.name} | {t.type} | {t.input} | {head} | {labels} | {shown_epoch} | {shown} |")
     return lines
 
 
-def _encoders_note(plan: ExportPlan, tasks: list[TaskDef]) -> str:
-    epochs = sorted({plan.epochs[t.name] for t in tasks})
+def _encoders_note(plan: ExportPlan, tasks: list[TaskDef], single: bool) -> str:
+    if plan.lora is not None:
+        from .adapters import encoders_note
+
+        return encoders_note(plan, tasks, single)
+    epochs = sorted({e for t in tasks if (e := plan.epochs[t.name]) is not None})
     if len(epochs) == 1:
         return (f"One encoder for all tasks: the weights of epoch {epochs[0]}. The dev metrics above are "
                 "those of these weights.")
@@ -104,7 +110,7 @@ def model_card(plan: ExportPlan, tasks: list[TaskDef], name: str, single: bool =
              f"([Liu et al. 2019](https://arxiv.org/abs/1901.11504)) and exported by `mtdnn export`.", "",
              f"Encoder it started from: `{_encoder_name(plan)}`. Max sequence length: "
              f"{plan.config.get('max_seq_len')} tokens.", "", "## Tasks", "", *_task_table(plan, tasks), "",
-             _encoders_note(plan, tasks), "", "## Use", "", *_usage(name, tasks, single, onnx), "",
+             _encoders_note(plan, tasks, single), "", "## Use", "", *_usage(name, tasks, single, onnx), "",
              outputs if not single else "", "", "## Training config", "", "```yaml",
              yaml.safe_dump(training, sort_keys=False).rstrip(), "```", ""]
     return "\n".join(lines)

@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -75,7 +76,7 @@ def _default_modes(folder: Path) -> None:
         p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
-def write_metadata(folder: Path, fmt: str, epochs: dict[str, int], source: Path, config: dict[str, Any],
+def write_metadata(folder: Path, fmt: str, epochs: dict[str, int | None], source: Path, config: dict[str, Any],
                    tasks: list[TaskDef]) -> None:
     """The marker, the full task definitions and the training config of an export."""
     with atomic_write(folder / MARKER) as f:
@@ -86,9 +87,18 @@ def write_metadata(folder: Path, fmt: str, epochs: dict[str, int], source: Path,
         yaml.safe_dump(config, f, sort_keys=False)
 
 
+@dataclass(frozen=True)
+class ExportedWeights:
+    """The weights of an exported model a task runs with: an encoder (its key) and the LoRA adapter
+    merged into it for ``mtdnn predict``/``evaluate`` (None: none; runs trained with ``--adapter lora``)."""
+
+    encoder: str
+    adapter: str | None = None
+
+
 class ExportedModel:
     """A whole-model Hugging Face export read back as ``Run`` reads a run directory: its config,
-    tasks, tokenizer folder, encoder, and the weights of each task (by encoder key)."""
+    tasks, tokenizer folder, encoder, and the weights of each task (``ExportedWeights``)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -131,16 +141,22 @@ class ExportedModel:
         except TypeError:
             return AutoModel.from_config(cfg, attn_implementation=attn)
 
-    def weights_for(self, task: str | None = None) -> str:
-        """The encoder key of a task (the weights ``load_into`` loads)."""
+    def weights_for(self, task: str | None = None) -> ExportedWeights:
+        """The weights a task runs with (what ``load_into`` loads)."""
         tasks = self._hf_config["tasks"]
-        return tasks[task]["encoder"] if task in tasks else self._hf_config["encoder_keys"][-1]
+        if task not in tasks:
+            return ExportedWeights(self._hf_config["encoder_keys"][-1])
+        return ExportedWeights(tasks[task]["encoder"], tasks[task].get("adapter"))
 
-    def load_into(self, model: torch.nn.Module, key: str) -> None:
-        """Load the encoder ``key`` and every head into mtdnn's ``MultiTaskModel``."""
+    def load_into(self, model: torch.nn.Module, weights: ExportedWeights) -> None:
+        """Load an encoder (with an adapter merged into it) and every head into mtdnn's ``MultiTaskModel``."""
+        from .adapters import merged_encoder
+
         state = load_weights(self.path / "model.safetensors")
-        prefix = f"encoders.{key}."
-        mapped = {"encoder." + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        prefix = f"encoders.{weights.encoder}."
+        encoder = merged_encoder({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)},
+                                 self._hf_config.get("adapters") or {}, weights.adapter)
+        mapped = {"encoder." + k: v for k, v in encoder.items()}
         mapped.update({k: v for k, v in state.items() if k.startswith("heads.")})
         missing, unexpected = model.load_state_dict(mapped, strict=False)
         if missing or unexpected:

@@ -9,13 +9,15 @@
   ``tanh(W h + b)``, while mtdnn's linear head reads the [CLS] vector ``h`` itself, so the pooler is
   set to ``W = eps * I``, ``b = 0`` and the classifier to ``V / eps``: ``tanh(eps * h) / eps = h``
   up to ``(eps * h)^2 / 3`` relative (eps = 2^-13: about 1e-7 for |h| <= 4). The export checks the
-  result against mtdnn's head on real dev rows. SAN heads have no standard equivalent.
+  result against mtdnn's head on real dev rows. SAN heads have no standard equivalent. A task of a
+  run trained with LoRA adapters gets its adapter merged into the encoder (``export/adapters.py``).
 
 Both check themselves against mtdnn's own model on real dev rows (``verify``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -29,7 +31,7 @@ from ..tasks.schema import TaskDef
 from . import modeling_mtdnn as modeling
 from .card import model_card
 from .folder import staged_folder, write_metadata
-from .plan import ExportPlan, encoder_key, export_state
+from .plan import ExportPlan, export_state
 from .verify import check_against_mtdnn
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,8 @@ def boundary_ids(tokenizer) -> list[int]:
 
 def task_spec(plan: ExportPlan, t: TaskDef) -> dict:
     return {"type": t.type, "input": t.input, "labels": list(t.labels), "head": t.head.model_dump(),
-            "dropout": t.dropout, "head_of": plan.head_of(t), "encoder": encoder_key(plan.epochs[t.name]),
-            "epoch": plan.epochs[t.name], "metrics": plan.metrics.get(t.name) or {}}
+            "dropout": t.dropout, "head_of": plan.head_of(t), "encoder": plan.encoder_of(t.name),
+            "adapter": plan.adapter_of(t.name), "epoch": plan.epochs[t.name], "metrics": plan.metrics.get(t.name) or {}}
 
 
 def hf_config(plan: ExportPlan, tokenizer) -> modeling.MtdnnConfig:
@@ -59,7 +61,8 @@ def hf_config(plan: ExportPlan, tokenizer) -> modeling.MtdnnConfig:
     cfg = modeling.MtdnnConfig(encoder=encoder, encoder_keys=plan.encoder_keys,
                                tasks={t.name: task_spec(plan, t) for t in plan.tasks},
                                segment_boundary_ids=boundary_ids(tokenizer),
-                               max_seq_len=int(plan.config["max_seq_len"]), task_order=[t.name for t in plan.tasks])
+                               max_seq_len=int(plan.config["max_seq_len"]), task_order=[t.name for t in plan.tasks],
+                               adapters=plan.lora.specs if plan.lora is not None else {})
     cfg.auto_map = dict(AUTO_MAP)
     cfg.architectures = ["MtdnnMultiTaskModel"]
     return cfg
@@ -131,10 +134,14 @@ def sequence_classifier(plan: ExportPlan, t: TaskDef) -> nn.Module:
     cfg.classifier_dropout = t.dropout
     model = AutoModelForSequenceClassification.from_config(cfg)
     state = export_state(plan)
-    key = f"encoders.{encoder_key(plan.epochs[t.name])}."
+    key = f"encoders.{plan.encoder_of(t.name)}."
+    encoder = {k[len(key):]: v for k, v in state.items() if k.startswith(key)}
+    if plan.lora is not None:  # the task's adapter merged into the encoder's weights
+        from .adapters import merged_encoder
+
+        encoder = merged_encoder(encoder, plan.lora.specs, plan.adapter_of(t.name))
     base = getattr(model, model.base_model_prefix)
-    missing, unexpected = base.load_state_dict({k[len(key):]: v for k, v in state.items() if k.startswith(key)},
-                                               strict=False)
+    missing, unexpected = base.load_state_dict(encoder, strict=False)
     pooler = getattr(base, "pooler", None)
     classifier = getattr(model, "classifier", None)
     if unexpected or any(not m.startswith("pooler.") for m in missing) or not (
@@ -156,7 +163,8 @@ def write_task_folder(plan: ExportPlan, task: str, output: str | Path, check_row
     """Write one task as a standard sequence-classification folder; returns its largest difference
     from mtdnn's model on real dev rows."""
     t = _task(plan, task)
-    one = ExportPlan(plan.run, plan.config, [t], {t.name: plan.epochs[t.name]}, {t.name: plan.metrics.get(t.name, {})})
+    one = dataclasses.replace(plan, tasks=[t], epochs={t.name: plan.epochs[t.name]},
+                              metrics={t.name: plan.metrics.get(t.name, {})})
     tokenizer = export_tokenizer(plan)
     model = sequence_classifier(plan, t)
     diffs = check_against_mtdnn(plan, lambda batch, _: model(**batch).logits,

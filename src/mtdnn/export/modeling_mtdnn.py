@@ -13,8 +13,16 @@ model: ``encoders.<key>.*`` (a Hugging Face encoder), ``heads.<task>.*``:
 - ``san``: the stochastic answer network over the premise and hypothesis tokens: (batch, labels)
   log-probabilities (the log of the probabilities averaged over the answer steps).
 
+A run trained with per-task LoRA adapters (``mtdnn train --adapter lora``) is exported with its one
+frozen encoder and each task's adapter: the encoder's adapted linear layers become ``LoraLinear``
+(``W x + b + scaling * B A x`` with the A and B of the adapter active, as peft computes it), their
+matrices named ``<layer>.lora_A.<adapter>`` and ``<layer>.lora_B.<adapter>``; ``config.adapters``
+gives each adapter's rank, scaling and layers, and a task's ``adapter`` the one its encoder pass uses
+(none: the plain encoder).
+
 ``model(**tokenizer(a, b, return_tensors="pt"), task="rte").logits`` is that task's output;
-``task=None`` or a list of names fills ``task_logits`` (name -> output), each encoder run once.
+``task=None`` or a list of names fills ``task_logits`` (name -> output), with one encoder pass per
+distinct (encoder, adapter) among the tasks asked.
 SAN needs the segment of each token (0 first text, 1 second text, 2 special tokens); it is derived
 from the input ids (the tokens between the [CLS]/[SEP]-like boundaries: the first run is the first
 text, later runs the second) unless ``seg`` is given.
@@ -23,8 +31,9 @@ text, later runs the second) unless ``seg`` is given.
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -42,16 +51,20 @@ except ImportError:  # transformers 4
 class MtdnnConfig(_BaseConfig):
     """``encoder``: the shared encoder's config (a dict with its ``model_type``); ``encoder_keys``:
     the names of the encoders the model holds (one per exported epoch); ``tasks``: task name ->
-    ``{type, input, labels, head: {kind, steps, step_dropout}, dropout, head_of, encoder}``;
+    ``{type, input, labels, head: {kind, steps, step_dropout}, dropout, head_of, encoder, adapter}``;
     ``segment_boundary_ids``: the token ids that separate the texts of a pair ([CLS], [SEP], ...);
-    ``task_order``: the tasks in the run's order (config.json sorts the keys of ``tasks``)."""
+    ``task_order``: the tasks in the run's order (config.json sorts the keys of ``tasks``);
+    ``adapters``: LoRA adapter name -> ``{rank, scaling, layers}`` (the encoder's module paths it
+    adapts), where a task's ``adapter`` names one."""
 
     model_type = "mtdnn"
 
     def __init__(self, encoder: dict | None = None, encoder_keys: list | None = None,
                  tasks: dict | None = None, segment_boundary_ids: list | None = None,
-                 max_seq_len: int = 512, task_order: list | None = None, **kwargs: Any) -> None:
+                 max_seq_len: int = 512, task_order: list | None = None, adapters: dict | None = None,
+                 **kwargs: Any) -> None:
         self.encoder = dict(encoder or {})
+        self.adapters = dict(adapters or {})
         self.encoder_keys = list(encoder_keys or [])
         self.tasks = dict(tasks or {})
         self.task_order = [t for t in (task_order or list(self.tasks)) if t in self.tasks]
@@ -135,6 +148,63 @@ def segment_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor, boundary_
     return torch.where(content, (run >= 2).long(), torch.full_like(run, 2))
 
 
+class LoraLinear(nn.Linear):
+    """A linear layer of the shared encoder with LoRA adapters: ``W x + b`` plus, while adapter ``a``
+    is active, ``(B_a (A_a x)) * scaling_a`` (peft's order of operations, so the same numbers). The
+    layer keeps its own parameter names (``weight``, ``bias``); ``lora_A.<a>`` is (rank, in),
+    ``lora_B.<a>`` is (out, rank). No adapter active (or one that does not adapt this layer): the
+    plain layer. There is no LoRA dropout: it is the identity outside training, as here."""
+
+    def __init__(self, base: nn.Linear, adapters: dict) -> None:
+        super().__init__(base.in_features, base.out_features, bias=base.bias is not None, device="meta")
+        self.weight, self.bias = base.weight, base.bias
+        like = {"dtype": base.weight.dtype, "device": base.weight.device}
+        self.lora_A = nn.ParameterDict({name: nn.Parameter(torch.zeros(int(spec["rank"]), base.in_features, **like))
+                                        for name, spec in adapters.items()})
+        self.lora_B = nn.ParameterDict({name: nn.Parameter(torch.zeros(base.out_features, int(spec["rank"]), **like))
+                                        for name, spec in adapters.items()})
+        self.scaling = {name: float(spec["scaling"]) for name, spec in adapters.items()}
+        self.active: str | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = F.linear(x, self.weight, self.bias)
+        name = self.active
+        if name is None or name not in self.scaling:
+            return result
+        return result + F.linear(F.linear(x, self.lora_A[name]), self.lora_B[name]) * self.scaling[name]
+
+
+def add_lora_layers(encoder: nn.Module, adapters: dict) -> None:
+    """Replace each linear layer that an adapter of ``adapters`` (``MtdnnConfig.adapters``) adapts by a
+    ``LoraLinear`` holding every adapter of that layer."""
+    per_layer: dict = {}
+    for name, spec in adapters.items():
+        for path in spec["layers"]:
+            per_layer.setdefault(path, {})[name] = spec
+    for path, specs in per_layer.items():
+        parent_path, _, child = path.rpartition(".")
+        parent = encoder.get_submodule(parent_path)
+        base = getattr(parent, child)
+        if not isinstance(base, nn.Linear):
+            raise ValueError(f"LoRA layer {path!r} of the encoder is a {type(base).__name__}, not a linear layer")
+        setattr(parent, child, LoraLinear(base, specs))
+
+
+@contextmanager
+def active_adapter(encoder: nn.Module, name: str | None) -> Iterator[None]:
+    """Run the encoder's forward passes in the block through adapter ``name`` (None: none). The
+    choice is a flag on the encoder's layers (as peft's ``set_adapter``): one forward pass of a model
+    at a time."""
+    layers = [m for m in encoder.modules() if isinstance(m, LoraLinear)]
+    for m in layers:
+        m.active = name
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.active = None
+
+
 class MtdnnMultiTaskModel(PreTrainedModel):
     """Shared encoder(s) + one head per task; see the module docstring."""
 
@@ -147,6 +217,8 @@ class MtdnnMultiTaskModel(PreTrainedModel):
         enc_cfg = dict(config.encoder)
         encoder_config = AutoConfig.for_model(enc_cfg.pop("model_type"), **enc_cfg)
         self.encoders = nn.ModuleDict({key: _build_encoder(encoder_config) for key in config.encoder_keys})
+        for encoder in self.encoders.values():
+            add_lora_layers(encoder, config.adapters)
         hidden = encoder_config.hidden_size
         # token type ids only where the encoder has room for a second segment (RoBERTa, XLM-R: 1 type,
         # DeBERTa-v3: 0, DistilBERT/ModernBERT: no such input), as mtdnn's model/encoders.py decides
@@ -178,9 +250,10 @@ class MtdnnMultiTaskModel(PreTrainedModel):
         outputs = {}
         for name in names:
             spec = self.config.tasks[name]
-            key = spec["encoder"]
+            key = (spec["encoder"], spec.get("adapter"))  # one encoder pass per encoder and adapter
             if key not in hidden:
-                hidden[key] = self.encoders[key](**enc_kwargs).last_hidden_state
+                with active_adapter(self.encoders[key[0]], key[1]):
+                    hidden[key] = self.encoders[key[0]](**enc_kwargs).last_hidden_state
             outputs[name] = self.heads[spec.get("head_of", name)](hidden[key], seg, attention_mask)
         if isinstance(task, str):
             return MtdnnOutput(logits=outputs[task])

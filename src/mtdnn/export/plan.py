@@ -6,7 +6,8 @@ One encoder or several (issue 11, point 5): with best-epoch selection the tasks 
 different epochs. By default every task is exported from one epoch (the last, or ``epoch``), so
 that one encoder serves all tasks; ``per_task_epochs`` keeps each task's own epoch, one encoder per
 distinct epoch. Either way the metrics recorded are those of the exported epoch, from the run's
-``history.jsonl``.
+``history.jsonl``. A run trained with LoRA adapters has one frozen encoder and each task's adapter
+and head of the epoch it keeps (``export/adapters.py``; ``ExportPlan.lora``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,6 +24,9 @@ from ..data.readers import RawSplit, data_dir_default, read_split
 from ..errors import CheckpointError, ConfigError, MtdnnError
 from ..run_dir import RunDir, load_weights
 from ..tasks.schema import TaskDef
+
+if TYPE_CHECKING:
+    from .adapters import LoraExport
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +37,42 @@ def encoder_key(epoch: int) -> str:
 
 @dataclass
 class ExportPlan:
-    """``epochs``: task -> the epoch its encoder and head come from; ``metrics``: task -> split ->
-    metric -> value at that epoch (empty where that epoch was not evaluated)."""
+    """``epochs``: task -> the epoch its encoder and head come from (None: a task an adapter run
+    carried over from the run it started from); ``metrics``: task -> split -> metric -> value at that
+    epoch (empty where that epoch was not evaluated); ``lora``: an adapter run's frozen encoder,
+    adapters and heads (None for other runs)."""
 
     run: RunDir
     config: dict[str, Any]
     tasks: list[TaskDef]
-    epochs: dict[str, int]
+    epochs: dict[str, int | None]
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    lora: LoraExport | None = None
+
+    def encoder_of(self, task: str) -> str:
+        """The key of the encoder a task's pass runs (``encoders.<key>.*`` in the exported weights)."""
+        if self.lora is not None:
+            return self.lora.encoder_key
+        epoch = self.epochs[task]
+        assert epoch is not None, "only an adapter run carries tasks without an epoch"
+        return encoder_key(epoch)
+
+    def adapter_of(self, task: str) -> str | None:
+        """The LoRA adapter a task's encoder pass uses (None: the plain encoder)."""
+        return self.lora.adapter_of.get(task) if self.lora is not None else None
+
+    def carried_note(self) -> str:
+        """What the report and the model card say of a task without an epoch of this run."""
+        origin = self.lora.origin if self.lora is not None else None
+        return f"carried over from {origin or 'the run this one started from'}"
 
     @property
     def encoder_keys(self) -> list[str]:
-        return [encoder_key(e) for e in sorted(set(self.epochs.values()))]
+        return sorted({self.encoder_of(t.name) for t in self.tasks}, key=lambda k: (len(k), k))
 
     @property
     def per_task(self) -> bool:
-        return len(set(self.epochs.values())) > 1
+        return len(self.encoder_keys) > 1
 
     def head_of(self, task: TaskDef) -> str:
         return task.head_from or task.name
@@ -86,6 +110,10 @@ def plan_export(run_path: str | Path, epoch: int | None = None, per_task_epochs:
     config, tasks, selection = run.read_config(), run.read_tasks(), run.read_selection()
     if per_task_epochs and epoch is not None:
         raise ConfigError("--epoch and --per-task-epochs exclude each other", field="epoch")
+    if config.get("adapter", "none") != "none":
+        from .adapters import plan_adapter_export
+
+        return plan_adapter_export(run, config, tasks, selection, _history(run), epoch)
     available = _available_epochs(run)
     chosen = selection["last"] if epoch is None else epoch
     if chosen not in available:
@@ -106,7 +134,9 @@ def plan_export(run_path: str | Path, epoch: int | None = None, per_task_epochs:
 
 def export_state(plan: ExportPlan) -> dict[str, torch.Tensor]:
     """The exported model's weights: ``encoders.epoch-N.*`` from each exported epoch's checkpoint,
-    ``heads.<task>.*`` from the epoch of that task."""
+    ``heads.<task>.*`` from the epoch of that task (an adapter run: ``LoraExport.state``)."""
+    if plan.lora is not None:
+        return dict(plan.lora.state)
     state: dict[str, torch.Tensor] = {}
     for e in sorted(set(plan.epochs.values())):
         ckpt = load_weights(plan.run.checkpoint(e))
@@ -128,7 +158,9 @@ def report(plan: ExportPlan) -> list[str]:
         m = plan.metrics.get(t.name) or {}
         shown = "; ".join(f"{split} " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items() if k != "score")
                           for split, vals in m.items()) or "no dev metrics recorded at this epoch"
-        lines.append(f"{t.name:<12} epoch {plan.epochs[t.name]:<3} {shown}")
+        epoch = plan.epochs[t.name]
+        where = f"epoch {epoch:<3}" if epoch is not None else plan.carried_note()
+        lines.append(f"{t.name:<12} {where} {shown}")
     return lines
 
 

@@ -1,7 +1,8 @@
 """The self-check of every export: the exported model's outputs against mtdnn's own model (the run's
-checkpoint of the exported epoch, the plain encoder without the [CLS]-only pruning) on real dev rows
-of each task, tokenised as mtdnn tokenises them. The exported model gets only what a tokenizer
-gives (input ids, attention mask, token type ids): the segments SAN reads are derived by it."""
+checkpoint of the exported epoch, or an adapter run's encoder with each task's adapter; the plain
+encoder without the [CLS]-only pruning) on real dev rows of each task, tokenised as mtdnn tokenises
+them. The exported model gets only what a tokenizer gives (input ids, attention mask, token type
+ids): the segments SAN reads are derived by it."""
 
 from __future__ import annotations
 
@@ -30,7 +31,14 @@ SAMPLE_PAIRS = [("A man is playing a guitar.", "A person plays music."),
 Candidate = Callable[[dict[str, torch.Tensor], str], torch.Tensor]
 
 
-def reference_model(plan: ExportPlan, epoch: int) -> MultiTaskModel:
+def reference_model(plan: ExportPlan, task: TaskDef) -> MultiTaskModel:
+    """mtdnn's model of the weights ``task`` is exported from (an adapter run: all its tasks)."""
+    if plan.lora is not None:
+        from ..model.adapters import load_adapter_model
+
+        return load_adapter_model(plan.run, plan.tasks).eval()
+    epoch = plan.epochs[task.name]
+    assert epoch is not None, "a plain run's tasks all have an epoch"
     model = MultiTaskModel(encoder_from_config(plan.run.encoder_dir), plan.tasks)
     load_model_weights(model, plan.run.checkpoint(epoch))
     return model.eval()
@@ -56,9 +64,10 @@ def check_against_mtdnn(plan: ExportPlan, candidate: Candidate, tokenizer, n_row
     tasks = tasks or plan.tasks
     diffs: dict[str, float] = {}
     max_len = int(plan.config["max_seq_len"])
-    for epoch in sorted({plan.epochs[t.name] for t in tasks}):
-        ref = reference_model(plan, epoch)
-        for t in (t for t in tasks if plan.epochs[t.name] == epoch):
+    for key in sorted({plan.encoder_of(t.name) for t in tasks}):
+        group = [t for t in tasks if plan.encoder_of(t.name) == key]
+        ref = reference_model(plan, group[0])
+        for t in group:
             raw = check_rows(plan, t, n_rows)
             if raw is None or len(raw) == 0:
                 log.warning("task %s: no dev rows here, checked on %d sample sentences", t.name, len(SAMPLE_PAIRS))
