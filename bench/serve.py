@@ -11,7 +11,9 @@ Workload: sentence pairs from the RTE, MRPC and STS-B dev sets, one pair per req
 asked: the pair tasks answer the pair, the single-sentence tasks its first sentence. mtdnn then
 needs two encoder passes per input (pair + single), the alternative five. Both are served the same
 way: the same FastAPI app, HTTP on 127.0.0.1, the same micro-batcher (``--max-batch-size``,
-``--max-wait-ms``), each pipeline called with that batch size; only the models differ.
+``--max-wait-ms``), each pipeline called with that batch size; the models differ, and so does the
+padding: mtdnn's engine runs a micro-batch's rows in length groups, a pipeline pads each batch to
+its longest row (what ``pipeline`` does).
 
 Scenarios (N = ``--clients`` concurrent clients, each sending its next request when the last is
 answered; each bounded by ``--requests`` and ``--max-seconds``): mtdnn (torch) with and without
