@@ -33,9 +33,7 @@ runs/experiments/ (trained first by the mt stream if its weights are missing: ab
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import resource
 import shutil
 import statistics
@@ -49,7 +47,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from run import MT_CELL, RUNS as BASE_RUN_DIRS, _cells, _da_cell, _ensure_model, _glue_cell, _machine  # noqa: E402
+from cells import (PlanRow, PlanTable, Runner, Streams, config_record, fill_markers, fresh_run_dir,  # noqa: E402
+                   machine, read_history, read_metrics, read_record, result_file, say, seconds_left,
+                   threads_override, timestamp, update_summary)
+from cells import main as runner_main  # noqa: E402
+from run import MT_CELL, RUNS as BASE_RUN_DIRS, _cells, _da_cell, _ensure_model, _glue_cell  # noqa: E402
 from run import result_path as base_result_path  # noqa: E402
 
 OUT = HERE / "results" / "adapters"
@@ -116,12 +118,11 @@ def cells() -> list[Cell]:
 
 
 def result_path(name: str) -> Path:
-    return OUT / (name.replace("/", "__") + ".json")
+    return result_file(OUT, name)
 
 
 def load(name: str) -> dict[str, Any] | None:
-    p = result_path(name)
-    return json.loads(p.read_text()) if p.is_file() else None
+    return read_record(result_path(name))
 
 
 def estimate(cell: Cell) -> float:
@@ -133,22 +134,24 @@ def estimate(cell: Cell) -> float:
     return seconds * (LORA_TIME_SHARE if cell.meta["method"] == "lora" else 1.0) + STARTUP_SECONDS
 
 
-def plan() -> int:
-    streams: dict[str, float] = {}
-    print(f"{'state':<6} {'stream':<6} {'estimate':>9}  cell")
-    for c in cells():
-        est, done = estimate(c), load(c.name) is not None
-        if not done:
-            streams[c.stream] = streams.get(c.stream, 0.0) + est
-        print(f"{'done' if done else 'todo':<6} {c.stream:<6} {est / 60:>7.1f} m  {c.name}")
+def _plan_footer(rows: list[PlanRow]) -> list[str]:
+    """Hours left per stream (a stream with nothing left is not listed: every estimate is > 0)."""
+    streams = {s: t for s, t in seconds_left(rows).items() if t > 0}
     mt_missing = not (BASE_RUN_DIRS / MT_CELL / "metrics.json").is_file()
     if mt_missing:
         streams["mt"] = streams.get("mt", 0.0) + FALLBACK_SECONDS["mt"]
-    print("\nleft to run, per stream (one thread each): " + ", ".join(
+    return ["\nleft to run, per stream (one thread each): " + ", ".join(
         f"{s} {t / 3600:.1f} h" for s, t in sorted(streams.items())) + f"; {sum(streams.values()) / 3600:.1f} h "
-        f"in all{' (mt includes training the multi-task model, whose weights are missing)' if mt_missing else ''}")
-    print(f"estimates: run.py's recorded wall times of the same full fine-tuning cells; LoRA cells "
-          f"{LORA_TIME_SHARE:g} of those (a guess until measured), plus {STARTUP_SECONDS:g} s start-up each")
+        f"in all{' (mt includes training the multi-task model, whose weights are missing)' if mt_missing else ''}",
+        f"estimates: run.py's recorded wall times of the same full fine-tuning cells; LoRA cells "
+        f"{LORA_TIME_SHARE:g} of those (a guess until measured), plus {STARTUP_SECONDS:g} s start-up each"]
+
+
+def plan() -> int:
+    rows = [PlanRow(c.name, "todo" if load(c.name) is None else "done", c.stream, estimate(c)) for c in cells()]
+    table = PlanTable(f"{'state':<6} {'stream':<6} {'estimate':>9}  cell",
+                      lambda r: f"{r.state:<6} {r.column:<6} {r.seconds / 60:>7.1f} m  {r.name}", _plan_footer)
+    print("\n".join(table.lines(rows)))
     return 0
 
 
@@ -192,8 +195,7 @@ def _record(cell: Cell, cfg: Any, run_dir: Path, wall: float, rss_start: float) 
     import torch
 
     task = cfg.tasks[0]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    metrics, history = read_metrics(run_dir), read_history(run_dir)
     ref = base_result_path(cell.reference)
     reference = _scores(json.loads(ref.read_text())["metrics"], task)["score"] if ref.is_file() else None
     return {"cell": cell.name, "meta": cell.meta, "metrics": metrics, **_scores(metrics, task),
@@ -203,9 +205,8 @@ def _record(cell: Cell, cfg: Any, run_dir: Path, wall: float, rss_start: float) 
             "peak_rss_mb": round(_rss_mb(), 1), "rss_before_training_mb": round(rss_start, 1),
             "peak_cuda_mb": (round(torch.cuda.max_memory_allocated() / 2**20, 1)
                              if torch.cuda.is_available() else None),
-            "train_loss": [h["train_loss"] for h in history], "machine": _machine(),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "config": {k: v for k, v in cfg.model_dump(mode="json").items() if k != "task_files"},
+            "train_loss": [h["train_loss"] for h in history], "machine": machine(), "finished": timestamp(),
+            "config": config_record(cfg),
             "command": f"python experiments/adapters.py --run --only {cell.name}"}
 
 
@@ -218,9 +219,8 @@ def worker(name: str, threads: int | None) -> int:
     cell = {c.name: c for c in cells()}[name]
     rss_start = _rss_mb()
     run_dir = RUNS / cell.name
-    if run_dir.exists():  # an interrupted attempt: start the cell again
-        shutil.rmtree(run_dir)
-    overrides = {"output_dir": str(run_dir), **({"threads": threads} if threads else {})}
+    fresh_run_dir(run_dir)  # an interrupted attempt: start the cell again
+    overrides = {"output_dir": str(run_dir), **threads_override(threads)}
     cfg = mtdnn.make_config({**cell.config, **overrides})
     t0 = time.perf_counter()
     mtdnn.train(cfg)
@@ -228,9 +228,8 @@ def worker(name: str, threads: int | None) -> int:
     write_json(result_path(cell.name), record)
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     (run_dir / "encoder" / "model.safetensors").unlink(missing_ok=True)
-    print(f"[{time.strftime('%H:%M:%S')}] {cell.name}: score {record['score']:.2f}, {record['trainable']:,} "
-          f"trainable, {record['stored_bytes'] / 1e6:.2f} MB stored, {record['wall_seconds']:.0f} s, "
-          f"peak {record['peak_rss_mb']:.0f} MB", flush=True)
+    say(f"{cell.name}: score {record['score']:.2f}, {record['trainable']:,} trainable, "
+        f"{record['stored_bytes'] / 1e6:.2f} MB stored, {record['wall_seconds']:.0f} s, peak {record['peak_rss_mb']:.0f} MB")
     return 0
 
 
@@ -246,7 +245,7 @@ def run(stream: str, only: str, threads: int | None) -> int:
         _ensure_model(MT_CELL, base_cells)
     failed = []
     for c in todo:
-        print(f"[{time.strftime('%H:%M:%S')}] {c.name} ...", flush=True)
+        say(f"{c.name} ...")
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", c.name]
         if threads:
             cmd += ["--threads", str(threads)]
@@ -364,56 +363,29 @@ def tables(recs: dict[str, dict[str, Any]]) -> str:
 
 
 def summarize() -> int:
-    from mtdnn.run_dir import write_json
-
     recs = records()
     if not recs:
         print("no results yet in", OUT)
         return 1
-    summary = json.loads(SUMMARY.read_text()) if SUMMARY.is_file() else {}
-    summary["adapters"] = {
+    update_summary(SUMMARY, "adapters", {
         "scores": score_rows(recs), "cost": cost_rows(recs), "lr_check": lr_rows(recs),
         "reproduced": reproduced(recs),
         "units": "score: percent, GLUE dev score (mean of a task's two metrics where it has two), SciTail 1%: "
                  "test accuracy; mean and sd over seeds (training subsets for SciTail); cost: the seed-1 GLUE "
                  "cells of a row: parameters and MB per task (mean, min, max over the 5 tasks), training "
                  "seconds summed (evaluation excluded), peak resident memory of the training process (max)",
-        "cells": sorted(recs)}
-    write_json(SUMMARY, summary)
+        "cells": sorted(recs)})
     text = tables(recs)
-    doc = DOC.read_text() if DOC.is_file() else ""
-    if BEGIN in doc and END in doc:
-        DOC.write_text(doc.split(BEGIN)[0] + BEGIN + "\n" + text + "\n" + END + doc.split(END)[1])
+    fill_markers(DOC, BEGIN, END, text)
     print(text)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--plan", action="store_true", help="list the cells, done/todo, with estimated times")
-    what.add_argument("--run", action="store_true", help="run the cells not done yet (resumable)")
-    what.add_argument("--summarize", action="store_true",
-                      help="tables in docs/results.md, summary.json 'adapters'")
-    what.add_argument("--worker", metavar="CELL", help=argparse.SUPPRESS)  # one cell, in a child process
-    p.add_argument("--only", default="", help="with --run: only cells whose name starts with this")
-    p.add_argument("--stream", choices=["all", "mt", "base"], default="all",
-                   help="with --run: only the cells that need the multi-task encoder (mt), or only the others")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
-    args = p.parse_args(argv)
-    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ.setdefault(k, "1")
-    if args.plan:
-        return plan()
-    if args.summarize:
-        return summarize()
-    import logging
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.worker:
-        import transformers
-        transformers.logging.set_verbosity_error()
-        return worker(args.worker, args.threads)
-    return run(args.stream, args.only, args.threads)
+    streams = Streams("with --run: only the cells that need the multi-task encoder (mt), or only the others", "all",
+                      ("all", "mt", "base"))
+    return runner_main(Runner(__doc__ or "", plan, run, summarize, "tables in docs/results.md, summary.json 'adapters'",
+                              streams, worker), argv)
 
 
 if __name__ == "__main__":

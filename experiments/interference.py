@@ -24,11 +24,8 @@ and each target trained with its recommended auxiliaries (5, listed once the aff
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
-import socket
 import statistics
 import sys
 import time
@@ -39,7 +36,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from run import BASE, GLUE_EPOCHS, GLUE_SUBSETS, GLUE_TASKS, SMALL_TASKS, _machine  # noqa: E402
+from cells import (ClaimedGrid, PlanRow, PlanTable, Runner, Streams, claim, config_record, fill_markers,  # noqa: E402
+                   fresh_run_dir, lock_file, machine, read_history, read_metrics, read_record, result_file, say,
+                   threads_override, timestamp, update_summary)
+from cells import main as runner_main, work as work_grid  # noqa: E402
+from run import BASE, GLUE_EPOCHS, GLUE_SUBSETS, GLUE_TASKS, SMALL_TASKS  # noqa: E402
 
 OUT = HERE / "results" / "interference"
 LOCKS = OUT / ".locks"
@@ -86,12 +87,11 @@ def glue_config(tasks: list[str], seed: int, epochs: int = GLUE_EPOCHS, **extra:
 
 
 def result_path(name: str) -> Path:
-    return OUT / (name.replace("/", "__").replace("+", "_plus_") + ".json")
+    return result_file(OUT, name.replace("+", "_plus_"))
 
 
 def load(name: str) -> dict[str, Any] | None:
-    p = result_path(name)
-    return json.loads(p.read_text()) if p.is_file() else None
+    return read_record(result_path(name))
 
 
 def static_cells() -> list[Cell]:
@@ -176,69 +176,45 @@ def estimate(cell: Cell, seconds: dict[str, float]) -> float:
     return sum(seconds[t] for t in tasks) * cell.config["epochs"] / GLUE_EPOCHS
 
 
+def _plan_footer(rows: list[PlanRow]) -> list[str]:
+    total_todo = sum(r.left for r in rows)  # in cell order, as the estimates were added up
+    return [f"\nleft to run: {total_todo / 3600:.1f} h on one thread; with two streams about "
+            f"{total_todo / 7200:.1f} h (estimates from the 2-epoch single-task wall times)"]
+
+
 def plan() -> int:
-    seconds, total_todo = single_seconds(), 0.0
-    print(f"{'state':<8} {'phase':<6} {'estimate':>9}  cell")
-    for c in all_cells():
-        est = estimate(c, seconds)
-        state = "done" if load(c.name) else ("pending" if c.meta.get("pending") else "todo")
-        total_todo += est if state != "done" else 0.0
-        print(f"{state:<8} {c.phase:<6} {est / 60:>7.1f} m  {c.name}")
-    print(f"\nleft to run: {total_todo / 3600:.1f} h on one thread; with two streams about "
-          f"{total_todo / 7200:.1f} h (estimates from the 2-epoch single-task wall times)")
+    seconds = single_seconds()
+    rows = [PlanRow(c.name, "done" if load(c.name) else ("pending" if c.meta.get("pending") else "todo"),
+                    str(c.phase), estimate(c, seconds)) for c in all_cells()]
+    table = PlanTable(f"{'state':<8} {'phase':<6} {'estimate':>9}  cell",
+                      lambda r: f"{r.state:<8} {r.column:<6} {r.seconds / 60:>7.1f} m  {r.name}", _plan_footer)
+    print("\n".join(table.lines(rows)))
     return 0
 
 
 # ----------------------------------------------------------------------------- running
+def _lock(name: str) -> Path:
+    return lock_file(LOCKS, result_path(name))
+
+
 def _claim(cell: Cell, stream: str) -> bool:
     """Create the cell's lock file; a lock of a dead process of this machine is taken over."""
-    LOCKS.mkdir(parents=True, exist_ok=True)
-    lock = LOCKS / (result_path(cell.name).stem + ".lock")
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if _alive(lock):
-                return False
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "stream": stream}, f)
-        return True
-    return False
-
-
-def _alive(lock: Path) -> bool:
-    try:
-        owner = json.loads(lock.read_text())
-    except (OSError, ValueError):
-        return True  # being written: leave it
-    if owner.get("host") != socket.gethostname():
-        return True
-    try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return claim(_lock(cell.name), stream)
 
 
 def _train_record(cell: Cell, threads: int | None) -> dict[str, Any]:
     import mtdnn
 
     run_dir = RUNS / cell.name
-    if run_dir.exists():  # an interrupted attempt: start the cell again
-        shutil.rmtree(run_dir)
-    cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), **({"threads": threads} if threads else {})})
+    fresh_run_dir(run_dir)  # an interrupted attempt: start the cell again
+    cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), **threads_override(threads)})
     t0 = time.perf_counter()
     mtdnn.train(cfg)
     wall = time.perf_counter() - t0
-    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     keep = ("epoch", "train_loss", "mixture", "uncertainty_log_variance")
-    record = {"metrics": json.loads((run_dir / "metrics.json").read_text()), "wall_seconds": round(wall, 1),
-              "history": [{k: h[k] for k in keep if k in h} for h in history],
-              "config": {k: v for k, v in cfg.model_dump(mode="json").items() if k != "task_files"}}
+    record = {"metrics": read_metrics(run_dir), "wall_seconds": round(wall, 1),
+              "history": [{k: h[k] for k in keep if k in h} for h in read_history(run_dir)],
+              "config": config_record(cfg)}
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return record
 
@@ -248,46 +224,33 @@ def _affinity_record(cell: Cell, threads: int | None) -> dict[str, Any]:
     from mtdnn.affinity import run_affinity, write_heatmap
 
     cfg = mtdnn.make_config({**cell.config, "output_dir": str(RUNS / cell.name), "predict_test": False,
-                             **({"threads": threads} if threads else {})})
+                             **threads_override(threads)})
     t0 = time.perf_counter()
     result = run_affinity(cfg, steps=AFFINITY["budget"], every=AFFINITY["every"],
                           lookahead_lr=AFFINITY["lookahead_lr"])
     wall = time.perf_counter() - t0
     write_heatmap(result, OUT / "affinity.png")
-    return {"affinity": result.to_json(), "wall_seconds": round(wall, 1),
-            "config": {k: v for k, v in cfg.model_dump(mode="json").items() if k != "task_files"}}
+    return {"affinity": result.to_json(), "wall_seconds": round(wall, 1), "config": config_record(cfg)}
 
 
 def run_cell(cell: Cell, threads: int | None) -> None:
     from mtdnn.run_dir import write_json
 
-    print(f"[{time.strftime('%H:%M:%S')}] {cell.name} ...", flush=True)
+    say(f"{cell.name} ...")
     record = (_affinity_record if cell.kind == "affinity" else _train_record)(cell, threads)
-    record.update(cell=cell.name, meta=cell.meta, machine=_machine(), finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+    record.update(cell=cell.name, meta=cell.meta, machine=machine(), finished=timestamp(),
                   command=f"python experiments/interference.py --run --only {cell.name}")
     write_json(result_path(cell.name), record)
-    print(f"[{time.strftime('%H:%M:%S')}] {cell.name}: done ({record['wall_seconds']:.0f} s)", flush=True)
+    say(f"{cell.name}: done ({record['wall_seconds']:.0f} s)")
 
 
 def work(stream: str, only: str, threads: int | None, poll: float = 60.0) -> int:
     """Run cells until none is left: the first runnable one no other stream holds; wait while the
     rest wait for cells other streams are running."""
-    while True:
-        todo = [c for c in all_cells() if c.name.startswith(only) and load(c.name) is None]
-        if not todo:
-            return 0
-        ready = [c for c in todo if not c.meta.get("pending") and all(load(n) is not None for n in c.needs)]
-        chosen = next((c for c in ready if _claim(c, stream)), None)
-        if chosen is None:
-            if not any(_alive(p) for p in LOCKS.glob("*.lock")):
-                print("nothing runnable: the cells left wait for cells outside --only", flush=True)
-                return 1
-            time.sleep(poll)
-            continue
-        try:
-            run_cell(chosen, threads)
-        finally:
-            (LOCKS / (result_path(chosen.name).stem + ".lock")).unlink(missing_ok=True)
+    grid = ClaimedGrid(cells=all_cells, done=lambda name: load(name) is not None,
+                       ready=lambda c: not c.meta.get("pending") and all(load(n) is not None for n in c.needs),
+                       lock=_lock, locks=LOCKS, run=lambda c: run_cell(c, threads))
+    return work_grid(grid, stream, only, poll)
 
 
 # ----------------------------------------------------------------------------- summary
@@ -380,16 +343,10 @@ def tables() -> str:
 
 
 def summarize() -> int:
-    from mtdnn.run_dir import write_json
-
-    summary = json.loads(SUMMARY.read_text()) if SUMMARY.is_file() else {}
-    summary["interference"] = {"methods": method_rows(), "affinity_validation": affinity_validation(),
-                               "recommended": recommend_rows()}
-    write_json(SUMMARY, summary)
+    update_summary(SUMMARY, "interference", {"methods": method_rows(), "affinity_validation": affinity_validation(),
+                                             "recommended": recommend_rows()})
     text = tables()
-    if DOC.is_file() and BEGIN in DOC.read_text() and END in DOC.read_text():
-        doc = DOC.read_text()
-        DOC.write_text(doc.split(BEGIN)[0] + BEGIN + "\n" + text + "\n" + END + doc.split(END)[1])
+    fill_markers(DOC, BEGIN, END, text)
     if (OUT / "affinity.png").is_file():
         shutil.copyfile(OUT / "affinity.png", HEATMAP)
     print(text)
@@ -397,24 +354,8 @@ def summarize() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--plan", action="store_true", help="list the cells, done/todo, with estimated times")
-    what.add_argument("--run", action="store_true", help="run the cells not done yet (resumable)")
-    what.add_argument("--summarize", action="store_true", help="tables, summary.json 'interference', heatmap")
-    p.add_argument("--only", default="", help="with --run: only cells whose name starts with this")
-    p.add_argument("--stream", default="1", help="with --run: this process's name in the lock files")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
-    args = p.parse_args(argv)
-    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ.setdefault(k, "1")
-    if args.plan:
-        return plan()
-    if args.summarize:
-        return summarize()
-    import logging
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return work(args.stream, args.only, args.threads)
+    return runner_main(Runner(__doc__ or "", plan, work, summarize, "tables, summary.json 'interference', heatmap",
+                              Streams("with --run: this process's name in the lock files", "1")), argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -35,6 +34,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from cells import (Streams, add_filters, add_selection, chosen, config_record, fresh_run_dir, log_warnings,  # noqa: E402
+                   machine, offline, read_history, read_metrics, result_file, say, silence_transformers, timestamp)
+
 RESULTS = HERE / "results" / "runs"
 RUNS = ROOT / "runs" / "experiments"
 CHECK = ROOT / "runs" / "check"
@@ -136,35 +139,25 @@ def _da_cell(data: str, enc: str, size: str, subset: int, mt_dir: str) -> Cell:
                       "subset": subset, "train_examples": n})
 
 
-def _machine() -> str:
-    import torch
-
-    from mtdnn.runtime import cpu_model
-    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {'CUDA' if torch.cuda.is_available() else 'CPU'}"
-
-
 def result_path(name: str, folder: Path = RESULTS) -> Path:
-    return folder / (name.replace("/", "__") + ".json")
+    return result_file(folder, name)
 
 
 def _train(cell: Cell, run_dir: Path) -> dict[str, Any]:
     """Train one cell into run_dir and return its result record."""
     import mtdnn
 
-    if run_dir.exists():  # an interrupted attempt: start the cell again
-        shutil.rmtree(run_dir)
+    fresh_run_dir(run_dir)  # an interrupted attempt: start the cell again
     cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir)})
-    print(f"[{time.strftime('%H:%M:%S')}] {cell.name} ...", flush=True)
+    say(f"{cell.name} ...")
     t0 = time.perf_counter()
     mtdnn.train(cfg)
     wall = time.perf_counter() - t0
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-    print(f"[{time.strftime('%H:%M:%S')}] {cell.name}: {json.dumps(metrics)} ({wall:.0f} s)", flush=True)
+    metrics = read_metrics(run_dir)
+    say(f"{cell.name}: {json.dumps(metrics)} ({wall:.0f} s)")
     return {"cell": cell.name, "meta": cell.meta, "metrics": metrics,
-            "train_loss": [h["train_loss"] for h in history], "wall_seconds": round(wall, 1),
-            "machine": _machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "config": {k: v for k, v in cfg.model_dump(mode="json").items() if k != "task_files"},
+            "train_loss": [h["train_loss"] for h in read_history(run_dir)], "wall_seconds": round(wall, 1),
+            "machine": machine(), "finished": timestamp(), "config": config_record(cfg),
             "command": f"python experiments/run.py --cell {cell.name}"}
 
 
@@ -220,18 +213,14 @@ def run_cell(cell: Cell, by_name: dict[str, Cell], check: bool = False) -> dict[
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--list", action="store_true")
-    p.add_argument("--cell", action="append", default=[])
-    p.add_argument("--all", action="store_true")
+    add_selection(p)
     p.add_argument("--check", action="store_true",
                    help="with --cell: run the cell again (into runs/check/) and print recorded vs new metrics")
-    p.add_argument("--only", default="", help="with --all: only cells whose name starts with this")
-    p.add_argument("--stream", choices=["all", "mt", "base"], default="all",
-                   help="with --all: only the cells that need the multi-task model (mt) or only the others (base)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (results do not depend on it)")
+    add_filters(p, "--all", Streams("with --all: only the cells that need the multi-task model (mt) or only the "
+                                    "others (base)", "all", ("all", "mt", "base")),
+                "torch CPU threads per run (results do not depend on it)")
     args = p.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    offline()
     cells = _cells()
     if args.threads:
         for c in cells:
@@ -241,20 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         for c in cells:
             print(("done " if result_path(c.name).is_file() else "todo ") + c.name)
         return 0
-    import logging
-    import transformers
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    transformers.logging.set_verbosity_error()
+    log_warnings()
+    silence_transformers()
     def in_stream(c: Cell) -> bool:
         return args.stream == "all" or (args.stream == "mt") == (c.name == MT_CELL or MT_CELL in c.needs)
 
-    todo = args.cell or ([c.name for c in cells if c.name.startswith(args.only) and in_stream(c)] if args.all else [])
-    if not todo:
-        p.error("give --cell NAME, --all or --list")
-    for name in todo:
-        if name not in by_name:
-            p.error(f"unknown cell {name} (see --list)")
-        run_cell(by_name[name], by_name, check=args.check)
+    for cell in chosen(p, args, cells, in_stream, "--list"):
+        run_cell(cell, by_name, check=args.check)
     return 0
 
 

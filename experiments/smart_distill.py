@@ -33,8 +33,6 @@ epoch kept, training subsets of 2,000 examples for the large tasks (run.GLUE_SUB
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import sys
 import time
@@ -46,6 +44,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import run as grid  # noqa: E402  (experiments/run.py: BASE, GLUE_TASKS, GLUE_SUBSETS, GLUE_EPOCHS)
+from cells import (PlanRow, PlanTable, Streams, add_filters, add_selection, chosen, config_record,  # noqa: E402
+                   fresh_run_dir, machine, offline, read_history, read_metrics, read_record, result_file, say,
+                   seconds_left, threads_override, timestamp)
 
 RESULTS = HERE / "results" / "smart_distill"
 RUNS = ROOT / "runs" / "experiments" / "smart_distill"
@@ -120,17 +121,10 @@ def cells() -> list[Cell]:
 
 
 def result_path(name: str) -> Path:
-    return RESULTS / (name.replace("/", "__") + ".json")
+    return result_file(RESULTS, name)
 
 
 # ----------------------------------------------------------------------------- evaluation helpers
-def _machine() -> str:
-    import torch
-
-    from mtdnn.runtime import cpu_model
-    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {'CUDA' if torch.cuda.is_available() else 'CPU'}"
-
-
 def task_outputs(run_dir: Path, tasks: list[str] | None = None,
                  noise: tuple[float, float] | None = None) -> dict[str, tuple[Any, Any, Any]]:
     """task -> (the run's predictions on the task's first dev split, that split, the task), the texts perturbed
@@ -210,19 +204,17 @@ def _train(cell: Cell, threads: int | None) -> dict[str, Any]:
     import mtdnn
 
     run_dir = RUNS / cell.name
-    if run_dir.exists():  # an interrupted attempt: start the cell again
-        shutil.rmtree(run_dir)
+    fresh_run_dir(run_dir)  # an interrupted attempt: start the cell again
     if cell.config.get("encoder") == str(SMALL_ENCODER) and not (SMALL_ENCODER / "config.json").is_file():
         from mtdnn.model.shrink import shrink_encoder
         shrink_encoder("default", SMALL_LAYERS, SMALL_ENCODER)
-    cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), **({"threads": threads} if threads else {})})
+    cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), **threads_override(threads)})
     t0 = time.perf_counter()
     mtdnn.train(cfg)
     wall = time.perf_counter() - t0
-    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-    return {"metrics": json.loads((run_dir / "metrics.json").read_text()), "wall_seconds": round(wall, 1),
-            "robustness": robustness(run_dir, cfg.tasks), "train_loss": [h["train_loss"] for h in history],
-            "config": {k: v for k, v in cfg.model_dump(mode="json").items() if k != "task_files"}}
+    return {"metrics": read_metrics(run_dir), "wall_seconds": round(wall, 1),
+            "robustness": robustness(run_dir, cfg.tasks), "train_loss": [h["train_loss"] for h in read_history(run_dir)],
+            "config": config_record(cfg)}
 
 
 def _has_weights(name: str) -> bool:
@@ -237,7 +229,7 @@ def _ensure_weights(name: str, by_name: dict[str, Cell], threads: int | None) ->
     if not result_path(name).is_file():
         run_cell(by_name[name], by_name, threads)
         return
-    print(f"[{time.strftime('%H:%M:%S')}] {name}: weights missing, training it again (its record stays)", flush=True)
+    say(f"{name}: weights missing, training it again (its record stays)")
     _train(by_name[name], threads)
 
 
@@ -251,8 +243,7 @@ def _record(cell: Cell, threads: int | None) -> dict[str, Any]:
     else:
         record = _train(cell, threads)
     record.setdefault("wall_seconds", round(time.perf_counter() - t0, 1))
-    return {"cell": cell.name, "meta": cell.meta, **record, "machine": _machine(),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    return {"cell": cell.name, "meta": cell.meta, **record, "machine": machine(), "finished": timestamp(),
             "command": f"python experiments/smart_distill.py --cell {cell.name}"}
 
 
@@ -262,43 +253,38 @@ def run_cell(cell: Cell, by_name: dict[str, Cell], threads: int | None) -> dict[
     from mtdnn.run_dir import write_json
 
     out = result_path(cell.name)
-    if out.is_file():
-        return json.loads(out.read_text())
+    recorded = read_record(out)
+    if recorded is not None:
+        return recorded
     for dep in cell.needs:
         _ensure_weights(dep, by_name, threads)
-    print(f"[{time.strftime('%H:%M:%S')}] {cell.name} ...", flush=True)
+    say(f"{cell.name} ...")
     record = _record(cell, threads)
     write_json(out, record)
     if cell.kind == "train" and not cell.keep:
         shutil.rmtree(RUNS / cell.name / "checkpoints", ignore_errors=True)
-    print(f"[{time.strftime('%H:%M:%S')}] {cell.name}: done ({record['wall_seconds']:.0f} s)", flush=True)
+    say(f"{cell.name}: done ({record['wall_seconds']:.0f} s)")
     return record
 
 
 def plan(all_cells: list[Cell]) -> list[str]:
     """One line per cell: done/todo, stream, estimated minutes; and each stream's total."""
-    lines, totals = [], {}
-    for c in all_cells:
-        done = result_path(c.name).is_file()
-        totals[c.stream] = totals.get(c.stream, 0.0) + (0.0 if done else c.estimate)
-        lines.append(f"{'done' if done else 'todo'}  {c.stream:<6} ~{c.estimate / 60:5.1f} min  {c.name}")
-    lines += [f"stream {s}: ~{t / 3600:.1f} h left (estimates on the 2-core VM, one core per stream)"
-              for s, t in totals.items()]
-    return lines
+    rows = [PlanRow(c.name, "done" if result_path(c.name).is_file() else "todo", c.stream, c.estimate)
+            for c in all_cells]
+    table = PlanTable(None, lambda r: f"{r.state}  {r.column:<6} ~{r.seconds / 60:5.1f} min  {r.name}",
+                      lambda rs: [f"stream {s}: ~{t / 3600:.1f} h left (estimates on the 2-core VM, one core per "
+                                  f"stream)" for s, t in seconds_left(rs).items()])
+    return table.lines(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--plan", action="store_true", help="list every cell with its estimated time, done/todo")
-    p.add_argument("--cell", action="append", default=[])
-    p.add_argument("--all", action="store_true")
-    p.add_argument("--only", default="", help="with --all: only cells whose name starts with this")
-    p.add_argument("--stream", choices=["all", "single", "mt"], default="all",
-                   help="with --all: the single-task cells or the multi-task ones (teachers, students, SMART MT)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
+    add_selection(p)
+    add_filters(p, "--all", Streams("with --all: the single-task cells or the multi-task ones (teachers, students, "
+                                    "SMART MT)", "all", ("all", "single", "mt")))
     args = p.parse_args(argv)
-    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ.setdefault(k, "1")
+    offline()
     all_cells = cells()
     by_name = {c.name: c for c in all_cells}
     if args.plan:
@@ -307,14 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    todo = args.cell or ([c.name for c in all_cells if c.name.startswith(args.only)
-                          and args.stream in ("all", c.stream)] if args.all else [])
-    if not todo:
-        p.error("give --cell NAME, --all or --plan")
-    for name in todo:
-        if name not in by_name:
-            p.error(f"unknown cell {name} (see --plan)")
-        run_cell(by_name[name], by_name, args.threads)
+    for cell in chosen(p, args, all_cells, lambda c: args.stream in ("all", c.stream), "--plan"):
+        run_cell(cell, by_name, args.threads)
     return 0
 
 

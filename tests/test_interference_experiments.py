@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 import pytest
 from checks import load_experiment
@@ -82,7 +83,7 @@ def test_streams_claim_cells_by_lock_files(exp):
             dead += 1
         except ProcessLookupError:
             break
-    lock.write_text(json.dumps({"pid": dead, "host": exp.socket.gethostname(), "stream": "1"}))
+    lock.write_text(json.dumps({"pid": dead, "host": socket.gethostname(), "stream": "1"}))
     assert exp._claim(cell, "2")  # a dead process's lock is taken over
     assert json.loads(lock.read_text())["stream"] == "2"
 

@@ -1,0 +1,326 @@
+"""The scaffolding the experiment runners of experiments/ share (run.py, interference.py,
+adapters.py, smart_distill.py): a small toolkit for grids of cells, where a cell is one run whose
+record is a JSON file written as soon as it finishes, so that a runner is resumable.
+
+- records: where a cell's JSON lives (``result_file``), reading it back, the common parts of a
+  record (the machine, the time, a run's metrics, history and config);
+- claiming: several processes ("streams") share a grid by lock files, one per cell, holding
+  ``{"pid", "host", "stream"}``; a lock left by a dead process of this machine is taken over
+  (``claim``, ``alive``), and ``work`` runs the cells until none is left;
+- the plan: one row per cell (state, a column of the runner's choice, estimated seconds) and the
+  seconds left per column (``PlanRow``, ``PlanTable``, ``seconds_left``);
+- the command line: that of the ``--plan`` / ``--run`` / ``--summarize`` runners (interference.py,
+  adapters.py), built from the callables of one experiment (``Runner``, ``main``); the options of
+  the ``--cell`` / ``--all`` runners (run.py, smart_distill.py: ``add_selection``, ``add_filters``,
+  ``chosen``); and the offline, logging and summary steps every runner takes.
+
+What stays in a runner is what is specific to its experiment: its Cell (each has its own fields),
+its cells, how to run one, how to estimate and summarise them. Lock files are used by
+interference.py, whose ``--stream`` names the process; the other runners' ``--stream`` is a filter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+OFFLINE = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+class NamedCell(Protocol):
+    """What the toolkit needs of a runner's cell: its name (each runner has its own Cell)."""
+
+    name: str
+
+
+C = TypeVar("C", bound=NamedCell)
+
+
+# ----------------------------------------------------------------------------- records
+def result_file(folder: Path, name: str) -> Path:
+    """The JSON record of cell ``name`` in ``folder`` (``a/b/c`` -> ``a__b__c.json``)."""
+    return folder / (name.replace("/", "__") + ".json")
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A recorded cell's JSON, or None when the cell has not finished."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def machine() -> str:
+    """The machine a record was made on: CPU model, cores, torch version, CUDA or CPU."""
+    import torch
+
+    from mtdnn.runtime import cpu_model
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {'CUDA' if torch.cuda.is_available() else 'CPU'}"
+
+
+def say(message: str) -> None:
+    """Print ``[HH:MM:SS] message`` at once (runners' progress lines)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def timestamp() -> str:
+    """The local time a record is finished, as records hold it."""
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fresh_run_dir(run_dir: Path) -> None:
+    """Remove what an interrupted attempt left in ``run_dir``: the cell starts again."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """A finished run's metrics.json."""
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """A finished run's history.jsonl, one dict per evaluation."""
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def config_record(cfg: Any) -> dict[str, Any]:
+    """A TrainConfig as records hold it (without the machine-specific task file paths)."""
+    return {k: v for k, v in cfg.model_dump(mode="json").items() if k != "task_files"}
+
+
+def threads_override(threads: int | None) -> dict[str, int]:
+    """The config override for ``--threads`` (none when not given)."""
+    return {"threads": threads} if threads else {}
+
+
+def update_summary(path: Path, key: str, value: Any) -> None:
+    """Set one runner's section of the shared summary JSON, keeping the others."""
+    from mtdnn.run_dir import write_json
+
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary[key] = value
+    write_json(path, summary)
+
+
+def fill_markers(doc: Path, begin: str, end: str, text: str) -> None:
+    """Replace what stands between the ``begin`` and ``end`` markers of ``doc`` by ``text``; a doc
+    without both markers is left as it is."""
+    content = doc.read_text() if doc.is_file() else ""
+    if begin in content and end in content:
+        doc.write_text(content.split(begin)[0] + begin + "\n" + text + "\n" + end + content.split(end)[1])
+
+
+# ----------------------------------------------------------------------------- claiming
+def lock_file(locks: Path, result: Path) -> Path:
+    """The lock of the cell whose record is ``result``: same stem, in ``locks``."""
+    return locks / (result.stem + ".lock")
+
+
+def claim(lock: Path, stream: str) -> bool:
+    """Create ``lock`` for this process (stream ``stream``); a lock of a dead process of this
+    machine is taken over. False when a living process (or another machine) holds it."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if alive(lock):
+                return False
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "stream": stream}, f)
+        return True
+    return False
+
+
+def alive(lock: Path) -> bool:
+    """Whether the owner of ``lock`` may still run: True unless it is a process of this machine
+    that no longer exists (a lock being written, or of another machine, counts as alive)."""
+    try:
+        owner = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return True  # being written: leave it
+    if owner.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class ClaimedGrid(Generic[C]):
+    """A grid that streams share by lock files: what ``work`` needs of a runner."""
+
+    cells: Callable[[], list[C]]  # every cell, in run order; asked again each round (cells may depend on results)
+    done: Callable[[str], bool]   # the cell of this name has its record
+    ready: Callable[[C], bool]    # the cell can start now (what it waits for is recorded)
+    lock: Callable[[str], Path]   # the lock file of the cell of this name
+    locks: Path                   # the folder of the lock files
+    run: Callable[[C], None]      # run the cell and write its record
+
+
+def work(grid: ClaimedGrid[C], stream: str, only: str, poll: float = 60.0) -> int:
+    """Run cells until none is left: the first ready one no other stream holds; wait while the
+    rest wait for cells other streams are running. 1 when the cells left can never start."""
+    while True:
+        todo = [c for c in grid.cells() if c.name.startswith(only) and not grid.done(c.name)]
+        if not todo:
+            return 0
+        ready = [c for c in todo if grid.ready(c)]
+        chosen = next((c for c in ready if claim(grid.lock(c.name), stream)), None)
+        if chosen is None:
+            if not any(alive(p) for p in grid.locks.glob("*.lock")):
+                print("nothing runnable: the cells left wait for cells outside --only", flush=True)
+                return 1
+            time.sleep(poll)
+            continue
+        try:
+            if not grid.done(chosen.name):  # another stream may have finished it since the listing
+                grid.run(chosen)
+        finally:
+            grid.lock(chosen.name).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class PlanRow:
+    """One cell in a runner's --plan."""
+
+    name: str
+    state: str      # "done", "todo", or "pending" (what it runs waits for other cells' results)
+    column: str     # the runner's own column: the cell's stream or phase
+    seconds: float  # estimated seconds on one thread
+
+    @property
+    def left(self) -> float:
+        return 0.0 if self.state == "done" else self.seconds
+
+
+def seconds_left(rows: Sequence[PlanRow]) -> dict[str, float]:
+    """Estimated seconds not done yet, per value of the column, in order of first appearance
+    (a column whose cells are all done has 0)."""
+    out: dict[str, float] = {}
+    for r in rows:
+        out[r.column] = out.get(r.column, 0.0) + r.left
+    return out
+
+
+@dataclass(frozen=True)
+class PlanTable:
+    """How a runner prints its plan: a header (or none), one line per row, closing lines."""
+
+    header: str | None
+    line: Callable[[PlanRow], str]
+    footer: Callable[[list[PlanRow]], list[str]]
+
+    def lines(self, rows: list[PlanRow]) -> list[str]:
+        return [*([self.header] if self.header is not None else []), *map(self.line, rows), *self.footer(rows)]
+
+
+# ----------------------------------------------------------------------------- the command line
+def offline() -> None:
+    """No model hub: the runners use the embedded encoder and local data only."""
+    for k in OFFLINE:
+        os.environ.setdefault(k, "1")
+
+
+def log_warnings() -> None:
+    """Warnings and errors of every logger, with time and logger name."""
+    import logging
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def silence_transformers() -> None:
+    """Errors only from transformers (its warnings about unused weights are expected here)."""
+    import transformers
+    transformers.logging.set_verbosity_error()
+
+
+@dataclass(frozen=True)
+class Streams:
+    """The runner's ``--stream`` option: a name for the lock files, or a filter (choices)."""
+
+    help: str
+    default: str
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One experiment's side of the ``--plan`` / ``--run`` / ``--summarize`` command line."""
+
+    doc: str                                    # the runner's module docstring: --help shows it
+    plan: Callable[[], int]
+    run: Callable[[str, str, int | None], int]  # stream, only, threads
+    summarize: Callable[[], int]
+    summarize_help: str
+    streams: Streams
+    worker: Callable[[str, int | None], int] | None = None  # --worker CELL (hidden): one cell in a child process
+
+
+def add_filters(p: argparse.ArgumentParser, run_flag: str, streams: Streams,
+                threads_help: str = "torch CPU threads per run") -> None:
+    """``--only`` and ``--stream`` (which cells ``run_flag`` runs) and ``--threads``."""
+    p.add_argument("--only", default="", help=f"with {run_flag}: only cells whose name starts with this")
+    p.add_argument("--stream", choices=streams.choices, default=streams.default, help=streams.help)
+    p.add_argument("--threads", type=int, default=None, help=threads_help)
+
+
+def parser(runner: Runner) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=runner.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--plan", action="store_true", help="list the cells, done/todo, with estimated times")
+    what.add_argument("--run", action="store_true", help="run the cells not done yet (resumable)")
+    what.add_argument("--summarize", action="store_true", help=runner.summarize_help)
+    if runner.worker is not None:
+        what.add_argument("--worker", metavar="CELL", help=argparse.SUPPRESS)
+    add_filters(p, "--run", runner.streams)
+    return p
+
+
+def main(runner: Runner, argv: list[str] | None = None) -> int:
+    """Parse the command line and do what it asks: plan, summarise, run (or be a worker)."""
+    args = parser(runner).parse_args(argv)
+    offline()
+    if args.plan:
+        return runner.plan()
+    if args.summarize:
+        return runner.summarize()
+    log_warnings()
+    if runner.worker is not None and args.worker:
+        silence_transformers()
+        return runner.worker(args.worker, args.threads)
+    return runner.run(args.stream, args.only, args.threads)
+
+
+# ----------------------------------------------------------------------------- --cell / --all runners
+def add_selection(p: argparse.ArgumentParser) -> None:
+    """``--cell NAME`` (repeatable) and ``--all``, of the runners that run cells by name."""
+    p.add_argument("--cell", action="append", default=[])
+    p.add_argument("--all", action="store_true")
+
+
+def chosen(p: argparse.ArgumentParser, args: argparse.Namespace, cells: Sequence[C],
+           in_stream: Callable[[C], bool], listing: str) -> Iterator[C]:
+    """The cells ``--cell`` names, else with ``--all`` every cell of the stream that ``--only``
+    lets through, in order; a usage error when there are none or at a name no cell has
+    (``listing``: the option that lists the cells)."""
+    by_name = {c.name: c for c in cells}
+    todo = args.cell or ([c.name for c in cells if c.name.startswith(args.only) and in_stream(c)] if args.all else [])
+    if not todo:
+        p.error(f"give --cell NAME, --all or {listing}")
+    for name in todo:
+        if name not in by_name:
+            p.error(f"unknown cell {name} (see {listing})")
+        yield by_name[name]

@@ -1,0 +1,165 @@
+"""experiments/cells.py, the toolkit the experiment runners share: claiming a cell by a lock file
+(a dead process's lock is taken over, a living one's or another machine's is not), the work loop
+over a small grid of fake cells, the plan's seconds left per column, and the common command line
+calling the experiment's callables."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from checks import load_experiment
+
+
+@pytest.fixture(scope="module")
+def kit():
+    return load_experiment("cells")
+
+
+@pytest.fixture()
+def child():
+    """A living process of this machine (not this one), ended after the test."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # exited and reaped: no process has this pid now
+    return proc.pid
+
+
+def _owner(lock: Path, pid: int, host: str | None = None, stream: str = "1") -> None:
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(), "stream": stream}))
+
+
+def test_claim_writes_pid_host_and_stream(kit, tmp_path):
+    lock = tmp_path / "locks" / "a__b.lock"
+    assert kit.claim(lock, "2")
+    assert json.loads(lock.read_text()) == {"pid": os.getpid(), "host": socket.gethostname(), "stream": "2"}
+    assert list(json.loads(lock.read_text())) == ["pid", "host", "stream"]
+    assert not kit.claim(lock, "1")  # held by this (living) process
+    assert kit.lock_file(tmp_path / "locks", kit.result_file(tmp_path, "a/b")) == lock
+
+
+def test_lock_of_a_dead_process_is_taken_over(kit, tmp_path):
+    lock = tmp_path / "x.lock"
+    dead = _dead_pid()
+    _owner(lock, dead)
+    assert not kit.alive(lock)
+    assert kit.claim(lock, "2")
+    assert json.loads(lock.read_text()) == {"pid": os.getpid(), "host": socket.gethostname(), "stream": "2"}
+
+
+def test_lock_of_a_living_process_or_another_machine_is_kept(kit, tmp_path, child):
+    lock = tmp_path / "x.lock"
+    _owner(lock, child.pid, stream="1")
+    before = lock.read_text()
+    assert kit.alive(lock) and not kit.claim(lock, "2")
+    assert lock.read_text() == before
+    _owner(lock, _dead_pid(), host=socket.gethostname() + "-elsewhere")  # its pid means nothing here
+    assert kit.alive(lock) and not kit.claim(lock, "2")
+    lock.write_text('{"pid": ')  # being written by its owner
+    assert kit.alive(lock) and not kit.claim(lock, "2")
+
+
+@dataclass
+class FakeCell:
+    name: str
+    needs: list[str] = field(default_factory=list)
+
+
+def _grid(kit, tmp_path, cells, done, ran):
+    def run(cell):
+        assert kit.lock_file(tmp_path, tmp_path / cell.name).is_file()  # held while it runs
+        ran.append(cell.name)
+        done.add(cell.name)
+
+    rounds: list[int] = []
+
+    def every_cell():  # a round of the loop; more than one per cell plus one means it is stuck
+        rounds.append(1)
+        if len(rounds) > len(cells) + 1:
+            pytest.fail(f"the work loop is still waiting after {len(rounds) - 1} rounds")
+        return cells
+
+    return kit.ClaimedGrid(cells=every_cell, done=lambda n: n in done,
+                           ready=lambda c: all(n in done for n in c.needs),
+                           lock=lambda n: kit.lock_file(tmp_path, tmp_path / n), locks=tmp_path, run=run)
+
+
+def test_work_runs_ready_cells_in_order_and_releases_locks(kit, tmp_path):
+    cells = [FakeCell("b", ["a"]), FakeCell("a"), FakeCell("c"), FakeCell("d", ["c"]), FakeCell("e")]
+    _owner(kit.lock_file(tmp_path, tmp_path / "e"), _dead_pid())  # left by a killed stream
+    done, ran = {"c"}, []
+    assert kit.work(_grid(kit, tmp_path, cells, done, ran), "1", "", poll=0.0) == 0
+    # round 1: b waits for a, so a; then b (a is recorded), d, and e (its dead owner's lock taken over)
+    assert ran == ["a", "b", "d", "e"]
+    assert list(tmp_path.glob("*.lock")) == []
+
+
+def test_work_stops_when_the_cells_left_wait_outside_only(kit, tmp_path, capsys):
+    cells = [FakeCell("x/1", ["y/1"]), FakeCell("y/1")]
+    ran: list[str] = []
+    assert kit.work(_grid(kit, tmp_path, cells, set(), ran), "1", "x/", poll=0.0) == 1
+    assert ran == [] and "nothing runnable" in capsys.readouterr().out
+
+
+def test_a_cell_finished_by_another_stream_after_the_listing_is_not_run_again(kit, tmp_path):
+    """The loop lists the cells not done, then claims one: a stream that recorded that cell and let
+    go of its lock in between must not make this stream run (and overwrite) it."""
+    cells = [FakeCell("a")]
+    done, ran, listings = set(), [], []
+
+    def listing():
+        listings.append(1)
+        if len(listings) > 2:
+            pytest.fail("the work loop is still going after the only cell was recorded")
+        return cells
+
+    def done_check(name):
+        if kit.lock_file(tmp_path, tmp_path / name).is_file():
+            done.add(name)  # "a" was not done when listed; another stream records it just after the claim
+        return name in done
+
+    grid = kit.ClaimedGrid(cells=listing, done=done_check, ready=lambda c: True,
+                           lock=lambda n: kit.lock_file(tmp_path, tmp_path / n), locks=tmp_path,
+                           run=lambda c: ran.append(c.name))
+    assert kit.work(grid, "1", "", poll=0.0) == 0
+    assert ran == [] and list(tmp_path.glob("*.lock")) == []
+
+
+def test_seconds_left_per_column(kit):
+    rows = [kit.PlanRow("a", "done", "mt", 600.0), kit.PlanRow("b", "todo", "base", 120.0),
+            kit.PlanRow("c", "pending", "mt", 60.0), kit.PlanRow("d", "todo", "base", 30.0)]
+    assert kit.seconds_left(rows) == {"mt": 60.0, "base": 150.0}
+    assert list(kit.seconds_left(rows)) == ["mt", "base"]
+    table = kit.PlanTable("head", lambda r: f"{r.state} {r.name}", lambda rs: [f"{len(rs)} cells"])
+    assert table.lines(rows[:2]) == ["head", "done a", "todo b", "2 cells"]
+
+
+def test_common_command_line_calls_the_experiment(kit, capsys, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls: list[tuple] = []
+    runner = kit.Runner("doc", plan=lambda: calls.append(("plan",)) or 0,
+                        run=lambda *a: calls.append(("run", *a)) or 3,
+                        summarize=lambda: calls.append(("summarize",)) or 0, summarize_help="tables",
+                        streams=kit.Streams("which cells", "all", ("all", "mt")),
+                        worker=lambda *a: calls.append(("worker", *a)) or 0)
+    assert kit.main(runner, ["--plan"]) == 0 and kit.main(runner, ["--summarize"]) == 0
+    assert kit.main(runner, ["--run", "--stream", "mt", "--only", "a/", "--threads", "1"]) == 3
+    assert kit.main(runner, ["--worker", "a/b"]) == 0
+    assert calls == [("plan",), ("summarize",), ("run", "mt", "a/", 1), ("worker", "a/b", None)]
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    with pytest.raises(SystemExit):
+        kit.main(runner, ["--plan", "--run"])
+    assert "not allowed with argument --plan" in capsys.readouterr().err
