@@ -47,7 +47,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from cells import (PlanRow, PlanTable, Runner, Streams, config_record, fill_markers, fresh_run_dir,  # noqa: E402
+from cells import (load_average, PlanRow, PlanTable, Runner, Streams, config_record, fill_markers, fresh_run_dir,  # noqa: E402
                    machine, read_history, read_metrics, read_record, result_file, say, seconds_left,
                    threads_override, timestamp, update_summary)
 from cells import main as runner_main  # noqa: E402
@@ -205,7 +205,7 @@ def _record(cell: Cell, cfg: Any, run_dir: Path, wall: float, rss_start: float) 
             "peak_rss_mb": round(_rss_mb(), 1), "rss_before_training_mb": round(rss_start, 1),
             "peak_cuda_mb": (round(torch.cuda.max_memory_allocated() / 2**20, 1)
                              if torch.cuda.is_available() else None),
-            "train_loss": [h["train_loss"] for h in history], "machine": machine(), "finished": timestamp(),
+            "train_loss": [h["train_loss"] for h in history], "machine": machine(), "load_average": load_average(), "finished": timestamp(),
             "config": config_record(cfg),
             "command": f"python experiments/adapters.py --run --only {cell.name}"}
 

@@ -68,6 +68,12 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def load_average() -> list[float]:
+    """The machine's 1-, 5- and 15-minute load averages when a cell finishes: on two cores a value
+    above 2 means its wall time was shared with other work."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def timestamp() -> str:
     """The local time a record is finished, as records hold it."""
     return time.strftime("%Y-%m-%d %H:%M:%S")

@@ -36,7 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from cells import (ClaimedGrid, PlanRow, PlanTable, Runner, Streams, claim, config_record, fill_markers,  # noqa: E402
+from cells import (load_average, ClaimedGrid, PlanRow, PlanTable, Runner, Streams, claim, config_record, fill_markers,  # noqa: E402
                    fresh_run_dir, lock_file, machine, read_history, read_metrics, read_record, result_file, say,
                    threads_override, timestamp, update_summary)
 from cells import main as runner_main, work as work_grid  # noqa: E402
@@ -238,7 +238,7 @@ def run_cell(cell: Cell, threads: int | None) -> None:
 
     say(f"{cell.name} ...")
     record = (_affinity_record if cell.kind == "affinity" else _train_record)(cell, threads)
-    record.update(cell=cell.name, meta=cell.meta, machine=machine(), finished=timestamp(),
+    record.update(cell=cell.name, meta=cell.meta, machine=machine(), load_average=load_average(), finished=timestamp(),
                   command=f"python experiments/interference.py --run --only {cell.name}")
     write_json(result_path(cell.name), record)
     say(f"{cell.name}: done ({record['wall_seconds']:.0f} s)")

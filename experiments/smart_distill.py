@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import run as grid  # noqa: E402  (experiments/run.py: BASE, GLUE_TASKS, GLUE_SUBSETS, GLUE_EPOCHS)
-from cells import (PlanRow, PlanTable, Streams, add_filters, add_selection, chosen, config_record,  # noqa: E402
+from cells import (load_average, PlanRow, PlanTable, Streams, add_filters, add_selection, chosen, config_record,  # noqa: E402
                    fresh_run_dir, machine, offline, read_history, read_metrics, read_record, result_file, say,
                    seconds_left, threads_override, timestamp)
 
@@ -243,7 +243,7 @@ def _record(cell: Cell, threads: int | None) -> dict[str, Any]:
     else:
         record = _train(cell, threads)
     record.setdefault("wall_seconds", round(time.perf_counter() - t0, 1))
-    return {"cell": cell.name, "meta": cell.meta, **record, "machine": machine(), "finished": timestamp(),
+    return {"cell": cell.name, "meta": cell.meta, **record, "machine": machine(), "load_average": load_average(), "finished": timestamp(),
             "command": f"python experiments/smart_distill.py --cell {cell.name}"}
 
 
