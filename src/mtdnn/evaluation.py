@@ -101,11 +101,13 @@ Metrics = dict[str, dict[str, dict[str, float]]]  # task -> split -> metric -> v
 def evaluate_tasks(model: MultiTaskModel, data: dict[str, TaskData], *, batch_size: int,
                    device: torch.device, precision: str = "fp32", pad_id: int = 0,
                    progress: bool = False, dist=None,
-                   before_task: Callable[[str], None] | None = None) -> Metrics:
+                   before_task: Callable[[str], None] | None = None,
+                   keep: Callable[[str, str, Predictions], None] | None = None) -> Metrics:
     """Predict and score every labeled evaluation split (``TaskData.evals``): task -> split ->
     metrics, tasks in ``data``'s order and splits in definition order; a task without such splits
     is left out. ``before_task(name)`` runs before a task's splits are predicted (the API loads the
-    weights the task keeps); ``dist`` as in ``predict``."""
+    weights the task keeps); ``keep(task, split, predictions)`` is given each split's predictions
+    (the loop keeps them for the per-class reports); ``dist`` as in ``predict``."""
     out: Metrics = {}
     for name, td in data.items():
         if not td.evals:
@@ -116,6 +118,8 @@ def evaluate_tasks(model: MultiTaskModel, data: dict[str, TaskData], *, batch_si
             preds = predict(model, td.task, split, batch_size=batch_size, device=device, precision=precision,
                             pad_id=pad_id, progress=progress, dist=dist)
             out.setdefault(name, {})[split_name] = score(td.task, split, preds)
+            if keep is not None:
+                keep(name, split_name, preds)
     return out
 
 

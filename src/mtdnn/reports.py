@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
@@ -102,23 +102,28 @@ def plot_confusion(path: Path, title: str, labels: list[str], matrix: np.ndarray
     return True
 
 
-def write_class_reports(setup: Setup, run: RunDir, selection: dict[str, int], dist: Distributed) -> None:
-    """Predict every labeled dev/test split of the tasks that predict classes with the epoch each
-    task keeps, and write their reports (predicted by all ranks, written by rank 0)."""
+def write_class_reports(setup: Setup, run: RunDir, selection: dict[str, int], dist: Distributed,
+                        predicted: Mapping[tuple[str, str, int], np.ndarray] | None = None) -> None:
+    """Write the reports of every labeled dev/test split of the tasks that predict classes, with the
+    epoch each task keeps: from ``predicted`` (task, split, epoch) -> classes, kept by the loop from
+    that epoch's evaluation, or else predicted here (by all ranks; written by rank 0)."""
     from .evaluation import predict
 
+    predicted = predicted or {}
     loaded = None
     for name, td in setup.data.items():
         epoch = selection.get(setup.model.head_name(name))
         if td.task.type == "regression" or not td.evals or epoch is None:
             continue
-        if epoch != loaded:
-            dist.load_weights(setup.model, run.checkpoint(epoch))
-            loaded = epoch
         for split_name, split in td.evals.items():
-            preds = predict(setup.model, td.task, split, batch_size=setup.cfg.eval_batch_size,
-                            device=setup.device, precision=setup.cfg.precision,
-                            pad_id=setup.tokenizer.pad_token_id or 0, dist=dist)
+            classes = predicted.get((name, split_name, epoch))
+            if classes is None:
+                if epoch != loaded:
+                    dist.load_weights(setup.model, run.checkpoint(epoch))
+                    loaded = epoch
+                classes = predict(setup.model, td.task, split, batch_size=setup.cfg.eval_batch_size,
+                                  device=setup.device, precision=setup.cfg.precision,
+                                  pad_id=setup.tokenizer.pad_token_id or 0, dist=dist).preds
             if dist.is_main:
-                report = class_report(td.task, split.labels, preds.preds)
+                report = class_report(td.task, split.labels, classes)
                 write_report(run, td.task, split_name, report, with_plot=split_name == td.task.selection_split)

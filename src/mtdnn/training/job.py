@@ -165,7 +165,8 @@ def finish_run(job: Job, state: LoopState) -> Path:
     metrics = {t: history[e - 1]["dev"][t] for t, e in state.selection.items() if history[e - 1]["dev"].get(t)}
     if job.dist.is_main:
         write_json(job.run.metrics_file, metrics)
-    write_class_reports(job.setup, job.run, state.selection, dist=job.dist)  # reports/ (mtdnn/reports.py)
+    write_class_reports(job.setup, job.run, state.selection, dist=job.dist,  # reports/ (mtdnn/reports.py)
+                        predicted=state.predicted)
     if job.cfg.predict_test:
         write_submissions(job.setup, job.run, state.selection, dist=job.dist)
     if job.cfg.adapter != "none" and job.dist.is_main:  # adapters/, heads/, the frozen encoder

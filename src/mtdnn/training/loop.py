@@ -63,7 +63,8 @@ def train(cfg: TrainConfig) -> Path:
             evaluated = state.epoch % job.cfg.eval_every == 0 or state.epoch == job.cfg.epochs
             dev = evaluate_tasks(job.model, job.setup.data, batch_size=job.cfg.eval_batch_size,
                                  device=job.setup.device, precision=job.cfg.precision, pad_id=job.pad_id,
-                                 progress=job.cfg.progress and job.dist.is_main, dist=job.dist) if evaluated else {}
+                                 progress=job.cfg.progress and job.dist.is_main, dist=job.dist,
+                                 keep=state.keep_predictions) if evaluated else {}
             state.best, state.selection = update_selection(state.best, state.selection, job.setup.tasks, dev,
                                                            state.epoch, evaluated, job.cfg.selection)
             end_epoch(job, state, dev, train_seconds, time.perf_counter() - t0 - train_seconds)

@@ -36,6 +36,9 @@ class LoopState:
     # not saved: rebuilt on resume (history from history.jsonl; an accumulation window never spans a save)
     history: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)
     drop_window: bool = field(default=False, repr=False, compare=False)
+    # (task, split, epoch) -> the predicted classes of that evaluation, for the per-class reports at the
+    # end (mtdnn/reports.py), which then need no prediction pass of their own; empty after a resume
+    predicted: dict[tuple[str, str, int], Any] = field(default_factory=dict, repr=False, compare=False)
 
     def saved(self) -> dict[str, Any]:
         """The JSON-ready part a resumable checkpoint stores."""
@@ -53,6 +56,10 @@ class LoopState:
         else:
             self.losses.setdefault(task, []).append(loss)
             self.n_examples += examples
+
+    def keep_predictions(self, task: str, split: str, predictions: Any) -> None:
+        """The predicted classes of one split at this epoch's evaluation (``evaluate_tasks(keep=...)``)."""
+        self.predicted[(task, split, self.epoch)] = predictions.preds
 
     def next_epoch(self) -> None:
         """Epoch ``epoch`` is complete (trained, evaluated, saved): start the next one."""

@@ -1,0 +1,47 @@
+"""The per-class reports at the end of a run reuse the predictions of the evaluation of the epoch
+each task keeps: no prediction pass of their own, and the same reports as predicting again with
+that epoch's saved weights (what a resumed run, which has no kept predictions, does)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mtdnn
+import mtdnn.evaluation
+from mtdnn.training.state import LoopState
+
+
+def _train(out: Path, tiny_encoder: str, data_dir, cache: Path) -> Path:
+    cfg = mtdnn.make_config(overrides=dict(
+        tasks="rte,mrpc,stsb", encoder=tiny_encoder, data_dir=str(Path(data_dir).resolve()),
+        cache_dir=str(cache), output_dir=str(out), progress=False, max_train_examples=48,
+        max_eval_examples=64, max_seq_len=48, epochs=3, lr=1e-3, batch_size=16, threads=1, seed=5,
+        selection="best", predict_test=False))
+    return Path(mtdnn.train(cfg))
+
+
+def test_reports_reuse_the_kept_epochs_predictions(tmp_path, tiny_encoder, data_dir, monkeypatch):
+    calls: list[str] = []
+    real_predict = mtdnn.evaluation.predict
+
+    def counted(model, task, *args, **kwargs):
+        calls.append(task.name)
+        return real_predict(model, task, *args, **kwargs)
+
+    monkeypatch.setattr(mtdnn.evaluation, "predict", counted)
+    reused = _train(tmp_path / "reused", tiny_encoder, data_dir, tmp_path / "cache")
+    # three epochs, each evaluating the dev split of rte, mrpc and stsb: nothing more
+    assert sorted(calls) == sorted(["rte", "mrpc", "stsb"] * 3)
+
+    calls.clear()
+    monkeypatch.setattr(LoopState, "keep_predictions", lambda self, task, split, predictions: None)
+    again = _train(tmp_path / "again", tiny_encoder, data_dir, tmp_path / "cache")
+    assert sorted(calls) == sorted(["rte", "mrpc", "stsb"] * 3 + ["rte", "mrpc"])  # the reports predict
+    names = sorted(p.name for p in (reused / "reports").glob("*.json"))
+    assert names == ["mrpc.dev.json", "rte.dev.json"]
+    for name in names:
+        assert (reused / "reports" / name).read_text() == (again / "reports" / name).read_text(), name
+    assert (reused / "selection.json").read_text() == (again / "selection.json").read_text()
+    kept = json.loads((reused / "selection.json").read_text())["tasks"]
+    assert min(kept["rte"], kept["mrpc"]) < 3  # a report from an epoch before the last is among them
