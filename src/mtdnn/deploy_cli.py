@@ -42,7 +42,7 @@ def add_parsers(sub) -> None:
     s.add_argument("--port", type=int, default=8000, help="0: any free port (printed at start)")
     s.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch")
     s.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
-                   help="inputs gathered into one micro-batch (1: no batching)")
+                   help="inputs gathered into one encoder pass (per input kind: pair, single) (1: no batching)")
     s.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
                    help="how long a micro-batch waits for more requests")
     s.add_argument("--max-inputs", type=int, default=d.max_inputs, help="inputs per request")

@@ -8,9 +8,9 @@
   ``GET /health``, the OpenAPI docs at ``/docs``.
 
 Tasks that take the same input share one encoder pass (in a run trained with ``--adapter lora``:
-the tasks with the same adapter), and concurrent requests are gathered into
-micro-batches (``MicroBatcher``: up to ``max_batch_size`` inputs, waiting at most ``max_wait_ms`` for
-more after the first). Bad requests get a 4xx whose ``error`` says what is wrong; the server goes on.
+the tasks with the same adapter), and concurrent requests are gathered into micro-batches
+(``MicroBatcher``: up to ``max_batch_size`` inputs per encoder pass, waiting at most
+``max_wait_ms`` for more after the first). Bad requests get a 4xx whose ``error`` says what is wrong; the server goes on.
 On SIGTERM uvicorn stops accepting connections and lets the requests in flight finish.
 """
 
@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """``max_batch_size``: inputs per micro-batch (1: no batching); ``max_wait_ms``: how long the
-    first request of a batch waits for others; ``max_inputs``: inputs per request;
+    """``max_batch_size``: inputs per encoder pass of a micro-batch (1: no batching);
+    ``max_wait_ms``: how long the first request of a batch waits for others; ``max_inputs``: inputs per request;
     ``max_text_chars``: characters per text."""
 
     max_batch_size: int = 32
@@ -95,11 +95,14 @@ class MicroBatcher:
         return await future
 
     async def _gather(self) -> list[_Job]:
+        """The jobs of the next batch: until one input kind has ``max_rows`` rows (an encoder pass
+        is full; a request for pair and single-sentence tasks adds a job of each kind) or nothing
+        more came within ``max_wait`` of the first."""
         assert self.queue is not None
         jobs = [await self.queue.get()]
-        rows = len(jobs[0].text_a)
+        rows = {jobs[0].kind: len(jobs[0].text_a)}
         deadline = asyncio.get_running_loop().time() + self.max_wait
-        while rows < self.max_rows:
+        while max(rows.values()) < self.max_rows:
             if self.queue.empty():
                 left = deadline - asyncio.get_running_loop().time()
                 if left <= 0:
@@ -111,7 +114,7 @@ class MicroBatcher:
             else:
                 job = self.queue.get_nowait()
             jobs.append(job)
-            rows += len(job.text_a)
+            rows[job.kind] = rows.get(job.kind, 0) + len(job.text_a)
         return jobs
 
     async def _loop(self) -> None:
