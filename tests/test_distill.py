@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 import mtdnn
 from mtdnn.cli import main
 from mtdnn.config import make_config
-from mtdnn.errors import ConfigError
+from mtdnn.errors import CheckpointError, ConfigError
 from mtdnn.model.shrink import shrink_encoder
 from mtdnn.tasks.registry import TaskRegistry
 from mtdnn.training.distill import (Teacher, TeacherOutputs, check_teachers, distill_composition,
@@ -185,6 +185,35 @@ def test_soft_targets_are_the_teachers_mean_and_cached(kw, tmp_path, caplog):
     preds = mtdnn.load_run(kw["root"] / "teacher_a").predict("kw", [line.split("\t")[0] for line in
                                                                (kw["data"] / "kw_noisy.tsv").read_text().splitlines()[1:]])
     assert [labels[i] for i in one.targets["kw"].argmax(-1).tolist()] == preds
+
+
+def test_exported_and_adapter_run_teachers(kw, tmp_path, caplog):
+    """A whole-model export of a teacher teaches what its run teaches; a run trained with
+    ``--adapter lora`` teaches its own predictions; an ONNX export is refused with a line that says why."""
+    export = tmp_path / "teacher_a_hf"
+    assert main(["export", str(kw["root"] / "teacher_a"), "--format", "hf", "--output", str(export)]) == 0
+    setup = build_setup(_student_config(kw, ["teacher_a"]))
+    from_run = distill_composition(_student_config(kw, ["teacher_a"]), setup, Distributed(), TaskLoss())
+    cfg = _student_config(kw, [])
+    cfg = cfg.model_copy(update={"teachers": [str(export)]})
+    with caplog.at_level(logging.INFO, logger="mtdnn.training.distill"):
+        from_export = distill_composition(cfg, setup, Distributed(), TaskLoss())
+    assert "outputs computed" in caplog.text  # its own weights digest: not the run's cached outputs
+    assert from_export.targets["kw"].numpy() == pytest.approx(from_run.targets["kw"].numpy(), abs=1e-5)
+
+    assert main(_argv(kw, "train", "teacher.yaml", "teacher_lora", "--adapter", "lora", "--lora-rank", "2",
+                      epochs=2)) == 0
+    lora = distill_composition(cfg.model_copy(update={"teachers": [str(kw["root"] / "teacher_lora")]}), setup,
+                               Distributed(), TaskLoss())
+    probs = _teacher_probs(kw, "teacher_lora", tmp_path)
+    assert lora.targets["kw"].numpy() == pytest.approx(probs, abs=2e-6)
+    assert not np.allclose(probs, from_run.targets["kw"].numpy(), atol=1e-2)  # another teacher indeed
+
+    onnx = tmp_path / "teacher_a_onnx"
+    assert main(["export", str(kw["root"] / "teacher_a"), "--format", "onnx", "--output", str(onnx)]) == 0
+    with pytest.raises(CheckpointError) as err:
+        Teacher.open(str(onnx))
+    assert "not a whole-model mtdnn export" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_mismatched_teacher_is_one_error_line(kw, tmp_path, capsys):

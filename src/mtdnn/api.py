@@ -9,9 +9,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Sequence
+
+import torch
 
 from .data.pipeline import load_task_data
 from .data.readers import RawSplit, data_dir_default, read_split
@@ -91,6 +94,21 @@ class Run:
         self._check_tokens({f"{task.name}/{raw.split}": tok})
         return tok, predict(self.model, task, tok, batch_size=batch_size, device=self.device,
                             precision=self.precision, pad_id=self.tokenizer.pad_token_id or 0)
+
+    def predictions(self, task: str, raw: RawSplit, batch_size: int = 128) -> Predictions:
+        """The raw predictions (outputs and classes or scores) of ``task`` on rows read by mtdnn's
+        readers, with the weights the task keeps."""
+        return self._predict(self.task(task), raw, batch_size)[1]
+
+    def weights_digest(self, task: str) -> str:
+        """SHA-256 of the model's tensors as it predicts ``task`` (names, dtypes, shapes, values):
+        which weights made a prediction, for a run directory, an export or an adapter run alike."""
+        self._use_weights_of(task)
+        h = hashlib.sha256(self.model.head_name(task).encode())  # an adapter run holds every task's adapter
+        for name, t in sorted(self.model.state_dict().items()):
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     def evaluate(self, tasks: Sequence[str] | None = None, data_dir: str | Path | None = None,
                  batch_size: int = 128, max_eval_examples: int | None = None) -> Metrics:

@@ -39,8 +39,9 @@ from torch import nn
 from ..config import TrainConfig
 from ..data.pipeline import subset_rows
 from ..data.readers import RawSplit, data_dir_default, read_split
-from ..data.tokenized import _content_hash, default_cache_dir, tokenize_split, tokenizer_fingerprint
+from ..data.tokenized import _content_hash, default_cache_dir, tokenizer_fingerprint
 from ..errors import CheckpointError, ConfigError
+from ..export.folder import ExportedModel, export_format, open_model_dir
 from ..model.multitask import load_tokenizer
 from ..run_dir import RunDir, atomic_path
 from ..tasks.schema import TaskDef
@@ -55,19 +56,24 @@ SOFT_TARGET_VERSION = "1"
 # ----------------------------------------------------------------------------- teachers
 @dataclass
 class Teacher:
-    """A finished run used as a teacher: its directory, config and task definitions."""
+    """A teacher: a finished run directory (plain or ``--adapter lora``) or a whole-model export
+    (``mtdnn export --format hf``), with its config and task definitions."""
 
     path: str
-    run: RunDir
+    run: RunDir | ExportedModel
     config: dict[str, Any]
     tasks: dict[str, TaskDef]
-    # loaded once per teacher: its checkpoints' SHA-256, its tokenizer, its model (``api.Run``)
+    # loaded once per teacher: its weights' SHA-256 per task, its tokenizer, its model (``api.Run``)
     loaded: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def sha256(self, path: Path) -> str:
-        key = f"sha256:{path}"
+    def weights_digest(self, task: str, cfg: TrainConfig) -> str:
+        """Which weights the teacher predicts ``task`` with: the SHA-256 of the checkpoint file of a
+        plain run (no model loaded), else of the tensors of its model loaded for the task."""
+        key = f"digest:{task}"
         if key not in self.loaded:
-            self.loaded[key] = _file_sha256(path)
+            plain = isinstance(self.run, RunDir) and self.config.get("adapter", "none") == "none"
+            self.loaded[key] = (_file_sha256(self.run.weights_for(task)) if plain
+                                else self.model_run(cfg).weights_digest(task))
         return self.loaded[key]
 
     def tokenizer(self) -> Any:
@@ -83,12 +89,14 @@ class Teacher:
 
     @classmethod
     def open(cls, path: str) -> "Teacher":
-        run = RunDir(path)
-        if not run.path.is_dir():
-            raise ConfigError(f"teacher run directory '{path}' not found", field="teachers")
-        if not run.metrics_file.is_file():
-            raise CheckpointError("a teacher must be a finished run (metrics.json missing)", path=path)
-        return cls(path, run, run.read_config(), {t.name: t for t in run.read_tasks()})
+        if export_format(path) is None:
+            run = RunDir(path)
+            if not run.path.is_dir():
+                raise ConfigError(f"teacher run directory '{path}' not found", field="teachers")
+            if not run.metrics_file.is_file():
+                raise CheckpointError("a teacher must be a finished run (metrics.json missing)", path=path)
+        source = open_model_dir(path)  # an ONNX or one-task export: an error that says what to give instead
+        return cls(path, source, source.read_config(), {t.name: t for t in source.read_tasks()})
 
 
 def _definition(task: TaskDef) -> dict[str, Any]:
@@ -151,11 +159,10 @@ def teacher_outputs(teacher: Teacher, task: str, raw: RawSplit, cfg: TrainConfig
     """The teacher's outputs on ``raw`` with the weights it keeps for ``task``: from the cache, or
     predicted (and cached)."""
     t = teacher.tasks[task]
-    weights = teacher.run.weights_for(task)
     tokenizer = teacher.tokenizer()
     max_len = int(teacher.config["max_seq_len"])
     key = hashlib.sha256(json.dumps({
-        "v": SOFT_TARGET_VERSION, "weights": teacher.sha256(weights), "task": t.model_dump(mode="json"),
+        "v": SOFT_TARGET_VERSION, "weights": teacher.weights_digest(task, cfg), "task": t.model_dump(mode="json"),
         "rows": _content_hash(t, raw, max_len, tokenizer_fingerprint(tokenizer))}, sort_keys=True).encode())
     path = cache_dir / "soft_targets" / f"{task}.{key.hexdigest()[:32]}.npz"
     if path.is_file():
@@ -164,7 +171,7 @@ def teacher_outputs(teacher: Teacher, task: str, raw: RawSplit, cfg: TrainConfig
         if len(outputs) == len(raw):
             log.info("distillation: %s on %s: outputs from the cache %s", teacher.path, task, path.name)
             return TeacherOutputs(outputs, t.ranking_gamma, True)
-    outputs = _predict(teacher, t, raw, tokenizer, max_len, cfg)
+    outputs = _predict(teacher, t, raw, cfg)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, outputs=outputs)
@@ -173,16 +180,9 @@ def teacher_outputs(teacher: Teacher, task: str, raw: RawSplit, cfg: TrainConfig
     return TeacherOutputs(outputs, t.ranking_gamma, False)
 
 
-def _predict(teacher: Teacher, task: TaskDef, raw: RawSplit, tokenizer, max_len: int, cfg: TrainConfig) -> np.ndarray:
-    from ..evaluation import predict
-    from .setup import load_model_weights
-
-    run = teacher.model_run(cfg)
-    load_model_weights(run.model, teacher.run.weights_for(task.name))
-    tok = tokenize_split(task, raw, tokenizer, max_len, cache_dir=None)
-    preds = predict(run.model, task, tok, batch_size=cfg.eval_batch_size, device=run.device,
-                    precision=cfg.precision, pad_id=tokenizer.pad_token_id or 0)
-    return preds.outputs.astype(np.float32)
+def _predict(teacher: Teacher, task: TaskDef, raw: RawSplit, cfg: TrainConfig) -> np.ndarray:
+    """The teacher's raw outputs on the rows, as ``mtdnn predict`` computes them (``api.Run``)."""
+    return teacher.model_run(cfg).predictions(task.name, raw, cfg.eval_batch_size).outputs.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- soft targets
