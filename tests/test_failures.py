@@ -144,3 +144,59 @@ def test_torchrun_ranks_keep_their_exception(tmp_path, monkeypatch):
             raise OSError("disk full")
     assert "OSError: disk full" in (tmp_path / "error-rank1.log").read_text()
     assert not (tmp_path / "error.log").exists()
+
+
+def test_the_process_training_a_run_is_recorded_and_a_second_writer_refused(toy, capsys, tmp_path):
+    """training.json names the process while it trains and is gone when it ends (finished or
+    crashed); a living owner makes --resume and a new run into the directory a one-line refusal; a
+    dead or foreign owner is described, and a dead one's run resumes."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    run, data, argv = toy
+    seen = []
+    with pytest.MonkeyPatch.context() as mp:
+        import mtdnn.training.loop as loop
+        real = loop.evaluate_tasks
+
+        def watching(*args, **kwargs):
+            seen.append(json.loads((run / "training.json").read_text()))
+            if len(seen) == 2:
+                raise ValueError("stop here")
+            return real(*args, **kwargs)
+
+        mp.setattr(loop, "evaluate_tasks", watching)
+        assert main(argv) == 1
+    capsys.readouterr()
+    assert {(s["pid"], s["host"]) for s in seen} == {(os.getpid(), socket.gethostname())}
+    assert not (run / "training.json").exists()  # released by the crash
+    (run / "error.log").unlink()
+
+    def owner(pid: int, host: str | None = None) -> None:
+        (run / "training.json").write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
+                                                       "started": "2026-12-02 03:00:00"}))
+
+    resume = f"continue it with `mtdnn train --resume {run}`"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        owner(child.pid)
+        busy = f"process {child.pid} of this machine has been training it since 2026-12-02 03:00:00"
+        assert RunDir(run).incomplete_reason() == (f"the run is incomplete: it finished 1 of 3 epochs (it is still "
+                                                   f"training: {busy}); {resume}")
+        for args in (["train", "--resume", str(run)], argv):
+            assert main(args) == 2
+            assert one_error_line(capsys) == (f"mtdnn: error: {run}: the run is being trained now ({busy}): stop "
+                                              "that process first; two processes must not write one run directory")
+        assert json.loads((run / "training.json").read_text())["pid"] == child.pid  # left as it was
+    finally:
+        child.kill()
+        child.wait()
+    owner(child.pid, host="elsewhere")
+    assert f"(it may still be training on elsewhere, process {child.pid})" in RunDir(run).incomplete_reason()
+    owner(child.pid)  # the process has ended
+    assert RunDir(run).incomplete_reason() == (f"the run is incomplete: it finished 1 of 3 epochs (it was stopped: "
+                                               f"process {child.pid}, which trained it, is gone); {resume}")
+    assert main(["train", "--resume", str(run)]) == 0
+    assert not (run / "training.json").exists() and RunDir(run).incomplete_reason() is None

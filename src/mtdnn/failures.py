@@ -110,7 +110,8 @@ class TrainingProgress:
 def recorded_training_failures(run_path: Path, progress: TrainingProgress) -> Iterator[None]:
     """Around a training run: an unexpected exception is written to ``run_path/error.log`` and
     raised as ``RunFailed`` (under torchrun: written to ``error-rank<R>.log`` and re-raised as it
-    is). ``MtdnnError`` and ``KeyboardInterrupt`` pass unchanged."""
+    is). ``MtdnnError`` and ``KeyboardInterrupt`` pass unchanged. The run's ``training.json`` is
+    removed however training ends in this process."""
     try:
         yield
     except MtdnnError:
@@ -128,6 +129,10 @@ def recorded_training_failures(run_path: Path, progress: TrainingProgress) -> It
                  f"the run is incomplete: continue it with `mtdnn train --resume {run_path}`")
         raise RunFailed(f"training stopped {where} by an unexpected {first_line(exc)}; the full traceback "
                         f"is in {log}; {after}", log) from exc
+    finally:  # however training ended in this process, it no longer trains the run
+        from .run_dir import RunDir
+
+        RunDir(run_path).release_training()
 
 
 def report_unexpected(exc: BaseException, command: str, run_dir: str | None) -> RunFailed:

@@ -17,6 +17,8 @@
                                predicts classes, at the epoch the task keeps (mtdnn/reports.py)
       reports/<task>.<split>.confusion.png  that confusion matrix drawn, for the selection dev split
                                (needs matplotlib, the ``plots`` extra)
+      training.json            while a process trains the run: its pid, host and start time
+                               (removed when it ends; left behind by a killed process)
       error.log                the traceback of an unexpected exception that stopped training
                                (error-rank<R>.log under torchrun; error-<command>.log for evaluate
                                or predict; see mtdnn/failures.py)
@@ -47,7 +49,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -110,6 +114,17 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
             yield f
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine with this pid exists (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_write(path) as f:
         json.dump(data, f, indent=2, sort_keys=False)
@@ -154,6 +169,7 @@ class RunDir:
     selection_file = property(lambda self: self.path / "selection.json")
     error_log = property(lambda self: self.path / "error.log")
     resume_state_file = property(lambda self: self.path / "checkpoints" / "resume" / "state.json")
+    owner_file = property(lambda self: self.path / "training.json")
     tb_dir = property(lambda self: self.path / "tb")
     submissions_dir = property(lambda self: self.path / "submissions")
 
@@ -217,6 +233,54 @@ class RunDir:
             raise CheckpointError("corrupt selection file", path=str(self.selection_file))
         return sel
 
+    # ---- the process training the run
+    def claim_training(self) -> None:
+        """Record this process as the one training the run (``training.json``)."""
+        write_json(self.owner_file, {"pid": os.getpid(), "host": socket.gethostname(),
+                                     "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+    def release_training(self) -> None:
+        """Remove ``training.json`` if this process wrote it."""
+        owner = self._owner()
+        if owner is not None and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            self.owner_file.unlink(missing_ok=True)
+
+    def _owner(self) -> dict[str, Any] | None:
+        try:
+            owner = json.loads(self.owner_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
+
+    def training_now(self) -> str | None:
+        """Who trains the run right now, in words (a living process of this machine), else None."""
+        owner = self._owner()
+        if owner is None or owner.get("host") != socket.gethostname() or not process_alive(owner["pid"]):
+            return None
+        return f"process {owner['pid']} of this machine has been training it since {owner.get('started', '?')}"
+
+    def refuse_if_training(self) -> None:
+        """A run another living process trains must not get a second writer (``--resume``, or a new
+        run into its directory)."""
+        busy = self.training_now()
+        if busy is not None and self._owner().get("pid") != os.getpid():
+            raise CheckpointError(f"the run is being trained now ({busy}): stop that process first; two "
+                                  "processes must not write one run directory", path=str(self.path))
+
+    def _stopped_how(self) -> str:
+        """Why an incomplete run is not training, as far as the run directory tells."""
+        busy = self.training_now()
+        if busy is not None:
+            return f" (it is still training: {busy})"
+        if self.error_log.is_file():
+            return f"; it stopped with an error, see {self.error_log}"
+        owner = self._owner()
+        if owner is None:
+            return " (it is still training, or it was stopped)"  # a run of an older mtdnn: no training.json
+        if owner.get("host") != socket.gethostname():
+            return f" (it may still be training on {owner.get('host')}, process {owner['pid']})"
+        return f" (it was stopped: process {owner['pid']}, which trained it, is gone)"
+
     def incomplete_reason(self) -> str | None:
         """None for a complete run (``metrics.json`` written, no resumable state left); else one line
         that says how far the run got, where its error log is, and how to continue it."""
@@ -235,8 +299,7 @@ class RunDir:
             except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
                 epochs = ""
         progress = (f"it finished {done}{epochs} epochs" if done else "no epoch finished, so it has no weights")
-        why = (f"; it stopped with an error, see {self.error_log}" if self.error_log.is_file()
-               else " (it is still training, or it was stopped)")
+        why = self._stopped_how()
         return (f"the run is incomplete: {progress}{why}; continue it with "
                 f"`mtdnn train --resume {self.path}`")
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data.tokenized import TokenizedSplit
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..evaluation import predict, prediction_labels, write_submission
 from ..faults import Faults
 from ..model.adapters import LoraHeads, finish_adapter_run, remove_epoch_checkpoints
@@ -139,7 +139,12 @@ def open_run(cfg: TrainConfig) -> tuple[Job, LoopState]:
 
 
 def _prepare_run_dir(cfg: TrainConfig, s: Setup, dist: Distributed, run: RunDir) -> bool:
-    """Whether the run resumes from a saved state; a fresh run's directory is (re)written."""
+    """Whether the run resumes from a saved state; a fresh run's directory is (re)written, and
+    rank 0 is recorded as the process training it (``training.json``)."""
+    busy = _trained_elsewhere(run) if dist.is_main else None
+    busy = dist.all_gather_object(busy)[0]  # every rank stops on rank 0's verdict
+    if busy is not None:
+        raise CheckpointError(busy)
     resuming = bool(cfg.resume) and has_train_state(run)
     if dist.enabled and cfg.resume and (dist.fsdp or len(set(dist.all_gather_object(resuming))) > 1):
         raise ConfigError("--resume of a distributed run needs --parallel ddp and the run directory on a "
@@ -154,7 +159,18 @@ def _prepare_run_dir(cfg: TrainConfig, s: Setup, dist: Distributed, run: RunDir)
         reset_run_state(run)
         resolved = cfg.model_dump(mode="json") | {"encoder_resolved": s.encoder_name}
         run.write_setup(resolved, s.tasks + s.carried, s.tokenizer, s.model.encoder.config)
+    if dist.is_main:
+        run.claim_training()
     return resuming
+
+
+def _trained_elsewhere(run: RunDir) -> str | None:
+    """The one-line refusal when another living process trains the run now, else None."""
+    try:
+        run.refuse_if_training()
+    except CheckpointError as e:
+        return str(e)
+    return None
 
 
 def finish_run(job: Job, state: LoopState) -> Path:
@@ -176,6 +192,7 @@ def finish_run(job: Job, state: LoopState) -> Path:
         job.writer.close()
     if job.dist.is_main:
         remove_train_state(job.run)  # the run is complete: nothing left to resume
+        job.run.release_training()
         if job.cfg.adapter != "none":  # their content is in adapters/, heads/ and encoder/
             remove_epoch_checkpoints(job.run)
     job.dist.close()  # every rank waits here for the others, then leaves the process group
