@@ -332,7 +332,7 @@ def tables() -> str:
     lines += ["", "### Affinity against the measured gain of target + one auxiliary (Spearman per target)", "",
               "| target | auxiliary: affinity / gain | Spearman |", "|---|---|---|"]
     for t, v in affinity_validation().items():
-        pairs = "; ".join(f"{p['aux']} {p['affinity']:+.4f} / {p['gain']:+.1f}" for p in v["pairs"]) or "–"
+        pairs = "; ".join(f"{p['aux']} {p['affinity']:+.1e} / {p['gain']:+.1f}" for p in v["pairs"]) or "–"
         lines.append(f"| {t} | {pairs} | {_cell_text(v['spearman'])} |")
     lines += ["", "### Each target with its recommended auxiliaries", "",
               "| target | auxiliaries | with them | all tasks | alone |", "|---|---|---|---|---|"]
