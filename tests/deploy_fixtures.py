@@ -95,3 +95,15 @@ def read_predictions(path: Path) -> list[dict[str, str]]:
 def history(run_dir: Path) -> dict[int, dict]:
     lines = (run_dir / "history.jsonl").read_text().splitlines()
     return {json.loads(x)["epoch"]: json.loads(x) for x in lines if x.strip()}
+
+
+# The start of a script run in a fresh interpreter where importing mtdnn fails (the venv has it
+# installed in editable mode, so a meta-path finder refuses it): exported folders with transformers only.
+HIDE_MTDNN = r'''
+import importlib.abc, json, sys
+class _NoMtdnn(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "mtdnn" or name.startswith("mtdnn."):
+            raise ImportError("mtdnn is hidden in this process")
+sys.meta_path.insert(0, _NoMtdnn())
+'''

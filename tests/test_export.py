@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from deploy_fixtures import (N_ROWS, TASKS, dev_rows, exported, history, read_predictions, trained_run,
+from deploy_fixtures import (HIDE_MTDNN, N_ROWS, TASKS, dev_rows, exported, history, read_predictions, trained_run,
                              write_input)
 from mtdnn.api import load_run
 from mtdnn.cli import main
@@ -28,13 +28,7 @@ pytestmark = pytest.mark.slow
 
 # Run in a fresh interpreter: mtdnn is made unimportable (the venv has it installed in editable
 # mode, so a meta-path finder refuses it), then the exported folders are used with transformers only.
-OUTSIDE = r'''
-import importlib.abc, json, sys
-class _NoMtdnn(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "mtdnn" or name.startswith("mtdnn."):
-            raise ImportError("mtdnn is hidden in this process")
-sys.meta_path.insert(0, _NoMtdnn())
+OUTSIDE = HIDE_MTDNN + r'''
 try:
     import mtdnn  # noqa
     blocked = False

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from checks import one_error_line
+from deploy_fixtures import HIDE_MTDNN
 from mtdnn.api import load_run
 from mtdnn.cli import main
 from mtdnn.data.readers import RawSplit, read_split
@@ -30,13 +31,7 @@ N_ROWS = 16
 ADAPTER = ["--adapter", "lora", "--lora-rank", "4"]
 
 # A fresh interpreter where importing mtdnn fails: the exported folder with transformers only.
-OUTSIDE = r'''
-import importlib.abc, json, sys
-class _NoMtdnn(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "mtdnn" or name.startswith("mtdnn."):
-            raise ImportError("mtdnn is hidden in this process")
-sys.meta_path.insert(0, _NoMtdnn())
+OUTSIDE = HIDE_MTDNN + r'''
 import torch
 from transformers import AutoModel, AutoTokenizer
 torch.set_num_threads(1)
