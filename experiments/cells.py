@@ -4,6 +4,10 @@ record is a JSON file written as soon as it finishes, so that a runner is resuma
 
 - records: where a cell's JSON lives (``result_file``), reading it back, the common parts of a
   record (the machine, the time, a run's metrics, history and config);
+- reuse: the runners' grids overlap (the multi-task model of run.py's setting is interference.py's
+  ``methods/proportional`` and smart_distill.py's ``kd/teacher``): ``equal_finished_run`` finds a
+  finished run of another runner that trained exactly what a cell would, on this machine, so that
+  the cell takes it instead of training again (``Reusable``);
 - claiming: several processes ("streams") share a grid by lock files, one per cell, holding
   ``{"pid", "host", "stream"}``; a lock left by a dead process of this machine is taken over
   (``claim``, ``alive``), and ``work`` runs the cells until none is left;
@@ -83,6 +87,74 @@ def fresh_run_dir(run_dir: Path) -> None:
     """Remove what an interrupted attempt left in ``run_dir``: the cell starts again."""
     if run_dir.exists():
         shutil.rmtree(run_dir)
+
+
+@dataclass(frozen=True)
+class Reusable:
+    """A run another runner keeps (its weights and small files) and the JSON record it wrote for it."""
+
+    run_dir: Path
+    record: Path
+
+
+def same_training(cfg: Any, run_dir: Path) -> str | None:
+    """Why the run in ``run_dir`` did not train what TrainConfig ``cfg`` would (None when it did):
+    every field a resumed run must keep (all but ``TrainConfig.resume_may_change``: threads,
+    output directory, logging ...) and the resolved task definitions must be equal."""
+    from mtdnn.config import TrainConfig
+    from mtdnn.run_dir import RunDir
+    from mtdnn.tasks.registry import TaskRegistry
+
+    run = RunDir(run_dir)
+    saved, mine = run.read_config(), cfg.model_dump(mode="json")
+    for name in sorted(set(TrainConfig.model_fields) - TrainConfig.resume_may_change()):
+        if saved.get(name) != mine.get(name):
+            return f"{name}: {saved.get(name)!r} there, {mine.get(name)!r} here"
+    theirs = {t.name: t.model_dump(mode="json") for t in run.read_tasks()}
+    for task in TaskRegistry(cfg.task_files).resolve(cfg.tasks):
+        if theirs.get(task.name) != task.model_dump(mode="json"):
+            return f"task {task.name} is defined differently"
+    return None
+
+
+def equal_finished_run(cfg: Any, candidates: Sequence[Reusable]) -> Reusable | None:
+    """The first candidate that finished (record, metrics.json and a kept epoch's weights), was made
+    on this machine (the record's ``machine``: training is deterministic on one machine, not across
+    CPU kernel levels) and trained what ``cfg`` would (``same_training``); None if there is none."""
+    here = machine()
+    for c in candidates:
+        record = read_record(c.record)
+        if (record is None or record.get("machine") != here or not (c.run_dir / "metrics.json").is_file()
+                or (c.run_dir / "training.json").is_file()
+                or not any((c.run_dir / "checkpoints").glob("epoch-*.safetensors"))):
+            continue
+        if same_training(cfg, c.run_dir) is None:
+            return c
+    return None
+
+
+def copy_run(source: Path, run_dir: Path) -> None:
+    """Copy a finished run's directory to ``run_dir`` (replacing what is there), without its resume
+    state; a run that names its own directory in config.yaml keeps the source's path there."""
+    fresh_run_dir(run_dir)
+    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("resume", "training.json", ".locks"))
+
+
+def train_or_take(cfg: Any, run_dir: Path, homes: Sequence[Reusable]) -> tuple[float, dict[str, Any]]:
+    """Train TrainConfig ``cfg`` into ``run_dir`` (its ``output_dir``), or copy the equal run one of
+    ``homes`` keeps (``equal_finished_run``). Returns the wall seconds of the training (the kept
+    run's, from its record, when taken) and what the cell's record adds: ``reused_from``."""
+    found = equal_finished_run(cfg, homes)
+    if found is None:
+        import mtdnn
+
+        t0 = time.perf_counter()
+        mtdnn.train(cfg)
+        return time.perf_counter() - t0, {}
+    say(f"{run_dir}: the same run is kept in {found.run_dir}: taking it")
+    copy_run(found.run_dir, run_dir)
+    wall = float(read_record(found.record)["wall_seconds"])  # type: ignore[index]
+    return wall, {"reused_from": {"run_dir": str(found.run_dir), "record": str(found.record)}}
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:

@@ -36,11 +36,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from cells import (load_average, ClaimedGrid, PlanRow, PlanTable, Runner, Streams, claim, config_record, fill_markers,  # noqa: E402
-                   fresh_run_dir, lock_file, machine, read_history, read_metrics, read_record, result_file, say,
-                   threads_override, timestamp, update_summary)
+from cells import (load_average, ClaimedGrid, PlanRow, PlanTable, Runner, Streams, claim, config_record,  # noqa: E402
+                   fill_markers, fresh_run_dir, lock_file, machine, read_history, read_metrics, read_record, result_file, say,
+                   threads_override, timestamp, train_or_take, update_summary)
 from cells import main as runner_main, work as work_grid  # noqa: E402
-from run import BASE, GLUE_EPOCHS, GLUE_SUBSETS, GLUE_TASKS, SMALL_TASKS  # noqa: E402
+from run import BASE, GLUE_EPOCHS, GLUE_SUBSETS, GLUE_TASKS, SMALL_TASKS, mt_model_homes  # noqa: E402
 
 OUT = HERE / "results" / "interference"
 LOCKS = OUT / ".locks"
@@ -203,19 +203,23 @@ def _claim(cell: Cell, stream: str) -> bool:
 
 
 def _train_record(cell: Cell, threads: int | None) -> dict[str, Any]:
+    """Train the cell; a proportional cell (the multi-task model of run.py's setting) takes the same
+    run from another runner instead where one was made on this machine (run.mt_model_homes), and
+    keeps its weights for them (smart_distill.py's teachers)."""
     import mtdnn
 
     run_dir = RUNS / cell.name
     fresh_run_dir(run_dir)  # an interrupted attempt: start the cell again
     cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), **threads_override(threads)})
-    t0 = time.perf_counter()
-    mtdnn.train(cfg)
-    wall = time.perf_counter() - t0
+    proportional = cell.meta.get("method") == "proportional"
+    homes = [h for h in mt_model_homes(cell.meta["seed"]) if h.run_dir != run_dir] if proportional else []
+    wall, extra = train_or_take(cfg, run_dir, homes)
     keep = ("epoch", "train_loss", "mixture", "uncertainty_log_variance")
     record = {"metrics": read_metrics(run_dir), "wall_seconds": round(wall, 1),
               "history": [{k: h[k] for k in keep if k in h} for h in read_history(run_dir)],
-              "config": config_record(cfg)}
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+              "config": config_record(cfg), **extra}
+    if not proportional:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return record
 
 

@@ -35,12 +35,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from cells import (load_average, Streams, add_filters, add_selection, chosen, config_record, fresh_run_dir, log_warnings,  # noqa: E402
+from cells import (load_average, Reusable, Streams, add_filters, add_selection, chosen, config_record, fresh_run_dir, log_warnings,  # noqa: E402
                    machine, offline, read_history, read_metrics, result_file, say, silence_transformers, timestamp)
 
 RESULTS = HERE / "results" / "runs"
 RUNS = ROOT / "runs" / "experiments"
 CHECK = ROOT / "runs" / "check"
+RETRAINED = RESULTS / "retrained"  # records of kept models trained again (a fresh clone has no weights)
 TASK_FILE = str(HERE / "tasks.yaml")
 
 BASE: dict[str, Any] = {
@@ -161,6 +162,19 @@ def _train(cell: Cell, run_dir: Path) -> dict[str, Any]:
             "command": f"python experiments/run.py --cell {cell.name}"}
 
 
+def mt_model_homes(seed: int) -> list[Reusable]:
+    """Where the multi-task model of this setting trained with ``seed`` may already be kept, each
+    with the record of its run. Three runners train exactly this run (their configs are equal:
+    tests/test_experiment_cells.py): this one (glue/mt, recorded, or retrained by _ensure_model),
+    interference.py (methods/proportional) and smart_distill.py (kd/teacher); each takes one the
+    others made on this machine (cells.equal_finished_run) instead of training it again."""
+    mine = f"glue/mt/s{seed}"
+    interference, distill = f"methods/proportional/s{seed}", f"kd/teacher/s{seed}"
+    return [Reusable(RUNS / mine, result_path(mine)), Reusable(RUNS / mine, result_path(mine, RETRAINED)),
+            Reusable(ROOT / "runs" / "interference" / interference, result_path(interference, HERE / "results" / "interference")),
+            Reusable(RUNS / "smart_distill" / distill, result_path(distill, HERE / "results" / "smart_distill"))]
+
+
 def _ensure_model(name: str, by_name: dict[str, Cell]) -> None:
     """Make sure the weights of a cell other cells start from are on disk (a fresh clone has the
     cell's JSON but not its weights): train it again if they are missing. A recorded result is never
@@ -168,12 +182,14 @@ def _ensure_model(name: str, by_name: dict[str, Cell]) -> None:
     run_dir = RUNS / name
     if (run_dir / "metrics.json").is_file():
         return
+    from mtdnn.run_dir import write_json
+
     result = _train(by_name[name], run_dir)
     out = result_path(name)
     if out.is_file():
         _compare(json.loads(out.read_text()), result)
+        write_json(result_path(name, RETRAINED), result)  # the kept weights' own record (machine, time)
     else:
-        from mtdnn.run_dir import write_json
         write_json(out, result)
 
 

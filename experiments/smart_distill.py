@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE))
 import run as grid  # noqa: E402  (experiments/run.py: BASE, GLUE_TASKS, GLUE_SUBSETS, GLUE_EPOCHS)
 from cells import (load_average, PlanRow, PlanTable, Streams, add_filters, add_selection, chosen, config_record,  # noqa: E402
                    fresh_run_dir, machine, offline, read_history, read_metrics, read_record, result_file, say,
-                   seconds_left, threads_override, timestamp)
+                   seconds_left, threads_override, timestamp, train_or_take)
 
 RESULTS = HERE / "results" / "smart_distill"
 RUNS = ROOT / "runs" / "experiments" / "smart_distill"
@@ -209,12 +209,13 @@ def _train(cell: Cell, threads: int | None) -> dict[str, Any]:
         from mtdnn.model.shrink import shrink_encoder
         shrink_encoder("default", SMALL_LAYERS, SMALL_ENCODER)
     cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), **threads_override(threads)})
-    t0 = time.perf_counter()
-    mtdnn.train(cfg)
-    wall = time.perf_counter() - t0
+    # a teacher is the multi-task model of run.py's setting: take it where another runner kept it
+    homes = [h for h in grid.mt_model_homes(cell.meta["seed"]) if h.run_dir != run_dir] \
+        if cell.meta.get("kind") == "teacher" else []
+    wall, extra = train_or_take(cfg, run_dir, homes)
     return {"metrics": read_metrics(run_dir), "wall_seconds": round(wall, 1),
             "robustness": robustness(run_dir, cfg.tasks), "train_loss": [h["train_loss"] for h in read_history(run_dir)],
-            "config": config_record(cfg)}
+            "config": config_record(cfg), **extra}
 
 
 def _has_weights(name: str) -> bool:

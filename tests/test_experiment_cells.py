@@ -163,3 +163,81 @@ def test_common_command_line_calls_the_experiment(kit, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         kit.main(runner, ["--plan", "--run"])
     assert "not allowed with argument --plan" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- reuse across runners
+def _fake_finished_run(kit, run_dir: Path, cfg, record: Path, machine: str | None = None) -> None:
+    """A finished run's files as equal_finished_run reads them (config, tasks, metrics, a kept epoch)
+    and the record of the runner that made it."""
+    import yaml
+
+    from mtdnn.tasks.registry import TaskRegistry
+
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "epoch-2.safetensors").write_bytes(b"weights")
+    (run_dir / "checkpoints" / "resume").mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    tasks = TaskRegistry(cfg.task_files).resolve(cfg.tasks)
+    (run_dir / "tasks.yaml").write_text(yaml.safe_dump([t.model_dump(mode="json") for t in tasks]))
+    (run_dir / "metrics.json").write_text("{}")
+    record.write_text(json.dumps({"machine": machine or kit.machine(), "wall_seconds": 12.5}))
+
+
+def test_equal_finished_run_takes_only_the_same_training_made_on_this_machine(kit, tmp_path):
+    import mtdnn
+
+    made = mtdnn.make_config({"tasks": ["rte", "stsb"], "seed": 2, "output_dir": str(tmp_path / "a")})
+    _fake_finished_run(kit, tmp_path / "a", made, tmp_path / "a.json")
+    home = kit.Reusable(tmp_path / "a", tmp_path / "a.json")
+    # where it runs, its threads and its logging do not change what a run computes
+    wanted = mtdnn.make_config({"tasks": ["rte", "stsb"], "seed": 2, "output_dir": str(tmp_path / "b"),
+                                "threads": 1, "progress": False})
+    assert kit.equal_finished_run(wanted, [home]) == home
+    other_seed = mtdnn.make_config({"tasks": ["rte", "stsb"], "seed": 3, "output_dir": str(tmp_path / "b")})
+    assert kit.same_training(other_seed, tmp_path / "a") == "seed: 2 there, 3 here"
+    assert kit.equal_finished_run(other_seed, [home]) is None
+    other_tasks = mtdnn.make_config({"tasks": ["rte"], "seed": 2, "output_dir": str(tmp_path / "b")})
+    assert kit.same_training(other_tasks, tmp_path / "a").startswith("tasks:")
+
+    # the copy made by the runner that takes it: the files without the resume state; the wall time
+    # is the kept run's
+    wall, extra = kit.train_or_take(wanted, tmp_path / "b", [home])
+    assert wall == 12.5 and extra == {"reused_from": {"run_dir": str(tmp_path / "a"),
+                                                      "record": str(tmp_path / "a.json")}}
+    assert (tmp_path / "b" / "checkpoints" / "epoch-2.safetensors").read_bytes() == b"weights"
+    assert not (tmp_path / "b" / "checkpoints" / "resume").exists()
+
+    # a task defined otherwise, another machine, a run still training, no kept weights: none is taken
+    tasks_yaml = (tmp_path / "a" / "tasks.yaml").read_text()
+    (tmp_path / "a" / "tasks.yaml").write_text(tasks_yaml.replace("dropout: 0.1", "dropout: 0.3", 1))
+    assert kit.same_training(wanted, tmp_path / "a") == "task rte is defined differently"
+    (tmp_path / "a" / "tasks.yaml").write_text(tasks_yaml)
+    (tmp_path / "a.json").write_text(json.dumps({"machine": "another CPU", "wall_seconds": 1.0}))
+    assert kit.equal_finished_run(wanted, [home]) is None
+    (tmp_path / "a.json").write_text(json.dumps({"machine": kit.machine(), "wall_seconds": 12.5}))
+    (tmp_path / "a" / "training.json").write_text("{}")
+    assert kit.equal_finished_run(wanted, [home]) is None
+    (tmp_path / "a" / "training.json").unlink()
+    (tmp_path / "a" / "checkpoints" / "epoch-2.safetensors").unlink()
+    assert kit.equal_finished_run(wanted, [home]) is None
+
+
+def test_the_three_runners_train_the_same_multitask_model():
+    """run.py's glue/mt, interference.py's methods/proportional and smart_distill.py's kd/teacher are
+    one run per seed (what lets each take the others' instead of training it again), kept where
+    run.mt_model_homes says."""
+    run, inter, distill = (load_experiment(n) for n in ("run", "interference", "smart_distill"))
+    teachers = {c.name: c for c in distill.cells() if c.meta.get("kind") == "teacher"}
+    mt = {c.name: c for c in run._cells()}["glue/mt/s1"]
+    for seed in (1, 2, 3):
+        proportional = inter.glue_config(inter.GLUE_TASKS, seed, **inter.METHODS["proportional"])
+        teacher = teachers[f"kd/teacher/s{seed}"]
+        assert proportional == teacher.config
+        if seed == 1:
+            assert mt.config == proportional
+        homes = run.mt_model_homes(seed)
+        assert [h.run_dir for h in homes] == [run.RUNS / f"glue/mt/s{seed}"] * 2 + [
+            inter.RUNS / f"methods/proportional/s{seed}", distill.RUNS / f"kd/teacher/s{seed}"]
+        assert [h.record for h in homes] == [
+            run.result_path(f"glue/mt/s{seed}"), run.result_path(f"glue/mt/s{seed}", run.RETRAINED),
+            inter.result_path(f"methods/proportional/s{seed}"), distill.result_path(f"kd/teacher/s{seed}")]
