@@ -212,7 +212,8 @@ def _record(cell: Cell, cfg: Any, run_dir: Path, wall: float, rss_start: float) 
 
 def worker(name: str, threads: int | None) -> int:
     """Train one cell in this (fresh) process and write its record; then drop the run's large files
-    (checkpoints, the encoder's weights), keeping adapters, heads and the run's small files."""
+    (checkpoints, the encoder's weights), keeping adapters, heads and the run's small files (all of
+    a GLUE full-plain cell: other runners take it, run.single_task_homes)."""
     import mtdnn
     from mtdnn.run_dir import write_json
 
@@ -226,8 +227,11 @@ def worker(name: str, threads: int | None) -> int:
     mtdnn.train(cfg)
     record = _record(cell, cfg, run_dir, time.perf_counter() - t0, rss_start)
     write_json(result_path(cell.name), record)
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    (run_dir / "encoder" / "model.safetensors").unlink(missing_ok=True)
+    if not (cell.meta["row"] == "full-plain" and cell.reference.startswith("glue/single/")):
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        (run_dir / "encoder" / "model.safetensors").unlink(missing_ok=True)
+    # else: the single-task model of run.py's setting, which smart_distill.py's plain arm takes
+    # (run.single_task_homes)
     say(f"{cell.name}: score {record['score']:.2f}, {record['trainable']:,} trainable, "
         f"{record['stored_bytes'] / 1e6:.2f} MB stored, {record['wall_seconds']:.0f} s, peak {record['peak_rss_mb']:.0f} MB")
     return 0

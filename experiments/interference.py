@@ -7,7 +7,9 @@ Every cell is one run; its result is written to experiments/results/interference
 soon as it finishes, and a cell whose JSON exists is skipped: the runner is resumable. Several
 processes can work on the grid side by side (``--stream``): each claims the next cell with a lock
 file (results/interference/.locks/), so no cell runs twice; a lock left by a killed process of this
-machine is taken over.
+machine is taken over. The proportional method is run.py's multi-task model, also smart_distill.py's
+teacher: where another runner keeps that run, made on this machine, the cell copies it instead of
+training (its record says ``reused_from``), and its own weights are kept for the others.
 
     python experiments/interference.py --plan               # the cells in order, done/todo, estimated time
     python experiments/interference.py --run [--only methods/]   # work through the cells

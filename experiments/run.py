@@ -175,6 +175,18 @@ def mt_model_homes(seed: int) -> list[Reusable]:
             Reusable(RUNS / "smart_distill" / distill, result_path(distill, HERE / "results" / "smart_distill"))]
 
 
+def single_task_homes(task: str, seed: int) -> list[Reusable]:
+    """Where the single-task model of this setting (glue/single/<task>/s<seed>) may already be kept,
+    with the record of its run: this runner's cell, adapters.py's full-plain twin and
+    smart_distill.py's plain arm train exactly this run (tests/test_experiment_cells.py); each takes
+    one the others made on this machine instead of training it again."""
+    mine, adapters, distill = (f"glue/single/{task}/s{seed}", f"adapters/full-plain/{task}/s{seed}",
+                               f"smart/single/{task}/plain/s{seed}")
+    return [Reusable(RUNS / mine, result_path(mine)),
+            Reusable(ROOT / "runs" / "adapters" / adapters, result_path(adapters, HERE / "results" / "adapters")),
+            Reusable(RUNS / "smart_distill" / distill, result_path(distill, HERE / "results" / "smart_distill"))]
+
+
 def _ensure_model(name: str, by_name: dict[str, Cell]) -> None:
     """Make sure the weights of a cell other cells start from are on disk (a fresh clone has the
     cell's JSON but not its weights): train it again if they are missing. A recorded result is never

@@ -5,9 +5,12 @@ Every cell is one `mtdnn.train` run (or an evaluation of earlier cells); its res
 robustness, wall time, machine, config) is written to experiments/results/smart_distill/<cell>.json
 as soon as it finishes, and a cell whose JSON exists is skipped. Weights go to
 runs/experiments/smart_distill/<cell>/ and are dropped after the cell, except those of the cells
-others start from (the teachers, the smaller student).
+others start from (the teachers, the smaller student). A teacher and a plain single-task arm train
+exactly a run other runners make (run.py's glue/mt and glue/single, interference.py's proportional
+method, adapters.py's full-plain row): where one of them keeps that run, made on this machine, the
+cell copies it instead of training (``take`` in --plan; the record says ``reused_from``).
 
-    python experiments/smart_distill.py --plan                 # every cell, estimated time, done/todo
+    python experiments/smart_distill.py --plan                 # every cell, estimated time, done/todo/take
     python experiments/smart_distill.py --cell smart/single/rte/s1
     python experiments/smart_distill.py --all [--only kd/]
     # the whole grid on a 2-core CPU, nothing else running: two streams, one core each
@@ -44,8 +47,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import run as grid  # noqa: E402  (experiments/run.py: BASE, GLUE_TASKS, GLUE_SUBSETS, GLUE_EPOCHS)
-from cells import (load_average, PlanRow, PlanTable, Streams, add_filters, add_selection, chosen, config_record,  # noqa: E402
-                   fresh_run_dir, machine, offline, read_history, read_metrics, read_record, result_file, say,
+from cells import (load_average, PlanRow, Reusable, PlanTable, Streams, add_filters, add_selection, chosen, config_record,  # noqa: E402
+                   equal_finished_run, fresh_run_dir, machine, offline, read_history, read_metrics, read_record, result_file, say,
                    seconds_left, threads_override, timestamp, train_or_take)
 
 RESULTS = HERE / "results" / "smart_distill"
@@ -200,6 +203,26 @@ def inference_speed(runs: dict[str, Path], repeats: int = 3) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- running cells
+def _homes(cell: Cell) -> list[Reusable]:
+    """Where other runners may keep the cell's run: a teacher is the multi-task model of run.py's
+    setting, a plain arm its single-task model (both taken instead of trained where kept)."""
+    if cell.meta.get("kind") == "teacher":
+        homes = grid.mt_model_homes(cell.meta["seed"])
+    elif cell.meta.get("arm") == "plain":
+        homes = grid.single_task_homes(cell.meta["task"], cell.meta["seed"])
+    else:
+        homes = []
+    return [h for h in homes if h.run_dir != RUNS / cell.name]
+
+
+def _taken(cell: Cell) -> bool:
+    """Whether the cell's run is kept by another runner on this machine (``--plan``: no time)."""
+    import mtdnn
+
+    homes = _homes(cell)
+    return bool(homes) and equal_finished_run(mtdnn.make_config(cell.config), homes) is not None
+
+
 def _train(cell: Cell, threads: int | None) -> dict[str, Any]:
     import mtdnn
 
@@ -209,10 +232,7 @@ def _train(cell: Cell, threads: int | None) -> dict[str, Any]:
         from mtdnn.model.shrink import shrink_encoder
         shrink_encoder("default", SMALL_LAYERS, SMALL_ENCODER)
     cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), **threads_override(threads)})
-    # a teacher is the multi-task model of run.py's setting: take it where another runner kept it
-    homes = [h for h in grid.mt_model_homes(cell.meta["seed"]) if h.run_dir != run_dir] \
-        if cell.meta.get("kind") == "teacher" else []
-    wall, extra = train_or_take(cfg, run_dir, homes)
+    wall, extra = train_or_take(cfg, run_dir, _homes(cell))
     return {"metrics": read_metrics(run_dir), "wall_seconds": round(wall, 1),
             "robustness": robustness(run_dir, cfg.tasks), "train_loss": [h["train_loss"] for h in read_history(run_dir)],
             "config": config_record(cfg), **extra}
@@ -270,8 +290,9 @@ def run_cell(cell: Cell, by_name: dict[str, Cell], threads: int | None) -> dict[
 
 def plan(all_cells: list[Cell]) -> list[str]:
     """One line per cell: done/todo, stream, estimated minutes; and each stream's total."""
-    rows = [PlanRow(c.name, "done" if result_path(c.name).is_file() else "todo", c.stream, c.estimate)
-            for c in all_cells]
+    rows = [PlanRow(c.name, "done", c.stream, c.estimate) if result_path(c.name).is_file()
+            else PlanRow(c.name, "take", c.stream, 0.0) if _taken(c)
+            else PlanRow(c.name, "todo", c.stream, c.estimate) for c in all_cells]
     table = PlanTable(None, lambda r: f"{r.state}  {r.column:<6} ~{r.seconds / 60:5.1f} min  {r.name}",
                       lambda rs: [f"stream {s}: ~{t / 3600:.1f} h left (estimates on the 2-core VM, one core per "
                                   f"stream)" for s, t in seconds_left(rs).items()])

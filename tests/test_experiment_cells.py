@@ -241,3 +241,29 @@ def test_the_three_runners_train_the_same_multitask_model():
         assert [h.record for h in homes] == [
             run.result_path(f"glue/mt/s{seed}"), run.result_path(f"glue/mt/s{seed}", run.RETRAINED),
             inter.result_path(f"methods/proportional/s{seed}"), distill.result_path(f"kd/teacher/s{seed}")]
+
+
+def test_the_three_runners_train_the_same_single_task_models():
+    """run.py's glue/single, adapters.py's full-plain and smart_distill.py's plain arm are one run
+    per task and seed, kept where run.single_task_homes says (adapters.py keeps its weights)."""
+    run, adapters, distill = (load_experiment(n) for n in ("run", "adapters", "smart_distill"))
+    mine = {c.name: c for c in run._cells()}
+    full_plain = {c.name: c for c in adapters.cells() if c.meta["row"] == "full-plain"}
+    plain = [c for c in distill.cells() if c.meta.get("arm") == "plain"]
+    assert len(plain) == 12
+    twins = 0
+    for cell in plain:
+        task, seed = cell.meta["task"], cell.meta["seed"]
+        twin = full_plain.get(f"adapters/full-plain/{task}/s{seed}")
+        if twin is None:  # adapters.py runs CoLA with seed 1 only
+            assert task == "cola" and seed > 1
+            continue
+        twins += 1
+        assert cell.config == twin.config
+        if f"glue/single/{task}/s{seed}" in mine:
+            assert mine[f"glue/single/{task}/s{seed}"].config == cell.config
+        homes = run.single_task_homes(task, seed)
+        assert [(h.run_dir, h.record) for h in homes[1:]] == [
+            (adapters.RUNS / twin.name, adapters.result_path(twin.name)),
+            (distill.RUNS / cell.name, distill.result_path(cell.name))]
+    assert twins == 10
