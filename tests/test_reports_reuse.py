@@ -45,3 +45,29 @@ def test_reports_reuse_the_kept_epochs_predictions(tmp_path, tiny_encoder, data_
     assert (reused / "selection.json").read_text() == (again / "selection.json").read_text()
     kept = json.loads((reused / "selection.json").read_text())["tasks"]
     assert min(kept["rte"], kept["mrpc"]) < 3  # a report from an epoch before the last is among them
+
+
+def test_evaluation_returns_and_writes_the_runs_reports(tmp_path, tiny_encoder, data_dir, capsys):
+    """``Run.evaluation`` gives the metrics of ``evaluate`` and, from the same predictions, the
+    reports the finished run holds; ``mtdnn evaluate --reports DIR`` writes those same files."""
+    from mtdnn.cli import main
+
+    out = _train(tmp_path / "run", tiny_encoder, data_dir, tmp_path / "cache")
+    run = mtdnn.load_run(out)
+    result = run.evaluation(data_dir=data_dir, max_eval_examples=64)
+    assert result.metrics == run.evaluate(data_dir=data_dir, max_eval_examples=64)
+    assert result.metrics == json.loads((out / "metrics.json").read_text())
+    assert sorted(result.reports) == ["mrpc", "rte"]  # stsb is a regression: no classes
+    for task in ("mrpc", "rte"):
+        saved = json.loads((out / "reports" / f"{task}.dev.json").read_text())
+        assert saved == {"task": task, "split": "dev", **result.reports[task]["dev"]}
+        assert result.reports[task]["dev"]["accuracy"] == result.metrics[task]["dev"]["accuracy"]
+
+    assert main(["evaluate", str(out), "--data-dir", str(data_dir), "--max-eval-examples", "64",
+                 "--reports", str(tmp_path / "reports")]) == 0
+    assert "per-class reports of rte, mrpc in" in capsys.readouterr().out
+    written = sorted(p.name for p in (tmp_path / "reports").iterdir())
+    assert written == sorted(p.name for p in (out / "reports").iterdir())
+    for name in written:
+        if name.endswith(".json"):
+            assert (tmp_path / "reports" / name).read_text() == (out / "reports" / name).read_text(), name

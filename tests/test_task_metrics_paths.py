@@ -212,11 +212,10 @@ def test_without_matplotlib_only_the_png_is_skipped(tmp_path, monkeypatch, caplo
     import sys
 
     from mtdnn.reports import write_report
-    from mtdnn.run_dir import RunDir
 
     task = load_task_file_text(SUPPORT_TICKETS)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if not installed
     with caplog.at_level(logging.INFO, logger="mtdnn.reports"):
-        write_report(RunDir(tmp_path), task, "dev", class_report(task, GOLD, PRED), with_plot=True)
+        write_report(tmp_path / "reports", task, "dev", class_report(task, GOLD, PRED), with_plot=True)
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["support_tickets.dev.json"]
     assert "matplotlib is not installed (pip install 'mtdnn[plots]'): no confusion-matrix PNG" in caplog.text

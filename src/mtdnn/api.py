@@ -4,6 +4,7 @@
 >>> run_dir = mtdnn.train(mtdnn.make_config(overrides={"tasks": "rte,mrpc", "epochs": 1}))
 >>> run = mtdnn.load_run(run_dir)
 >>> run.evaluate()                                   # task -> split -> metric -> value
+>>> run.evaluation().reports["rte"]["dev"]["per_class"]  # and per-class reports (classes, ranking)
 >>> run.predict("rte", ["A man sleeps."], ["Nobody sleeps."])   # ['not_entailment']
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,12 +27,24 @@ from .export.folder import ExportedModel, ExportedWeights, open_model_dir
 from .model.encoders import check_token_fit, named_splits
 from .model.adapters import load_adapter_model
 from .model.multitask import MultiTaskModel, encoder_from_config, load_tokenizer
+from .reports import class_report
 from .run_dir import RunDir, atomic_write
 from .runtime import pick_device
 from .tasks.schema import Columns, SplitDef, TaskDef
 from .training.setup import load_model_weights
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What ``Run.evaluation`` measures in one pass over the data: ``metrics`` (task -> split ->
+    metric -> value, as ``Run.evaluate``) and ``reports`` (task -> split -> the per-class report of
+    ``mtdnn.reports.class_report``: precision, recall, F1, support per label, confusion matrix) of
+    the tasks that predict classes (classification and ranking)."""
+
+    metrics: Metrics
+    reports: dict[str, dict[str, dict[str, Any]]]
 
 
 class Run:
@@ -114,15 +128,29 @@ class Run:
                  batch_size: int = 128, max_eval_examples: int | None = None) -> Metrics:
         """Metrics of every labeled dev/test split (task -> split -> metric -> value), each task
         with the epoch it keeps."""
+        return self.evaluation(tasks, data_dir, batch_size, max_eval_examples).metrics
+
+    def evaluation(self, tasks: Sequence[str] | None = None, data_dir: str | Path | None = None,
+                   batch_size: int = 128, max_eval_examples: int | None = None) -> Evaluation:
+        """``evaluate``'s metrics and, from the same predictions, the per-class reports of the tasks
+        that predict classes: those a finished run holds in ``reports/`` (``mtdnn evaluate --reports``)."""
         chosen = [self.task(t) for t in (tasks or self.tasks)]
         data = load_task_data(chosen, self.tokenizer, data_dir=data_dir or self.config.get("data_dir") or data_dir_default(),
                               max_len=self.max_len, cache_dir=self.config.get("cache_dir"),
                               max_eval_examples=max_eval_examples, allow_hub=self.config.get("allow_hub", True),
                               with_train=False, with_tests=False)
         self._check_tokens(named_splits(data))
-        return evaluate_tasks(self.model, data, batch_size=batch_size, device=self.device,
-                              precision=self.precision, pad_id=self.tokenizer.pad_token_id or 0,
-                              before_task=self._use_weights_of)
+        reports: dict[str, dict[str, dict[str, Any]]] = {}
+
+        def report(task: str, split: str, preds: Predictions) -> None:
+            td = data[task]
+            if td.task.type != "regression":
+                reports.setdefault(task, {})[split] = class_report(td.task, td.evals[split].labels, preds.preds)
+
+        metrics = evaluate_tasks(self.model, data, batch_size=batch_size, device=self.device,
+                                 precision=self.precision, pad_id=self.tokenizer.pad_token_id or 0,
+                                 before_task=self._use_weights_of, keep=report)
+        return Evaluation(metrics, reports)
 
     def predict(self, task: str, text_a: Sequence[str], text_b: Sequence[str] | None = None,
                 batch_size: int = 128) -> list[Any]:

@@ -4,7 +4,7 @@
     mtdnn tasks init FILE|HF_DATASET [--name N] [--output my_task.yaml]
     mtdnn tasks check my_task.yaml [--data-dir DIR]
     mtdnn train [--config run.yaml] [--tasks rte,mrpc,stsb] [--epochs 3] ...
-    mtdnn evaluate RUN_DIR [--tasks ...]
+    mtdnn evaluate RUN_DIR [--tasks ...] [--reports DIR]
     mtdnn predict RUN_DIR --task rte --input pairs.tsv --output predictions.tsv
     mtdnn distill --teachers RUN_A,RUN_B --tasks rte,mrpc --output-dir runs/student
     mtdnn shrink-encoder --layers 0,2,4 --output encoders/minilm-l3
@@ -24,6 +24,7 @@ import os
 import sys
 import textwrap
 import types
+from pathlib import Path
 from typing import Any, Literal, NoReturn, Sequence, Union, get_args, get_origin
 
 from pydantic.fields import FieldInfo
@@ -190,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-eval-examples", type=int, default=None)
     e.add_argument("--device", default="auto")
     e.add_argument("--output", default=None, help="also write the metrics as JSON here")
+    e.add_argument("--reports", default=None, metavar="DIR",
+                   help="also write the per-class reports of the tasks that predict classes here "
+                        "(<task>.<split>.json, and the confusion-matrix PNG of each task's selection split), "
+                        "as a finished run's reports/")
 
     r = sub.add_parser("predict", help="predict a file with a saved run")
     r.add_argument("run_dir", help="a run directory, or a folder written by mtdnn export --format hf")
@@ -272,12 +277,19 @@ def _run(args: argparse.Namespace) -> int:
         from .api import load_run
         run = load_run(args.run_dir, device=args.device)
         tasks = [t for t in args.tasks.split(",") if t] if args.tasks else None
-        metrics = run.evaluate(tasks, data_dir=args.data_dir, batch_size=args.batch_size,
-                               max_eval_examples=args.max_eval_examples)
-        _print_metrics(metrics)
+        result = run.evaluation(tasks, data_dir=args.data_dir, batch_size=args.batch_size,
+                                max_eval_examples=args.max_eval_examples)
+        _print_metrics(result.metrics)
         if args.output:
             from .run_dir import write_json
-            write_json(args.output, metrics)
+            write_json(args.output, result.metrics)
+        if args.reports:
+            from .reports import write_report
+            for name, splits in result.reports.items():
+                task = run.task(name)
+                for split, report in splits.items():
+                    write_report(Path(args.reports), task, split, report, with_plot=split == task.selection_split)
+            print(f"per-class reports of {', '.join(result.reports) or 'no task'} in {args.reports}")
         return 0
     if args.command == "predict":
         from .api import load_run

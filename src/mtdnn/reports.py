@@ -57,14 +57,14 @@ def class_report(task: TaskDef, gold: np.ndarray, preds: np.ndarray) -> dict[str
     }
 
 
-def report_paths(run: RunDir, task: str, split: str) -> tuple[Path, Path]:
-    """(JSON report, confusion-matrix PNG) of a task's split in the run directory."""
-    return run.path / "reports" / f"{task}.{split}.json", run.path / "reports" / f"{task}.{split}.confusion.png"
+def report_paths(folder: Path, task: str, split: str) -> tuple[Path, Path]:
+    """(JSON report, confusion-matrix PNG) of a task's split in ``folder`` (a run's ``reports/``)."""
+    return folder / f"{task}.{split}.json", folder / f"{task}.{split}.confusion.png"
 
 
-def write_report(run: RunDir, task: TaskDef, split: str, report: dict[str, Any], with_plot: bool) -> None:
-    """Write the JSON report and, with ``with_plot``, the PNG of its confusion matrix."""
-    json_path, png_path = report_paths(run, task.name, split)
+def write_report(folder: Path, task: TaskDef, split: str, report: dict[str, Any], with_plot: bool) -> None:
+    """Write the JSON report and, with ``with_plot``, the PNG of its confusion matrix into ``folder``."""
+    json_path, png_path = report_paths(folder, task.name, split)
     write_json(json_path, {"task": task.name, "split": split, **report})
     if with_plot:
         plot_confusion(png_path, f"{task.name} / {split}", report["labels"],
@@ -126,4 +126,5 @@ def write_class_reports(setup: Setup, run: RunDir, selection: dict[str, int], di
                                   pad_id=setup.tokenizer.pad_token_id or 0, dist=dist).preds
             if dist.is_main:
                 report = class_report(td.task, split.labels, classes)
-                write_report(run, td.task, split_name, report, with_plot=split_name == td.task.selection_split)
+                write_report(run.path / "reports", td.task, split_name, report,
+                             with_plot=split_name == td.task.selection_split)
