@@ -48,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from cells import (load_average, PlanRow, PlanTable, Runner, Streams, config_record, fill_markers, fresh_run_dir,  # noqa: E402
-                   machine, read_history, read_metrics, read_record, result_file, say, seconds_left,
+                   machine, mean_sd, read_history, read_metrics, read_record, result_file, say, seconds_left,
                    threads_override, timestamp, update_summary)
 from cells import main as runner_main  # noqa: E402
 from run import MT_CELL, RUNS as BASE_RUN_DIRS, _cells, _da_cell, _ensure_model, _glue_cell  # noqa: E402
@@ -266,13 +266,6 @@ def records() -> dict[str, dict[str, Any]]:
     return {r["cell"]: r for r in (json.loads(p.read_text()) for p in sorted(OUT.glob("*.json")))}
 
 
-def _mean_sd(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    return {"mean": round(statistics.mean(values), 2),
-            "sd": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0, "n": len(values)}
-
-
 def score_rows(recs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """row -> task -> mean, sd, n of the score over seeds (SciTail: over training subsets)."""
     out: dict[str, dict[str, Any]] = {}
@@ -280,7 +273,7 @@ def score_rows(recs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for task in [*TASKS, SCITAIL]:
             values = [r["score"] for r in recs.values() if r["meta"]["row"] == row and r["meta"]["task"] == task]
             if values:
-                out.setdefault(row, {})[task] = _mean_sd(values)
+                out.setdefault(row, {})[task] = mean_sd(values)
     return out
 
 

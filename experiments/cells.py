@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -165,6 +166,20 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
     """A finished run's history.jsonl, one dict per evaluation."""
     return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def glue_score(record: dict[str, Any], task: str) -> float:
+    """A task's score in a record (its first split: dev, MNLI dev_mismatched)."""
+    return float(next(iter(record["metrics"][task].values()))["score"])
+
+
+def mean_sd(values: Sequence[float]) -> dict[str, float] | None:
+    """Mean, sample standard deviation (0 for one value) and count, rounded as tables show them;
+    None for no values."""
+    if not values:
+        return None
+    return {"mean": round(statistics.mean(values), 2),
+            "sd": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0, "n": len(values)}
 
 
 def config_record(cfg: Any) -> dict[str, Any]:

@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from cells import (load_average, ClaimedGrid, PlanRow, PlanTable, Runner, Streams, claim, config_record,  # noqa: E402
-                   fill_markers, fresh_run_dir, lock_file, machine, read_history, read_metrics, read_record, result_file, say,
+                   fill_markers, fresh_run_dir, glue_score, lock_file, machine, read_history, read_metrics, read_record, result_file, say,
                    threads_override, timestamp, train_or_take, update_summary)
 from cells import main as runner_main, work as work_grid  # noqa: E402
 from run import BASE, GLUE_EPOCHS, GLUE_SUBSETS, GLUE_TASKS, SMALL_TASKS, mt_model_homes  # noqa: E402
@@ -106,11 +106,6 @@ def static_cells() -> list[Cell]:
                    meta={"task": t, "seed": seed})
               for seed in (1, 2, 3) for t in GLUE_TASKS if seed == 1 or t in SMALL_TASKS]
     return cells
-
-
-def glue_score(record: dict[str, Any], task: str) -> float:
-    """A task's score in a record (its first split: dev, MNLI dev_mismatched)."""
-    return float(next(iter(record["metrics"][task].values()))["score"])
 
 
 def average_without_wnli(record: dict[str, Any]) -> float:

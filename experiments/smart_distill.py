@@ -13,6 +13,7 @@ cell copies it instead of training (``take`` in --plan; the record says ``reused
     python experiments/smart_distill.py --plan                 # every cell, estimated time, done/todo/take
     python experiments/smart_distill.py --cell smart/single/rte/s1
     python experiments/smart_distill.py --all [--only kd/]
+    python experiments/smart_distill.py --summarize      # tables in docs/results.md, summary.json "smart", "distillation"
     # the whole grid on a 2-core CPU, nothing else running: two streams, one core each
     taskset -c 0 python experiments/smart_distill.py --all --stream single --threads 1 &
     taskset -c 1 python experiments/smart_distill.py --all --stream mt --threads 1
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -48,10 +50,13 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import run as grid  # noqa: E402  (experiments/run.py: BASE, GLUE_TASKS, GLUE_SUBSETS, GLUE_EPOCHS)
 from cells import (load_average, PlanRow, Reusable, PlanTable, Streams, add_filters, add_selection, chosen, config_record,  # noqa: E402
-                   equal_finished_run, fresh_run_dir, machine, offline, read_history, read_metrics, read_record, result_file, say,
-                   seconds_left, threads_override, timestamp, train_or_take)
+                   equal_finished_run, fill_markers, fresh_run_dir, glue_score, machine, mean_sd, offline, read_history, read_metrics, read_record, result_file, say,
+                   seconds_left, threads_override, timestamp, train_or_take, update_summary)
 
 RESULTS = HERE / "results" / "smart_distill"
+SUMMARY = HERE / "results" / "summary.json"
+DOC = ROOT / "docs" / "results.md"
+MARKERS = ("<!-- smart-distill:begin -->", "<!-- smart-distill:end -->")
 RUNS = ROOT / "runs" / "experiments" / "smart_distill"
 SMALL_ENCODER = RUNS / "encoders" / "minilm-l3"
 SMALL_LAYERS = [0, 2, 4]
@@ -299,9 +304,136 @@ def plan(all_cells: list[Cell]) -> list[str]:
     return table.lines(rows)
 
 
+# ----------------------------------------------------------------------------- summary
+# The papers' figures, quoted beside ours (BERT-base and its GLUE dev/test sets; ours: MiniLM-L6 on
+# training subsets, 2 epochs): see docs/smart-and-distillation.md for the sources.
+PAPER: dict[str, Any] = {}
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    return read_record(result_path(name))
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(statistics.mean(values), 2) if values else None
+
+
+def _task_row(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A multi-task record's per-task scores, both averages and its wall minutes."""
+    if record is None:
+        return None
+    row: dict[str, Any] = {t: round(glue_score(record, t), 2) for t in grid.GLUE_TASKS if t in record["metrics"]}
+    full = all(t in row for t in grid.GLUE_TASKS)
+    row["average"] = _mean([row[t] for t in grid.GLUE_TASKS]) if full else None
+    row["average_without_wnli"] = _mean([row[t] for t in grid.GLUE_TASKS if t != "wnli"]) if full else None
+    row["wall_minutes"] = round(record["wall_seconds"] / 60, 1) if "wall_seconds" in record else None
+    return row
+
+
+def smart_summary() -> dict[str, Any]:
+    """SMART against plain training: single-task per task (mean, sd, n over seeds; the gain of the
+    means; wall minutes and SMART's time ratio), the multi-task model with and without SMART (teacher
+    s1 is the model without), and the dev accuracy of RTE and MRPC clean and perturbed per arm."""
+    single: dict[str, Any] = {}
+    robust: dict[str, dict[str, dict[str, float | None]]] = {}
+    for task in SINGLE_TASKS:
+        arms: dict[str, Any] = {}
+        for arm in ("plain", "smart"):
+            recs = [r for r in (_load(f"smart/single/{task}/{arm}/s{s}") for s in (1, 2, 3)) if r is not None]
+            arms[arm] = {"score": mean_sd([glue_score(r, task) for r in recs]),
+                         "wall_minutes": _mean([r["wall_seconds"] / 60 for r in recs])}
+            if task in ROBUST_TASKS:
+                robust.setdefault(f"single {arm}", {})[task] = {
+                    level: _mean([r["robustness"][task][level] for r in recs if task in r.get("robustness", {})])
+                    for level in ("clean", *NOISE_LEVELS)}
+        both = arms["plain"]["score"] and arms["smart"]["score"]
+        walls = arms["plain"]["wall_minutes"], arms["smart"]["wall_minutes"]
+        single[task] = {**arms, "gain": round(arms["smart"]["score"]["mean"] - arms["plain"]["score"]["mean"], 2)
+                        if both else None,
+                        "time_ratio": round(walls[1] / walls[0], 2) if None not in walls else None}
+    mt = {"plain": _task_row(_load("kd/teacher/s1")), "smart": _task_row(_load("smart/mt/s1"))}
+    for arm, name in (("plain", "kd/teacher/s1"), ("smart", "smart/mt/s1")):
+        rec = _load(name)
+        if rec is not None:
+            robust[f"multi-task {arm}"] = rec.get("robustness", {})
+    return {"single": single, "multi_task": mt, "robustness": robust, "paper": PAPER.get("smart")}
+
+
+def distillation_summary() -> dict[str, Any]:
+    """Per row (teacher s1, the three teachers' mean, their ensemble, the students of the ensemble
+    and of teacher s1, the 3-layer model alone and taught by the ensemble): per-task scores, both
+    averages and wall minutes; the 3-layer student's inference speed-up over a 6-layer teacher."""
+    teachers = [_task_row(_load(f"kd/teacher/s{s}")) for s in (1, 2, 3)]
+    rows: dict[str, Any] = {"teacher_s1": teachers[0]}
+    done = [t for t in teachers if t is not None]
+    if done:
+        keys = [k for k in done[0] if k != "wall_minutes"]
+        rows["teachers_mean"] = {k: _mean([t[k] for t in done if t.get(k) is not None]) for k in keys} | {
+            "n": len(done), "wall_minutes": _mean([t["wall_minutes"] for t in done if t["wall_minutes"] is not None])}
+    ensemble = _load("kd/ensemble")
+    rows["ensemble"] = None if ensemble is None else {**_task_row(ensemble), "wall_minutes": None}
+    rows["student_of_ensemble"] = _task_row(_load("kd/student/ensemble/s1"))
+    rows["student_of_teacher_s1"] = _task_row(_load("kd/student/one/s1"))
+    rows["small_alone"] = _task_row(_load("kd/small/plain/s1"))
+    rows["small_student_of_ensemble"] = _task_row(_load("kd/small/student/s1"))
+    speed = _load("kd/speed")
+    seconds = speed["inference_seconds"] if speed else None
+    return {"rows": rows, "inference_seconds": seconds,
+            "speedup": round(seconds["teacher_l6"] / seconds["student_l3"], 2) if seconds else None,
+            "paper": PAPER.get("distillation")}
+
+
+def _num(v: Any, fmt: str = ".1f") -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def _ms(v: dict[str, float] | None) -> str:
+    return "–" if v is None else f"{v['mean']:.1f} ± {v['sd']:.1f} ({v['n']})"
+
+
+def tables(smart: dict[str, Any], kd: dict[str, Any]) -> str:
+    cols = [*grid.GLUE_TASKS, "average", "average_without_wnli", "wall_minutes"]
+    head = "| row | " + " | ".join(grid.GLUE_TASKS) + " | average | avg. without WNLI | wall (min) |"
+    rule = "|" + "---|" * (len(cols) + 1)
+    lines = ["### SMART against plain single-task training (GLUE dev; mean ± sd (seeds))", "",
+             "| task | plain | SMART | gain | wall plain / SMART (min) | time ratio |", "|---|---|---|---|---|---|"]
+    for task, r in smart["single"].items():
+        lines.append(f"| {task} | {_ms(r['plain']['score'])} | {_ms(r['smart']['score'])} | {_num(r['gain'], '+.1f')} | "
+                     f"{_num(r['plain']['wall_minutes'])} / {_num(r['smart']['wall_minutes'])} | {_num(r['time_ratio'], '.2f')} |")
+    lines += ["", "### SMART in the multi-task model (GLUE dev, seed 1)", "", head, rule]
+    for arm, r in smart["multi_task"].items():
+        lines.append(f"| {arm} | " + (" | ".join(_num(r.get(c)) for c in cols) if r else " | ".join("–" for _ in cols)) + " |")
+    lines += ["", "### Robustness: dev accuracy with the texts perturbed (light: 10% word swaps, 5% typos; "
+              "heavy: 20%, 10%)", "", "| model | RTE clean | light | heavy | MRPC clean | light | heavy |",
+              "|---|---|---|---|---|---|---|"]
+    for model, per_task in smart["robustness"].items():
+        cells = [_num(per_task.get(t, {}).get(level)) for t in ROBUST_TASKS for level in ("clean", *NOISE_LEVELS)]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += ["", "### Multi-task knowledge distillation (GLUE dev, seed 1)", "", head, rule]
+    for name, r in kd["rows"].items():
+        lines.append(f"| {name} | " + (" | ".join(_num(r.get(c)) for c in cols) if r else " | ".join("–" for _ in cols)) + " |")
+    if kd["inference_seconds"]:
+        s = kd["inference_seconds"]
+        lines += ["", f"Inference (RTE, MRPC and STS-B dev, best of 3): 6-layer teacher {s['teacher_l6']:.1f} s, "
+                      f"3-layer student {s['student_l3']:.1f} s, {kd['speedup']:.2f}x faster."]
+    return "\n".join(lines)
+
+
+def summarize() -> int:
+    smart, kd = smart_summary(), distillation_summary()
+    update_summary(SUMMARY, "smart", smart)
+    update_summary(SUMMARY, "distillation", kd)
+    text = tables(smart, kd)
+    fill_markers(DOC, *MARKERS, text)
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--plan", action="store_true", help="list every cell with its estimated time, done/todo")
+    p.add_argument("--plan", action="store_true", help="list every cell with its estimated time, done/todo/take")
+    p.add_argument("--summarize", action="store_true",
+                   help="write the tables to docs/results.md and summary.json keys smart, distillation")
     add_selection(p)
     add_filters(p, "--all", Streams("with --all: the single-task cells or the multi-task ones (teachers, students, "
                                     "SMART MT)", "all", ("all", "single", "mt")))
@@ -312,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan:
         print("\n".join(plan(all_cells)))
         return 0
+    if args.summarize:
+        return summarize()
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)

@@ -16,6 +16,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RUNS = RESULTS / "runs"
+OTHER_RUNNERS_KEYS = ("interference", "adapters", "smart", "distillation")
 DOC = HERE.parent / "docs" / "results.md"
 FIGURE = HERE.parent / "docs" / "domain_adaptation.png"
 
@@ -198,8 +199,9 @@ def main() -> int:
     from mtdnn.run_dir import write_json
 
     old = json.loads((RESULTS / "summary.json").read_text()) if (RESULTS / "summary.json").is_file() else {}
-    # keys other runners own (experiments/interference.py writes "interference", adapters.py "adapters") are kept
-    write_json(RESULTS / "summary.json", {k: v for k, v in old.items() if k in ("interference", "adapters")}
+    # keys other runners own (interference.py writes "interference", adapters.py "adapters",
+    # smart_distill.py "smart" and "distillation") are kept
+    write_json(RESULTS / "summary.json", {k: v for k, v in old.items() if k in OTHER_RUNNERS_KEYS}
                | summary(cells))
     text = tables(cells)
     if DOC.is_file():

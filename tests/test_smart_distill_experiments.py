@@ -72,3 +72,50 @@ def test_cell_record_written_once_then_reused(grid, tmp_path, tiny_encoder, data
     # the ensemble of one run twice is that run
     ens = grid.ensemble_metrics([tmp_path / "runs" / cell.name] * 2)
     assert ens["rte"]["dev"]["accuracy"] == pytest.approx(saved["metrics"]["rte"]["dev"]["accuracy"])
+
+
+def _glue_record(scores: dict[str, float], wall: float, **extra) -> dict:
+    split = {"mnli_aux": "dev_mismatched"}
+    return {"metrics": {t: {split.get(t, "dev"): {"score": v}} for t, v in scores.items()},
+            "wall_seconds": wall, **extra}
+
+
+def test_summary_tables_from_hand_made_records(grid, tmp_path, monkeypatch):
+    from mtdnn.run_dir import write_json
+
+    monkeypatch.setattr(grid, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(grid, "SUMMARY", tmp_path / "summary.json")
+    monkeypatch.setattr(grid, "DOC", tmp_path / "results.md")
+    write_json(tmp_path / "summary.json", {"adapters": {"kept": True}})
+    (tmp_path / "results.md").write_text("before\n<!-- smart-distill:begin -->\nold\n<!-- smart-distill:end -->\nafter\n")
+
+    def put(name, record):
+        write_json(grid.result_path(name), record)
+
+    for seed, (acc, wall, heavy) in enumerate([(50.0, 60, 40.0), (54.0, 120, 44.0), (58.0, 180, 48.0)], start=1):
+        put(f"smart/single/rte/plain/s{seed}", _glue_record({"rte": acc}, wall, robustness={
+            "rte": {"clean": acc, "light": acc - 2, "heavy": heavy}}))
+    for seed, acc in [(1, 60.0), (2, 62.0)]:
+        put(f"smart/single/rte/smart/s{seed}", _glue_record({"rte": acc}, 300))
+    teacher = {t: 10.0 * (i + 1) for i, t in enumerate(grid.grid.GLUE_TASKS)}  # cola 10, ..., mnli_aux 70
+    put("kd/teacher/s1", _glue_record(teacher, 600))
+    put("kd/speed", {"inference_seconds": {"teacher_l6": 4.0, "student_l3": 2.5}})
+
+    assert grid.main(["--summarize"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["adapters"] == {"kept": True}  # another runner's key stays
+    rte = summary["smart"]["single"]["rte"]
+    assert rte["plain"]["score"] == {"mean": 54.0, "sd": 4.0, "n": 3}
+    assert rte["smart"]["score"] == {"mean": 61.0, "sd": 1.41, "n": 2}
+    assert rte["gain"] == 7.0 and rte["plain"]["wall_minutes"] == 2.0 and rte["time_ratio"] == 2.5
+    assert summary["smart"]["single"]["mrpc"]["plain"]["score"] is None
+    assert summary["smart"]["robustness"]["single plain"]["rte"] == {"clean": 54.0, "light": 52.0, "heavy": 44.0}
+    row = summary["distillation"]["rows"]["teacher_s1"]
+    # GLUE_TASKS: cola sst2 mrpc stsb rte wnli mnli_aux -> 10..70; without WNLI (60): (280 - 60) / 6
+    assert row["average"] == 40.0 and row["average_without_wnli"] == round(220 / 6, 2) and row["wall_minutes"] == 10.0
+    assert summary["distillation"]["rows"]["teachers_mean"]["n"] == 1
+    assert summary["distillation"]["speedup"] == 1.6
+    doc = (tmp_path / "results.md").read_text()
+    assert doc.startswith("before\n<!-- smart-distill:begin -->\n### SMART against plain") and doc.endswith("after\n")
+    assert "| rte | 54.0 ± 4.0 (3) | 61.0 ± 1.4 (2) | +7.0 | 2.0 / 5.0 | 2.50 |" in doc
+    assert "3-layer student 2.5 s, 1.60x faster" in doc and "old" not in doc
