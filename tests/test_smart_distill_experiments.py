@@ -87,7 +87,7 @@ def test_summary_tables_from_hand_made_records(grid, tmp_path, monkeypatch):
     monkeypatch.setattr(grid, "SUMMARY", tmp_path / "summary.json")
     monkeypatch.setattr(grid, "DOC", tmp_path / "results.md")
     write_json(tmp_path / "summary.json", {"adapters": {"kept": True}})
-    (tmp_path / "results.md").write_text("before\n<!-- smart-distill:begin -->\nold\n<!-- smart-distill:end -->\nafter\n")
+    (tmp_path / "results.md").write_text("before\n<!-- smart-distill:begin -->\nNot run yet.\n<!-- smart-distill:end -->\nafter\n")
 
     def put(name, record):
         write_json(grid.result_path(name), record)
@@ -118,4 +118,5 @@ def test_summary_tables_from_hand_made_records(grid, tmp_path, monkeypatch):
     doc = (tmp_path / "results.md").read_text()
     assert doc.startswith("before\n<!-- smart-distill:begin -->\n### SMART against plain") and doc.endswith("after\n")
     assert "| rte | 54.0 ± 4.0 (3) | 61.0 ± 1.4 (2) | +7.0 | 2.0 / 5.0 | 2.50 |" in doc
-    assert "3-layer student 2.5 s, 1.60x faster" in doc and "old" not in doc
+    assert "3-layer student 2.5 s, 1.60x faster" in doc and "Not run yet" not in doc
+    assert "Paper: SMART-BERT" in doc and "Paper: MT-DNN-KD" in doc
