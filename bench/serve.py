@@ -17,8 +17,10 @@ its longest row (what ``pipeline`` does).
 
 Scenarios (N = ``--clients`` concurrent clients, each sending its next request when the last is
 answered; each bounded by ``--requests`` and ``--max-seconds``): mtdnn (torch) with and without
-micro-batching, the five pipelines, mtdnn on ONNX fp32 and int8. Reported: throughput (inputs with
-all five answers per second) and p50/p95/p99 latency.
+micro-batching, the five pipelines, mtdnn on ONNX fp32 and int8, and an adapter run of the same five
+tasks (``--adapter lora`` on the frozen MiniLM: one LoRA adapter per task, so five encoder passes
+per input instead of two; ``--no-adapters`` leaves it out). Reported: throughput (inputs with all
+five answers per second) and p50/p95/p99 latency.
 
     python bench/serve.py --quick        # < 5 minutes on a 2-core CPU
     python bench/serve.py                # the full run
@@ -76,6 +78,19 @@ def build_fresh_run(root: Path, max_len: int) -> Path:
     save_weights(run.checkpoint(1), model)
     write_json(run.selection_file, {"tasks": {t: 1 for t in TASKS}, "last": 1})
     return run.path
+
+
+def build_adapter_run(root: Path, max_len: int, threads: int) -> Path:
+    """An adapter run of the five tasks (rank 8 on query and value, mtdnn's defaults): trained for
+    one epoch on 16 examples per task, which moves every adapter off its zero start (a fresh LoRA B
+    is zero); speed does not depend on the values."""
+    import mtdnn
+
+    cfg = mtdnn.make_config(overrides={
+        "tasks": ",".join(TASKS), "adapter": "lora", "output_dir": str(root / "adapter-run"), "epochs": 1,
+        "max_train_examples": 16, "max_eval_examples": 16, "max_seq_len": max_len, "batch_size": 8,
+        "predict_test": False, "progress": False, "threads": threads, "allow_hub": False})
+    return Path(mtdnn.train(cfg))
 
 
 def build_single_task_models(root: Path, max_len: int) -> Path:
@@ -247,6 +262,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of each server")
     p.add_argument("--backends", default="torch,onnx,onnx-int8")
+    p.add_argument("--no-adapters", action="store_true", help="leave out the adapter run's scenario")
     p.add_argument("--start-timeout", type=float, default=300)
     p.add_argument("--serve-pipelines", default=None, help=argparse.SUPPRESS)  # child mode
     args = p.parse_args(argv)
@@ -289,10 +305,18 @@ def _run_in(work: Path, args: argparse.Namespace) -> dict:
     alt = [sys.executable, __file__, "--serve-pipelines", str(single), "--max-batch-size", str(args.max_batch_size),
            "--max-wait-ms", str(args.max_wait_ms), "--threads", str(args.threads)]
     results["five_pipelines"] = measure("five pipelines", alt, pairs, args)
+    if not args.no_adapters:
+        adapters = build_adapter_run(work, args.max_seq_len, args.threads)
+        results["mtdnn_torch_adapters"] = measure("mtdnn torch, adapters", _mtdnn_cmd(adapters, args, "torch",
+                                                                                      args.max_batch_size), pairs, args)
     torch_thr = results.get("mtdnn_torch", {}).get("throughput")
+    adapter_thr = results.get("mtdnn_torch_adapters", {}).get("throughput")
     return {
         "serve_speedup_vs_pipelines": round(torch_thr / results["five_pipelines"]["throughput"], 2) if torch_thr else None,
         "microbatch_speedup": round(torch_thr / results["mtdnn_torch_no_batching"]["throughput"], 2) if torch_thr else None,
+        # five adapter passes per input against the shared encoder's two, and against the five pipelines
+        "adapters_vs_shared_encoder": round(adapter_thr / torch_thr, 2) if adapter_thr and torch_thr else None,
+        "adapters_vs_pipelines": round(adapter_thr / results["five_pipelines"]["throughput"], 2) if adapter_thr else None,
         "backend_throughput": {b: results[f"mtdnn_{b}"]["throughput"] for b in backends},
         "clients": args.clients, "max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms,
         "threads": args.threads, "quick": args.quick, "models": "given: " + str(args.model) if args.model else FRESH_NOTE,
