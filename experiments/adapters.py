@@ -334,8 +334,8 @@ def tables(recs: dict[str, dict[str, Any]]) -> str:
         avg = f"{statistics.mean(have):.1f}" if len(have) == len(TASKS) else "–"
         cols = " | ".join(_fmt(vals.get(t)) for t in TASKS)
         lines.append(f"| {label} | {cols} | {avg} | {_fmt(vals.get(SCITAIL))} |")
-    lines += ["", "| | trainable parameters per task | stored MB per task | training time (s) | "
-              "peak memory (MB) |", "|---|---|---|---|---|"]
+    lines += ["", "| | trainable parameters per task | stored MB per task | training time, 5 tasks summed (s) | "
+              "peak resident memory (MB) |", "|---|---|---|---|---|"]
     for row, (_, _, label) in ROWS.items():
         c = costs.get(row)
         if c is None:
