@@ -157,7 +157,15 @@ def plan() -> int:
 
 # ----------------------------------------------------------------------------- one cell (child process)
 def _rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux: ru_maxrss in KiB)."""
+    """Peak resident memory of this process's own memory so far: Linux's VmHWM (KiB), the high-water
+    mark of the memory the process has since its exec. Not ru_maxrss, which keeps the peak of the
+    process it was forked from (the runner that started the cell: the mt stream's runner trains the
+    multi-task model itself, and its 3 GB peak would be every cell's). Elsewhere: ru_maxrss."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -277,9 +285,23 @@ def score_rows(recs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _peak_measured(record: dict[str, Any]) -> bool:
+    """Whether the record's peak memory is its training's: a peak equal to the value before training
+    was the runner's (ru_maxrss inherited through the fork, the records of the mt stream before
+    _rss_mb read VmHWM), not a measure of the cell."""
+    return record["peak_rss_mb"] > record["rss_before_training_mb"]
+
+
+def _seed_mean(recs: dict[str, dict[str, Any]], row: str, task: str, key: str) -> float:
+    """The mean of ``key`` over the seeds of ``row``'s cells of ``task``."""
+    return statistics.mean(r[key] for r in recs.values() if r["meta"]["row"] == row and r["meta"]["task"] == task)
+
+
 def cost_rows(recs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """row -> the cost of its seed-1 GLUE cells: trainable parameters and stored MB per task (mean,
-    min, max over the tasks), summed training and wall seconds, peak resident memory (max)."""
+    """row -> the cost of its GLUE cells: trainable parameters and stored MB per task (mean, min,
+    max over the tasks, seed 1), training and wall seconds (per task the mean over its seeds, summed
+    over the tasks), peak resident memory (max over the seed-1 cells whose peak was measured, None
+    if none was)."""
     out: dict[str, dict[str, Any]] = {}
     for row in ROWS:
         rs = [r for r in recs.values()
@@ -291,9 +313,10 @@ def cost_rows(recs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
                     "trainable_min": min(trainable), "trainable_max": max(trainable),
                     "stored_mb_mean": round(statistics.mean(mb), 3),
                     "stored_mb_min": round(min(mb), 3), "stored_mb_max": round(max(mb), 3),
-                    "train_seconds": round(sum(r["train_seconds"] for r in rs), 1),
-                    "wall_seconds": round(sum(r["wall_seconds"] for r in rs), 1),
-                    "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+                    # per task the mean over its seeds (the small tasks have 3), summed over the tasks
+                    "train_seconds": round(sum(_seed_mean(recs, row, r["meta"]["task"], "train_seconds") for r in rs), 1),
+                    "wall_seconds": round(sum(_seed_mean(recs, row, r["meta"]["task"], "wall_seconds") for r in rs), 1),
+                    "peak_rss_mb": max((r["peak_rss_mb"] for r in rs if _peak_measured(r)), default=None),
                     "peak_cuda_mb": max((r["peak_cuda_mb"] or 0.0) for r in rs) or None,
                     "encoder_parameters": rs[0]["encoder_parameters"]}
     return out
@@ -323,6 +346,10 @@ def _fmt(x: dict[str, float] | None) -> str:
     return f"{x['mean']:.1f} ± {x['sd']:.1f}" if x["n"] > 1 else f"{x['mean']:.1f}"
 
 
+def _fmt_mb(mb: float | None) -> str:
+    return "not measured" if mb is None else f"{mb:.0f}"
+
+
 def tables(recs: dict[str, dict[str, Any]]) -> str:
     scores, costs, lrs = score_rows(recs), cost_rows(recs), lr_rows(recs)
     labels = {"rte": "RTE", "mrpc": "MRPC", "stsb": "STS-B", "sst2": "SST-2", "cola": "CoLA"}
@@ -334,7 +361,7 @@ def tables(recs: dict[str, dict[str, Any]]) -> str:
         avg = f"{statistics.mean(have):.1f}" if len(have) == len(TASKS) else "–"
         cols = " | ".join(_fmt(vals.get(t)) for t in TASKS)
         lines.append(f"| {label} | {cols} | {avg} | {_fmt(vals.get(SCITAIL))} |")
-    lines += ["", "| | trainable parameters per task | stored MB per task | training time, 5 tasks summed (s) | "
+    lines += ["", "| | trainable parameters per task | stored MB per task | training time, 5 tasks summed (s; mean of seeds) | "
               "peak resident memory (MB) |", "|---|---|---|---|---|"]
     for row, (_, _, label) in ROWS.items():
         c = costs.get(row)
@@ -343,7 +370,7 @@ def tables(recs: dict[str, dict[str, Any]]) -> str:
             continue
         lines.append(f"| {label} | {c['trainable_mean']:,} ({c['trainable_min']:,}–{c['trainable_max']:,}) | "
                      f"{c['stored_mb_mean']:.2f} ({c['stored_mb_min']:.2f}–{c['stored_mb_max']:.2f}) | "
-                     f"{c['train_seconds']:.0f} | {c['peak_rss_mb']:.0f} |")
+                     f"{c['train_seconds']:.0f} | {_fmt_mb(c['peak_rss_mb'])} |")
     lines += ["", "LoRA's learning rate (plain encoder, seed 1; the grid uses 5e-4):", "",
               "| task | " + " | ".join(f"lr {lr:g}" for lr in sorted([*LR_CHECK, LORA_LR])) + " |",
               "|---|" + "---|" * (len(LR_CHECK) + 1)]

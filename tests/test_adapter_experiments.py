@@ -84,7 +84,7 @@ def test_worker_records_parameters_sizes_and_memory(adapters, tmp_path, tiny_enc
     assert full["reference_score"] == recorded["metrics"]["cola"]["dev"]["score"]
     for r in (full, lora):
         assert r["score"] == r["metrics"]["cola"]["dev"]["score"]
-        assert r["peak_rss_mb"] >= r["rss_before_training_mb"] > 0  # ru_maxrss: this process's peak so far
+        assert r["peak_rss_mb"] >= r["rss_before_training_mb"] > 0  # VmHWM: this process's peak so far
         assert 0 <= r["train_seconds"] <= r["wall_seconds"]
     # the summary from these two records
     assert adapters.summarize() == 0
@@ -94,3 +94,20 @@ def test_worker_records_parameters_sizes_and_memory(adapters, tmp_path, tiny_enc
     text = doc.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "Not run yet" not in text
     assert f"| LoRA, plain encoder | {adapter + head:,} ({adapter + head:,}–{adapter + head:,}) |" in text
+
+
+def test_peak_memory_of_a_cell_is_its_own_not_its_runners(adapters):
+    """A cell's process is forked by the runner: its peak must not include the runner's (ru_maxrss
+    does, through the fork), and a record whose peak is the value before training is not shown."""
+    import subprocess
+    import sys
+
+    ballast = bytearray(400 * 2**20)  # the runner holds 400 MB
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    child = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'experiments'); "
+                            "import adapters; print(adapters._rss_mb())"], cwd=ROOT, capture_output=True, text=True,
+                           check=True)
+    assert float(child.stdout.split()[-1]) < 300, child.stdout
+    del ballast
+    assert adapters._peak_measured({"peak_rss_mb": 900.0, "rss_before_training_mb": 400.0})
+    assert not adapters._peak_measured({"peak_rss_mb": 2968.5, "rss_before_training_mb": 2968.5})
