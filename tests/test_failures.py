@@ -116,7 +116,7 @@ def test_unexpected_error_of_a_command_on_a_run(toy, capsys, monkeypatch):
     run, data, argv = toy
     assert main(argv + ["--epochs", "1"]) == 0
     capsys.readouterr()
-    monkeypatch.setattr("mtdnn.api.Run.evaluate", lambda self, *a, **k: [][1])
+    monkeypatch.setattr("mtdnn.api.Run.evaluation", lambda self, *a, **k: [][1])
     assert main(["evaluate", str(run), "--data-dir", str(data)]) == 1
     log = run / "error-evaluate.log"
     assert one_error_line(capsys) == ("mtdnn: error: mtdnn evaluate failed with an unexpected IndexError: list "
