@@ -100,22 +100,19 @@ class Reusable:
 
 def same_training(cfg: Any, run_dir: Path) -> str | None:
     """Why the run in ``run_dir`` did not train what TrainConfig ``cfg`` would (None when it did):
-    every field a resumed run must keep (all but ``TrainConfig.resume_may_change``: threads,
-    output directory, logging ...) and the resolved task definitions must be equal."""
-    from mtdnn.config import TrainConfig
+    the rule of ``--resume`` (``training.checkpoint.config_difference`` and ``tasks_difference``):
+    every field but threads, paths and logging, and the resolved task definitions, must be equal."""
     from mtdnn.run_dir import RunDir
     from mtdnn.tasks.registry import TaskRegistry
+    from mtdnn.training.checkpoint import config_difference, tasks_difference
 
     run = RunDir(run_dir)
-    saved, mine = run.read_config(), cfg.model_dump(mode="json")
-    for name in sorted(set(TrainConfig.model_fields) - TrainConfig.resume_may_change()):
-        if saved.get(name) != mine.get(name):
-            return f"{name}: {saved.get(name)!r} there, {mine.get(name)!r} here"
-    theirs = {t.name: t.model_dump(mode="json") for t in run.read_tasks()}
-    for task in TaskRegistry(cfg.task_files).resolve(cfg.tasks):
-        if theirs.get(task.name) != task.model_dump(mode="json"):
-            return f"task {task.name} is defined differently"
-    return None
+    diff = config_difference(cfg, run.read_config())
+    if diff is not None:
+        name, mine, theirs = diff
+        return f"{name}: {theirs!r} there, {mine!r} here"
+    task = tasks_difference(TaskRegistry(cfg.task_files).resolve(cfg.tasks), run)
+    return None if task is None else f"task {task} is defined differently"
 
 
 def equal_finished_run(cfg: Any, candidates: Sequence[Reusable]) -> Reusable | None:

@@ -194,3 +194,30 @@ def test_inf_loss_skipped_and_counted(tmp_path, tiny_encoder, cache_dir, capsys)
     assert [h["train_examples"] for h in history] == [36, 36]
     weights = load_file(str(RunDir(run).checkpoint(2)))
     assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_config_difference_is_the_rule_of_resume(tmp_path):
+    """``config_difference`` (shared by --resume and the experiment runners) names the first field
+    that decides the computation; may-change fields, fields an older config.yaml lacks, and floats
+    equal up to rounding are not differences; ``check_resume_config`` refuses with that field."""
+    import yaml
+
+    from mtdnn.config import TrainConfig
+    from mtdnn.errors import ConfigError
+    from mtdnn.training.checkpoint import check_resume_config, config_difference
+
+    cfg = TrainConfig(tasks=["rte"], output_dir=str(tmp_path / "run"), lr=1e-4, seed=3)
+    saved = cfg.model_dump(mode="json")
+    assert config_difference(cfg, saved) is None
+    assert config_difference(cfg, {**saved, "seed": 4}) == ("seed", 3, 4)
+    assert config_difference(cfg, {**saved, "lr": 1e-4 * (1 + 1e-12)}) is None
+    assert config_difference(cfg, {k: v for k, v in saved.items() if k != "seed"}) is None
+    assert "threads" in TrainConfig.resume_may_change()
+    assert config_difference(cfg, {**saved, "threads": 7}) is None
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.config_file.write_text(yaml.safe_dump({**saved, "lr": 2e-4}), encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        check_resume_config(cfg, run)
+    assert str(err.value) == (f"{run.config_file}, field 'lr': is 0.0001 but the run to resume has 0.0002 "
+                              "(a resumed run keeps its config)")

@@ -248,30 +248,47 @@ def reset_run_state(run: RunDir) -> None:
     remove_train_state(run)
 
 
+def config_difference(cfg: TrainConfig, saved: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first field that decides what a run computes (every field but those marked may-change,
+    ``TrainConfig.resume_may_change``) on which ``cfg`` and a run's saved config.yaml ``saved``
+    disagree, as (field, value here, value there); None when they agree. Fields the saved config
+    lacks (written before they existed) are not compared; floats equal up to rounding are equal.
+    Used by ``--resume`` and by the experiment runners that take an equal finished run."""
+    mine_all = cfg.model_dump(mode="json")
+    for name in sorted(set(TrainConfig.model_fields) - TrainConfig.resume_may_change()):
+        if name not in saved:
+            continue
+        mine, theirs = mine_all.get(name), saved[name]
+        if isinstance(mine, float) and isinstance(theirs, (int, float)) and math.isclose(mine, theirs):
+            continue
+        if mine != theirs:
+            return name, mine, theirs
+    return None
+
+
+def tasks_difference(tasks: list[TaskDef], run: RunDir) -> str | None:
+    """The first of ``tasks`` (resolved definitions) that the run's tasks.yaml defines differently
+    or lacks; None when all are defined as there."""
+    saved = {t.name: t.model_dump(mode="json") for t in run.read_tasks()}
+    return next((t.name for t in tasks if saved.get(t.name) != t.model_dump(mode="json")), None)
+
+
 def check_resume_config(cfg: TrainConfig, run: RunDir) -> None:
     """A resumed run must compute what the killed run computed: every field that matters must be
-    the one in the run's config.yaml; the fields marked may-change (``TrainConfig.resume_may_change``)
-    may differ."""
+    the one in the run's config.yaml (``config_difference``)."""
     if run.metrics_file.is_file() and not has_train_state(run):
         raise CheckpointError("the run is complete (metrics.json written): nothing to resume",
                               path=str(run.path))
-    saved = run.read_config()
-    may_change = TrainConfig.resume_may_change()
-    for name in TrainConfig.model_fields:
-        if name in may_change or name not in saved:
-            continue
-        mine = getattr(cfg, name)
-        if isinstance(mine, float) and isinstance(saved[name], (int, float)) and math.isclose(mine, saved[name]):
-            continue
-        if mine != saved[name]:
-            raise ConfigError(f"is {mine!r} but the run to resume has {saved[name]!r} (a resumed run "
-                              "keeps its config)", path=str(run.config_file), field=name)
+    diff = config_difference(cfg, run.read_config())
+    if diff is not None:
+        name, mine, saved = diff
+        raise ConfigError(f"is {mine!r} but the run to resume has {saved!r} (a resumed run keeps its config)",
+                          path=str(run.config_file), field=name)
 
 
 def check_resume_tasks(tasks: list[TaskDef], run: RunDir) -> None:
     """The resolved task definitions must be those of the run's tasks.yaml."""
-    saved = {t.name: t.model_dump(mode="json") for t in run.read_tasks()}
-    for t in tasks:
-        if saved.get(t.name) != t.model_dump(mode="json"):
-            raise ConfigError(f"task '{t.name}' is not defined as in the run to resume ({run.tasks_file})",
-                              field="tasks")
+    name = tasks_difference(tasks, run)
+    if name is not None:
+        raise ConfigError(f"task '{name}' is not defined as in the run to resume ({run.tasks_file})",
+                          field="tasks")
