@@ -5,7 +5,9 @@ Every cell is one `mtdnn.train` run (or an evaluation of earlier cells); its res
 robustness, wall time, machine, config) is written to experiments/results/smart_distill/<cell>.json
 as soon as it finishes, and a cell whose JSON exists is skipped. Weights go to
 runs/experiments/smart_distill/<cell>/ and are dropped after the cell, except those of the cells
-others start from (the teachers, the smaller student). A teacher and a plain single-task arm train
+others start from (the teachers, the smaller student). A fresh clone has the records but not the
+weights: a cell that needs a teacher trains it again, its record going to results/smart_distill/
+retrained/ (the first one stays), with the dev metrics of the retrained teachers' ensemble. A teacher and a plain single-task arm train
 exactly a run other runners make (run.py's glue/mt and glue/single, interference.py's proportional
 method, adapters.py's full-plain row): where one of them keeps that run, made on this machine, the
 cell copies it instead of training (``take`` in --plan; the record says ``reused_from``).
@@ -58,6 +60,7 @@ SUMMARY = HERE / "results" / "summary.json"
 DOC = ROOT / "docs" / "results.md"
 MARKERS = ("<!-- smart-distill:begin -->", "<!-- smart-distill:end -->")
 RUNS = ROOT / "runs" / "experiments" / "smart_distill"
+RETRAINED = RESULTS / "retrained"  # records of kept runs trained again (a fresh clone has no weights)
 SMALL_ENCODER = RUNS / "encoders" / "minilm-l3"
 SMALL_LAYERS = [0, 2, 4]
 SINGLE_TASKS = ["rte", "mrpc", "stsb", "cola"]
@@ -255,8 +258,30 @@ def _ensure_weights(name: str, by_name: dict[str, Cell], threads: int | None) ->
     if not result_path(name).is_file():
         run_cell(by_name[name], by_name, threads)
         return
-    say(f"{name}: weights missing, training it again (its record stays)")
-    _train(by_name[name], threads)
+    from mtdnn.run_dir import write_json
+
+    say(f"{name}: weights missing, training it again (its record stays; the new one goes to retrained/)")
+    write_json(result_file(RETRAINED, name), _record(by_name[name], threads))
+
+
+def _retrained_ensemble(teachers: list[str]) -> None:
+    """A student learns from the teachers on disk: where they were trained again (records in
+    RETRAINED, another machine's float rounding), record the dev metrics of the ensemble it actually
+    learns from beside theirs (RETRAINED/kd__ensemble.json), unless one newer than them is there."""
+    from mtdnn.run_dir import write_json
+
+    again = [read_record(result_file(RETRAINED, t)) for t in teachers]
+    if len(teachers) < 2 or any(r is None for r in again):
+        return
+    out = result_file(RETRAINED, "kd/ensemble")
+    done = read_record(out)
+    if done is not None and done["finished"] >= max(r["finished"] for r in again):
+        return
+    say("kd/ensemble: the teachers were trained again here: scoring their ensemble (retrained/)")
+    t0 = time.perf_counter()
+    write_json(out, {"cell": "kd/ensemble", "meta": {"kind": "ensemble"}, "metrics": ensemble_metrics([RUNS / t for t in teachers]),
+                     "wall_seconds": round(time.perf_counter() - t0, 1), "machine": machine(),
+                     "load_average": load_average(), "finished": timestamp()})
 
 
 def _record(cell: Cell, threads: int | None) -> dict[str, Any]:
@@ -284,6 +309,8 @@ def run_cell(cell: Cell, by_name: dict[str, Cell], threads: int | None) -> dict[
         return recorded
     for dep in cell.needs:
         _ensure_weights(dep, by_name, threads)
+    if cell.kind == "train" and cell.config.get("teachers"):
+        _retrained_ensemble(cell.needs)
     say(f"{cell.name} ...")
     record = _record(cell, threads)
     write_json(out, record)
@@ -372,7 +399,8 @@ def smart_summary() -> dict[str, Any]:
 def distillation_summary() -> dict[str, Any]:
     """Per row (teacher s1, the three teachers' mean, their ensemble, the students of the ensemble
     and of teacher s1, the 3-layer model alone and taught by the ensemble): per-task scores, both
-    averages and wall minutes; the 3-layer student's inference speed-up over a 6-layer teacher."""
+    averages and wall minutes; the 3-layer student's inference speed-up over a 6-layer teacher; and
+    ``retrained``: the teachers trained again (a fresh clone) and their ensemble, with the machine."""
     teachers = [_task_row(_load(f"kd/teacher/s{s}")) for s in (1, 2, 3)]
     rows: dict[str, Any] = {"teacher_s1": teachers[0]}
     done = [t for t in teachers if t is not None]
@@ -388,7 +416,14 @@ def distillation_summary() -> dict[str, Any]:
     rows["small_student_of_ensemble"] = _task_row(_load("kd/small/student/s1"))
     speed = _load("kd/speed")
     seconds = speed["inference_seconds"] if speed else None
-    return {"rows": rows, "inference_seconds": seconds,
+    # the teachers trained again on another machine (retrained/), and their ensemble: what later students learnt from
+    again = {}
+    for label, name in [("teacher_s1", "kd/teacher/s1"), ("teacher_s2", "kd/teacher/s2"),
+                        ("teacher_s3", "kd/teacher/s3"), ("ensemble", "kd/ensemble")]:
+        rec = read_record(result_file(RETRAINED, name))
+        if rec is not None:
+            again[label] = {**_task_row(rec), "machine": rec["machine"]} | ({"wall_minutes": None} if label == "ensemble" else {})
+    return {"rows": rows, "retrained": again, "inference_seconds": seconds,
             "speedup": round(seconds["teacher_l6"] / seconds["student_l3"], 2) if seconds else None,
             "paper": PAPER.get("distillation")}
 
@@ -424,6 +459,11 @@ def tables(smart: dict[str, Any], kd: dict[str, Any]) -> str:
     lines += ["", "### Multi-task knowledge distillation (GLUE dev, seed 1)", "", head, rule]
     for name, r in kd["rows"].items():
         lines.append(f"| {name} | " + (" | ".join(_num(r.get(c)) for c in cols) if r else " | ".join("–" for _ in cols)) + " |")
+    if kd.get("retrained"):
+        lines += ["", "Trained again on another machine (a fresh clone keeps records, not weights; the students "
+                      "recorded after them learnt from these):", "", head, rule]
+        for name, r in kd["retrained"].items():
+            lines.append(f"| {name} ({r['machine'].split(',')[0]}) | " + " | ".join(_num(r.get(c)) for c in cols) + " |")
     if kd["inference_seconds"]:
         s = kd["inference_seconds"]
         lines += ["", f"Inference (RTE, MRPC and STS-B dev, best of 3): 6-layer teacher {s['teacher_l6']:.1f} s, "

@@ -120,3 +120,39 @@ def test_summary_tables_from_hand_made_records(grid, tmp_path, monkeypatch):
     assert "| rte | 54.0 ± 4.0 (3) | 61.0 ± 1.4 (2) | +7.0 | 2.0 / 5.0 | 2.50 |" in doc
     assert "3-layer student 2.5 s, 1.60x faster" in doc and "Not run yet" not in doc
     assert "Paper: SMART-BERT" in doc and "Paper: MT-DNN-KD" in doc
+
+
+def test_missing_teacher_weights_are_trained_again_beside_its_record(grid, tmp_path, monkeypatch):
+    """A fresh clone has a teacher's record but not its weights: a student that needs it trains it
+    again; the first record stays, the new one (another machine's rounding) goes to retrained/, and
+    the summary shows both, with the retrained teachers' ensemble."""
+    from mtdnn.run_dir import write_json
+
+    monkeypatch.setattr(grid, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(grid, "RETRAINED", tmp_path / "results" / "retrained")
+    monkeypatch.setattr(grid, "RUNS", tmp_path / "runs")
+    first = _glue_record({t: 50.0 for t in grid.grid.GLUE_TASKS}, 600, machine="AMD EPYC (AVX512), 2 cores")
+    for s in (1, 2, 3):
+        write_json(grid.result_path(f"kd/teacher/s{s}"), first)
+    again = {s: _glue_record({t: 50.0 + s for t in grid.grid.GLUE_TASKS}, 500, machine="Intel Xeon (AMX), 2 cores",
+                             finished=f"2020-01-0{s} 12:00:00") for s in (1, 2, 3)}
+    trained = []
+    monkeypatch.setattr(grid, "_record", lambda cell, threads: trained.append(cell.name) or again[cell.meta["seed"]])
+    monkeypatch.setattr(grid, "ensemble_metrics", lambda dirs: _glue_record({t: 60.0 for t in grid.grid.GLUE_TASKS}, 0)["metrics"])
+    by_name = {c.name: c for c in grid.cells()}
+    for s in (1, 2, 3):
+        grid._ensure_weights(f"kd/teacher/s{s}", by_name, threads=1)
+    assert trained == ["kd/teacher/s1", "kd/teacher/s2", "kd/teacher/s3"]
+    assert json.loads(grid.result_path("kd/teacher/s1").read_text()) == first  # the record stays
+    assert json.loads(grid.result_file(grid.RETRAINED, "kd/teacher/s2").read_text()) == again[2]
+    grid._retrained_ensemble(by_name["kd/small/student/s1"].needs)
+    ens = json.loads(grid.result_file(grid.RETRAINED, "kd/ensemble").read_text())
+    assert ens["metrics"]["rte"]["dev"]["score"] == 60.0
+    monkeypatch.setattr(grid, "ensemble_metrics", lambda dirs: pytest.fail("an up-to-date ensemble was scored again"))
+    grid._retrained_ensemble(by_name["kd/small/student/s1"].needs)
+    summary = grid.distillation_summary()
+    assert summary["rows"]["teacher_s1"]["average"] == 50.0
+    assert summary["retrained"]["teacher_s3"]["average"] == 53.0
+    assert summary["retrained"]["ensemble"]["average"] == 60.0 and summary["retrained"]["ensemble"]["wall_minutes"] is None
+    text = grid.tables(grid.smart_summary(), summary)
+    assert "| teacher_s2 (Intel Xeon (AMX)) | 52.0 |" in text
