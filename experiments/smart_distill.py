@@ -7,14 +7,17 @@ as soon as it finishes, and a cell whose JSON exists is skipped. Weights go to
 runs/experiments/smart_distill/<cell>/ and are dropped after the cell, except those of the cells
 others start from (the teachers, the smaller student). A fresh clone has the records but not the
 weights: a cell that needs a teacher trains it again, its record going to results/smart_distill/
-retrained/ (the first one stays), with the dev metrics of the retrained teachers' ensemble. A teacher and a plain single-task arm train
-exactly a run other runners make (run.py's glue/mt and glue/single, interference.py's proportional
+retrained/ (the first one stays), with the dev metrics of the retrained teachers' ensemble; since
+results differ across CPU kernel levels by about a seed's spread, the distillation tables are per
+machine (``--again`` runs a recorded cell once more on this one). A teacher and a plain single-task
+arm train exactly a run other runners make (run.py's glue/mt and glue/single, interference.py's proportional
 method, adapters.py's full-plain row): where one of them keeps that run, made on this machine, the
 cell copies it instead of training (``take`` in --plan; the record says ``reused_from``).
 
     python experiments/smart_distill.py --plan                 # every cell, estimated time, done/todo/take
     python experiments/smart_distill.py --cell smart/single/rte/s1
     python experiments/smart_distill.py --all [--only kd/]
+    python experiments/smart_distill.py --again --cell kd/small/plain/s1   # once more on this machine (retrained/)
     python experiments/smart_distill.py --summarize      # tables in docs/results.md, summary.json "smart", "distillation"
     # the whole grid on a 2-core CPU, nothing else running: two streams, one core each
     taskset -c 0 python experiments/smart_distill.py --all --stream single --threads 1 &
@@ -28,7 +31,7 @@ epoch kept, training subsets of 2,000 examples for the large tasks (run.GLUE_SUB
   multi-task model (stream mt) against teacher s1, the same run without SMART. SMART: --adv with
   the defaults (inf ball, epsilon 1e-3, step 1e-3, K = 1, noise variance 1e-6, alpha 1).
 - Distillation (stream mt): three multi-task teachers (seeds 1-3); a student with the same encoder
-  taught by the ensemble, one taught by teacher s1 alone (both seed 1, kd_alpha 0.5, T 1); the dev
+  taught by the ensemble (seeds 1-3), one taught by teacher s1 alone (seed 1; all kd_alpha 0.5, T 1); the dev
   metrics of the ensemble itself (averaged outputs); a 3-layer student (MiniLM's layers 0, 2, 4,
   cut in code: model/shrink.py) taught by the ensemble, against the same 3-layer model trained
   without teachers; and the inference speed of the 3-layer student against a teacher.
@@ -60,7 +63,6 @@ SUMMARY = HERE / "results" / "summary.json"
 DOC = ROOT / "docs" / "results.md"
 MARKERS = ("<!-- smart-distill:begin -->", "<!-- smart-distill:end -->")
 RUNS = ROOT / "runs" / "experiments" / "smart_distill"
-RETRAINED = RESULTS / "retrained"  # records of kept runs trained again (a fresh clone has no weights)
 SMALL_ENCODER = RUNS / "encoders" / "minilm-l3"
 SMALL_LAYERS = [0, 2, 4]
 SINGLE_TASKS = ["rte", "mrpc", "stsb", "cola"]
@@ -115,7 +117,10 @@ def cells() -> list[Cell]:
     out += teachers
     out.append(Cell("kd/ensemble", "mt", needs=ens, kind="ensemble", estimate=300, meta={"kind": "ensemble"}))
     out.append(Cell("kd/student/ensemble/s1", "mt", _mt_config(1, teachers=_teacher_dirs([1, 2, 3])), needs=ens,
-                    estimate=mt * 1.2, meta={"kind": "student", "teachers": 3, "encoder": "minilm-l6"}))
+                    estimate=mt * 1.2, meta={"kind": "student", "teachers": 3, "encoder": "minilm-l6", "seed": 1}))
+    out += [Cell(f"kd/student/ensemble/s{s}", "mt", _mt_config(s, teachers=_teacher_dirs([1, 2, 3])), needs=ens,
+                 estimate=mt * 1.2, meta={"kind": "student", "teachers": 3, "encoder": "minilm-l6", "seed": s})
+            for s in (2, 3)]
     out.append(Cell("smart/mt/s1", "mt", _mt_config(1, adv=True), estimate=mt * SMART_FACTOR,
                     meta={"kind": "smart_mt", "seed": 1}))
     out.append(Cell("kd/student/one/s1", "mt", _mt_config(1, teachers=_teacher_dirs([1])), needs=ens[:1],
@@ -133,6 +138,12 @@ def cells() -> list[Cell]:
 
 def result_path(name: str) -> Path:
     return result_file(RESULTS, name)
+
+
+def retrained_path(name: str) -> Path:
+    """The record of a cell run again on another machine than its first record's (a fresh clone
+    trains the teachers again; ``--again``): the first record stays, this one goes to retrained/."""
+    return result_file(RESULTS / "retrained", name)
 
 
 # ----------------------------------------------------------------------------- evaluation helpers
@@ -261,19 +272,19 @@ def _ensure_weights(name: str, by_name: dict[str, Cell], threads: int | None) ->
     from mtdnn.run_dir import write_json
 
     say(f"{name}: weights missing, training it again (its record stays; the new one goes to retrained/)")
-    write_json(result_file(RETRAINED, name), _record(by_name[name], threads))
+    write_json(retrained_path(name), _record(by_name[name], threads))
 
 
 def _retrained_ensemble(teachers: list[str]) -> None:
     """A student learns from the teachers on disk: where they were trained again (records in
-    RETRAINED, another machine's float rounding), record the dev metrics of the ensemble it actually
-    learns from beside theirs (RETRAINED/kd__ensemble.json), unless one newer than them is there."""
+    retrained/, another machine's float rounding), record the dev metrics of the ensemble it actually
+    learns from beside theirs (retrained/kd__ensemble.json), unless one newer than them is there."""
     from mtdnn.run_dir import write_json
 
-    again = [read_record(result_file(RETRAINED, t)) for t in teachers]
+    again = [read_record(retrained_path(t)) for t in teachers]
     if len(teachers) < 2 or any(r is None for r in again):
         return
-    out = result_file(RETRAINED, "kd/ensemble")
+    out = retrained_path("kd/ensemble")
     done = read_record(out)
     if done is not None and done["finished"] >= max(r["finished"] for r in again):
         return
@@ -298,13 +309,18 @@ def _record(cell: Cell, threads: int | None) -> dict[str, Any]:
             "command": f"python experiments/smart_distill.py --cell {cell.name}"}
 
 
-def run_cell(cell: Cell, by_name: dict[str, Cell], threads: int | None) -> dict[str, Any]:
+def run_cell(cell: Cell, by_name: dict[str, Cell], threads: int | None, again: bool = False) -> dict[str, Any]:
     """Run a cell (after the cells it needs) unless its result is recorded; its JSON is written as
-    soon as it finishes."""
+    soon as it finishes. ``again`` (``--again``): a cell recorded on another machine runs again on
+    this one, its record going to retrained/ (the first one stays), unless one made here is there."""
     from mtdnn.run_dir import write_json
 
     out = result_path(cell.name)
     recorded = read_record(out)
+    if recorded is not None and again and recorded.get("machine") != machine():
+        out = retrained_path(cell.name)
+        recorded = read_record(out)
+        recorded = recorded if recorded is not None and recorded.get("machine") == machine() else None
     if recorded is not None:
         return recorded
     for dep in cell.needs:
@@ -396,36 +412,55 @@ def smart_summary() -> dict[str, Any]:
     return {"single": single, "multi_task": mt, "robustness": robust, "paper": PAPER.get("smart")}
 
 
-def distillation_summary() -> dict[str, Any]:
-    """Per row (teacher s1, the three teachers' mean, their ensemble, the students of the ensemble
-    and of teacher s1, the 3-layer model alone and taught by the ensemble): per-task scores, both
-    averages and wall minutes; the 3-layer student's inference speed-up over a 6-layer teacher; and
-    ``retrained``: the teachers trained again (a fresh clone) and their ensemble, with the machine."""
-    teachers = [_task_row(_load(f"kd/teacher/s{s}")) for s in (1, 2, 3)]
-    rows: dict[str, Any] = {"teacher_s1": teachers[0]}
-    done = [t for t in teachers if t is not None]
-    if done:
+def _kd_rows(load: Any) -> dict[str, Any]:
+    """The distillation rows from records ``load(name)`` gives (None: not run): teacher s1, the
+    teachers' mean, their ensemble, the students of the ensemble (seed 1 and the seeds' mean), the
+    student of teacher s1, the 3-layer model alone and taught by the ensemble; each a _task_row."""
+    def mean_row(recs: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+        done = [_task_row(r) for r in recs if r is not None]
+        if not done:
+            return None
         keys = [k for k in done[0] if k != "wall_minutes"]
-        rows["teachers_mean"] = {k: _mean([t[k] for t in done if t.get(k) is not None]) for k in keys} | {
+        return {k: _mean([t[k] for t in done if t.get(k) is not None]) for k in keys} | {
             "n": len(done), "wall_minutes": _mean([t["wall_minutes"] for t in done if t["wall_minutes"] is not None])}
-    ensemble = _load("kd/ensemble")
-    rows["ensemble"] = None if ensemble is None else {**_task_row(ensemble), "wall_minutes": None}
-    rows["student_of_ensemble"] = _task_row(_load("kd/student/ensemble/s1"))
-    rows["student_of_teacher_s1"] = _task_row(_load("kd/student/one/s1"))
-    rows["small_alone"] = _task_row(_load("kd/small/plain/s1"))
-    rows["small_student_of_ensemble"] = _task_row(_load("kd/small/student/s1"))
-    speed = _load("kd/speed")
-    seconds = speed["inference_seconds"] if speed else None
-    # the teachers trained again on another machine (retrained/), and their ensemble: what later students learnt from
-    again = {}
-    for label, name in [("teacher_s1", "kd/teacher/s1"), ("teacher_s2", "kd/teacher/s2"),
-                        ("teacher_s3", "kd/teacher/s3"), ("ensemble", "kd/ensemble")]:
-        rec = read_record(result_file(RETRAINED, name))
-        if rec is not None:
-            again[label] = {**_task_row(rec), "machine": rec["machine"]} | ({"wall_minutes": None} if label == "ensemble" else {})
-    return {"rows": rows, "retrained": again, "inference_seconds": seconds,
-            "speedup": round(seconds["teacher_l6"] / seconds["student_l3"], 2) if seconds else None,
-            "paper": PAPER.get("distillation")}
+
+    ensemble = load("kd/ensemble")
+    students = [load(f"kd/student/ensemble/s{s}") for s in (1, 2, 3)]
+    return {"teacher_s1": _task_row(load("kd/teacher/s1")),
+            "teachers_mean": mean_row([load(f"kd/teacher/s{s}") for s in (1, 2, 3)]),
+            "ensemble": None if ensemble is None else {**_task_row(ensemble), "wall_minutes": None},
+            "student_of_ensemble": _task_row(students[0]),
+            "students_of_ensemble_mean": mean_row(students),
+            "student_of_teacher_s1": _task_row(load("kd/student/one/s1")),
+            "small_alone": _task_row(load("kd/small/plain/s1")),
+            "small_student_of_ensemble": _task_row(load("kd/small/student/s1"))}
+
+
+KD_CELLS = ["kd/teacher/s1", "kd/teacher/s2", "kd/teacher/s3", "kd/ensemble", "kd/student/ensemble/s1",
+            "kd/student/ensemble/s2", "kd/student/ensemble/s3", "kd/student/one/s1", "kd/small/plain/s1",
+            "kd/small/student/s1", "kd/speed"]
+
+
+def distillation_summary() -> dict[str, Any]:
+    """The distillation table (_kd_rows) once per machine that made records, because results differ
+    across CPU kernel levels by about a seed's spread and a student must be read against the teachers
+    that taught it: on each machine a cell's run made there (its record, or its record in
+    retrained/ when it was trained again there), with the 3-layer student's inference speed-up over
+    a 6-layer teacher where measured."""
+    records: dict[str, dict[str, dict[str, Any]]] = {}  # machine -> cell -> record
+    for name in KD_CELLS:
+        for rec in (_load(name), read_record(retrained_path(name))):
+            if rec is not None:
+                records.setdefault(rec.get("machine", "?"), {})[name] = rec
+    machines = {}
+    for where, recs in records.items():
+        speed = recs.get("kd/speed")
+        seconds = speed["inference_seconds"] if speed else None
+        machines[where] = {"rows": _kd_rows(recs.get), "inference_seconds": seconds,
+                           "speedup": round(seconds["teacher_l6"] / seconds["student_l3"], 2) if seconds else None,
+                           "finished": max(r.get("finished", "") for r in recs.values())}
+    machines = dict(sorted(machines.items(), key=lambda kv: kv[1]["finished"]))  # in the order they were made
+    return {"machines": machines, "paper": PAPER.get("distillation")}
 
 
 def _num(v: Any, fmt: str = ".1f") -> str:
@@ -456,18 +491,16 @@ def tables(smart: dict[str, Any], kd: dict[str, Any]) -> str:
     for model, per_task in smart["robustness"].items():
         cells = [_num(per_task.get(t, {}).get(level)) for t in ROBUST_TASKS for level in ("clean", *NOISE_LEVELS)]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    lines += ["", "### Multi-task knowledge distillation (GLUE dev, seed 1)", "", head, rule]
-    for name, r in kd["rows"].items():
-        lines.append(f"| {name} | " + (" | ".join(_num(r.get(c)) for c in cols) if r else " | ".join("–" for _ in cols)) + " |")
-    if kd.get("retrained"):
-        lines += ["", "Trained again on another machine (a fresh clone keeps records, not weights; the students "
-                      "recorded after them learnt from these):", "", head, rule]
-        for name, r in kd["retrained"].items():
-            lines.append(f"| {name} ({r['machine'].split(',')[0]}) | " + " | ".join(_num(r.get(c)) for c in cols) + " |")
-    if kd["inference_seconds"]:
-        s = kd["inference_seconds"]
-        lines += ["", f"Inference (RTE, MRPC and STS-B dev, best of 3): 6-layer teacher {s['teacher_l6']:.1f} s, "
-                      f"3-layer student {s['student_l3']:.1f} s, {kd['speedup']:.2f}x faster."]
+    for where, table in kd["machines"].items():
+        lines += ["", f"### Multi-task knowledge distillation (GLUE dev; seed 1, or the seeds' mean (n); {where})",
+                  "", head, rule]
+        for name, r in table["rows"].items():
+            label = f"{name} ({r['n']})" if r and "n" in r else name
+            lines.append(f"| {label} | " + (" | ".join(_num(r.get(c)) for c in cols) if r else " | ".join("–" for _ in cols)) + " |")
+        if table["inference_seconds"]:
+            sec = table["inference_seconds"]
+            lines += ["", f"Inference (RTE, MRPC and STS-B dev, best of 3): 6-layer teacher {sec['teacher_l6']:.1f} s, "
+                          f"3-layer student {sec['student_l3']:.1f} s, {table['speedup']:.2f}x faster."]
     if kd.get("paper"):
         lines += ["", f"Paper: {kd['paper']['text']}"]
     return "\n".join(lines)
@@ -489,6 +522,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--summarize", action="store_true",
                    help="write the tables to docs/results.md and summary.json keys smart, distillation")
     add_selection(p)
+    p.add_argument("--again", action="store_true",
+                   help="with --cell/--all: run cells recorded on another machine again on this one; the first "
+                        "records stay, the new ones go to results/smart_distill/retrained/ (the distillation "
+                        "tables are per machine)")
     add_filters(p, "--all", Streams("with --all: the single-task cells or the multi-task ones (teachers, students, "
                                     "SMART MT)", "all", ("all", "single", "mt")))
     args = p.parse_args(argv)
@@ -504,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     for cell in chosen(p, args, all_cells, lambda c: args.stream in ("all", c.stream), "--plan"):
-        run_cell(cell, by_name, args.threads)
+        run_cell(cell, by_name, args.threads, again=args.again)
     return 0
 
 

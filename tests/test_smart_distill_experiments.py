@@ -110,11 +110,12 @@ def test_summary_tables_from_hand_made_records(grid, tmp_path, monkeypatch):
     assert rte["gain"] == 7.0 and rte["plain"]["wall_minutes"] == 2.0 and rte["time_ratio"] == 2.5
     assert summary["smart"]["single"]["mrpc"]["plain"]["score"] is None
     assert summary["smart"]["robustness"]["single plain"]["rte"] == {"clean": 54.0, "light": 52.0, "heavy": 44.0}
-    row = summary["distillation"]["rows"]["teacher_s1"]
+    (table,) = summary["distillation"]["machines"].values()  # records without a machine: one table, "?"
+    row = table["rows"]["teacher_s1"]
     # GLUE_TASKS: cola sst2 mrpc stsb rte wnli mnli_aux -> 10..70; without WNLI (60): (280 - 60) / 6
     assert row["average"] == 40.0 and row["average_without_wnli"] == round(220 / 6, 2) and row["wall_minutes"] == 10.0
-    assert summary["distillation"]["rows"]["teachers_mean"]["n"] == 1
-    assert summary["distillation"]["speedup"] == 1.6
+    assert table["rows"]["teachers_mean"]["n"] == 1 and table["rows"]["students_of_ensemble_mean"] is None
+    assert table["speedup"] == 1.6
     doc = (tmp_path / "results.md").read_text()
     assert doc.startswith("before\n<!-- smart-distill:begin -->\n### SMART against plain") and doc.endswith("after\n")
     assert "| rte | 54.0 ± 4.0 (3) | 61.0 ± 1.4 (2) | +7.0 | 2.0 / 5.0 | 2.50 |" in doc
@@ -124,35 +125,46 @@ def test_summary_tables_from_hand_made_records(grid, tmp_path, monkeypatch):
 
 def test_missing_teacher_weights_are_trained_again_beside_its_record(grid, tmp_path, monkeypatch):
     """A fresh clone has a teacher's record but not its weights: a student that needs it trains it
-    again; the first record stays, the new one (another machine's rounding) goes to retrained/, and
-    the summary shows both, with the retrained teachers' ensemble."""
+    again; the first record stays, the new one (another machine's rounding) goes to retrained/, with
+    the retrained teachers' ensemble; ``--again`` does the same for a student; the summary has one
+    table per machine, each from the runs made there."""
     from mtdnn.run_dir import write_json
 
     monkeypatch.setattr(grid, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(grid, "RETRAINED", tmp_path / "results" / "retrained")
     monkeypatch.setattr(grid, "RUNS", tmp_path / "runs")
-    first = _glue_record({t: 50.0 for t in grid.grid.GLUE_TASKS}, 600, machine="AMD EPYC (AVX512), 2 cores")
-    for s in (1, 2, 3):
-        write_json(grid.result_path(f"kd/teacher/s{s}"), first)
-    again = {s: _glue_record({t: 50.0 + s for t in grid.grid.GLUE_TASKS}, 500, machine="Intel Xeon (AMX), 2 cores",
-                             finished=f"2020-01-0{s} 12:00:00") for s in (1, 2, 3)}
+    amd, here = "AMD EPYC (AVX512), 2 cores", "Intel Xeon (AMX), 2 cores"
+    monkeypatch.setattr(grid, "machine", lambda: here)
+    first = _glue_record({t: 50.0 for t in grid.grid.GLUE_TASKS}, 600, machine=amd, finished="2020-01-01 00:00:00")
+    for name in ["kd/teacher/s1", "kd/teacher/s2", "kd/teacher/s3", "kd/student/ensemble/s1"]:
+        write_json(grid.result_path(name), first)
+    again = {s: _glue_record({t: 50.0 + s for t in grid.grid.GLUE_TASKS}, 500, machine=here,
+                             finished=f"2020-01-0{s + 1} 12:00:00") for s in (1, 2, 3)}
     trained = []
-    monkeypatch.setattr(grid, "_record", lambda cell, threads: trained.append(cell.name) or again[cell.meta["seed"]])
+    monkeypatch.setattr(grid, "_record", lambda cell, threads: trained.append(cell.name) or again[cell.meta.get("seed", 3)])
     monkeypatch.setattr(grid, "ensemble_metrics", lambda dirs: _glue_record({t: 60.0 for t in grid.grid.GLUE_TASKS}, 0)["metrics"])
     by_name = {c.name: c for c in grid.cells()}
     for s in (1, 2, 3):
         grid._ensure_weights(f"kd/teacher/s{s}", by_name, threads=1)
     assert trained == ["kd/teacher/s1", "kd/teacher/s2", "kd/teacher/s3"]
     assert json.loads(grid.result_path("kd/teacher/s1").read_text()) == first  # the record stays
-    assert json.loads(grid.result_file(grid.RETRAINED, "kd/teacher/s2").read_text()) == again[2]
+    assert json.loads(grid.retrained_path("kd/teacher/s2").read_text()) == again[2]
     grid._retrained_ensemble(by_name["kd/small/student/s1"].needs)
-    ens = json.loads(grid.result_file(grid.RETRAINED, "kd/ensemble").read_text())
-    assert ens["metrics"]["rte"]["dev"]["score"] == 60.0
+    ens = json.loads(grid.retrained_path("kd/ensemble").read_text())
+    assert ens["metrics"]["rte"]["dev"]["score"] == 60.0 and ens["machine"] == here
     monkeypatch.setattr(grid, "ensemble_metrics", lambda dirs: pytest.fail("an up-to-date ensemble was scored again"))
     grid._retrained_ensemble(by_name["kd/small/student/s1"].needs)
-    summary = grid.distillation_summary()
-    assert summary["rows"]["teacher_s1"]["average"] == 50.0
-    assert summary["retrained"]["teacher_s3"]["average"] == 53.0
-    assert summary["retrained"]["ensemble"]["average"] == 60.0 and summary["retrained"]["ensemble"]["wall_minutes"] is None
-    text = grid.tables(grid.smart_summary(), summary)
-    assert "| teacher_s2 (Intel Xeon (AMX)) | 52.0 |" in text
+    # --again: the student recorded on the AMD machine runs here; a second --again takes that record
+    monkeypatch.setattr(grid, "_has_weights", lambda name: True)
+    student = by_name["kd/student/ensemble/s1"]
+    assert grid.run_cell(student, by_name, 1) == first  # without --again: recorded, not run
+    assert grid.run_cell(student, by_name, 1, again=True) == again[1] and trained[-1] == student.name
+    assert grid.run_cell(student, by_name, 1, again=True) == again[1] and len(trained) == 4
+    machines = grid.distillation_summary()["machines"]
+    assert list(machines) == [amd, here]
+    assert machines[amd]["rows"]["teacher_s1"]["average"] == 50.0 and machines[amd]["rows"]["ensemble"] is None
+    rows = machines[here]["rows"]
+    assert rows["teachers_mean"]["average"] == 52.0 and rows["teachers_mean"]["n"] == 3
+    assert rows["ensemble"]["average"] == 60.0 and rows["ensemble"]["wall_minutes"] is None
+    assert rows["student_of_ensemble"]["average"] == 51.0 and rows["students_of_ensemble_mean"]["n"] == 1
+    text = grid.tables(grid.smart_summary(), grid.distillation_summary())
+    assert f"seeds' mean (n); {here})" in text and "| teachers_mean (3) | 52.0 |" in text
