@@ -20,7 +20,8 @@ full fine-tuning cell of the same task.
 Every cell trains in a fresh child process (``--worker``), so that its peak resident memory is its
 own; its record (metrics, parameters, sizes, times, memory, machine, config) is written to
 experiments/results/adapters/<cell>.json as soon as it finishes, and a cell whose JSON exists is
-skipped: the runner is resumable. The multi-task encoder is run.py's glue/mt/s1 model in
+skipped: the runner is resumable (a cell killed mid-run continues from its last saved epoch,
+cells.train_cell). The multi-task encoder is run.py's glue/mt/s1 model in
 runs/experiments/ (trained first by the mt stream if its weights are missing: about 18 minutes).
 
     python experiments/adapters.py --plan                   # the cells in order, done/todo, estimated time
@@ -39,7 +40,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from cells import (load_average, PlanRow, PlanTable, Runner, Streams, config_record, fill_markers, fresh_run_dir,  # noqa: E402
+from cells import (load_average, PlanRow, PlanTable, Runner, Streams, config_record, fill_markers, train_cell,  # noqa: E402
                    machine, mean_sd, read_history, read_metrics, read_record, result_file, say, seconds_left,
                    threads_override, timestamp, update_summary)
 from cells import main as runner_main  # noqa: E402
@@ -228,12 +228,10 @@ def worker(name: str, threads: int | None) -> int:
     cell = {c.name: c for c in cells()}[name]
     rss_start = _rss_mb()
     run_dir = RUNS / cell.name
-    fresh_run_dir(run_dir)  # an interrupted attempt: start the cell again
     overrides = {"output_dir": str(run_dir), **threads_override(threads)}
     cfg = mtdnn.make_config({**cell.config, **overrides})
-    t0 = time.perf_counter()
-    mtdnn.train(cfg)
-    record = _record(cell, cfg, run_dir, time.perf_counter() - t0, rss_start)
+    wall, extra = train_cell(cfg, run_dir)  # an attempt that was killed continues from its last saved state
+    record = {**_record(cell, cfg, run_dir, wall, rss_start), **extra}
     write_json(result_path(cell.name), record)
     if not (cell.meta["row"] == "full-plain" and cell.reference.startswith("glue/single/")):
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)

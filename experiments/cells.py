@@ -8,6 +8,10 @@ record is a JSON file written as soon as it finishes, so that a runner is resuma
   ``methods/proportional`` and smart_distill.py's ``kd/teacher``): ``equal_finished_run`` finds a
   finished run of another runner that trained exactly what a cell would, on this machine, so that
   the cell takes it instead of training again (``Reusable``);
+- continuing: a cell whose process was killed continues from the last state its run saved (the
+  end of an epoch) when it is run again, by ``--resume``, which ends with the same weights; its
+  record's wall time adds the earlier attempts' seconds up to that state (``train_cell``, the
+  attempts in the run directory's ``cell_attempts.json``);
 - claiming: several processes ("streams") share a grid by lock files, one per cell, holding
   ``{"pid", "host", "stream"}``; a lock left by a dead process of this machine is taken over
   (``claim``, ``alive``), and ``work`` runs the cells until none is left;
@@ -131,24 +135,86 @@ def equal_finished_run(cfg: Any, candidates: Sequence[Reusable]) -> Reusable | N
     return None
 
 
+ATTEMPTS_FILE = "cell_attempts.json"  # in a cell's run directory: when each attempt at it started
+
+
+def continuable(cfg: Any, run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds an interrupted attempt at the training TrainConfig ``cfg`` asks for
+    that ``--resume`` can continue: its resumable state is saved, no living process trains it, and it
+    trains what ``cfg`` would (``same_training``, the rule of ``--resume``)."""
+    from mtdnn.errors import MtdnnError
+    from mtdnn.run_dir import RunDir
+
+    run = RunDir(run_dir)
+    if not run.resume_state_file.is_file() or run.training_now() is not None:
+        return False
+    try:
+        return same_training(cfg, run_dir) is None
+    except (MtdnnError, OSError, ValueError):  # a config.yaml or tasks.yaml the kill left unreadable
+        return False
+
+
+def _earlier_seconds(run_dir: Path, attempts: list[dict[str, Any]]) -> float:
+    """The wall seconds the earlier attempts at a cell spent on what is kept: each from its start to
+    the last resumable state it saved (the last attempt's is the state on disk); without a record of
+    the attempts (a run an older runner left), the epochs' seconds in history.jsonl."""
+    if not attempts:
+        return sum(h.get("train_seconds", 0.0) + h.get("eval_seconds", 0.0) for h in read_history(run_dir))
+    from mtdnn.run_dir import RunDir
+
+    last = attempts[-1]
+    if "useful_seconds" not in last:
+        saved = RunDir(run_dir).resume_state_file.stat().st_mtime
+        last["useful_seconds"] = round(max(0.0, saved - last["started"]), 1)
+    return sum(a["useful_seconds"] for a in attempts)
+
+
+def train_cell(cfg: Any, run_dir: Path) -> tuple[float, dict[str, Any]]:
+    """Train TrainConfig ``cfg`` into ``run_dir`` (its ``output_dir``), continuing an attempt that was
+    killed (``continuable``: ``--resume`` from its last saved state, which gives the same run) or
+    else starting afresh (what an interrupted attempt left is removed). Returns the wall seconds of
+    the training (the earlier attempts' up to their last saved state, plus this one's) and what the
+    cell's record adds: ``resumed``, when it continued."""
+    import mtdnn
+    from mtdnn.run_dir import write_json
+
+    attempts_file = run_dir / ATTEMPTS_FILE
+    earlier: float | None = None
+    if continuable(cfg, run_dir):
+        attempts = json.loads(attempts_file.read_text()) if attempts_file.is_file() else []
+        earlier = _earlier_seconds(run_dir, attempts)
+        say(f"{run_dir}: continuing the attempt that was stopped ({earlier / 60:.1f} min of it kept)")
+        cfg = cfg.model_copy(update={"resume": str(run_dir)})
+    else:
+        fresh_run_dir(run_dir)
+        attempts = []
+    attempts.append({"started": round(time.time(), 1)})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(attempts_file, attempts)
+    t0 = time.perf_counter()
+    mtdnn.train(cfg)
+    this = time.perf_counter() - t0
+    if earlier is None:
+        return this, {}
+    return earlier + this, {"resumed": {"attempts": len(attempts), "earlier_seconds": round(earlier, 1),
+                                        "this_attempt_seconds": round(this, 1)}}
+
+
 def copy_run(source: Path, run_dir: Path) -> None:
     """Copy a finished run's directory to ``run_dir`` (replacing what is there), without its resume
     state; a run that names its own directory in config.yaml keeps the source's path there."""
     fresh_run_dir(run_dir)
-    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("resume", "training.json", ".locks"))
+    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("resume", "training.json", ".locks", ATTEMPTS_FILE))
 
 
 def train_or_take(cfg: Any, run_dir: Path, homes: Sequence[Reusable]) -> tuple[float, dict[str, Any]]:
-    """Train TrainConfig ``cfg`` into ``run_dir`` (its ``output_dir``), or copy the equal run one of
-    ``homes`` keeps (``equal_finished_run``). Returns the wall seconds of the training (the kept
-    run's, from its record, when taken) and what the cell's record adds: ``reused_from``."""
+    """Train TrainConfig ``cfg`` into ``run_dir`` (its ``output_dir``; ``train_cell``: an attempt
+    that was killed continues), or copy the equal run one of ``homes`` keeps
+    (``equal_finished_run``). Returns the wall seconds of the training (the kept run's, from its
+    record, when taken) and what the cell's record adds: ``reused_from`` or ``resumed``."""
     found = equal_finished_run(cfg, homes)
     if found is None:
-        import mtdnn
-
-        t0 = time.perf_counter()
-        mtdnn.train(cfg)
-        return time.perf_counter() - t0, {}
+        return train_cell(cfg, run_dir)
     say(f"{run_dir}: the same run is kept in {found.run_dir}: taking it")
     copy_run(found.run_dir, run_dir)
     wall = float(read_record(found.record)["wall_seconds"])  # type: ignore[index]

@@ -4,7 +4,8 @@ validation of ``mtdnn affinity``, on the GLUE setting of experiments/run.py (its
 GLUE_TASKS, subsets and 2 epochs).
 
 Every cell is one run; its result is written to experiments/results/interference/<cell>.json as
-soon as it finishes, and a cell whose JSON exists is skipped: the runner is resumable. Several
+soon as it finishes, and a cell whose JSON exists is skipped: the runner is resumable (a cell
+killed mid-run continues from its last saved epoch, cells.train_cell). Several
 processes can work on the grid side by side (``--stream``): each claims the next cell with a lock
 file (results/interference/.locks/), so no cell runs twice; a lock left by a killed process of this
 machine is taken over. The proportional method is run.py's multi-task model, also smart_distill.py's
@@ -39,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from cells import (load_average, ClaimedGrid, PlanRow, PlanTable, Runner, Streams, claim, config_record,  # noqa: E402
-                   fill_markers, fresh_run_dir, glue_score, lock_file, machine, read_history, read_metrics, read_record, result_file, say,
+                   fill_markers, glue_score, lock_file, machine, read_history, read_metrics, read_record, result_file, say,
                    threads_override, timestamp, train_or_take, update_summary)
 from cells import main as runner_main, work as work_grid  # noqa: E402
 from run import BASE, GLUE_EPOCHS, GLUE_SUBSETS, GLUE_TASKS, SMALL_TASKS, mt_model_homes  # noqa: E402
@@ -206,7 +207,6 @@ def _train_record(cell: Cell, threads: int | None) -> dict[str, Any]:
     import mtdnn
 
     run_dir = RUNS / cell.name
-    fresh_run_dir(run_dir)  # an interrupted attempt: start the cell again
     cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), **threads_override(threads)})
     proportional = cell.meta.get("method") == "proportional"
     homes = [h for h in mt_model_homes(cell.meta["seed"]) if h.run_dir != run_dir] if proportional else []

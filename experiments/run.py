@@ -2,7 +2,8 @@
 
 Every cell is one `mtdnn.train` run; its result (metrics, config, wall time, machine) is written
 to experiments/results/runs/<cell>.json as soon as it finishes, and a cell whose JSON exists is
-skipped. Model weights go to runs/experiments/<cell>/ (not committed; only the multi-task model
+skipped; a cell killed mid-run continues from its last saved epoch (cells.train_cell). Model
+weights go to runs/experiments/<cell>/ (not committed; only the multi-task model
 keeps its weights, because the fine-tuning and domain-adaptation cells start from it).
 
     python experiments/run.py --list                         # every cell, in run order, done/todo
@@ -27,7 +28,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from cells import (load_average, Reusable, Streams, add_filters, add_selection, chosen, config_record, fresh_run_dir, log_warnings,  # noqa: E402
+from cells import (load_average, Reusable, Streams, add_filters, add_selection, chosen, config_record, train_cell, log_warnings,  # noqa: E402
                    machine, offline, read_history, read_metrics, result_file, say, silence_transformers, timestamp)
 
 RESULTS = HERE / "results" / "runs"
@@ -148,18 +148,15 @@ def _train(cell: Cell, run_dir: Path) -> dict[str, Any]:
     """Train one cell into run_dir and return its result record."""
     import mtdnn
 
-    fresh_run_dir(run_dir)  # an interrupted attempt: start the cell again
     cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir)})
     say(f"{cell.name} ...")
-    t0 = time.perf_counter()
-    mtdnn.train(cfg)
-    wall = time.perf_counter() - t0
+    wall, extra = train_cell(cfg, run_dir)  # an attempt that was killed continues from its last saved state
     metrics = read_metrics(run_dir)
     say(f"{cell.name}: {json.dumps(metrics)} ({wall:.0f} s)")
     return {"cell": cell.name, "meta": cell.meta, "metrics": metrics,
             "train_loss": [h["train_loss"] for h in read_history(run_dir)], "wall_seconds": round(wall, 1),
             "machine": machine(), "load_average": load_average(), "finished": timestamp(), "config": config_record(cfg),
-            "command": f"python experiments/run.py --cell {cell.name}"}
+            "command": f"python experiments/run.py --cell {cell.name}", **extra}
 
 
 def mt_model_homes(seed: int) -> list[Reusable]:

@@ -3,7 +3,8 @@ resumably (issue 13).
 
 Every cell is one `mtdnn.train` run (or an evaluation of earlier cells); its result (metrics,
 robustness, wall time, machine, config) is written to experiments/results/smart_distill/<cell>.json
-as soon as it finishes, and a cell whose JSON exists is skipped. Weights go to
+as soon as it finishes, and a cell whose JSON exists is skipped; a cell killed mid-run continues
+from its last saved epoch (cells.train_cell). Weights go to
 runs/experiments/smart_distill/<cell>/ and are dropped after the cell, except those of the cells
 others start from (the teachers, the smaller student). A fresh clone has the records but not the
 weights: a cell that needs a teacher trains it again, its record going to results/smart_distill/
@@ -55,7 +56,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import run as grid  # noqa: E402  (experiments/run.py: BASE, GLUE_TASKS, GLUE_SUBSETS, GLUE_EPOCHS)
 from cells import (load_average, PlanRow, Reusable, PlanTable, Streams, add_filters, add_selection, chosen, config_record,  # noqa: E402
-                   equal_finished_run, fill_markers, fresh_run_dir, glue_score, machine, mean_sd, offline, read_history, read_metrics, read_record, result_file, say,
+                   equal_finished_run, fill_markers, glue_score, machine, mean_sd, offline, read_history, read_metrics, read_record, result_file, say,
                    seconds_left, threads_override, timestamp, train_or_take, update_summary)
 
 RESULTS = HERE / "results" / "smart_distill"
@@ -246,7 +247,6 @@ def _train(cell: Cell, threads: int | None) -> dict[str, Any]:
     import mtdnn
 
     run_dir = RUNS / cell.name
-    fresh_run_dir(run_dir)  # an interrupted attempt: start the cell again
     if cell.config.get("encoder") == str(SMALL_ENCODER) and not (SMALL_ENCODER / "config.json").is_file():
         from mtdnn.model.shrink import shrink_encoder
         shrink_encoder("default", SMALL_LAYERS, SMALL_ENCODER)

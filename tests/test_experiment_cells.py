@@ -267,3 +267,57 @@ def test_the_three_runners_train_the_same_single_task_models():
             (adapters.RUNS / twin.name, adapters.result_path(twin.name)),
             (distill.RUNS / cell.name, distill.result_path(cell.name))]
     assert twins == 10
+
+
+# ----------------------------------------------------------------------------- a killed cell continues
+def test_a_killed_cell_continues_from_its_last_saved_state(kit, tmp_path, tiny_encoder, data_dir, monkeypatch):
+    """A cell whose process was stopped after its first epoch continues from the state saved then
+    (``--resume``): the second attempt trains only epoch 2, ends with the weights of an uninterrupted
+    run, and its record's wall time adds the first attempt's seconds up to that state. A run in the
+    directory that trains something else is not continued but replaced."""
+    import mtdnn
+    import mtdnn.training.loop as loop
+    from safetensors.torch import load_file
+
+    def config(out: str, seed: int = 1):
+        return mtdnn.make_config({"encoder": tiny_encoder, "tasks": ["rte"], "epochs": 2, "seed": seed,
+                                  "max_train_examples": 48, "max_seq_len": 48, "data_dir": str(data_dir),
+                                  "cache_dir": str(tmp_path / "cache"), "task_files": [], "progress": False,
+                                  "allow_hub": False, "output_dir": out})
+
+    epochs_run = []
+    run_epoch, end_epoch = loop.run_epoch, loop.end_epoch
+    monkeypatch.setattr(loop, "run_epoch", lambda job, state: epochs_run.append(state.epoch) or run_epoch(job, state))
+    wall, extra = kit.train_cell(config(str(tmp_path / "whole")), tmp_path / "whole")
+    assert extra == {} and epochs_run == [1, 2] and wall > 0
+
+    def killed_after_epoch_1(job, state, *args):
+        end_epoch(job, state, *args)
+        if state.epoch == 2:
+            raise KeyboardInterrupt  # what a kill leaves: the state saved at the end of epoch 1
+
+    run_dir = tmp_path / "cell"
+    monkeypatch.setattr(loop, "end_epoch", killed_after_epoch_1)
+    epochs_run.clear()
+    with pytest.raises(KeyboardInterrupt):
+        kit.train_cell(config(str(run_dir)), run_dir)
+    assert epochs_run == [1] and kit.continuable(config(str(run_dir)), run_dir)
+    assert not kit.continuable(config(str(run_dir), seed=2), run_dir)  # another training: not this run
+
+    monkeypatch.setattr(loop, "end_epoch", end_epoch)
+    epochs_run.clear()
+    wall, extra = kit.train_cell(config(str(run_dir)), run_dir)
+    assert epochs_run == [2]
+    resumed = extra["resumed"]
+    assert resumed["attempts"] == 2 and resumed["earlier_seconds"] > 0
+    assert wall == pytest.approx(resumed["earlier_seconds"] + resumed["this_attempt_seconds"], abs=0.2)
+    whole, continued = (load_file(d / "checkpoints" / "epoch-2.safetensors") for d in (tmp_path / "whole", run_dir))
+    assert whole.keys() == continued.keys() and all(whole[k].equal(continued[k]) for k in whole)
+    assert [h["epoch"] for h in kit.read_history(run_dir)] == [1, 2]
+
+    # finished: nothing to continue; a cell with another seed in that directory starts afresh
+    assert not kit.continuable(config(str(run_dir)), run_dir)
+    epochs_run.clear()
+    _, extra = kit.train_cell(config(str(run_dir), seed=2), run_dir)
+    assert extra == {} and epochs_run == [1, 2]
+    assert len(json.loads((run_dir / kit.ATTEMPTS_FILE).read_text())) == 1
