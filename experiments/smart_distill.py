@@ -32,7 +32,7 @@ epoch kept, training subsets of 2,000 examples for the large tasks (run.GLUE_SUB
   multi-task model (stream mt) against teacher s1, the same run without SMART. SMART: --adv with
   the defaults (inf ball, epsilon 1e-3, step 1e-3, K = 1, noise variance 1e-6, alpha 1).
 - Distillation (stream mt): three multi-task teachers (seeds 1-3); a student with the same encoder
-  taught by the ensemble (seeds 1-3), one taught by teacher s1 alone (seed 1; all kd_alpha 0.5, T 1); the dev
+  taught by the ensemble and one taught by teacher s1 alone (seeds 1-3 each; kd_alpha 0.5, T 1); the dev
   metrics of the ensemble itself (averaged outputs); a 3-layer student (MiniLM's layers 0, 2, 4,
   cut in code: model/shrink.py) taught by the ensemble, against the same 3-layer model trained
   without teachers; and the inference speed of the 3-layer student against a teacher.
@@ -124,8 +124,9 @@ def cells() -> list[Cell]:
             for s in (2, 3)]
     out.append(Cell("smart/mt/s1", "mt", _mt_config(1, adv=True), estimate=mt * SMART_FACTOR,
                     meta={"kind": "smart_mt", "seed": 1}))
-    out.append(Cell("kd/student/one/s1", "mt", _mt_config(1, teachers=_teacher_dirs([1])), needs=ens[:1],
-                    estimate=mt * 1.1, meta={"kind": "student", "teachers": 1, "encoder": "minilm-l6"}))
+    out += [Cell(f"kd/student/one/s{s}", "mt", _mt_config(s, teachers=_teacher_dirs([1])), needs=ens[:1],
+                 estimate=mt * 1.1, meta={"kind": "student", "teachers": 1, "encoder": "minilm-l6", "seed": s})
+            for s in (1, 2, 3)]
     small = {"encoder": str(SMALL_ENCODER)}
     out.append(Cell("kd/small/plain/s1", "mt", _mt_config(1, **small), estimate=mt * SMALL_FACTOR,
                     meta={"kind": "small_plain", "encoder": "minilm-l3"}))
@@ -426,18 +427,21 @@ def _kd_rows(load: Any) -> dict[str, Any]:
 
     ensemble = load("kd/ensemble")
     students = [load(f"kd/student/ensemble/s{s}") for s in (1, 2, 3)]
+    ones = [load(f"kd/student/one/s{s}") for s in (1, 2, 3)]
     return {"teacher_s1": _task_row(load("kd/teacher/s1")),
             "teachers_mean": mean_row([load(f"kd/teacher/s{s}") for s in (1, 2, 3)]),
             "ensemble": None if ensemble is None else {**_task_row(ensemble), "wall_minutes": None},
             "student_of_ensemble": _task_row(students[0]),
             "students_of_ensemble_mean": mean_row(students),
-            "student_of_teacher_s1": _task_row(load("kd/student/one/s1")),
+            "student_of_teacher_s1": _task_row(ones[0]),
+            "students_of_teacher_s1_mean": mean_row(ones),
             "small_alone": _task_row(load("kd/small/plain/s1")),
             "small_student_of_ensemble": _task_row(load("kd/small/student/s1"))}
 
 
 KD_CELLS = ["kd/teacher/s1", "kd/teacher/s2", "kd/teacher/s3", "kd/ensemble", "kd/student/ensemble/s1",
-            "kd/student/ensemble/s2", "kd/student/ensemble/s3", "kd/student/one/s1", "kd/small/plain/s1",
+            "kd/student/ensemble/s2", "kd/student/ensemble/s3", "kd/student/one/s1", "kd/student/one/s2",
+            "kd/student/one/s3", "kd/small/plain/s1",
             "kd/small/student/s1", "kd/speed"]
 
 

@@ -31,7 +31,11 @@ def test_every_required_cell_exists(grid):
         assert cells[name].stream == "mt", name
     assert cells["smart/mt/s1"].config == {**cells["kd/teacher/s1"].config, "adv": True}
     assert len(cells["kd/student/ensemble/s1"].config["teachers"]) == 3
-    assert cells["kd/student/one/s1"].config["teachers"] == [str(grid.RUNS / "kd/teacher/s1")]
+    for seed in (1, 2, 3):  # students: seeds 1-3, of the three teachers and of teacher s1 alone
+        ens, one = cells[f"kd/student/ensemble/s{seed}"].config, cells[f"kd/student/one/s{seed}"].config
+        assert ens["seed"] == one["seed"] == seed and ens == {**cells[f"kd/teacher/s{seed}"].config, "teachers": ens["teachers"]}
+        assert ens["teachers"] == [str(grid.RUNS / f"kd/teacher/s{t}") for t in (1, 2, 3)]
+        assert one["teachers"] == [str(grid.RUNS / "kd/teacher/s1")]
     assert cells["kd/small/student/s1"].config["encoder"] == str(grid.SMALL_ENCODER) == \
         cells["kd/small/plain/s1"].config["encoder"]
     assert all(cells[n].keep for n in ["kd/teacher/s1", "kd/small/student/s1"])
