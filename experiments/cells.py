@@ -122,7 +122,7 @@ def same_training(cfg: Any, run_dir: Path) -> str | None:
 def equal_finished_run(cfg: Any, candidates: Sequence[Reusable]) -> Reusable | None:
     """The first candidate that finished (record, metrics.json and a kept epoch's weights), was made
     on this machine (the record's ``machine``: training is deterministic on one machine, not across
-    CPU kernel levels) and trained what ``cfg`` would (``same_training``); None if there is none."""
+    processors) and trained what ``cfg`` would (``same_training``); None if there is none."""
     here = machine()
     for c in candidates:
         record = read_record(c.record)

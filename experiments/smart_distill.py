@@ -9,7 +9,7 @@ runs/experiments/smart_distill/<cell>/ and are dropped after the cell, except th
 others start from (the teachers, the smaller student). A fresh clone has the records but not the
 weights: a cell that needs a teacher trains it again, its record going to results/smart_distill/
 retrained/ (the first one stays), with the dev metrics of the retrained teachers' ensemble; since
-results differ across CPU kernel levels by about a seed's spread, the distillation tables are per
+results differ across processors by about a seed's spread, the distillation tables are per
 machine (``--again`` runs a recorded cell once more on this one). A teacher and a plain single-task
 arm train exactly a run other runners make (run.py's glue/mt and glue/single, interference.py's proportional
 method, adapters.py's full-plain row): where one of them keeps that run, made on this machine, the
@@ -447,7 +447,7 @@ KD_CELLS = ["kd/teacher/s1", "kd/teacher/s2", "kd/teacher/s3", "kd/ensemble", "k
 
 def distillation_summary() -> dict[str, Any]:
     """The distillation table (_kd_rows) once per machine that made records, because results differ
-    across CPU kernel levels by about a seed's spread and a student must be read against the teachers
+    across processors by about a seed's spread and a student must be read against the teachers
     that taught it: on each machine a cell's run made there (its record, or its record in
     retrained/ when it was trained again there), with the 3-layer student's inference speed-up over
     a 6-layer teacher where measured."""
