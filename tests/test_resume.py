@@ -221,3 +221,47 @@ def test_config_difference_is_the_rule_of_resume(tmp_path):
         check_resume_config(cfg, run)
     assert str(err.value) == (f"{run.config_file}, field 'lr': is 0.0001 but the run to resume has 0.0002 "
                               "(a resumed run keeps its config)")
+
+
+def test_environment_of_every_attempt_is_recorded(tmp_path, tiny_encoder, cache_dir, caplog, monkeypatch):
+    """environment.json lists where each attempt at a run trained; a run resumed where it rounds
+    otherwise (here: a recorded processor that is not this one) says it will not be bitwise the
+    uninterrupted run; an unreadable record is replaced, with a warning; a fresh run starts anew."""
+    import mtdnn.training.loop as loop
+    from mtdnn.runtime import cpu_model
+
+    task_file, data_dir = write_toy_data(tmp_path)
+    run = tmp_path / "run"
+    argv = train_argv(task_file, data_dir, tiny_encoder, cache_dir, run)
+    end_epoch = loop.end_epoch
+
+    def killed_after_epoch_1(job, state, *args):
+        end_epoch(job, state, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "end_epoch", killed_after_epoch_1)
+    assert main(argv) == 130  # interrupted after epoch 1: resumable
+    (first,) = RunDir(run).read_environment()
+    assert first["processor"] == cpu_model() and first["torch"] == torch.__version__
+    assert (first["device"], first["gpu"], first["world_size"], first["threads"]) == ("cpu", None, 1, 1)
+    assert first["mtdnn"] and first["python"] and first["transformers"]
+
+    # resumed "on another processor": warned, recorded as a second attempt
+    (run / "environment.json").write_text(json.dumps([{**first, "processor": "Another CPU (AVX2)"}]))
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 130  # epoch 2, interrupted again
+    warned = [r.getMessage() for r in caplog.records if "floating-point rounding differs" in r.getMessage()]
+    assert len(warned) == 1 and f"processor {cpu_model()}" in warned[0] and "Another CPU (AVX2)" in warned[0]
+    assert [e["processor"] for e in RunDir(run).read_environment()] == ["Another CPU (AVX2)", cpu_model()]
+
+    # an unreadable record: warned and started again; the same platform as the last attempt: no warning
+    monkeypatch.setattr(loop, "end_epoch", end_epoch)
+    (run / "environment.json").write_text("[{")
+    caplog.clear()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert any("unreadable environment record" in r.getMessage() for r in caplog.records)
+    assert not any("rounding differs" in r.getMessage() for r in caplog.records)
+    assert len(RunDir(run).read_environment()) == 1
+
+    # a fresh run in the directory starts a new record
+    assert main(argv) == 0
+    assert len(RunDir(run).read_environment()) == 1

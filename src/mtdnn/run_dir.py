@@ -17,6 +17,10 @@
                                predicts classes, at the epoch the task keeps (mtdnn/reports.py)
       reports/<task>.<split>.confusion.png  that confusion matrix drawn, for the selection dev split
                                (needs matplotlib, the ``plots`` extra)
+      environment.json         where each attempt at the run trained (a resumed run adds one):
+                               mtdnn, Python, torch, transformers, the device and processor, the
+                               processes and threads (runtime.environment); runs on different
+                               processors round differently, by about a seed on small tasks
       training.json            while a process trains the run: its pid, host and start time
                                (removed when it ends; left behind by a killed process)
       error.log                the traceback of an unexpected exception that stopped training
@@ -170,6 +174,7 @@ class RunDir:
     error_log = property(lambda self: self.path / "error.log")
     resume_state_file = property(lambda self: self.path / "checkpoints" / "resume" / "state.json")
     owner_file = property(lambda self: self.path / "training.json")
+    environment_file = property(lambda self: self.path / "environment.json")
     tb_dir = property(lambda self: self.path / "tb")
     submissions_dir = property(lambda self: self.path / "submissions")
 
@@ -214,6 +219,15 @@ class RunDir:
         except (OSError, UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise CheckpointError(f"unreadable {kind} ({first})", path=str(p)) from None
+
+    def read_environment(self) -> list[dict[str, Any]]:
+        """The environments of the attempts at the run, first to last ([] for a run of an older mtdnn)."""
+        if not self.environment_file.is_file():
+            return []
+        data = self._load(self.environment_file, "environment record", json.loads)
+        if not (isinstance(data, list) and all(isinstance(e, dict) for e in data)):
+            raise CheckpointError("corrupt environment record", path=str(self.environment_file))
+        return data
 
     def read_config(self) -> dict[str, Any]:
         data = self._load(self.config_file, "run config", yaml.safe_load)

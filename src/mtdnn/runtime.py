@@ -1,5 +1,6 @@
 """Device, precision, threads and seeds: the few process-wide settings of a run, in one place; and
-which machine this is (``cpu_model``), for the records of benchmarks and experiments."""
+which machine this is (``cpu_model``, ``environment``), for run directories and the records of
+benchmarks and experiments."""
 
 from __future__ import annotations
 
@@ -60,3 +61,24 @@ def cpu_model() -> str:
     except OSError:
         pass
     return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
+
+
+def environment(device: torch.device, world_size: int = 1) -> dict[str, object]:
+    """What a run computed on: package versions, the device, the processor (``cpu_model``: float
+    rounding differs between processors, even at one SIMD level), the GPU, processes and threads."""
+    import time
+    from importlib import metadata
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    from . import __version__
+    return {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "mtdnn": __version__,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": version("transformers"), "peft": version("peft"), "device": device.type,
+            "processor": cpu_model(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "world_size": world_size, "threads": torch.get_num_threads()}

@@ -27,7 +27,7 @@ from ..model.adapters import LoraHeads, finish_adapter_run, remove_epoch_checkpo
 from ..model.multitask import HeadFactory, PlainHeads
 from ..reports import write_class_reports
 from ..run_dir import RunDir, write_json
-from ..runtime import seed_everything, set_threads
+from ..runtime import environment, seed_everything, set_threads
 from .checkpoint import (check_resume_config, check_resume_tasks, has_train_state, load_train_state,
                          read_history, remove_train_state, reset_run_state)
 from .distributed import Distributed
@@ -127,6 +127,8 @@ def open_run(cfg: TrainConfig) -> tuple[Job, LoopState]:
         state = load_train_state(run, s.model, optimizer, scheduler, schedule.batches_per_epoch, methods.state)
         state.history = read_history(run, state.epoch - 1)
         log.info("resuming %s at epoch %d, batch %d (step %d)", run.path, state.epoch, state.batch, state.update)
+    if dist.is_main:  # once the state has loaded: a refused resume changes nothing
+        _record_environment(run, s.device, dist.world_size, resuming)
     monitor = TrainingMonitor(cosine_every=cfg.log_grad_cosine, log_mixture=cfg.sampling != "proportional"
                               or cfg.mtl_method == "pcgrad" or cfg.max_epoch_examples_per_task is not None,
                               uncertainty=uncertainty)
@@ -162,6 +164,30 @@ def _prepare_run_dir(cfg: TrainConfig, s: Setup, dist: Distributed, run: RunDir)
     if dist.is_main:
         run.claim_training()
     return resuming
+
+
+# what, changed between the attempts at one run, changes its floating-point rounding
+ROUNDING = ("processor", "torch", "device", "gpu", "world_size", "threads")
+
+
+def _record_environment(run: RunDir, device: Any, world_size: int, resuming: bool) -> None:
+    """Add this attempt's environment to ``environment.json`` (a fresh run starts the list). A run
+    resumed where it rounds otherwise than where it started (another processor, torch, device,
+    process count or thread count) says so: its rest is not bitwise the uninterrupted run."""
+    here = environment(device, world_size)
+    earlier: list[dict[str, Any]] = []
+    if resuming:
+        try:
+            earlier = run.read_environment()
+        except CheckpointError as e:
+            log.warning("%s; a new environment record is started", e)
+    if earlier:
+        changed = [k for k in ROUNDING if earlier[-1].get(k) != here[k]]
+        if changed:
+            log.warning("%s continues with %s (it was trained with %s): floating-point rounding differs, so the "
+                        "run will not be bitwise the uninterrupted one", run.path,
+                        ", ".join(f"{k} {here[k]}" for k in changed), ", ".join(f"{k} {earlier[-1].get(k)}" for k in changed))
+    write_json(run.environment_file, [*earlier, here])
 
 
 def _trained_elsewhere(run: RunDir) -> str | None:
