@@ -4,7 +4,7 @@ with SMART (``--adv``, K ascent steps), and with SMART and the proximal term (``
 The variants take turns step by step; the first rounds are warm-up and not timed. Writes bench/results/smart_cost.json
 and prints the table of docs/smart-and-distillation.md.
 
-    .venv/bin/python bench/smart_cost.py [--encoders tiny,default] [--steps 8] [--threads 1]
+    .venv/bin/python bench/smart_cost.py [--encoders tiny,default] [--steps 8] [--threads 1] [--json-out F]
 """
 
 from __future__ import annotations
@@ -80,9 +80,11 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json-out", type=Path, default=HERE / "results" / "smart_cost.json",
+                    help="the JSON file the measurements are added to (one key per encoder and batch shape)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    out = HERE / "results" / "smart_cost.json"
+    out = args.json_out
     results = json.loads(out.read_text()) if out.is_file() else {}
     print("| encoder | batch | plain step | SMART K=1 | SMART K=2 | SMART K=1 + proximal | machine |")
     print("|---|---|---|---|---|---|---|")
