@@ -192,6 +192,11 @@ def test_model_card_and_files(hf_dir, run_dir):
     for t in TASKS:
         assert f"| {t} |" in card
     assert "One encoder for all tasks: the weights of epoch 2" in card
+    # where the run trained: its environment.json, one line per attempt
+    from mtdnn.runtime import cpu_model
+    trained_on = card.split("## Trained on", 1)[1].strip().splitlines()
+    (line,) = [ln for ln in trained_on if ln.startswith("- ")]
+    assert f"{cpu_model()} (cpu), 1 process(es)" in line and f"torch {torch.__version__}" in line
 
 
 def test_evaluate_accepts_export(run_dir, hf_dir, tmp_path):

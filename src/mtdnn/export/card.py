@@ -1,6 +1,7 @@
 """The model card (``README.md`` in the Hugging Face hub's format: YAML metadata, then Markdown) of an
 exported folder: the tasks, their label sets and input kinds, the dev metrics of exactly the
-exported weights, the training config and the encoder the run started from."""
+exported weights, the training config, the encoder the run started from, and where it trained (the
+run's ``environment.json``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from ..errors import CheckpointError
 from ..tasks.schema import TaskDef
 from .plan import ExportPlan
 
@@ -96,6 +98,25 @@ def _usage(name: str, tasks: list[TaskDef], single: bool, onnx: bool = False) ->
             "print(out.logits)", "```"]
 
 
+def _trained_on(plan: ExportPlan) -> list[str]:
+    """The run's ``environment.json`` as a section: where each attempt at it trained (none for a run
+    of an older mtdnn or an unreadable record: the card omits it)."""
+    try:
+        attempts = plan.run.read_environment()
+    except CheckpointError:
+        return []
+    if not attempts:
+        return []
+    lines = ["## Trained on", "", "Floating-point results differ slightly between processors and library "
+             "versions; the run trained here" + (" (a resumed run: one line per attempt):" if len(attempts) > 1 else ":"), ""]
+    for e in attempts:
+        where = e.get("gpu") or e.get("processor")
+        lines.append(f"- {e.get('started')}: {where} ({e.get('device')}), {e.get('world_size')} process(es), "
+                     f"{e.get('threads')} thread(s); torch {e.get('torch')}, transformers {e.get('transformers')}, "
+                     f"mtdnn {e.get('mtdnn')}, Python {e.get('python')}")
+    return [*lines, ""]
+
+
 def model_card(plan: ExportPlan, tasks: list[TaskDef], name: str, single: bool = False, onnx: bool = False) -> str:
     """The card of an export holding ``tasks`` (``single``: a standard one-task folder; ``onnx``: an
     ONNX export)."""
@@ -112,5 +133,5 @@ def model_card(plan: ExportPlan, tasks: list[TaskDef], name: str, single: bool =
              f"{plan.config.get('max_seq_len')} tokens.", "", "## Tasks", "", *_task_table(plan, tasks), "",
              _encoders_note(plan, tasks, single), "", "## Use", "", *_usage(name, tasks, single, onnx), "",
              outputs if not single else "", "", "## Training config", "", "```yaml",
-             yaml.safe_dump(training, sort_keys=False).rstrip(), "```", ""]
+             yaml.safe_dump(training, sort_keys=False).rstrip(), "```", "", *_trained_on(plan)]
     return "\n".join(lines)
