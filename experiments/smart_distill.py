@@ -276,24 +276,23 @@ def _ensure_weights(name: str, by_name: dict[str, Cell], threads: int | None) ->
     write_json(retrained_path(name), _record(by_name[name], threads))
 
 
-def _retrained_ensemble(teachers: list[str]) -> None:
-    """A student learns from the teachers on disk: where they were trained again (records in
-    retrained/, another machine's float rounding), record the dev metrics of the ensemble it actually
-    learns from beside theirs (retrained/kd__ensemble.json), unless one newer than them is there."""
+def _retrained_ensemble(teachers: list[str], by_name: dict[str, Cell], threads: int | None) -> None:
+    """A student learns from the teachers on disk: where the ensemble's teachers were trained again
+    (records in retrained/, another machine's float rounding), record the dev metrics of the ensemble
+    it actually learns from beside theirs (the kd/ensemble cell's record in retrained/), unless one
+    newer than them is there."""
     from mtdnn.run_dir import write_json
 
-    again = [read_record(retrained_path(t)) for t in teachers]
-    if len(teachers) < 2 or any(r is None for r in again):
+    ensemble = by_name["kd/ensemble"]
+    again = [read_record(retrained_path(t)) for t in ensemble.needs]
+    if set(teachers) != set(ensemble.needs) or any(r is None for r in again):
         return
-    out = retrained_path("kd/ensemble")
+    out = retrained_path(ensemble.name)
     done = read_record(out)
     if done is not None and done["finished"] >= max(r["finished"] for r in again):
         return
     say("kd/ensemble: the teachers were trained again here: scoring their ensemble (retrained/)")
-    t0 = time.perf_counter()
-    write_json(out, {"cell": "kd/ensemble", "meta": {"kind": "ensemble"}, "metrics": ensemble_metrics([RUNS / t for t in teachers]),
-                     "wall_seconds": round(time.perf_counter() - t0, 1), "machine": machine(),
-                     "load_average": load_average(), "finished": timestamp()})
+    write_json(out, _record(ensemble, threads))
 
 
 def _record(cell: Cell, threads: int | None) -> dict[str, Any]:
@@ -327,7 +326,7 @@ def run_cell(cell: Cell, by_name: dict[str, Cell], threads: int | None, again: b
     for dep in cell.needs:
         _ensure_weights(dep, by_name, threads)
     if cell.kind == "train" and cell.config.get("teachers"):
-        _retrained_ensemble(cell.needs)
+        _retrained_ensemble(cell.needs, by_name, threads)
     say(f"{cell.name} ...")
     record = _record(cell, threads)
     write_json(out, record)
@@ -439,12 +438,6 @@ def _kd_rows(load: Any) -> dict[str, Any]:
             "small_student_of_ensemble": _task_row(load("kd/small/student/s1"))}
 
 
-KD_CELLS = ["kd/teacher/s1", "kd/teacher/s2", "kd/teacher/s3", "kd/ensemble", "kd/student/ensemble/s1",
-            "kd/student/ensemble/s2", "kd/student/ensemble/s3", "kd/student/one/s1", "kd/student/one/s2",
-            "kd/student/one/s3", "kd/small/plain/s1",
-            "kd/small/student/s1", "kd/speed"]
-
-
 def distillation_summary() -> dict[str, Any]:
     """The distillation table (_kd_rows) once per machine that made records, because results differ
     across processors by about a seed's spread and a student must be read against the teachers
@@ -452,7 +445,7 @@ def distillation_summary() -> dict[str, Any]:
     retrained/ when it was trained again there), with the 3-layer student's inference speed-up over
     a 6-layer teacher where measured."""
     records: dict[str, dict[str, dict[str, Any]]] = {}  # machine -> cell -> record
-    for name in KD_CELLS:
+    for name in (c.name for c in cells() if c.name.startswith("kd/")):
         for rec in (_load(name), read_record(retrained_path(name))):
             if rec is not None:
                 records.setdefault(rec.get("machine", "?"), {})[name] = rec

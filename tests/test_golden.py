@@ -37,7 +37,8 @@ def test_golden_two_task_run_is_unchanged(tmp_path, tiny_encoder, data_dir, caps
     golden = json.loads(GOLDEN.read_text())
     got = run_golden(tmp_path, tiny_encoder, str(data_dir))
     assert got["selection"] == golden["selection"]
-    bitwise = [p for p in [golden, *golden.get("platforms", [])] if same_platform(p["recorded_with"])]
+    recordings = [golden, *golden.get("platforms", [])]
+    bitwise = [p for p in recordings if same_platform(p["recorded_with"])]
     if bitwise:
         (mine,) = bitwise
         assert got["metrics"] == mine["metrics"]
@@ -45,7 +46,7 @@ def test_golden_two_task_run_is_unchanged(tmp_path, tiny_encoder, data_dir, caps
         assert got["weights"] == mine["weights"]
     else:
         with capsys.disabled():
-            print(f"\ntest_golden: recorded on {[p['recorded_with'] for p in [golden, *golden.get('platforms', [])]]}, "
+            print(f"\ntest_golden: recorded on {[p['recorded_with'] for p in recordings]}, "
                   f"running on {this_platform()}: metrics and history compared to 1e-4, weights not bitwise")
         assert _close(got["metrics"], golden["metrics"])
         assert _close(got["history"], golden["history"])

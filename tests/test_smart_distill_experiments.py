@@ -144,7 +144,9 @@ def test_missing_teacher_weights_are_trained_again_beside_its_record(grid, tmp_p
     again = {s: _glue_record({t: 50.0 + s for t in grid.grid.GLUE_TASKS}, 500, machine=here,
                              finished=f"2020-01-0{s + 1} 12:00:00") for s in (1, 2, 3)}
     trained = []
-    monkeypatch.setattr(grid, "_record", lambda cell, threads: trained.append(cell.name) or again[cell.meta.get("seed", 3)])
+    record = grid._record  # the ensemble's own record: its (stubbed) metrics, this machine
+    monkeypatch.setattr(grid, "_record", lambda cell, threads: record(cell, threads) if cell.kind == "ensemble"
+                        else trained.append(cell.name) or again[cell.meta.get("seed", 3)])
     monkeypatch.setattr(grid, "ensemble_metrics", lambda dirs: _glue_record({t: 60.0 for t in grid.grid.GLUE_TASKS}, 0)["metrics"])
     by_name = {c.name: c for c in grid.cells()}
     for s in (1, 2, 3):
@@ -152,11 +154,11 @@ def test_missing_teacher_weights_are_trained_again_beside_its_record(grid, tmp_p
     assert trained == ["kd/teacher/s1", "kd/teacher/s2", "kd/teacher/s3"]
     assert json.loads(grid.result_path("kd/teacher/s1").read_text()) == first  # the record stays
     assert json.loads(grid.retrained_path("kd/teacher/s2").read_text()) == again[2]
-    grid._retrained_ensemble(by_name["kd/small/student/s1"].needs)
+    grid._retrained_ensemble(by_name["kd/small/student/s1"].needs, by_name, 1)
     ens = json.loads(grid.retrained_path("kd/ensemble").read_text())
     assert ens["metrics"]["rte"]["dev"]["score"] == 60.0 and ens["machine"] == here
     monkeypatch.setattr(grid, "ensemble_metrics", lambda dirs: pytest.fail("an up-to-date ensemble was scored again"))
-    grid._retrained_ensemble(by_name["kd/small/student/s1"].needs)
+    grid._retrained_ensemble(by_name["kd/small/student/s1"].needs, by_name, 1)
     # --again: the student recorded on the AMD machine runs here; a second --again takes that record
     monkeypatch.setattr(grid, "_has_weights", lambda name: True)
     student = by_name["kd/student/ensemble/s1"]

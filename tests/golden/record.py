@@ -78,7 +78,8 @@ def this_platform() -> dict[str, str]:
 
 def same_platform(recorded: dict[str, str]) -> bool:
     """Whether a recording was computed on this platform (one without ``cpu``: on none we know)."""
-    return recorded.get("cpu") is not None and recorded == {k: this_platform()[k] for k in recorded}
+    here = this_platform()
+    return recorded.get("cpu") is not None and recorded == {k: here[k] for k in recorded}
 
 
 def main(argv: list[str] | None = None) -> int:
