@@ -48,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from cells import (load_average, PlanRow, PlanTable, Runner, Streams, config_record, fill_markers, train_cell,  # noqa: E402
-                   machine, mean_sd, read_history, read_metrics, read_record, result_file, say, seconds_left,
+                   machine, package_versions, mean_sd, read_history, read_metrics, read_record, result_file, say, seconds_left,
                    threads_override, timestamp, update_summary)
 from cells import main as runner_main  # noqa: E402
 from run import MT_CELL, RUNS as BASE_RUN_DIRS, _cells, _da_cell, _ensure_model, _glue_cell  # noqa: E402
@@ -213,7 +213,7 @@ def _record(cell: Cell, cfg: Any, run_dir: Path, wall: float, rss_start: float) 
             "peak_rss_mb": round(_rss_mb(), 1), "rss_before_training_mb": round(rss_start, 1),
             "peak_cuda_mb": (round(torch.cuda.max_memory_allocated() / 2**20, 1)
                              if torch.cuda.is_available() else None),
-            "train_loss": [h["train_loss"] for h in history], "machine": machine(), "load_average": load_average(), "finished": timestamp(),
+            "train_loss": [h["train_loss"] for h in history], "machine": machine(), "versions": package_versions(), "load_average": load_average(), "finished": timestamp(),
             "config": config_record(cfg),
             "command": f"python experiments/adapters.py --run --only {cell.name}"}
 

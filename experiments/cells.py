@@ -72,6 +72,12 @@ def machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {'CUDA' if torch.cuda.is_available() else 'CPU'}"
 
 
+def package_versions() -> dict[str, str | None]:
+    """The versions of the packages that can move a record's rounding (mtdnn.runtime.ROUNDING_PACKAGES)."""
+    from mtdnn.runtime import package_versions as versions
+    return versions()
+
+
 def say(message: str) -> None:
     """Print ``[HH:MM:SS] message`` at once (runners' progress lines)."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)

@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from cells import (load_average, ClaimedGrid, PlanRow, PlanTable, Runner, Streams, claim, config_record,  # noqa: E402
-                   fill_markers, glue_score, lock_file, machine, read_history, read_metrics, read_record, result_file, say,
+                   fill_markers, glue_score, lock_file, machine, package_versions, read_history, read_metrics, read_record, result_file, say,
                    threads_override, timestamp, train_or_take, update_summary)
 from cells import main as runner_main, work as work_grid  # noqa: E402
 from run import BASE, GLUE_EPOCHS, GLUE_SUBSETS, GLUE_TASKS, SMALL_TASKS, mt_model_homes  # noqa: E402
@@ -239,7 +239,7 @@ def run_cell(cell: Cell, threads: int | None) -> None:
 
     say(f"{cell.name} ...")
     record = (_affinity_record if cell.kind == "affinity" else _train_record)(cell, threads)
-    record.update(cell=cell.name, meta=cell.meta, machine=machine(), load_average=load_average(), finished=timestamp(),
+    record.update(cell=cell.name, meta=cell.meta, machine=machine(), versions=package_versions(), load_average=load_average(), finished=timestamp(),
                   command=f"python experiments/interference.py --run --only {cell.name}")
     write_json(result_path(cell.name), record)
     say(f"{cell.name}: done ({record['wall_seconds']:.0f} s)")

@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from cells import (load_average, Reusable, Streams, add_filters, add_selection, chosen, config_record, train_cell, log_warnings,  # noqa: E402
-                   machine, offline, read_history, read_metrics, result_file, say, silence_transformers, timestamp)
+                   machine, package_versions, offline, read_history, read_metrics, result_file, say, silence_transformers, timestamp)
 
 RESULTS = HERE / "results" / "runs"
 RUNS = ROOT / "runs" / "experiments"
@@ -155,7 +155,7 @@ def _train(cell: Cell, run_dir: Path) -> dict[str, Any]:
     say(f"{cell.name}: {json.dumps(metrics)} ({wall:.0f} s)")
     return {"cell": cell.name, "meta": cell.meta, "metrics": metrics,
             "train_loss": [h["train_loss"] for h in read_history(run_dir)], "wall_seconds": round(wall, 1),
-            "machine": machine(), "load_average": load_average(), "finished": timestamp(), "config": config_record(cfg),
+            "machine": machine(), "versions": package_versions(), "load_average": load_average(), "finished": timestamp(), "config": config_record(cfg),
             "command": f"python experiments/run.py --cell {cell.name}", **extra}
 
 

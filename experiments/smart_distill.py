@@ -56,7 +56,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import run as grid  # noqa: E402  (experiments/run.py: BASE, GLUE_TASKS, GLUE_SUBSETS, GLUE_EPOCHS)
 from cells import (load_average, PlanRow, Reusable, PlanTable, Streams, add_filters, add_selection, chosen, config_record,  # noqa: E402
-                   equal_finished_run, fill_markers, glue_score, machine, mean_sd, offline, read_history, read_metrics, read_record, result_file, say,
+                   equal_finished_run, fill_markers, glue_score, machine, package_versions, mean_sd, offline, read_history, read_metrics, read_record, result_file, say,
                    seconds_left, threads_override, timestamp, train_or_take, update_summary)
 
 RESULTS = HERE / "results" / "smart_distill"
@@ -305,7 +305,7 @@ def _record(cell: Cell, threads: int | None) -> dict[str, Any]:
     else:
         record = _train(cell, threads)
     record.setdefault("wall_seconds", round(time.perf_counter() - t0, 1))
-    return {"cell": cell.name, "meta": cell.meta, **record, "machine": machine(), "load_average": load_average(), "finished": timestamp(),
+    return {"cell": cell.name, "meta": cell.meta, **record, "machine": machine(), "versions": package_versions(), "load_average": load_average(), "finished": timestamp(),
             "command": f"python experiments/smart_distill.py --cell {cell.name}"}
 
 

@@ -244,7 +244,10 @@ def test_environment_of_every_attempt_is_recorded(tmp_path, tiny_encoder, cache_
     (first,) = RunDir(run).read_environment()
     assert first["processor"] == cpu_model() and first["torch"] == torch.__version__
     assert (first["device"], first["gpu"], first["world_size"], first["threads"]) == ("cpu", None, 1, 1)
-    assert first["mtdnn"] and first["python"] and first["transformers"]
+    assert first["mtdnn"] and first["python"]
+    from importlib import metadata
+    for package in ("transformers", "tokenizers", "numpy", "scipy", "scikit-learn", "peft"):
+        assert first[package] == metadata.version(package), package
 
     # resumed "on another processor": warned, recorded as a second attempt
     (run / "environment.json").write_text(json.dumps([{**first, "processor": "Another CPU (AVX2)"}]))

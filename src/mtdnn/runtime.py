@@ -63,10 +63,13 @@ def cpu_model() -> str:
     return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
 
 
-def environment(device: torch.device, world_size: int = 1) -> dict[str, object]:
-    """What a run computed on: package versions, the device, the processor (``cpu_model``: float
-    rounding differs between processors, even at one SIMD level), the GPU, processes and threads."""
-    import time
+# the packages whose version can move a run's floating-point rounding (kernels, tokenisation,
+# initialisation, metrics): named in environment.json, experiment records and the golden recording
+ROUNDING_PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "scipy", "scikit-learn", "peft")
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed version of each of ``ROUNDING_PACKAGES`` (None when it is not installed)."""
     from importlib import metadata
 
     def version(package: str) -> str | None:
@@ -75,10 +78,18 @@ def environment(device: torch.device, world_size: int = 1) -> dict[str, object]:
         except metadata.PackageNotFoundError:
             return None
 
+    return {p: torch.__version__ if p == "torch" else version(p) for p in ROUNDING_PACKAGES}
+
+
+def environment(device: torch.device, world_size: int = 1) -> dict[str, object]:
+    """What a run computed on: package versions (``package_versions``), the device, the processor
+    (``cpu_model``: float rounding differs between processors, even at one SIMD level), the GPU,
+    processes and threads."""
+    import time
+
     from . import __version__
     return {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "mtdnn": __version__,
-            "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": version("transformers"), "peft": version("peft"), "device": device.type,
+            "python": platform.python_version(), **package_versions(), "device": device.type,
             "processor": cpu_model(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "world_size": world_size, "threads": torch.get_num_threads()}

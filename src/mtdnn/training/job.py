@@ -27,7 +27,7 @@ from ..model.adapters import LoraHeads, finish_adapter_run, remove_epoch_checkpo
 from ..model.multitask import HeadFactory, PlainHeads
 from ..reports import write_class_reports
 from ..run_dir import RunDir, write_json
-from ..runtime import environment, seed_everything, set_threads
+from ..runtime import ROUNDING_PACKAGES, environment, seed_everything, set_threads
 from .checkpoint import (check_resume_config, check_resume_tasks, has_train_state, load_train_state,
                          read_history, remove_train_state, reset_run_state)
 from .distributed import Distributed
@@ -167,7 +167,7 @@ def _prepare_run_dir(cfg: TrainConfig, s: Setup, dist: Distributed, run: RunDir)
 
 
 # what, changed between the attempts at one run, changes its floating-point rounding
-ROUNDING = ("processor", "torch", "device", "gpu", "world_size", "threads")
+ROUNDING = ("processor", *ROUNDING_PACKAGES, "device", "gpu", "world_size", "threads")
 
 
 def _record_environment(run: RunDir, device: Any, world_size: int, resuming: bool) -> None:
