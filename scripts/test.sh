@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Set everything up, then run the test suite (what CI runs).
+# Set everything up (scripts/setup.sh: the locked versions), then run the test suite (what CI runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
-exec .venv/bin/python -m pytest tests -q "$@"
+exec "${MTDNN_VENV:-.venv}/bin/python" -m pytest tests -q "$@"

@@ -1,14 +1,16 @@
 """Record the golden 2-task run (tests/test_golden.py compares every later code version to it).
 
     .venv/bin/python tests/golden/record.py                  # writes tests/golden/two_task.json
-    .venv/bin/python tests/golden/record.py --add-platform   # adds this processor's values to it
+    .venv/bin/python tests/golden/record.py --add-platform   # adds this platform's values to it
 
-Run once, with the code before a change that must not change what is computed; commit the JSON.
-Float rounding differs between processors even at one SIMD level (the 2-core AMD EPYC and Intel
-Xeon VMs are both AVX512 to torch and differ in the 5th digit), so the bitwise values hold for
-the processor they were computed on: ``--add-platform`` adds this processor's values, computed
-by code that matches the recording bitwise on the recording's processor (the code of the last
-green CI), and changes nothing else.
+Run it with the code before a change that must not change what is computed, in the environment of
+requirements/lock.txt (scripts/setup.sh), and commit the JSON; run it again after refreshing the
+lock (scripts/lock.sh). A recording names its platform: the processor, torch's SIMD level and the
+version of every package that can move floating-point rounding (mtdnn.runtime.ROUNDING_PACKAGES).
+The values are bitwise only for that platform: processors round differently even at one SIMD level,
+and so can a new release of transformers or numpy. ``--add-platform`` adds this platform's values,
+computed by code that matches the recording bitwise on the recording's platform, and changes
+nothing else.
 The run: a tiny random BERT (mtdnn.testing.tiny_encoder, seed 0), RTE (SAN head) and STS-B
 (regression) on 48 training rows each, 2 epochs, every option that could change its value set
 explicitly (so later changes of the defaults do not touch it).
@@ -68,18 +70,25 @@ def run_golden(workdir: Path, encoder: str, data_dir: str) -> dict:
     }
 
 
-def this_platform() -> dict[str, str]:
-    """What bitwise equality depends on: the torch build, its SIMD level and the processor."""
+def this_platform() -> dict[str, str | None]:
+    """What bitwise equality depends on: the processor, torch's SIMD level and the versions of the
+    packages that can move rounding (torch, transformers, tokenizers, numpy, scipy, ...)."""
     import torch
 
-    from mtdnn.runtime import cpu_model
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": cpu_model()}
+    from mtdnn.runtime import cpu_model, package_versions
+    return {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), **package_versions()}
 
 
-def same_platform(recorded: dict[str, str]) -> bool:
-    """Whether a recording was computed on this platform (one without ``cpu``: on none we know)."""
+def platform_difference(recorded: dict[str, str | None]) -> list[str]:
+    """What differs between a recording's platform and this one (every key of this platform must
+    match; a recording that lacks one, made before it was recorded, matches nothing)."""
     here = this_platform()
-    return recorded.get("cpu") is not None and recorded == {k: here[k] for k in recorded}
+    return [f"{k} {recorded.get(k, 'unrecorded')} there, {v} here" for k, v in here.items() if recorded.get(k, "?") != v]
+
+
+def same_platform(recorded: dict[str, str | None]) -> bool:
+    """Whether a recording was computed on this platform, so that it must match bitwise."""
+    return not platform_difference(recorded)
 
 
 def main(argv: list[str] | None = None) -> int:
