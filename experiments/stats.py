@@ -1,0 +1,85 @@
+"""The statistics every results table uses: the mean and standard deviation over seeds, and a
+paired bootstrap interval for the difference of two rows over the evaluation examples.
+
+A row is one or more runs (seeds) of one configuration, each with its predictions for the same
+evaluation examples. ``paired_bootstrap`` resamples the examples with replacement, the same indices
+for both rows, computes each run's score on the resample (the task's GLUE score: its metric, or the
+mean of its pair, ``mtdnn.metrics.compute_metrics``), averages over each row's seeds and takes the
+difference; the 2.5th and 97.5th percentiles of those differences are the 95% interval. So the
+interval covers the uncertainty that comes from the size of the evaluation set, for the seeds that
+were run; the seeds' own spread is reported beside it (``mean_sd``). A difference is called a gain
+or a loss only where its interval excludes zero (``verdict``); otherwise it is "within noise".
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from mtdnn.metrics import compute_metrics
+
+
+def mean_sd(values: Sequence[float]) -> dict[str, float] | None:
+    """Mean, sample standard deviation (0 for one value) and count, rounded as tables show them;
+    None for no values."""
+    if not values:
+        return None
+    return {"mean": round(statistics.mean(values), 2),
+            "sd": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0, "n": len(values)}
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A difference of two rows (A - B, score points) with its paired-bootstrap interval."""
+
+    difference: float
+    low: float
+    high: float
+    level: float
+    resamples: int
+
+    @property
+    def verdict(self) -> str:
+        """"gain" or "loss" where the interval excludes zero, else "within noise"."""
+        if self.low > 0:
+            return "gain"
+        if self.high < 0:
+            return "loss"
+        return "within noise"
+
+    def as_record(self) -> dict[str, float | int | str]:
+        return {"difference": round(self.difference, 2), "low": round(self.low, 2), "high": round(self.high, 2),
+                "level": self.level, "resamples": self.resamples, "verdict": self.verdict}
+
+
+def row_score(metrics: Sequence[str], labels: np.ndarray, runs: Sequence[np.ndarray], index: np.ndarray | None = None) -> float:
+    """The mean over a row's runs of each run's score on the examples ``index`` (all if None)."""
+    pick = slice(None) if index is None else index
+    return float(np.mean([compute_metrics(list(metrics), np.asarray(p)[pick], labels[pick])["score"] for p in runs]))
+
+
+def paired_bootstrap(metrics: Sequence[str], labels: Sequence[float], row_a: Sequence[Sequence[float]],
+                     row_b: Sequence[Sequence[float]], *, resamples: int = 1000, level: float = 0.95,
+                     seed: int = 0) -> Interval:
+    """The difference of row A's and row B's seed-mean scores with its paired-bootstrap interval.
+    ``row_a``/``row_b``: each run's predictions (class indices or scores) for the examples of
+    ``labels``, in the same order; ``metrics``: the task's metric names (``TaskDef.metric_names``)."""
+    y = np.asarray(labels)
+    a = [np.asarray(p) for p in row_a]
+    b = [np.asarray(p) for p in row_b]
+    if not a or not b:
+        raise ValueError("each row needs the predictions of at least one run")
+    for p in (*a, *b):
+        if p.shape != y.shape:
+            raise ValueError(f"a run has {p.shape[0]} predictions for {y.shape[0]} examples")
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(resamples)
+    for i in range(resamples):
+        index = rng.integers(0, len(y), len(y))
+        diffs[i] = row_score(metrics, y, a, index) - row_score(metrics, y, b, index)
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(diffs, [tail, 100 - tail])
+    return Interval(row_score(metrics, y, a) - row_score(metrics, y, b), float(low), float(high), level, resamples)
