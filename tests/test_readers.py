@@ -272,7 +272,7 @@ def test_data_dir_default_is_the_environment_or_data_in_the_current_folder(monke
     monkeypatch.setenv("MTDNN_DATA_DIR", str(tmp_path))
     assert data_dir_default() == tmp_path
     monkeypatch.delenv("MTDNN_DATA_DIR")
-    (tmp_path / "shared" / "data" / "glue").mkdir(parents=True)
+    (tmp_path / "outside" / "data" / "glue").mkdir(parents=True)
     (tmp_path / "repo").mkdir()
     monkeypatch.chdir(tmp_path / "repo")
     assert data_dir_default() == Path("data")
