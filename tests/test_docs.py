@@ -131,12 +131,12 @@ def test_relative_links_resolve_inside_the_repository(doc):
 
 # ----------------------------------------------------------------------------- how the project speaks
 # Words about how the project was made (work sessions, issue numbers, plans, redesigns, who did
-# it): a reader has none of these. Written with \s+ so that this file does not match itself.
+# it): a reader has none of these. Written so that this file does not match itself.
 PROCESS_WORDS = re.compile(
     r"\bsessions?\s+#?\d+|\bthis\s+session\b|\bsession's|"
     r"\b(?:both|earlier|previous|next|later|last|other)\s+sessions?\b|"
     r"\bissues?\s+#?\d+|\bthe\s+issue\b|\bissue's|\bthe\s+reproduction\s+issue\b|"
-    r"\bredesign(?:ed)?\b|\bloop's\s+redesign\b|\bhelpers?\b|\bother\s+engineers\b|"
+    r"\bre-?design(?:ed)?\b|\bhelp(?:er)s?\b|\bother\s+engineers\b|"
     r"\bthe\s+device\s+tool\b|\bthis\s+task's\s+budget\b|\bwas\s+lent\s+to\s+this\s+task\b",
     re.IGNORECASE)
 # what may contain "session" legitimately: pytest's session-scoped fixtures, ONNX Runtime's sessions
