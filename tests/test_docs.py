@@ -45,16 +45,13 @@ def _cells(line: str) -> list[str]:
 
 def _option_rows(path: Path) -> list[dict[str, str]]:
     """The rows of every table of ``path`` whose first column is a flag, as {column header: cell}."""
-    rows, header = [], None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.startswith("|"):
-            header = None
-            continue
-        cells = _cells(line)
-        if header is None:
-            header = [c.replace("`", "").strip().lower() for c in cells]
-        elif cells and cells[0].startswith("`--"):
-            rows.append(dict(zip(header, cells)))
+    rows, header = [], []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for line, after in zip(lines, [*lines[1:], ""]):
+        if line.startswith("|") and re.fullmatch(r"\|[-:| ]+\|", after.strip()):
+            header = [c.replace("`", "").strip().lower() for c in _cells(line)]
+        elif line.startswith("| `--"):
+            rows.append(dict(zip(header, _cells(line))))
     return rows
 
 
