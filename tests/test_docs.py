@@ -130,7 +130,7 @@ def test_relative_links_resolve_inside_the_repository(doc):
 # Words about how the project was made (work sessions, issue numbers, plans, redesigns, who did
 # it): a reader has none of these. Written so that this file does not match itself.
 PROCESS_WORDS = re.compile(
-    r"\bsessions?\s+#?\d+|\bthis\s+session\b|\bsession's|"
+    r"\bsessions?\s+#?\d+|\bthis\s+session\b|\bsession[']s|"
     r"\b(?:both|earlier|previous|next|later|last|other)\s+sessions?\b|"
     r"\bissues?\s+#?\d+|\bthe\s+issue\b|\bissue's|\bthe\s+reproduction\s+issue\b|"
     r"\bre-?design(?:ed)?\b|\bhelp(?:er)s?\b|\bother\s+engineers\b|"
