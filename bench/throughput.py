@@ -89,7 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS + EXTRA_SYSTEMS)
                    + " (mtdnn_no_prune: mtdnn with --no-cls-only-last-layer)")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--data-dir", default=None, help="default: $MTDNN_DATA_DIR or ../shared/data")
+    p.add_argument("--data-dir", default=None, help="default: $MTDNN_DATA_DIR, else ./data")
     p.add_argument("--json-out", default=None, help="also write the JSON result to this file")
     a = p.parse_args(argv)
     quick = a.quick

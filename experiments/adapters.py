@@ -1,4 +1,4 @@
-"""Run the experiments of issue 14 (docs/adapters.md): per-task LoRA adapters against full
+"""Run the adapter experiments (docs/adapters.md): per-task LoRA adapters against full
 fine-tuning, on the plain encoder and on the multi-task encoder of docs/results.md, measuring the dev
 score, the trainable parameters, the stored megabytes per task, the training time and the peak memory.
 

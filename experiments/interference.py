@@ -1,4 +1,4 @@
-"""Run the experiments of issue 12 (docs/interference.md): sampling, loss weighting and PCGrad against
+"""Run the interference experiments (docs/interference.md): sampling, loss weighting and PCGrad against
 Algorithm 1, the single-task control with as many passes as the fine-tuned MT-DNN row, and the
 validation of ``mtdnn affinity``, on the GLUE setting of experiments/run.py (its BASE config,
 GLUE_TASKS, subsets and 2 epochs).
@@ -19,7 +19,7 @@ training (its record says ``reused_from``), and its own weights are kept for the
     taskset -c 1 python experiments/interference.py --run --stream 2 --threads 1
     python experiments/interference.py --summarize         # tables, summary.json "interference", heatmap
 
-The order follows the issue's fallback for a tight budget: one seed of every method first (phase
+The order suits a tight budget: one seed of every method first (phase
 1), the affinity matrix and the target+auxiliary pairs (2), the single-task control (3), then seeds
 2 and 3 of proportional and of the two best methods of phase 1 (4, listed once phase 1 is done),
 and each target trained with its recommended auxiliaries (5, listed once the affinity is measured).

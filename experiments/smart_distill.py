@@ -1,5 +1,5 @@
 """Run the SMART and distillation experiments of docs/smart-and-distillation.md, one cell at a time,
-resumably (issue 13).
+resumably.
 
 Every cell is one `mtdnn.train` run (or an evaluation of earlier cells); its result (metrics,
 robustness, wall time, machine, config) is written to experiments/results/smart_distill/<cell>.json
@@ -148,7 +148,7 @@ def retrained_path(name: str) -> Path:
     return result_file(RESULTS / "retrained", name)
 
 
-# ----------------------------------------------------------------------------- evaluation helpers
+# ----------------------------------------------------------------------------- evaluation functions
 def task_outputs(run_dir: Path, tasks: list[str] | None = None,
                  noise: tuple[float, float] | None = None) -> dict[str, tuple[Any, Any, Any]]:
     """task -> (the run's predictions on the task's first dev split, that split, the task), the texts perturbed

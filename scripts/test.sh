@@ -2,6 +2,9 @@
 # Set everything up (scripts/setup.sh: the locked versions), then run the test suite (what CI runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# the data folder: $MTDNN_DATA_DIR, else ../shared/data beside the clone where it exists
+# (mtdnn itself reads only --data-dir, $MTDNN_DATA_DIR and ./data)
+if [ -z "${MTDNN_DATA_DIR:-}" ] && [ -d ../shared/data ]; then export MTDNN_DATA_DIR="$(cd ../shared/data && pwd)"; fi
 scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 exec "${MTDNN_VENV:-.venv}/bin/python" -m pytest tests -q "$@"

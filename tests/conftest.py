@@ -25,7 +25,7 @@ torch.set_num_threads(1)
 def data_dir() -> Path:
     d = data_dir_default()
     if not (d / "glue").is_dir():
-        pytest.fail(f"real data not found at {d}: set MTDNN_DATA_DIR to the shared data directory")
+        pytest.fail(f"real data not found at {d}: set MTDNN_DATA_DIR to the data directory (scripts/test.sh: ../shared/data)")
     return d
 
 

@@ -1,4 +1,4 @@
-"""Tiny encoders of each family a GLUE user picks, for the encoder-family matrix (issue 15).
+"""Tiny encoders of each family a GLUE user picks, for the encoder-family matrix (docs/encoders.md).
 
 Each family is a 2-layer, hidden-32 model with random weights built from its own config class,
 saved together with a tokenizer of its own kind, trained here with the ``tokenizers`` library on a

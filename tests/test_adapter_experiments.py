@@ -1,5 +1,5 @@
-"""The grid of experiments/adapters.py (issue 14) and its records, without running the grid: the
-cells the issue asks for exist with the right configs (the full fine-tuning rows are run.py's cells,
+"""The grid of experiments/adapters.py and its records, without running the grid: the
+cells of its table exist with the right configs (the full fine-tuning rows are run.py's cells,
 the LoRA rows differ only by the adapter settings), a cell's record holds hand-checkable parameter
 counts and sizes (two tiny cells trained by the worker here), and the summary is built from records."""
 

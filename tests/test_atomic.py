@@ -1,4 +1,4 @@
-"""Atomic file replacement: the one helper (temp file beside the target, fsync, rename, fsync of the
+"""Atomic file replacement: the one function (temp file beside the target, fsync, rename, fsync of the
 directory) and every writer of mtdnn that replaces a file going through it."""
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def replaced(monkeypatch) -> list[str]:
     return names
 
 
-def test_weights_and_checkpoint_tensors_use_the_helper(tmp_path, replaced, fsyncs):
+def test_weights_and_checkpoint_tensors_replace_atomically(tmp_path, replaced, fsyncs):
     state = {"w": torch.arange(4, dtype=torch.float32)}
     save_weights(tmp_path / "checkpoints" / "epoch-1.safetensors", state, {"epoch": "1"})
     checkpoint._save_tensors(tmp_path / "checkpoints" / "resume" / "model-x.safetensors", state)
@@ -113,7 +113,7 @@ def test_weights_and_checkpoint_tensors_use_the_helper(tmp_path, replaced, fsync
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_submission_json_and_cache_use_the_helper(tmp_path, tiny_encoder, replaced):
+def test_submission_json_and_cache_replace_atomically(tmp_path, tiny_encoder, replaced):
     write_submission(tmp_path / "RTE.tsv", ["0", "1"], ["entailment", "not_entailment"])
     assert (tmp_path / "RTE.tsv").read_text() == "index\tprediction\n0\tentailment\n1\tnot_entailment\n"
     write_json(tmp_path / "metrics.json", {"rte": 1.5})
@@ -127,7 +127,7 @@ def test_submission_json_and_cache_use_the_helper(tmp_path, tiny_encoder, replac
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_run_setup_files_use_the_helper(tmp_path, tiny_encoder, replaced):
+def test_run_setup_files_replace_atomically(tmp_path, tiny_encoder, replaced):
     from transformers import AutoConfig
 
     tokenizer = load_tokenizer(tiny_encoder)

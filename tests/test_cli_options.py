@@ -212,7 +212,7 @@ def test_resume_may_change_is_marked_on_the_fields():
         "resume", "output_dir", "data_dir", "cache_dir", "allow_hub", "device", "threads", "num_workers",
         "progress", "log_every", "checkpoint_every", "on_nan", "task_files", "dist_timeout",
         "activation_checkpointing", "cls_only_last_layer",
-        "log_grad_cosine"})  # a diagnostic: computed without dropout, it changes nothing (issue 12)
+        "log_grad_cosine"})  # a diagnostic: computed without dropout, it changes nothing
 
 
 # ------------------------------------------------------------------------------ defaults, paper config

@@ -1,4 +1,4 @@
-"""The shape the loop redesign promised: ``train()`` reads on one screen, and no function in
+"""The shape of the training loop: ``train()`` reads on one screen, and no function in
 src/ grows past 80 lines (new features plug into the loop's named pieces instead)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Distributed training (issue 5): 2 processes with gloo on CPU through torchrun, on a dropout-free
+"""Distributed training: 2 processes with gloo on CPU through torchrun, on a dropout-free
 tiny encoder and slices of RTE (SAN head) + STS-B, compared with a single-process run of the same
 global batch and seed; a rank that dies or hangs ends the job; the sharding and loss-scaling rules.
 

@@ -1,4 +1,4 @@
-"""The encoder-family matrix (issue 15): BERT, RoBERTa, DistilBERT, ELECTRA, ALBERT, XLM-RoBERTa,
+"""The encoder-family matrix (docs/encoders.md): BERT, RoBERTa, DistilBERT, ELECTRA, ALBERT, XLM-RoBERTa,
 DeBERTa-v3 (DebertaV2 classes) and ModernBERT, each a tiny random model with a tokenizer of its own
 kind (tests/encoder_families.py), through what a GLUE user runs: ``mtdnn train`` on a pair task
 with a SAN head (RTE), a regression task (STS-B) and a ranking task (on STS-B text), ``--init-from``,
@@ -233,7 +233,7 @@ def test_predict_a_file(trained, data_dir, tmp_path):
 
 
 def _export(run: Path, out: Path, fmt: str, capsys, *extra: str) -> dict[str, float]:
-    """``mtdnn export`` (issue 11) of ``run``; returns the self-check's largest difference per task
+    """``mtdnn export`` (docs/deploy.md) of ``run``; returns the self-check's largest difference per task
     between the exported model's outputs and mtdnn's on dev rows."""
     capsys.readouterr()
     assert main(["export", str(run), "--format", fmt, "--output", str(out), *extra]) == 0, capsys.readouterr().err[-2000:]

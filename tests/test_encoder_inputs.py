@@ -1,7 +1,7 @@
-"""What goes into an encoder (issue 15, model/encoders.py): the attention implementation, token type
+"""What goes into an encoder (model/encoders.py): the attention implementation, token type
 ids only where the model has room for them, a tokenizer/model mismatch as a one-line error found at
-setup time, and the position limit of each kind of position embedding. The two failures the issue
-reports: a DeBERTa-v3 encoder could not be loaded (SDPA asked for), and a RoBERTa model given a
+setup time, and the position limit of each kind of position embedding. Two failures this
+guards against: a DeBERTa-v3 encoder could not be loaded (SDPA asked for), and a RoBERTa model given a
 tokenizer that emits token type ids died with an IndexError."""
 
 from __future__ import annotations

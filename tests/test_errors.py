@@ -1,5 +1,5 @@
 """Bad input gets one clear line from the CLI: ``mtdnn: error: <file>:<line>, field '<f>': ...``,
-exit code 2, no traceback and no half-written output. One test per case of issue 6, end to end
+exit code 2, no traceback and no half-written output. One test per kind of bad input, end to end
 through ``mtdnn.cli.main`` on tiny tasks and the tiny encoder."""
 
 from __future__ import annotations

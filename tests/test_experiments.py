@@ -1,5 +1,5 @@
 """The experiment grid of experiments/run.py and the summary of experiments/summarize.py: the cells
-the reproduction issue asks for exist with the right sizes and protocol, and the summary is built
+of docs/results.md's tables exist with the right sizes and protocol, and the summary is built
 from the per-run records (hand-made records here; no training)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 12, the units: task sampling (the mixture drawn against the formula, proportional unchanged),
+"""Multi-task methods, the units: task sampling (the mixture drawn against the formula, proportional unchanged),
 loss weighting (static weights, the uncertainty weights' gradient by hand), PCGrad on hand-computed
 2-D gradients (conflicting and not), the gradient cosine, the lookahead affinity on a toy problem
 (a task and its copy, a random-label task), and the options' validation."""

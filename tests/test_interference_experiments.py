@@ -1,4 +1,4 @@
-"""experiments/interference.py (issue 12's grid), without training: the cells the issue asks for on
+"""experiments/interference.py (docs/interference.md), without training: the cells of its grid on
 run.py's GLUE setting, the phases that depend on earlier results, the lock files that let two
 streams share the grid, and the summary built from hand-made records."""
 

@@ -1,4 +1,4 @@
-"""Issue 12, end to end: tiny runs with each sampling and multi-task method (history records, the
+"""Multi-task methods, end to end: tiny runs with each sampling and multi-task method (history records, the
 mixture drawn, learned uncertainty weights, gradient cosines), logging that changes nothing, kill and
 resume (bitwise), ``mtdnn affinity`` from the command line, and PCGrad and uncertainty weighting
 under DDP (2 processes, gloo) against a single process on real data slices."""

@@ -1,5 +1,5 @@
 """Readers on the real data: every file of the built-in tasks that exists, with row and label counts
-from shared/data/SOURCES.md; missing files; user task files in csv, jsonl and parquet."""
+from the data directory's SOURCES.md; missing files; user task files in csv, jsonl and parquet."""
 
 from __future__ import annotations
 
@@ -262,3 +262,17 @@ def test_bad_task_yaml_names_file_and_field(tmp_path):
                  "columns: {text_a: 0, text_b: 1, label: 2}}}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="field 'bogus': unknown field"):
         TaskRegistry([f])
+
+
+def test_data_dir_default_is_the_environment_or_data_in_the_current_folder(monkeypatch, tmp_path):
+    """No path outside the repository: ``$MTDNN_DATA_DIR``, else ``./data`` (the scripts add the
+    ``../shared/data`` fallback)."""
+    from mtdnn.data.readers import data_dir_default
+
+    monkeypatch.setenv("MTDNN_DATA_DIR", str(tmp_path))
+    assert data_dir_default() == tmp_path
+    monkeypatch.delenv("MTDNN_DATA_DIR")
+    (tmp_path / "outside" / "data" / "glue").mkdir(parents=True)
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    assert data_dir_default() == Path("data")

@@ -1,5 +1,5 @@
 """``mtdnn serve``: answers equal mtdnn's own predictions for every task (one request, several
-tasks), the micro-batcher's gathering, every bad request the issue lists, the ONNX backend, and one
+tasks), the micro-batcher's gathering, every kind of bad request, the ONNX backend, and one
 real uvicorn process on 127.0.0.1 (ephemeral port) stopped by SIGTERM with a request in flight."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The experiment grid of experiments/smart_distill.py (issue 13): the cells the issue asks for, SMART
+"""The experiment grid of experiments/smart_distill.py: its cells, SMART
 cells equal to their plain twins but for --adv, plain cells equal to experiments/run.py's, the plan
 with estimates; and, on a tiny RTE run, a cell's record is written once and then reused, the
 robustness scores and the ensemble of one run twice (= that run)."""

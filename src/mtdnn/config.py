@@ -58,7 +58,7 @@ class TrainConfig(BaseModel):
         "built-in one replaces it.")
     data_dir: str | None = Field(
         None, json_schema_extra=_may_change(),
-        description="Root folder of the data files; unset: $MTDNN_DATA_DIR, else ../shared/data.")
+        description="Root folder of the data files; unset: $MTDNN_DATA_DIR, else ./data.")
     encoder: str = Field(
         "default", description="Hugging Face encoder name or local folder; 'default' is the embedded "
         "all-MiniLM-L6-v2 (the paper used BERT).")

@@ -93,14 +93,12 @@ class _BadRows:
 
 
 def data_dir_default() -> Path:
-    """``$MTDNN_DATA_DIR``, else ``../shared/data`` where it exists, else ``./data``."""
+    """The data folder when ``--data-dir`` is not given: ``$MTDNN_DATA_DIR``, else ``./data``.
+
+    Nothing outside these two is looked at; ``scripts/*.sh`` set ``MTDNN_DATA_DIR`` to
+    ``../shared/data`` when it is unset and that folder exists (README, "Data")."""
     env = os.environ.get("MTDNN_DATA_DIR")
-    if env:
-        return Path(env)
-    for cand in (Path("../shared/data"), Path(__file__).resolve().parents[4] / "shared" / "data"):
-        if cand.is_dir():
-            return cand
-    return Path("data")
+    return Path(env) if env else Path("data")
 
 
 # ---------------------------------------------------------------------------- file decoding

@@ -2,7 +2,7 @@
 metrics of exactly those weights, the weights under the exported model's names, and a few real dev
 rows to check an export against mtdnn's own model.
 
-One encoder or several (issue 11, point 5): with best-epoch selection the tasks of a run may keep
+One encoder or several: with best-epoch selection the tasks of a run may keep
 different epochs. By default every task is exported from one epoch (the last, or ``epoch``), so
 that one encoder serves all tasks; ``per_task_epochs`` keeps each task's own epoch, one encoder per
 distinct epoch. Either way the metrics recorded are those of the exported epoch, from the run's
