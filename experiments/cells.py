@@ -121,7 +121,7 @@ def same_training(cfg: Any, run_dir: Path) -> str | None:
     if diff is not None:
         name, mine, theirs = diff
         return f"{name}: {theirs!r} there, {mine!r} here"
-    task = tasks_difference(TaskRegistry(cfg.task_files).resolve(cfg.tasks), run)
+    task = tasks_difference(TaskRegistry(cfg.task_files).resolve(cfg.tasks, cfg.pair_head), run)
     return None if task is None else f"task {task} is defined differently"
 
 

@@ -48,6 +48,7 @@ BASE: dict[str, Any] = {
     "encoder": "default", "max_seq_len": 128, "batch_size": 32, "eval_batch_size": 128, "lr": 1e-4,
     "optimizer": "adamw", "warmup_ratio": 0.1, "selection": "last", "predict_test": False,
     "progress": False, "task_files": [TASK_FILE], "allow_hub": False,
+    "pair_head": "san",  # the recorded cells' built-in pair tasks (RTE, MRPC, WNLI, SciTail) have SAN heads
 }
 GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte", "wnli", "mnli_aux"]
 SMALL_TASKS = ["rte", "mrpc", "stsb", "wnli"]

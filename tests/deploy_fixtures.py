@@ -1,7 +1,7 @@
 """The trained run the export and serve tests share (tests/test_export.py, tests/test_serve.py): the
-tiny encoder trained for 2 epochs on real slices of RTE (SAN head), MRPC (SAN), STS-B (regression),
-SST-2 (single sentence, linear) and a ranking task on QNLI's dev file (there is no QNLI train file
-here), every task keeping the last epoch. Built once per test session under pytest's base temp
+tiny encoder trained for 2 epochs on real slices of RTE (SAN head: --pair-head san), MRPC (SAN),
+STS-B (regression), SST-2 (single sentence, linear) and a ranking task on QNLI's dev file (there is
+no QNLI train file here), every task keeping the last epoch. Built once per test session under pytest's base temp
 folder; the exports of it likewise."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: str, dat
         tasks=",".join(TASKS), task_files=str(task_file), encoder=tiny_encoder, data_dir=str(Path(data_dir).resolve()),
         cache_dir=str(root / "cache"), output_dir=str(out), progress=False, max_train_examples=32,
         max_eval_examples=48, max_seq_len=48, epochs=2, lr=1e-3, batch_size=16, threads=1, seed=3,
-        selection="last", predict_test=False))
+        selection="last", predict_test=False, pair_head="san"))
     mtdnn.train(cfg)
     return out
 

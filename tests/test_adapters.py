@@ -60,7 +60,8 @@ def adapter_run(work, tiny_encoder, data_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def added_run(work, adapter_run, data_dir) -> Path:
-    """mrpc (SAN head) added to the adapter run: its encoder frozen, cola and stsb carried over."""
+    """mrpc (pair classification, linear head) added to the adapter run: its encoder frozen, cola and
+    stsb carried over."""
     out = work / "lora+mrpc"
     assert main(_argv(data_dir, "default", work / "cache", out, *ADAPTER, "--init-from", str(adapter_run),
                       tasks="mrpc", epochs=1)) == 0

@@ -220,6 +220,7 @@ def test_defaults_suit_the_default_encoder():
     cfg = make_config(overrides={"tasks": "rte"})
     assert (cfg.optimizer, cfg.lr, cfg.warmup_ratio, cfg.batch_size, cfg.max_seq_len) == ("adamw", 1e-4, 0.1, 32, 128)
     assert (cfg.epochs, cfg.max_grad_norm, cfg.encoder) == (5, 1.0, "default")
+    assert cfg.pair_head == "linear"  # exports to a standard folder; SAN did not pay here (docs/results.md)
 
 
 def test_paper_config_has_the_papers_settings():
@@ -228,6 +229,7 @@ def test_paper_config_has_the_papers_settings():
     cfg = config_from_args(build_parser().parse_args(["train", "--config", str(path), "--tasks", "rte"]))
     assert cfg.tasks == ["rte"] and cfg.optimizer == "adamax" and cfg.lr == 5e-5
     assert (cfg.batch_size, cfg.epochs, cfg.warmup_ratio, cfg.max_grad_norm, cfg.max_seq_len) == (32, 5, 0.1, 1.0, 512)
+    assert cfg.pair_head == "san"  # the paper's answer module on pair classification
 
 
 def test_paper_config_without_tasks_names_the_field(capsys):

@@ -56,7 +56,7 @@ def test_pruned_last_layer_reproduces_cls_output_gradients_and_random_stream(tin
 
 
 def test_only_heads_that_read_cls_get_the_pruned_layer(tiny_encoder, data_dir, tmp_path):
-    tasks = TaskRegistry().resolve(["mrpc", "stsb"])  # SAN head (all tokens), linear regression head
+    tasks = TaskRegistry().resolve(["mrpc", "stsb"], pair_head="san")  # SAN head (all tokens), linear regression head
     tok = load_tokenizer(tiny_encoder)
     data = load_task_data(tasks, tok, data_dir=data_dir, max_len=48, cache_dir=tmp_path, max_train_examples=6,
                           max_eval_examples=6, with_tests=False)

@@ -17,9 +17,9 @@ BUILTIN = {"ax", "cola", "mnli", "mrpc", "qnli", "qnli_rank", "qqp", "rte", "sci
 def test_builtin_tasks():
     tasks = builtin_tasks()
     assert set(tasks) == BUILTIN
-    # heads as in the paper: SAN for pair classification, linear for single/regression, ranking for QNLI
-    for name in ("rte", "mrpc", "mnli", "qqp", "wnli", "snli", "scitail"):
-        assert tasks[name].head.kind == "san" and tasks[name].input == "pair", name
+    # linear heads (pair classification: SAN with --pair-head san, the paper's), ranking for QNLI
+    for name in ("rte", "mrpc", "mnli", "qnli", "qqp", "wnli", "snli", "scitail", "ax"):
+        assert tasks[name].head.kind == "linear" and tasks[name].input == "pair", name
     for name in ("cola", "sst2"):
         assert tasks[name].head.kind == "linear" and tasks[name].input == "single"
     assert tasks["stsb"].type == "regression" and tasks["stsb"].loss_kind == "mse"
@@ -43,6 +43,28 @@ def test_registry_resolve_errors():
     with pytest.raises(ConfigError, match="listed twice"):
         reg.resolve(["rte", "rte"])
     assert [t.name for t in reg.resolve(["mnli", "ax"])] == ["mnli", "ax"]
+
+
+def test_pair_head_switches_the_pair_tasks_that_name_no_head(tmp_path):
+    """--pair-head san gives SAN to every pair classification task whose definition names no head
+    (the built-in ones); a task file's own head wins, and other tasks keep theirs."""
+    pair = ["rte", "mrpc", "mnli", "qnli", "qqp", "wnli", "snli", "scitail", "ax"]
+    others = ["cola", "sst2", "stsb", "qnli_rank"]
+    reg = TaskRegistry()
+    assert {t.head.kind for t in reg.resolve(pair + others)} == {"linear"}
+    san = {t.name: t for t in reg.resolve(pair + others, pair_head="san")}
+    for name in pair:
+        assert san[name].head.model_dump() == {"kind": "san", "steps": 5, "step_dropout": 0.1}, name
+    for name in others:
+        assert san[name] == builtin_tasks()[name], name
+    f = tmp_path / "pairs.yaml"
+    f.write_text("- name: mine\n  type: classification\n  labels: [a, b]\n  head: {kind: linear}\n"
+                 "  splits: {train: {role: train, path: x.tsv, columns: {text_a: 0, text_b: 1, label: 2}}}\n"
+                 "- name: bare\n  type: classification\n  labels: [a, b]\n"
+                 "  splits: {train: {role: train, path: x.tsv, columns: {text_a: 0, text_b: 1, label: 2}}}\n",
+                 encoding="utf-8")
+    mine, bare = TaskRegistry([f]).resolve(["mine", "bare"], pair_head="san")
+    assert mine.head.kind == "linear" and bare.head.kind == "san"
 
 
 def test_user_file_overrides_builtin(tmp_path):

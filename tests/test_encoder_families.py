@@ -90,7 +90,7 @@ def _train_argv(encoder: Path, out: Path, rank_task: Path, data_dir, cache: Path
             "--encoder", str(encoder), "--output-dir", str(out), "--epochs", str(epochs), "--batch-size", "8",
             "--max-train-examples", str(N_TRAIN), "--max-eval-examples", str(N_EVAL), "--max-seq-len",
             str(MAX_LEN), "--threads", "1", "--no-progress", "--no-hub", "--no-predict-test", "--cache-dir",
-            str(cache), "--lr", "1e-3", "--seed", "3", *extra]
+            str(cache), "--lr", "1e-3", "--seed", "3", "--pair-head", "san", *extra]
 
 
 @pytest.fixture(scope="module", params=NAMES)

@@ -285,12 +285,15 @@ def test_init_from_trains_a_second_stage(run_dir, tiny_encoder, data_dir, cache,
 
 
 def test_init_from_errors(run_dir, tiny_encoder, data_dir, cache, tmp_path):
-    # a task defined differently (linear head instead of SAN) cannot take the old head
-    f = tmp_path / "rte_linear.yaml"
+    # a task defined differently (SAN head instead of linear) cannot take the old head
+    f = tmp_path / "rte_san.yaml"
     spec = builtin_tasks()["rte"].model_dump(mode="json")
-    spec["head"]["kind"] = "linear"
+    spec["head"]["kind"] = "san"
     f.write_text(yaml.safe_dump(spec), encoding="utf-8")
     cfg = _init_cfg(tiny_encoder, data_dir, run_dir, tmp_path, cache, tasks="rte", task_files=[str(f)])
+    with pytest.raises(ConfigError, match="defined differently"):
+        build_setup(cfg, with_train=False)
+    cfg = _init_cfg(tiny_encoder, data_dir, run_dir, tmp_path, cache, tasks="rte", pair_head="san")  # likewise
     with pytest.raises(ConfigError, match="defined differently"):
         build_setup(cfg, with_train=False)
     # another encoder than the run's

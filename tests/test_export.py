@@ -170,8 +170,54 @@ def test_task_folder_is_standard(tmp_path_factory, run_dir):
 def test_san_task_has_no_standard_folder(tmp_path, run_dir, capsys):
     assert main(["export", str(run_dir), "--task", "rte", "--output", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "SAN head" in err and "without --task" in err
+    assert err.count("\n") == 0 and "SAN head" in err and "without --task" in err and "--pair-head linear" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_ranking_task_has_no_standard_folder(tmp_path, run_dir, capsys):
+    """A ranking task's score means something only against its question's other candidates: the
+    refusal says what to do instead."""
+    assert main(["export", str(run_dir), "--task", "qnlirank", "--output", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "ranks the candidate answers" in err
+    assert "without --task" in err and "mtdnn predict" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_default_pair_tasks_export_to_standard_folders(tmp_path, tiny_encoder, data_dir):
+    """With the defaults, the built-in pair classification tasks have linear heads: RTE and MRPC of
+    one run each export with --task, and transformers' pipeline on the folder gives mtdnn predict's
+    labels and probabilities on dev rows."""
+    from transformers import pipeline
+
+    import mtdnn
+    from mtdnn.data.readers import read_split
+    from mtdnn.run_dir import RunDir
+    from mtdnn.tasks.registry import builtin_tasks
+
+    run = mtdnn.train(mtdnn.make_config(overrides=dict(
+        tasks="rte,mrpc", encoder=tiny_encoder, data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"),
+        output_dir=str(tmp_path / "run"), max_train_examples=32, max_eval_examples=16, max_seq_len=48,
+        epochs=1, lr=1e-3, batch_size=16, threads=1, progress=False, predict_test=False)))
+    assert {t.name: t.head.kind for t in RunDir(run).read_tasks()} == {"rte": "linear", "mrpc": "linear"}
+    for task in ("rte", "mrpc"):
+        folder = tmp_path / f"{task}-only"
+        assert main(["export", str(run), "--format", "hf", "--task", task, "--output", str(folder)]) == 0
+        raw = read_split(builtin_tasks()[task], "dev", data_dir, allow_hub=False)
+        a, b = raw.text_a[:N_ROWS], raw.text_b[:N_ROWS]
+        assert main(["predict", str(run), "--task", task, "--input", str(write_input(tmp_path / "in.tsv", a, b)),
+                     "--output", str(tmp_path / "out.tsv"), "--device", "cpu"]) == 0
+        want = read_predictions(tmp_path / "out.tsv")
+        clf = pipeline("text-classification", model=str(folder), device="cpu")
+        got = clf([{"text": x, "text_pair": y} for x, y in zip(a, b)], truncation=True, top_k=None)
+        labels = builtin_tasks()[task].labels
+        assert len(got) == len(want) == N_ROWS
+        for row, pred in zip(got, want):
+            scores = {d["label"]: d["score"] for d in row}
+            assert set(scores) == set(labels)
+            assert max(scores, key=scores.get) == pred["prediction"]
+            for name in labels:
+                assert scores[name] == pytest.approx(float(pred[f"p_{name}"]), abs=1e-5), (task, name, row, pred)
 
 
 def test_model_card_and_files(hf_dir, run_dir):

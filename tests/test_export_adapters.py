@@ -55,7 +55,7 @@ def _train(data_dir: Path, encoder: str, work: Path, out: Path, tasks: str, *ext
                  "--max-train-examples", "32", "--max-eval-examples", "24", "--epochs", str(epochs),
                  "--batch-size", "16", "--max-seq-len", "48", "--threads", "1", "--no-progress", "--no-hub",
                  "--cache-dir", str(work / "cache"), "--output-dir", str(out), "--lr", "1e-2",
-                 "--no-predict-test", "--seed", "2", *extra]) == 0
+                 "--no-predict-test", "--seed", "2", "--pair-head", "san", *extra]) == 0
     return out
 
 

@@ -15,7 +15,7 @@ from mtdnn.data.tokenized import tokenize_split
 from mtdnn.model import heads as heads_mod
 from mtdnn.model.heads import LinearHead, SANHead, build_head, step_keep_mask
 from mtdnn.model.multitask import MultiTaskModel, load_encoder, load_tokenizer
-from mtdnn.tasks.registry import builtin_tasks
+from mtdnn.tasks.registry import TaskRegistry, builtin_tasks
 from mtdnn.tasks.schema import parse_task
 
 
@@ -23,8 +23,8 @@ from mtdnn.tasks.schema import parse_task
 @pytest.fixture(scope="module")
 def tasks():
     b = builtin_tasks()
-    return {"cola": b["cola"], "stsb": b["stsb"], "qnli_rank": b["qnli_rank"], "rte": b["rte"],
-            "mnli": b["mnli"], "ax": b["ax"]}
+    pairs = {t.name: t for t in TaskRegistry().resolve(["rte", "mnli", "ax"], pair_head="san")}  # SAN heads
+    return {"cola": b["cola"], "stsb": b["stsb"], "qnli_rank": b["qnli_rank"], **pairs}
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from mtdnn.data.readers import read_split
 from mtdnn.data.tokenized import tokenize_split
 from mtdnn.model.multitask import (MultiTaskModel, default_encoder_path, load_encoder, load_tokenizer,
                                    resolve_encoder_name)
-from mtdnn.tasks.registry import builtin_tasks
+from mtdnn.tasks.registry import TaskRegistry
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def test_default_encoder_is_the_embedded_minilm(data_dir):
     assert encoder.config.num_hidden_layers == 6
     assert getattr(encoder, "pooler", None) is None  # [CLS] is used; the pooler is dropped
 
-    rte = builtin_tasks()["rte"]
+    (rte,) = TaskRegistry().resolve(["rte"], pair_head="san")  # the SAN head: log-probabilities
     raw = read_split(rte, "dev", data_dir, allow_hub=False).select([0, 1])
     tok = tokenize_split(rte, raw, tokenizer, max_len=128, cache_dir=None)
     batch = collate(tok, np.arange(2), tokenizer.pad_token_id)

@@ -223,6 +223,35 @@ def test_config_difference_is_the_rule_of_resume(tmp_path):
                               "(a resumed run keeps its config)")
 
 
+def test_pair_head_is_compared_on_resume(tmp_path):
+    """--pair-head decides the pair tasks' heads: a resumed run keeps it; a run from before the option
+    (config.yaml without it, its pair tasks with SAN, then the default) is told to resume with it."""
+    import yaml
+
+    from mtdnn.config import TrainConfig
+    from mtdnn.errors import ConfigError
+    from mtdnn.tasks.registry import TaskRegistry
+    from mtdnn.training.checkpoint import check_resume_config, check_resume_tasks
+
+    san = TrainConfig(tasks=["rte", "stsb"], output_dir=str(tmp_path / "run"), pair_head="san")
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.config_file.write_text(yaml.safe_dump(san.model_dump(mode="json")), encoding="utf-8")
+    run.tasks_file.write_text(yaml.safe_dump([t.model_dump(mode="json") for t in
+                                              TaskRegistry().resolve(san.tasks, san.pair_head)]), encoding="utf-8")
+    check_resume_config(san, run)
+    check_resume_tasks(TaskRegistry().resolve(san.tasks, san.pair_head), run)
+    linear = san.model_copy(update={"pair_head": "linear"})
+    with pytest.raises(ConfigError, match="field 'pair_head': is 'linear' but the run to resume has 'san'"):
+        check_resume_config(linear, run)
+    older = {k: v for k, v in san.model_dump(mode="json").items() if k != "pair_head"}
+    run.config_file.write_text(yaml.safe_dump(older), encoding="utf-8")
+    check_resume_config(linear, run)  # a field the older config lacks is not compared: the tasks are
+    with pytest.raises(ConfigError, match="task 'rte' is not defined as in the run to resume .*"
+                                          "its head is san there: resume with --pair-head san"):
+        check_resume_tasks(TaskRegistry().resolve(linear.tasks, linear.pair_head), run)
+
+
 def test_environment_of_every_attempt_is_recorded(tmp_path, tiny_encoder, cache_dir, caplog, monkeypatch):
     """environment.json lists where each attempt at a run trained; a run resumed where it rounds
     otherwise (here: a recorded processor that is not this one) says it will not be bitwise the

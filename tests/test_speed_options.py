@@ -24,7 +24,7 @@ from mtdnn.training.optim import build_optimizer
 @pytest.fixture(scope="module")
 def mrpc(tiny_encoder, data_dir, tmp_path_factory):
     """A tiny-encoder model with MRPC (SAN head) and STS-B (linear, regression), and 48 dev rows each."""
-    tasks = TaskRegistry().resolve(["mrpc", "stsb"])
+    tasks = TaskRegistry().resolve(["mrpc", "stsb"], pair_head="san")
     tok = load_tokenizer(tiny_encoder)
     data = load_task_data(tasks, tok, data_dir=data_dir, max_len=64, cache_dir=tmp_path_factory.mktemp("c"),
                           max_train_examples=40, max_eval_examples=48, with_tests=False)

@@ -65,6 +65,11 @@ class TrainConfig(BaseModel):
     output_dir: str = Field(
         "runs/mtdnn", json_schema_extra=_may_change(),
         description="Run directory to write: config, checkpoints, metrics, history, submissions.")
+    pair_head: Literal["linear", "san"] = Field(
+        "linear", description="Head of the pair classification tasks whose definition names none (the "
+        "built-in RTE, MRPC, MNLI, QNLI, QQP, WNLI, SNLI, SciTail): linear on [CLS], which exports to a "
+        "standard Hugging Face folder, or san, the paper's stochastic answer network (K = 5 steps; "
+        "configs/paper.yaml); a task file's head: {kind: ...} wins.")
     init_from: str | None = Field(
         None, description="A finished run directory whose encoder (and the heads of tasks defined the "
         "same way) start this run: the paper's stage-two fine-tuning; unset: the encoder's "

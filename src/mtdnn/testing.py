@@ -24,9 +24,10 @@ def tiny_encoder(path: Path, seed: int = 0, dropout: float | None = None) -> Pat
     return path
 
 
-def dropout_free_tasks(path: Path, sources: tuple[str, ...] = ("rte", "stsb")) -> Path:
+def dropout_free_tasks(path: Path, sources: tuple[str, ...] = ("rte", "stsb"), pair_head: str = "san") -> Path:
     """Write copies of built-in tasks named `<source>0`, with no head or SAN step dropout, to the
-    task file `path`."""
+    task file `path`; pair classification tasks get the head ``pair_head`` (SAN by default, so that
+    the runs of these copies cover the SAN head)."""
     import yaml
 
     builtin = Path(__file__).parent / "tasks" / "builtin"
@@ -34,6 +35,8 @@ def dropout_free_tasks(path: Path, sources: tuple[str, ...] = ("rte", "stsb")) -
     for src in sources:
         t = yaml.safe_load((builtin / f"{src}.yaml").read_text())
         t["name"], t["dropout"] = f"{src}0", 0.0
+        if t["type"] == "classification" and t.get("input", "pair") == "pair" and "head" not in t:
+            t["head"] = {"kind": pair_head}
         if t.get("head", {}).get("kind") == "san":
             t["head"]["step_dropout"] = 0.0
         tasks.append(t)

@@ -9,7 +9,8 @@
   ``tanh(W h + b)``, while mtdnn's linear head reads the [CLS] vector ``h`` itself, so the pooler is
   set to ``W = eps * I``, ``b = 0`` and the classifier to ``V / eps``: ``tanh(eps * h) / eps = h``
   up to ``(eps * h)^2 / 3`` relative (eps = 2^-13: about 1e-7 for |h| <= 4). The export checks the
-  result against mtdnn's head on real dev rows. SAN heads have no standard equivalent. A task of a
+  result against mtdnn's head on real dev rows. SAN heads have no standard equivalent, and a ranking
+  task's score means something only against its question's other candidates. A task of a
   run trained with LoRA adapters gets its adapter merged into the encoder (``export/adapters.py``).
 
 Both check themselves against mtdnn's own model on real dev rows (``verify``).
@@ -113,10 +114,16 @@ def _task(plan: ExportPlan, name: str) -> TaskDef:
     if name not in found:
         raise ConfigError(f"the run has no task '{name}' (it has: {', '.join(found)})", field="task")
     t = found[name]
+    whole = ("export the whole model instead (mtdnn export RUN_DIR --format hf --output DIR, without --task; "
+             "load it with trust_remote_code=True)")
     if t.head.kind == "san":
-        raise ConfigError(f"task '{name}' has a SAN head, which has no standard Hugging Face equivalent: "
-                          "export the whole model instead (mtdnn export RUN_DIR --format hf --output DIR, "
-                          "without --task; load it with trust_remote_code=True)", field="task")
+        raise ConfigError(f"task '{name}' has a SAN head, which has no standard Hugging Face equivalent "
+                          f"(pair tasks get a linear head, which has one, with --pair-head linear, the default): {whole}", field="task")
+    if t.type == "ranking":
+        raise ConfigError(f"task '{name}' ranks the candidate answers of a question, which a standard "
+                          f"text-classification folder cannot (its score means something only against the "
+                          f"question's other candidates): {whole}; mtdnn predict ranks each question's "
+                          "candidates with it (or with the run itself)", field="task")
     return t
 
 
@@ -126,7 +133,7 @@ def sequence_classifier(plan: ExportPlan, t: TaskDef) -> nn.Module:
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     cfg = AutoConfig.from_pretrained(str(plan.run.encoder_dir))
-    regression = t.type != "classification"
+    regression = t.type == "regression"
     cfg.num_labels = 1 if regression else len(t.labels)
     cfg.id2label = {0: "score"} if regression else dict(enumerate(t.labels))
     cfg.label2id = {v: k for k, v in cfg.id2label.items()}

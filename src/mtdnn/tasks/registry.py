@@ -9,7 +9,7 @@ from typing import Iterable
 import yaml
 
 from ..errors import ConfigError
-from .schema import TaskDef, load_task_file, parse_task
+from .schema import HeadDef, PairHead, TaskDef, load_task_file, parse_task
 
 
 def builtin_tasks() -> dict[str, TaskDef]:
@@ -20,6 +20,16 @@ def builtin_tasks() -> dict[str, TaskDef]:
             task = parse_task(yaml.safe_load(entry.read_text(encoding="utf-8")), f"builtin:{entry.name}")
             tasks[task.name] = task
     return tasks
+
+
+def with_pair_head(task: TaskDef, kind: PairHead) -> TaskDef:
+    """``task`` with head ``kind`` when it is a pair classification task whose definition names no
+    ``head`` (the built-in ones); any other task as it is. The default head is linear over [CLS]:
+    ``--pair-head san`` gives such tasks the paper's SAN answer module (K = 5, step dropout 0.1)."""
+    if (kind == "linear" or "head" in task.model_fields_set or task.type != "classification"
+            or task.input != "pair"):
+        return task
+    return task.model_copy(update={"head": HeadDef(kind=kind)})
 
 
 class TaskRegistry:
@@ -46,8 +56,10 @@ class TaskRegistry:
             raise ConfigError(f"unknown task '{name}'; known tasks: {', '.join(self.names())} "
                               "(add your own with --task-file FILE.yaml)", field="tasks") from None
 
-    def resolve(self, names: Iterable[str]) -> list[TaskDef]:
-        tasks = [self.get(n) for n in names]
+    def resolve(self, names: Iterable[str], pair_head: PairHead = "linear") -> list[TaskDef]:
+        """The definitions of ``names``, each pair classification task that names no head given
+        ``pair_head`` (``with_pair_head``: the ``--pair-head`` of a run)."""
+        tasks = [with_pair_head(self.get(n), pair_head) for n in names]
         chosen = {t.name for t in tasks}
         for t in tasks:
             if t.head_from is not None and t.head_from not in chosen:

@@ -7,7 +7,7 @@ A task is written as YAML (see ``tasks/builtin/*.yaml`` and docs/tasks.md)::
     input: pair                   # single | pair | ranking (question + candidate answers)
     labels: [entailment, not_entailment]
     metrics: [accuracy]
-    head: {kind: san, steps: 5, step_dropout: 0.1}
+    head: {kind: san, steps: 5, step_dropout: 0.1}   # unset: linear (--pair-head san: SAN for pairs)
     dropout: 0.1
     splits:
       train: {path: glue/RTE/train.tsv, format: tsv, columns: {text_a: sentence1, text_b: sentence2, label: label}}
@@ -29,6 +29,8 @@ from ..errors import ConfigError
 
 TaskType = Literal["classification", "regression", "ranking"]
 InputKind = Literal["single", "pair", "ranking"]
+# the head of a pair classification task that names none (``--pair-head``, tasks.registry.with_pair_head)
+PairHead = Literal["linear", "san"]
 Metric = Literal["accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc", "pearson", "spearman"]
 # the metrics of predicted classes (classification, ranking) and of predicted scores (regression)
 CLASS_METRICS: tuple[str, ...] = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc")
@@ -106,7 +108,9 @@ class HeadDef(_Strict):
     """The task-specific output module. ``linear``: dropout + linear on [CLS].
     ``san``: the stochastic answer network (pair classification only): ``steps`` predictions
     (K in the paper), whole steps dropped per example with rate ``step_dropout`` while training.
-    The task's ``dropout`` applies to the [CLS] vector (linear) or to the SAN memories."""
+    The task's ``dropout`` applies to the [CLS] vector (linear) or to the SAN memories.
+    A task without ``head`` gets the linear one, except a pair classification task in a run with
+    ``--pair-head san`` (``tasks.registry.with_pair_head``)."""
 
     kind: Literal["linear", "san"] = "linear"
     steps: int = Field(5, ge=1, le=20)

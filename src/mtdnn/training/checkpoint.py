@@ -290,5 +290,11 @@ def check_resume_tasks(tasks: list[TaskDef], run: RunDir) -> None:
     """The resolved task definitions must be those of the run's tasks.yaml."""
     name = tasks_difference(tasks, run)
     if name is not None:
-        raise ConfigError(f"task '{name}' is not defined as in the run to resume ({run.tasks_file})",
+        saved = next((t for t in run.read_tasks() if t.name == name), None)
+        mine = next(t for t in tasks if t.name == name)
+        hint = ""
+        if saved is not None and saved.head.kind != mine.head.kind and "pair_head" not in run.read_config():
+            # a run from before --pair-head existed: its pair tasks' default head was SAN
+            hint = f"; its head is {saved.head.kind} there: resume with --pair-head {saved.head.kind}"
+        raise ConfigError(f"task '{name}' is not defined as in the run to resume ({run.tasks_file}){hint}",
                           field="tasks")

@@ -96,7 +96,7 @@ def build_setup(cfg: TrainConfig, *, with_train: bool = True, factory: HeadFacto
     if factory is None and cfg.adapter != "none":
         factory = LoraHeads(cfg)
     registry = TaskRegistry(cfg.task_files)
-    tasks = registry.resolve(cfg.tasks)
+    tasks = registry.resolve(cfg.tasks, cfg.pair_head)
     device = pick_device(cfg.device)
 
     if cfg.init_from:
