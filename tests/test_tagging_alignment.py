@@ -254,3 +254,18 @@ def test_encode_errors(wordpiece):
     with pytest.raises(ValueError, match="owned by no window"):
         windows[0].owned = [0]
         merge_windows(windows, [[0] * 4])
+
+
+def test_real_dev_set_round_trip(data_dir, wordpiece):
+    """All of CoNLL-2003 dev through short windows and back: every word predicted once, from its
+    first sub-word, with its own tag id."""
+    from mtdnn.tagging.readers import read_conll
+
+    sentences = read_conll(data_dir / "conll2003" / "eng.testa", tag_column=3)
+    labels = sorted({t for s in sentences for t in s.tags})
+    tag_ids = [[labels.index(t) for t in s.tags] for s in sentences]
+    windows, stats = encode_words(wordpiece, [s.words for s in sentences], tag_ids, max_length=32, overlap=4)
+    assert stats.sentences == 3250 and stats.words == 51362 and stats.split_sentences > 0
+    assert stats.windows == len(windows) > 3250 and stats.truncated_words == 0
+    assert all(len(w) <= 32 for w in windows)
+    assert merge_windows(windows, [w.labels for w in windows]) == tag_ids
