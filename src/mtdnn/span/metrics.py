@@ -106,7 +106,8 @@ def squad_scores(predictions: Mapping[str, str], golds: Mapping[str, Sequence[st
 
 def write_predictions_json(path: str | Path, predictions: Mapping[str, str]) -> None:
     """Write ``{id: answer text}`` (the official predictions format, "" for no answer) as UTF-8
-    JSON, atomically: to a temporary file beside ``path`` that is flushed, then renamed onto it."""
+    JSON, atomically: to a temporary file beside ``path`` that is flushed to disk, then renamed
+    onto it (and the directory flushed): a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -120,3 +121,18 @@ def write_predictions_json(path: str | Path, predictions: Mapping[str, str]) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable, where the file system allows it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

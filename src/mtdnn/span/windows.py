@@ -66,7 +66,8 @@ class SpanWindows:
         Face question answering models name them (with ``start_positions``/``end_positions``
         when ``targets``)."""
         idx = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
-        names = ["input_ids", "attention_mask"] + (["token_type_ids"] if self.token_type_ids is not None else [])
+        names = ["input_ids", "attention_mask"]
+        names += ["token_type_ids"] if self.token_type_ids is not None else []
         names += ["start_positions", "end_positions"] if targets else []
         return {n: torch.from_numpy(np.ascontiguousarray(getattr(self, n)[idx])) for n in names}
 
