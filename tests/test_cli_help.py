@@ -50,6 +50,12 @@ def test_help_texts_are_as_recorded():
         assert now[command] == text, f"`{command} --help` changed (record again: python tests/test_cli_help.py)"
 
 
+def test_every_command_is_recorded():
+    from mtdnn.cli import COMMANDS as TABLE
+
+    assert sorted(TABLE) == sorted(words[0] for words in COMMANDS if len(words) == 1)
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     FIXTURE.parent.mkdir(exist_ok=True)

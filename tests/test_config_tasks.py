@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 import mtdnn
-from mtdnn.cli import build_parser, config_from_args, main
+from mtdnn.cli import build_parser, main
+from mtdnn.commands.config_flags import config_from_args
 from mtdnn.config import load_config_file
 from mtdnn.errors import ConfigError
 from mtdnn.tasks.registry import TaskRegistry, builtin_tasks
