@@ -41,7 +41,7 @@ def test_registry_resolve_errors():
         reg.resolve(["rte", "nope"])
     with pytest.raises(ConfigError, match="head of 'mnli'"):
         reg.resolve(["ax"])
-    with pytest.raises(ConfigError, match="listed twice"):
+    with pytest.raises(ConfigError, match="task 'rte' is listed twice"):
         reg.resolve(["rte", "rte"])
     assert [t.name for t in reg.resolve(["mnli", "ax"])] == ["mnli", "ax"]
 
