@@ -14,7 +14,8 @@ from torch import nn
 
 import mtdnn
 from mtdnn.affinity import affinity_run, lookahead_affinity, recommend
-from mtdnn.cli import build_parser, config_from_args
+from mtdnn.cli import build_parser
+from mtdnn.commands.config_flags import config_from_args
 from mtdnn.data.batching import epoch_schedule
 from mtdnn.errors import ConfigError
 from mtdnn.tasks.schema import parse_task

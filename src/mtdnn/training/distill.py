@@ -39,7 +39,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..data.pipeline import subset_rows
 from ..data.readers import RawSplit, data_dir_default, read_split
-from ..data.tokenized import _content_hash, default_cache_dir, tokenizer_fingerprint
+from ..data.tokenized import content_hash, default_cache_dir, tokenizer_fingerprint
 from ..errors import CheckpointError, ConfigError
 from ..export.folder import ExportedModel, export_format, open_model_dir
 from ..model.multitask import load_tokenizer
@@ -163,7 +163,7 @@ def teacher_outputs(teacher: Teacher, task: str, raw: RawSplit, cfg: TrainConfig
     max_len = int(teacher.config["max_seq_len"])
     key = hashlib.sha256(json.dumps({
         "v": SOFT_TARGET_VERSION, "weights": teacher.weights_digest(task, cfg), "task": t.model_dump(mode="json"),
-        "rows": _content_hash(t, raw, max_len, tokenizer_fingerprint(tokenizer))}, sort_keys=True).encode())
+        "rows": content_hash(t, raw, max_len, tokenizer_fingerprint(tokenizer))}, sort_keys=True).encode())
     path = cache_dir / "soft_targets" / f"{task}.{key.hexdigest()[:32]}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:

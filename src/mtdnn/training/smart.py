@@ -53,7 +53,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..errors import ConfigError
-from ..model.objectives import _scatter_logsumexp
+from ..model.objectives import scatter_logsumexp
 from ..tasks.schema import TaskDef
 from .capture import RngState, base_output, model_device, unit_scale
 
@@ -91,7 +91,7 @@ def group_log_softmax(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tenso
     """log softmax of ``scores`` (N,) within each group of rows with the same ``groups`` id."""
     uniq, inverse = torch.unique(groups, return_inverse=True)
     init = torch.full((len(uniq),), float("-inf"), device=scores.device, dtype=scores.dtype)
-    return scores - _scatter_logsumexp(scores, inverse, init)[inverse]
+    return scores - scatter_logsumexp(scores, inverse, init)[inverse]
 
 
 def group_symmetric_kl(a: torch.Tensor, b: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
