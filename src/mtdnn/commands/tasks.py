@@ -59,7 +59,7 @@ def _add_check(sub: Any) -> None:
                        "train/dev overlap of every split; exit 1 on what would make training fail.")
     c.add_argument("task_file", metavar="TASK_FILE")
     c.add_argument("--data-dir", default=None, help="root of relative paths not found beside the task file "
-                   "(default: $MTDNN_DATA_DIR, else ../shared/data)")
+                   "(default: $MTDNN_DATA_DIR, else ./data)")
     c.add_argument("--encoder", default="default", help="the encoder whose tokenizer counts tokens")
     c.add_argument("--max-seq-len", type=int, default=128, help="the training max length (default: 128)")
     c.add_argument("--tasks", type=_names, default=None, metavar="A,B", help="only these tasks of the file")
