@@ -31,7 +31,7 @@ from .reports import class_report
 from .run_dir import RunDir, atomic_write
 from .runtime import pick_device
 from .tasks.schema import Columns, SplitDef, TaskDef
-from .training.setup import load_model_weights
+from .model.weights import load_model_weights
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +195,8 @@ def _guess_columns(task: TaskDef, path: Path, fmt: str, a, b, idc) -> Columns:
         return Columns(text_a=a, text_b=b, id=idc)
     header: list[str] = []
     if fmt in ("tsv", "csv"):
-        from .data.readers import _decode
-        first = _decode(path).split("\n", 1)[0].rstrip("\r")
+        from .data.readers import decode_text
+        first = decode_text(path).split("\n", 1)[0].rstrip("\r")
         header = first.split("\t") if fmt == "tsv" else next(iter(__import__("csv").reader([first])), [])
     elif fmt == "parquet" and path.is_file():
         import pyarrow.parquet

@@ -12,7 +12,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import CheckpointError, ConfigError
-from .tasks.schema import _format_validation_error, read_yaml_file
+from .tasks.schema import format_validation_error, read_yaml_file
 
 
 # ``json_schema_extra["resume"]`` of a field that a resumed run (``--resume``) may change: one that
@@ -332,7 +332,7 @@ def make_config(file_values: dict[str, Any] | None = None, overrides: dict[str, 
     try:
         return TrainConfig.model_validate(values)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err), path=source) from None
+        raise ConfigError(format_validation_error(err), path=source) from None
 
 
 def resume_values(run_dir: str | Path) -> dict[str, Any]:

@@ -90,7 +90,7 @@ def write_hf_folder(plan: ExportPlan, output: str | Path, check_rows: int = 32) 
     tokenizer = export_tokenizer(plan)
     model = build_hf_model(plan, tokenizer)
     diffs = check_against_mtdnn(plan, lambda batch, task: model(**batch, task=task).logits, tokenizer, check_rows)
-    _require_close(diffs, 1e-4, "exported model")
+    require_close(diffs, 1e-4, "exported model")
     with staged_folder(output) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         shutil.copyfile(Path(modeling.__file__), tmp / "modeling_mtdnn.py")
@@ -100,7 +100,7 @@ def write_hf_folder(plan: ExportPlan, output: str | Path, check_rows: int = 32) 
     return diffs
 
 
-def _require_close(diffs: dict[str, float], tol: float, what: str) -> None:
+def require_close(diffs: dict[str, float], tol: float, what: str) -> None:
     bad = {t: d for t, d in diffs.items() if not d <= tol}
     if bad:
         shown = ", ".join(f"{t} {d:.2e}" for t, d in bad.items())
@@ -169,7 +169,7 @@ def write_task_folder(plan: ExportPlan, task: str, output: str | Path, check_row
     model = sequence_classifier(plan, t)
     diffs = check_against_mtdnn(plan, lambda batch, _: model(**batch).logits,
                                 tokenizer, check_rows, tasks=[t])
-    _require_close(diffs, 1e-4, "standard sequence-classification model")
+    require_close(diffs, 1e-4, "standard sequence-classification model")
     with staged_folder(output) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
