@@ -46,6 +46,7 @@ from types import ModuleType
 from typing import Any, Iterator
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from ..config import TrainConfig
@@ -64,7 +65,7 @@ PARAMETERS_FILE = "parameters.json"
 
 def require_peft() -> ModuleType:
     """The ``peft`` package, or a one-line error naming the extra that installs it."""
-    try:
+    try:  # the optional 'adapters' extra: imported only by adapter runs
         import peft
     except ImportError:
         raise ConfigError(f"--adapter lora needs the peft package: pip install 'mtdnn[{EXTRA}]' "
@@ -261,8 +262,6 @@ def _load_saved(load, path: Path) -> Any:
     """Run a peft loading call on an adapter folder; a missing or unreadable one is a CheckpointError."""
     if not (path / "adapter_config.json").is_file():
         raise CheckpointError("not a saved adapter (adapter_config.json missing)", path=str(path))
-    from safetensors import SafetensorError
-
     try:
         return load(str(path))
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as e:
