@@ -20,10 +20,10 @@ from mtdnn.data.batching import epoch_schedule
 from mtdnn.errors import ConfigError
 from mtdnn.tasks.schema import parse_task
 from mtdnn.training.diagnostics import cosine_matrix
-from mtdnn.training.mtl import (PCGradGradients, UncertaintyWeighting, WeightedTaskLoss, pcgrad_weights,
-                                task_weights)
-from mtdnn.training.sampling import (CappedProportionalSchedule, SampledSchedule, TaskGroupSchedule,
-                                     build_schedule, mixture_probabilities, sampling_exponent)
+from mtdnn.training.methods.pcgrad import PCGradGradients, pcgrad_weights
+from mtdnn.training.methods.sampling import (CappedProportionalSchedule, SampledSchedule, TaskGroupSchedule,
+                                             build_schedule, mixture_probabilities, sampling_exponent)
+from mtdnn.training.methods.weighting import UncertaintyWeighting, WeightedTaskLoss, task_weights
 from mtdnn.training.schedule import ProportionalSchedule
 from test_batching import make_split
 

@@ -23,7 +23,7 @@ def run_affinity(cfg: TrainConfig, *, steps: int, every: int, lookahead_lr: floa
     from ..runtime import seed_everything, set_threads, to_device
     from ..training.distributed import Distributed
     from ..training.optim import build_optimizer, build_scheduler
-    from ..training.sampling import build_schedule
+    from ..training.methods.sampling import build_schedule
     from ..training.setup import build_setup
     from ..training.step import StepLoss, SummedGradients, optimizer_step, train_step
 

@@ -1,6 +1,6 @@
 """``mtdnn distill --teachers runs/t1,runs/t2 --tasks rte,mrpc,stsb --output-dir runs/student``:
 ``mtdnn train`` with ``--teachers`` required. It takes every flag of ``train`` (``--kd-alpha``,
-``--kd-temperature``, ``--encoder`` for a smaller student, ...); see ``training/distill.py``."""
+``--kd-temperature``, ``--encoder`` for a smaller student, ...); see ``training/methods/distill.py``."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from ..data.tokenized import tokenize_split
 from ..errors import CheckpointError
 from ..model.multitask import MultiTaskModel, encoder_from_config
 from ..tasks.schema import TaskDef
-from ..training.setup import load_model_weights
+from ..model.weights import load_model_weights
 from .plan import ExportPlan, check_rows
 
 log = logging.getLogger(__name__)

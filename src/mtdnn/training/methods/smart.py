@@ -51,10 +51,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TrainConfig
-from ..errors import ConfigError
-from ..model.objectives import scatter_logsumexp
-from ..tasks.schema import TaskDef
+from ...config import TrainConfig
+from ...errors import ConfigError
+from ...model.objectives import scatter_logsumexp
+from ...tasks.schema import TaskDef
+from ..step import LossComposition
+from .base import Method, MethodContext
 from .capture import RngState, base_output, model_device, unit_scale
 
 Norm = Literal["inf", "l2"]
@@ -263,3 +265,25 @@ def smart_parts(cfg: TrainConfig, model: nn.Module, base: Any, fsdp: bool) -> tu
                           field="adv_proximal")
     anchor = EmaAnchor(model, settings.ema_decay) if settings.proximal else None
     return SmartLoss(settings, base, anchor), anchor
+
+
+class Smart(Method):
+    """``--adv``: SMART's composition around the run's, and its proximal anchor (``--adv-proximal``),
+    which follows every optimiser step and is kept in resumable states."""
+
+    name = "smart"
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.anchor: EmaAnchor | None = None
+
+    def compose(self, inner: LossComposition, run: MethodContext) -> LossComposition:
+        loss, self.anchor = smart_parts(self.cfg, run.model, inner, run.dist.fsdp)
+        return loss
+
+    def state(self) -> nn.Module | None:
+        return self.anchor
+
+    def after_update(self, job: Any, state: Any) -> None:
+        if self.anchor is not None:
+            self.anchor.update(job.model)
