@@ -218,7 +218,7 @@ class MultiTaskModel(nn.Module):
     def encode(self, batch: dict[str, torch.Tensor], cls_only: bool = False,
                perturbation: torch.Tensor | None = None, task: str | None = None) -> torch.Tensor:
         """The encoder's last hidden states; with ``cls_only`` (and pruning enabled) position 0 only.
-        ``perturbation`` (B, T, E) is added to the input word embeddings (SMART, training/smart.py).
+        ``perturbation`` (B, T, E) is added to the input word embeddings (SMART, training/methods/smart.py).
         ``task``: the task whose head reads them (a ``TaskSwitching`` encoder switches to it)."""
         if task is not None and self._switches_tasks:
             self.encoder.select_task(self._head_of[task])
