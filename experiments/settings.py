@@ -52,7 +52,7 @@ DA_COUNTS = {"scitail": {k: round(SCITAIL_TRAIN * v) for k, v in DA_SIZES.items(
 # --stream of the runners whose cells start from the multi-task model or not
 MT_STREAMS = Streams("with --run: only the cells that need the multi-task model (mt), or only the others (base)", "all",
                      ("all", "mt", "base"))
-MT_CELL = "glue/mt/s1"                  # run.py's multi-task model, which fine-tuning cells start from
+MT_CELL = "glue/mt/s1"                  # experiments.run's multi-task model, which fine-tuning cells start from
 MT_DIR = str(RUN_DIRS["run"] / MT_CELL)
 
 
