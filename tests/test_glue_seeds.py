@@ -213,3 +213,12 @@ def test_a_tiny_cell_records_commit_both_arms_and_predictions(tmp_path, tiny_enc
     gs.store_labels(record["predictions"]["toycls"]["dev"]["labels"], np.zeros(8, int), False)
     assert labels_file.read_text() == before
     assert Path(tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_docs_give_the_plans_estimate_and_its_cut():
+    text = (settings.ROOT / "docs" / "results.md").read_text()
+    total = gs.planned_seconds(gs.cells())
+    assert f"**{total / 3600:.1f} hours of one core, about {total / 7200:.1f} hours on two" in text
+    tasks, cut = gs.full_data_tasks()
+    assert all(t.upper().replace("COLA", "CoLA").replace("STSB", "STS-B") in text for t in cut + tasks if t != "sst2")
+    assert "<!-- glue-seeds:begin -->" in text and "<!-- glue-seeds:end -->" in text
