@@ -36,8 +36,8 @@ trains and is evaluated beside dev. One run gives both arms of the table:
   practice of choosing on the reported split.
 
 Both arms read the same trained weights, so their difference is what choosing on dev adds, nothing
-else. Every epoch's weights are linked aside while the run trains (``EpochKeeper``: mtdnn prunes
-the epochs no task keeps), so that the dev predictions of both arms' epochs are in the record.
+else. The runs keep every epoch's weights (``--save-all-epochs``) until the record is written, so
+that the dev predictions of both arms' epochs are in it; then the epochs no task keeps are removed.
 
 Records add to experiments.run's: the git commit (``+dirty`` with uncommitted changes outside
 experiments/results), the hash of the training code (``code``: the tree of src/mtdnn and the task
@@ -59,10 +59,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +86,8 @@ SUMMARIZE_HELP = "summary.json 'glue_seeds' (keys glue, domain_adaptation, full_
 
 SEEDS = (1, 2, 3)
 HOLDOUT = 0.1
-SELECT = {"eval_every": 1, "selection": "best", "selection_split": "holdout", "holdout_fraction": HOLDOUT}
+SELECT = {"eval_every": 1, "selection": "best", "selection_split": "holdout", "holdout_fraction": HOLDOUT,
+          "save_all_epochs": True}
 CONTROL_EPOCHS = 2 * GLUE_EPOCHS      # MT-DNN's passes: 2 multi-task epochs + 2 of fine-tuning
 FULL_TASKS = list(FULL_TRAIN)         # the tasks whose whole training file is here
 NULL_TASK = "mrpc"                    # the full-data check of SAN, SMART and distillation
@@ -281,42 +280,6 @@ def load_labels(path: Path | None = None) -> dict[str, np.ndarray]:
     return {k: decode_predictions(v) for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
 
 
-class EpochKeeper:
-    """Links every epoch's weights (``checkpoints/epoch-N.safetensors``) into ``epochs/`` of the run
-    directory as soon as they are written, while the run trains: mtdnn deletes the epochs no task
-    keeps at the end of the next epoch, and dev selection may choose one of them."""
-
-    def __init__(self, run_dir: Path, poll: float = 0.05) -> None:
-        self.source, self.target, self.poll = run_dir / "checkpoints", run_dir / "epochs", poll
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def sweep(self) -> None:
-        self.target.mkdir(parents=True, exist_ok=True)
-        for p in list(self.source.glob("epoch-*.safetensors")):
-            dest = self.target / p.name
-            if not dest.exists():
-                try:
-                    os.link(p, dest)
-                except FileNotFoundError:  # pruned between the listing and the link
-                    pass
-                except OSError:
-                    shutil.copy2(p, dest)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.poll):
-            self.sweep()
-
-    def __enter__(self) -> "EpochKeeper":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sweep()
-
-
 def split_score(dev: dict[str, Any], task: str) -> float:
     """A task's score on its reported split in one evaluation (the first split that is not ``holdout``)."""
     return float(next(v for k, v in dev[task].items() if k != "holdout")["score"])
@@ -350,7 +313,7 @@ def dev_by_epoch(history: list[dict[str, Any]]) -> dict[str, dict[str, dict[str,
 def epoch_predictions(run_dir: Path, epochs: dict[str, set[int]], labels_file: Path | None = None) -> dict[str, Any]:
     """task -> split -> {"labels": key, "epochs": {epoch: predictions}} on every labeled evaluation
     split (dev, test where labeled) of the run's tasks, for the ``epochs`` of each task (their
-    weights in ``epochs/`` or ``checkpoints/``); each split's labels go to the shared labels file."""
+    weights in ``checkpoints/``); each split's labels go to the shared labels file."""
     import mtdnn
     from mtdnn.data.pipeline import load_task_data
     from mtdnn.data.readers import data_dir_default
@@ -372,9 +335,8 @@ def epoch_predictions(run_dir: Path, epochs: dict[str, set[int]], labels_file: P
             store_labels(key, split.labels, regression, labels_file)
             entry: dict[str, Any] = {"labels": key, "epochs": {}, "scores": {}}
             for epoch in sorted(epochs[name]):
-                weights = next((p for p in (run_dir / "epochs" / f"epoch-{epoch}.safetensors",
-                                            run_dir / "checkpoints" / f"epoch-{epoch}.safetensors") if p.is_file()), None)
-                if weights is None:
+                weights = run_dir / "checkpoints" / f"epoch-{epoch}.safetensors"
+                if not weights.is_file():
                     continue
                 if weights != loaded:
                     load_model_weights(run.model, weights)
@@ -415,12 +377,21 @@ def _train(cell: Cell, run_dir: Path, threads: int | None) -> dict[str, Any]:
 
     cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), **threads_override(threads)})
     say(f"{cell.name} ...")
-    with EpochKeeper(run_dir):
-        wall, extra = train_cell(cfg, run_dir)
+    wall, extra = train_cell(cfg, run_dir)
     record = build_record(cell, run_dir, cfg, wall, extra)
     say(f"{cell.name}: {json.dumps(record['metrics'])} ({wall:.0f} s)")
-    shutil.rmtree(run_dir / "epochs", ignore_errors=True)
+    prune_epochs(run_dir)
     return record
+
+
+def prune_epochs(run_dir: Path) -> None:
+    """Remove the epoch weights that no task keeps (selection.json) but the last: ``--save-all-epochs``
+    kept them for the record's predictions only."""
+    selection = json.loads((run_dir / "selection.json").read_text())
+    keep = set(selection["tasks"].values()) | {selection["last"]}
+    for p in (run_dir / "checkpoints").glob("epoch-*.safetensors"):
+        if int(p.stem.split("-")[1]) not in keep:
+            p.unlink()
 
 
 def reusable(record: dict[str, Any] | None) -> bool:
