@@ -27,7 +27,6 @@ from .export.folder import ExportedModel, ExportedWeights, open_model_dir
 from .model.encoders import check_token_fit, named_splits
 from .model.adapters import load_adapter_model
 from .model.multitask import MultiTaskModel, encoder_from_config, load_tokenizer
-from .reports import class_report
 from .run_dir import RunDir, atomic_write
 from .runtime import pick_device
 from .tasks.schema import Columns, SplitDef, TaskDef
@@ -144,8 +143,9 @@ class Run:
 
         def report(task: str, split: str, preds: Predictions) -> None:
             td = data[task]
-            if td.task.type != "regression":
-                reports.setdefault(task, {})[split] = class_report(td.task, td.evals[split].labels, preds.preds)
+            got = td.task.kind.class_report(td.task, td.evals[split].labels, preds.preds)
+            if got is not None:
+                reports.setdefault(task, {})[split] = got
 
         metrics = evaluate_tasks(self.model, data, batch_size=batch_size, device=self.device,
                                  precision=self.precision, pad_id=self.tokenizer.pad_token_id or 0,
@@ -157,14 +157,14 @@ class Run:
         """Predicted label names (classification, ranking) or scores (regression) for raw texts.
         For ranking tasks, rows with the same ``text_a`` (question) are one candidate group."""
         t = self.task(task)
-        if t.input != "single" and text_b is None:
+        if t.has_text_b and text_b is None:
             raise ConfigError(f"task '{task}' takes sentence pairs: give text_b", field="text_b")
         raw = RawSplit(task, "predict", "<api>", ids=[str(i) for i in range(len(text_a))],
                        text_a=list(text_a), text_b=list(text_b) if text_b is not None else [None] * len(text_a),
                        labels=[None] * len(text_a), lines=list(range(1, len(text_a) + 1)))
         _, preds = self._predict(t, raw, batch_size)
         labels = prediction_labels(t, preds)
-        return [float(v) for v in labels] if t.type == "regression" else labels
+        return t.kind.api_values(t, labels)
 
     def predict_file(self, task: str, input_path: str | Path, output_path: str | Path,
                      text_a: str | int | None = None, text_b: str | int | None = None,
@@ -182,11 +182,9 @@ class Run:
         tok, preds = self._predict(t, raw, batch_size)
         labels = prediction_labels(t, preds)
         with atomic_write(output_path) as f:
-            extra = "".join(f"\tp_{name}" for name in t.labels) if t.type == "classification" else ""
-            f.write(f"index\tprediction{extra}\n")
+            f.write("\t".join(["index", "prediction", *t.kind.prediction_columns(t)]) + "\n")
             for i, (uid, lab) in enumerate(zip(raw.ids, labels)):
-                probs = "".join(f"\t{p:.6f}" for p in preds.outputs[i]) if t.type == "classification" else ""
-                f.write(f"{uid}\t{lab}{probs}\n")
+                f.write("\t".join([uid, lab, *t.kind.prediction_extras(t, preds.outputs[i])]) + "\n")
         return len(labels)
 
 
@@ -207,17 +205,17 @@ def _guess_columns(task: TaskDef, path: Path, fmt: str, a, b, idc) -> Columns:
     elif fmt == "jsonl" and path.is_file():
         header = _first_record_keys(path)
     candidates = [s.columns for s in task.splits.values()] + [
-        Columns(text_a="text_a", text_b="text_b" if task.input != "single" else None)]
+        Columns(text_a="text_a", text_b="text_b" if task.has_text_b else None)]
     for c in candidates:
-        names = [c.text_a] + ([c.text_b] if task.input != "single" else [])
+        names = [c.text_a] + ([c.text_b] if task.has_text_b else [])
         if header and all(isinstance(n, str) and n in header for n in names):
             if idc is None:
                 idc = next((n for n in (c.id, "index", "id", "idx") if n is not None and n in header), None)
-            group = c.group if task.type == "ranking" and isinstance(c.group, str) and c.group in header else None
-            return Columns(text_a=c.text_a, text_b=c.text_b if task.input != "single" else None, id=idc,
+            group = c.group if task.kind.keeps_groups and isinstance(c.group, str) and c.group in header else None
+            return Columns(text_a=c.text_a, text_b=c.text_b if task.has_text_b else None, id=idc,
                            group=group)
     if fmt in ("jsonl", "parquet") or not header:
-        return Columns(text_a="text_a", text_b="text_b" if task.input != "single" else None, id=idc)
+        return Columns(text_a="text_a", text_b="text_b" if task.has_text_b else None, id=idc)
     raise ConfigError(f"cannot tell which columns hold the text (header: {', '.join(header)}); "
                       "pass --text-a COLUMN [--text-b COLUMN]", path=str(path), field="columns")
 

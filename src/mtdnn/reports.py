@@ -1,4 +1,5 @@
-"""Per-class reports of the tasks that predict classes (classification and ranking).
+"""Per-class reports of the tasks that predict classes (the kinds with ``class_names``:
+classification and ranking).
 
 For each labeled dev/test split of such a task, a finished run holds ``reports/<task>.<split>.json``:
 precision, recall, F1 and support of each label, accuracy, macro-, micro- and support-weighted F1
@@ -29,17 +30,9 @@ if TYPE_CHECKING:  # the training modules import this one
 log = logging.getLogger(__name__)
 
 
-def class_names(task: TaskDef) -> list[str]:
-    """The label of each class index the model predicts: the task's labels (classification), or
-    for ranking index 0 = not the best candidate (``labels[1]``), 1 = the best (``labels[0]``)."""
-    if task.type == "ranking":
-        return [task.labels[1], task.labels[0]]
-    return list(task.labels)
-
-
-def class_report(task: TaskDef, gold: np.ndarray, preds: np.ndarray) -> dict[str, Any]:
-    """The report of one split from gold and predicted class indices (see the module docstring)."""
-    names = class_names(task)
+def class_report(task: str, names: list[str], gold: np.ndarray, preds: np.ndarray) -> dict[str, Any]:
+    """The report of one split of ``task`` from gold and predicted class indices, ``names`` the
+    label of each index (the kind's ``class_names``; see the module docstring)."""
     index = list(range(len(names)))
     precision, recall, f1, support = precision_recall_fscore_support(
         gold, preds, labels=index, average=None, zero_division=0)
@@ -48,7 +41,7 @@ def class_report(task: TaskDef, gold: np.ndarray, preds: np.ndarray) -> dict[str
                  for name, p, r, f, s in zip(names, precision, recall, f1, support)}
     matrix = confusion_matrix(gold, preds, labels=index)
     return {
-        "task": task.name, "rows": int(len(gold)), "labels": names,
+        "task": task, "rows": int(len(gold)), "labels": names,
         "accuracy": compute_metric("accuracy", preds, gold),
         **{m: compute_metric(m, preds, gold) for m in ("f1_macro", "f1_micro", "f1_weighted")},
         "per_class": per_class,
@@ -113,7 +106,7 @@ def write_class_reports(setup: Setup, run: RunDir, selection: dict[str, int], di
     loaded = None
     for name, td in setup.data.items():
         epoch = selection.get(setup.model.head_name(name))
-        if td.task.type == "regression" or not td.evals or epoch is None:
+        if td.task.kind.class_names(td.task) is None or not td.evals or epoch is None:
             continue
         for split_name, split in td.evals.items():
             classes = predicted.get((name, split_name, epoch))
@@ -125,6 +118,6 @@ def write_class_reports(setup: Setup, run: RunDir, selection: dict[str, int], di
                                   device=setup.device, precision=setup.cfg.precision,
                                   pad_id=setup.tokenizer.pad_token_id or 0, dist=dist).preds
             if dist.is_main:
-                report = class_report(td.task, split.labels, classes)
+                report = td.task.kind.class_report(td.task, split.labels, classes)
                 write_report(run.path / "reports", td.task, split_name, report,
                              with_plot=split_name == td.task.selection_split)

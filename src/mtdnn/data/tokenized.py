@@ -91,18 +91,8 @@ def _content_hash(task: TaskDef, raw: RawSplit, max_len: int, tok_fp: str) -> st
 
 
 def encode_labels(task: TaskDef, raw: RawSplit) -> tuple[np.ndarray, np.ndarray]:
-    n = len(raw)
-    if raw.labels and raw.labels[0] is None:
-        labels = np.full(n, -1, dtype=np.int64) if task.type != "regression" else np.full(n, np.nan, np.float32)
-    elif task.type == "regression":
-        labels = np.asarray(raw.labels, dtype=np.float32)
-    elif task.type == "ranking":
-        labels = np.asarray([1 if y == task.labels[0] else 0 for y in raw.labels], dtype=np.int64)
-    else:
-        index = {name: i for i, name in enumerate(task.labels)}
-        labels = np.asarray([index[y] for y in raw.labels], dtype=np.int64)
-    groups = raw.group_ids() if task.type == "ranking" else np.arange(n, dtype=np.int64)
-    return labels, groups
+    """(labels, groups) of a split, as the task's kind encodes them."""
+    return task.kind.encode_labels(task, raw)
 
 
 def tokenize_split(task: TaskDef, raw: RawSplit, tokenizer, max_len: int,
@@ -130,7 +120,7 @@ def _tokenize(task: TaskDef, raw: RawSplit, tokenizer, max_len: int) -> Tokenize
     step = 4096
     for start in range(0, len(raw), step):
         a = raw.text_a[start:start + step]
-        b = raw.text_b[start:start + step] if task.input != "single" else None
+        b = raw.text_b[start:start + step] if task.has_text_b else None
         enc = tokenizer(a, b, truncation=True, max_length=max_len, padding=False,
                         return_attention_mask=False)
         if has_tt is None:

@@ -5,7 +5,8 @@
 - ``SANHead``: the stochastic answer network -> (B, C) log of the step-averaged probabilities,
   so that cross-entropy on it is the paper's -log(mean_k P^k).
 
-Losses and predictions live in ``model/objectives.py``; they depend on the task type, not the head.
+Which head a task gets is its kind's ``build_head`` (``mtdnn.kinds``); losses and predictions
+depend on the kind, not the head.
 """
 
 from __future__ import annotations
@@ -95,6 +96,5 @@ class SANHead(nn.Module):
 
 
 def build_head(task: TaskDef, hidden: int) -> nn.Module:
-    if task.head.kind == "san":
-        return SANHead(hidden, task.num_outputs, task.head.steps, task.head.step_dropout, task.dropout)
-    return LinearHead(hidden, task.num_outputs, task.dropout)
+    """The task's output module, as its kind builds it."""
+    return task.kind.build_head(task, hidden)

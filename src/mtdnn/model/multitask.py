@@ -206,7 +206,7 @@ class MultiTaskModel(nn.Module):
         for ranking). A distributed rank passes ``world_size / units of the global batch`` for its
         share of the rows (``Distributed.share``)."""
         t = self.tasks[task]
-        summed = task_loss(t.type, self(task, batch), batch, t.ranking_gamma, reduction="sum")
+        summed = task_loss(t, self(task, batch), batch, reduction="sum")
         if per_unit is None:
             per_unit = 1 / max(loss_units(t.type, batch["labels"], batch["groups"]), 1)
         return summed * per_unit

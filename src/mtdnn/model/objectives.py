@@ -1,10 +1,15 @@
-"""Loss and prediction per task type. A head produces one tensor; these turn it into a loss
-(training) or predictions (evaluation), whatever the head."""
+"""Losses and predictions. A head produces one tensor; a task's kind (``mtdnn.kinds``) turns it
+into a loss (training) or predictions (evaluation), whatever the head; the ranking loss and
+decision live here."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from ..tasks.schema import TaskDef
 
 
 def ranking_loss(scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor,
@@ -31,25 +36,18 @@ def _scatter_logsumexp(values: torch.Tensor, index: torch.Tensor, init: torch.Te
     return summed.log() + safe_mx
 
 
-def task_loss(task_type: str, output: torch.Tensor, batch: dict[str, torch.Tensor],
-              gamma: float = 1.0, reduction: str = "mean") -> torch.Tensor:
-    """The task type's loss, averaged over the batch's units (rows; questions for ranking), or
+def task_loss(task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
+              reduction: str = "mean") -> torch.Tensor:
+    """The task kind's loss, averaged over the batch's units (rows; questions for ranking), or
     summed with ``reduction="sum"`` (a distributed run divides the sum by the global batch's units)."""
-    labels = batch["labels"]
-    if task_type == "classification":
-        return F.cross_entropy(output.float(), labels, reduction=reduction)
-    if task_type == "regression":
-        return F.mse_loss(output.float().squeeze(-1), labels.float(), reduction=reduction)
-    if task_type == "ranking":
-        return ranking_loss(output.squeeze(-1), labels, batch["groups"], gamma, reduction)
-    raise ValueError(task_type)
+    return task.kind.loss(task, output, batch, reduction)
 
 
 def loss_units(task_type: str, labels: torch.Tensor, groups: torch.Tensor) -> int:
     """How many terms the mean loss averages over: rows, or questions with a positive (ranking)."""
-    if task_type != "ranking":
-        return int(labels.numel())
-    return int(torch.unique(groups[labels == 1]).numel())
+    from ..kinds import get_kind
+
+    return get_kind(task_type).loss_units(labels, groups)
 
 
 def rank_predictions(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

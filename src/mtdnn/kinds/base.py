@@ -1,0 +1,197 @@
+"""The task-kind interface: everything that differs between kinds of task, in one class.
+
+A task's ``type`` names its kind (``classification``, ``regression``, ``ranking``); the kind is a
+``TaskKind`` object (``kinds.kind_of(task)``, or ``task.kind``) and every module outside
+``mtdnn/kinds/`` asks it instead of testing the type. Adding a kind is one module with a
+``TaskKind`` subclass and one entry in ``kinds/__init__.py``'s registry.
+
+The hooks, by stage (each has a default here where one fits most kinds):
+
+- schema: ``inputs`` (the ``input`` values it takes), ``metric_choices``/``default_metrics``,
+  ``validate`` (rules of the whole task), ``validate_split`` (rules of one split),
+  ``check_metrics`` and ``reported_metric_names``, ``num_outputs``, ``takes_pair_head``
+  (``--pair-head`` may give it SAN), ``has_text_b``.
+- data: ``parse_label`` (one raw label -> value or problem), ``after_read`` (rules over the whole
+  split, e.g. ranking groups), ``keeps_groups`` (subsets and batches keep candidate groups whole),
+  ``encode_labels`` (label values -> arrays, with the group of each row).
+- model: ``build_head``, ``loss`` and ``loss_units`` (what the mean loss averages over).
+- evaluation: ``eval_outputs`` (head output -> what predictions keep: probabilities, scores),
+  ``decide`` (outputs -> predictions), ``prediction_labels`` (submission file values),
+  ``api_values`` (``Run.predict``'s values), ``prediction_columns``/``prediction_extras``
+  (the extra columns of ``predict_file``), ``class_names`` and ``class_report`` (the per-class
+  report; None: the kind has none).
+- ``tasks check``: ``label_stats`` (what the split's labels look like), ``check_warnings``.
+- training methods: ``adv_divergence`` (SMART's default divergence), ``uncertainty_scale``
+  (uncertainty weighting), ``distill_targets``/``distill_loss`` (knowledge distillation).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:  # the schema imports the kinds
+    import torch
+    from torch import nn
+
+    from ..data.readers import RawSplit
+    from ..tasks.check import SplitCheck
+    from ..tasks.schema import SplitDef, TaskDef
+
+# the metrics of predicted classes (classification, ranking) and of predicted scores (regression)
+CLASS_METRICS: tuple[str, ...] = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc")
+SCORE_METRICS: tuple[str, ...] = ("pearson", "spearman")
+
+
+class TaskKind:
+    """One kind of task. Subclasses set the class attributes and override the hooks that differ;
+    kinds keep no state (one shared instance each)."""
+
+    name: ClassVar[str] = ""
+    # the ``input`` values the kind takes (the first is the one a task file may leave out)
+    inputs: ClassVar[tuple[str, ...]] = ("single", "pair")
+    loss_name: ClassVar[str] = ""
+    metric_choices: ClassVar[tuple[str, ...]] = CLASS_METRICS
+    default_metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
+    # ranking: subsets of the training rows and batches keep each candidate group whole
+    keeps_groups: ClassVar[bool] = False
+    # the integer label of an unlabeled row (float kinds: NaN)
+    missing_label: ClassVar[int] = -1
+
+    # ---- schema --------------------------------------------------------------------
+    def validate(self, task: TaskDef) -> None:
+        """Rules of the whole task; raise ValueError with the one-line message."""
+        if task.input not in self.inputs:
+            raise ValueError(f"a {self.name} task takes input: {' or '.join(self.inputs)}, not {task.input}")
+
+    def validate_split(self, task: TaskDef, name: str, split: SplitDef) -> None:
+        """Rules of one split (the text columns its input needs, the columns it may name)."""
+        if self.has_text_b(task) and split.columns.text_b is None:
+            raise ValueError(f"split '{name}': input '{task.input}' needs columns.text_b")
+        if not self.keeps_groups and any(c is not None and c.group is not None
+                                         for c in (split.columns, split.hub_columns)):
+            raise ValueError(f"split '{name}': columns.group is for ranking tasks only")
+
+    def check_metrics(self, metrics: list[str]) -> None:
+        """Every metric must be computable from the kind's predictions."""
+        for m in metrics:
+            if m not in self.metric_choices:
+                raise ValueError(f"'{m}' is for regression scores, a {self.name} task predicts classes: "
+                                 f"use {', '.join(self.metric_choices)}")
+
+    def reported_metric_names(self, num_labels: int, metrics: list[str]) -> list[str]:
+        """The names the metrics are reported under (classification: ``f1`` with more than two
+        labels is ``f1_macro``)."""
+        return list(metrics)
+
+    def num_outputs(self, task: TaskDef) -> int:
+        """The width of the head's output per unit (row, token)."""
+        return 1
+
+    def takes_pair_head(self, task: TaskDef) -> bool:
+        """Whether ``--pair-head`` (SAN) applies to a task of this kind that names no head."""
+        return False
+
+    def has_text_b(self, task: TaskDef) -> bool:
+        """Whether rows have a second text (pairs, ranking candidates)."""
+        return task.input != "single"
+
+    # ---- data ----------------------------------------------------------------------
+    def parse_label(self, task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
+        """One raw label -> (value, problem); problem is None, 'missing', or a message."""
+        raise NotImplementedError
+
+    def after_read(self, task: TaskDef, split: SplitDef, raw: RawSplit) -> RawSplit:
+        """Rules over a whole labeled split once read (ranking: every group has a positive)."""
+        return raw
+
+    def encode_labels(self, task: TaskDef, raw: RawSplit) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, groups) arrays of a split: the label of each row (``missing_label`` where the
+        split is unlabeled) and its group (each row its own but for ranking)."""
+        n = len(raw)
+        if raw.labels and raw.labels[0] is None:
+            return np.full(n, self.missing_label, dtype=np.int64), np.arange(n, dtype=np.int64)
+        return self.label_array(task, raw.labels), np.arange(n, dtype=np.int64)
+
+    def label_array(self, task: TaskDef, labels: list[Any]) -> np.ndarray:
+        """The encoded labels of a labeled split."""
+        raise NotImplementedError
+
+    # ---- model ---------------------------------------------------------------------
+    def build_head(self, task: TaskDef, hidden: int) -> nn.Module:
+        """The task's output module (``model/heads.py``): SAN where the task names it, else linear."""
+        from ..model.heads import LinearHead, SANHead
+
+        if task.head.kind == "san":
+            return SANHead(hidden, self.num_outputs(task), task.head.steps, task.head.step_dropout, task.dropout)
+        return LinearHead(hidden, self.num_outputs(task), task.dropout)
+
+    def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
+             reduction: str = "mean") -> torch.Tensor:
+        """The loss of a batch, averaged over its units or summed (``reduction="sum"``)."""
+        raise NotImplementedError
+
+    def loss_units(self, labels: torch.Tensor, groups: torch.Tensor) -> int:
+        """How many terms the mean loss averages over (rows by default)."""
+        return int(labels.numel())
+
+    # ---- evaluation ----------------------------------------------------------------
+    def eval_outputs(self, out: torch.Tensor) -> torch.Tensor:
+        """The head's float output -> what predictions keep per row (scores by default)."""
+        return out.squeeze(-1)
+
+    def decide(self, task: TaskDef, outputs: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Kept outputs of a whole split -> its predictions (scores by default)."""
+        return outputs
+
+    def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
+        """Predictions as submission files hold them."""
+        return [f"{v:.3f}" for v in preds]
+
+    def api_values(self, task: TaskDef, labels: list[str]) -> list[Any]:
+        """``Run.predict``'s values from ``prediction_labels``."""
+        return labels
+
+    def prediction_columns(self, task: TaskDef) -> list[str]:
+        """Columns ``predict_file`` writes after ``index`` and ``prediction``."""
+        return []
+
+    def prediction_extras(self, task: TaskDef, outputs: np.ndarray) -> list[str]:
+        """The values of ``prediction_columns`` for one row's kept outputs."""
+        return []
+
+    def class_names(self, task: TaskDef) -> list[str] | None:
+        """The label of each predicted class index; None: the kind predicts no classes and has no
+        per-class report."""
+        return None
+
+    def class_report(self, task: TaskDef, gold: np.ndarray, preds: np.ndarray) -> dict[str, Any] | None:
+        """The per-class report of a split (``reports.py``), or None."""
+        names = self.class_names(task)
+        if names is None:
+            return None
+        from ..reports import class_report
+
+        return class_report(task.name, names, gold, preds)
+
+    # ---- tasks check ---------------------------------------------------------------
+    def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
+        """Fill ``out`` with what the labels of a labeled split look like."""
+        from collections import Counter
+
+        counts = Counter(raw.labels)
+        out.labels = {label: counts.get(label, 0) for label in task.labels}
+
+    def check_warnings(self, task: TaskDef, train: SplitCheck) -> list[str]:
+        """Warnings about a readable training split."""
+        return []
+
+    # ---- training methods ----------------------------------------------------------
+    def adv_divergence(self, task: TaskDef) -> str:
+        """SMART's divergence for a task that names no ``adv_loss``."""
+        return "sym_kl"
+
+    def uncertainty_scale(self) -> float:
+        """The factor of uncertainty weighting: 1/2 for Gaussian likelihoods (scores), 1 else."""
+        return 1.0

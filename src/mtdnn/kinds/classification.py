@@ -1,0 +1,75 @@
+"""``type: classification``: one label of a fixed set per input (single texts or pairs).
+
+The head gives one logit per label (linear, or SAN for pairs), trained with cross-entropy; the
+prediction is the most probable label, and predictions keep the class probabilities."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from .base import TaskKind
+from .labels import parse_class_label
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..tasks.check import SplitCheck
+    from ..tasks.schema import SplitDef, TaskDef
+
+
+class Classification(TaskKind):
+    name: ClassVar[str] = "classification"
+    loss_name: ClassVar[str] = "cross_entropy"
+
+    def validate(self, task: TaskDef) -> None:
+        super().validate(task)
+        if len(task.labels) < 2:
+            raise ValueError("a classification task needs at least 2 labels")
+
+    def reported_metric_names(self, num_labels: int, metrics: list[str]) -> list[str]:
+        return ["f1_macro" if m == "f1" and num_labels > 2 else m for m in metrics]
+
+    def num_outputs(self, task: TaskDef) -> int:
+        return len(task.labels)
+
+    def takes_pair_head(self, task: TaskDef) -> bool:
+        return task.input == "pair"
+
+    def parse_label(self, task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
+        return parse_class_label(task, split, raw, from_hub)
+
+    def label_array(self, task: TaskDef, labels: list[Any]) -> np.ndarray:
+        index = {name: i for i, name in enumerate(task.labels)}
+        return np.asarray([index[y] for y in labels], dtype=np.int64)
+
+    def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
+             reduction: str = "mean") -> torch.Tensor:
+        import torch.nn.functional as F
+
+        return F.cross_entropy(output.float(), batch["labels"], reduction=reduction)
+
+    def eval_outputs(self, out: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        return torch.softmax(out, dim=-1)
+
+    def decide(self, task: TaskDef, outputs: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        return outputs.argmax(-1)
+
+    def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
+        return [task.labels[i] for i in preds]
+
+    def prediction_columns(self, task: TaskDef) -> list[str]:
+        return [f"p_{name}" for name in task.labels]
+
+    def prediction_extras(self, task: TaskDef, outputs: np.ndarray) -> list[str]:
+        return [f"{p:.6f}" for p in outputs]
+
+    def class_names(self, task: TaskDef) -> list[str] | None:
+        return list(task.labels)
+
+    def check_warnings(self, task: TaskDef, train: SplitCheck) -> list[str]:
+        unseen = [label for label, n in train.labels.items() if n == 0]
+        return [f"{task.name}/{train.split}: no training rows labeled {', '.join(unseen)}"] if unseen else []

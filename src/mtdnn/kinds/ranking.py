@@ -1,0 +1,113 @@
+"""``type: ranking``: a question with candidate answers (``input: ranking``), labels
+``[positive, negative]``.
+
+Rows of one question form a candidate group (the ``group`` column, else the same ``text_a``);
+groups stay whole in subsets and batches. The head scores each candidate; the loss is the
+softmax over the group's scores (``model/objectives.ranking_loss``), and the best-scored candidate
+of each group is predicted positive."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..errors import DataError
+from .base import TaskKind
+from .labels import parse_class_label, show
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..data.readers import RawSplit
+    from ..tasks.check import SplitCheck
+    from ..tasks.schema import SplitDef, TaskDef
+
+log = logging.getLogger(__name__)
+
+
+class Ranking(TaskKind):
+    name: ClassVar[str] = "ranking"
+    inputs: ClassVar[tuple[str, ...]] = ("ranking",)
+    loss_name: ClassVar[str] = "ranking_softmax"
+    keeps_groups: ClassVar[bool] = True
+
+    def validate(self, task: TaskDef) -> None:
+        if task.input != "ranking":
+            raise ValueError("a ranking task needs input: ranking")
+        if len(task.labels) != 2:
+            raise ValueError("a ranking task needs labels: [positive_label, negative_label]")
+
+    def parse_label(self, task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
+        return parse_class_label(task, split, raw, from_hub)
+
+    def after_read(self, task: TaskDef, split: SplitDef, raw: RawSplit) -> RawSplit:
+        return _check_groups(task, split, raw)
+
+    def encode_labels(self, task: TaskDef, raw: RawSplit) -> tuple[np.ndarray, np.ndarray]:
+        labels, _ = super().encode_labels(task, raw)
+        return labels, raw.group_ids()
+
+    def label_array(self, task: TaskDef, labels: list[Any]) -> np.ndarray:
+        return np.asarray([1 if y == task.labels[0] else 0 for y in labels], dtype=np.int64)
+
+    def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
+             reduction: str = "mean") -> torch.Tensor:
+        from ..model.objectives import ranking_loss
+
+        return ranking_loss(output.squeeze(-1), batch["labels"], batch["groups"], task.ranking_gamma, reduction)
+
+    def loss_units(self, labels: torch.Tensor, groups: torch.Tensor) -> int:
+        """Questions with a positive answer."""
+        import torch
+
+        return int(torch.unique(groups[labels == 1]).numel())
+
+    def decide(self, task: TaskDef, outputs: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        import torch
+
+        from ..model.objectives import rank_predictions
+
+        return rank_predictions(torch.from_numpy(outputs), torch.from_numpy(groups)).numpy()
+
+    def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
+        return [task.labels[0] if p == 1 else task.labels[1] for p in preds]
+
+    def class_names(self, task: TaskDef) -> list[str] | None:
+        """Index 0 = not the best candidate (``labels[1]``), 1 = the best (``labels[0]``)."""
+        return [task.labels[1], task.labels[0]]
+
+    def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
+        super().label_stats(task, raw, out)
+        gid = raw.group_ids()
+        sizes = np.bincount(gid)
+        positives = np.bincount(gid, weights=np.asarray([y == task.labels[0] for y in raw.labels], dtype=float),
+                                minlength=len(sizes))
+        out.groups = {"groups": float(len(sizes)), "min": float(sizes.min()), "median": float(np.median(sizes)),
+                      "max": float(sizes.max()), "single": float((sizes == 1).sum()),
+                      "no_positive": float((positives == 0).sum()), "several_positive": float((positives > 1).sum())}
+
+
+def _check_groups(task: TaskDef, split: SplitDef, raw: RawSplit) -> RawSplit:
+    """Every training group needs a positive answer (labels[0]); error or drop by the task's rule."""
+    positive = task.labels[0]
+    groups: dict[int, list[int]] = {}
+    for i, g in enumerate(raw.group_ids().tolist()):
+        groups.setdefault(g, []).append(i)
+    no_pos = [idx for idx in groups.values() if not any(raw.labels[i] == positive for i in idx)]
+    if not no_pos or split.role != "train":
+        return raw
+    if task.ranking_no_positive == "error":
+        first = no_pos[0][0]
+        which = (f"group {show(raw.group_keys[first])}, question {show(raw.text_a[first], 60)}"
+                 if raw.group_keys is not None else f"question {show(raw.text_a[first], 60)}")
+        raise DataError(f"ranking group ({which}) has no positive answer "
+                        f"'{positive}' ({len(no_pos)} such groups)", path=raw.source,
+                        line=raw.lines[first], field="label")
+    drop = {i for idx in no_pos for i in idx}
+    log.warning("%s/%s: dropped %d ranking groups (%d rows) without a positive answer",
+                task.name, raw.split, len(no_pos), len(drop))
+    kept = raw.select([i for i in range(len(raw)) if i not in drop])
+    kept.dropped_no_positive = len(drop)
+    return kept
