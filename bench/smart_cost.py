@@ -44,7 +44,7 @@ def _setup(encoder: str, batch_size: int, max_len: int):
 def measure(encoder: str, steps: int, batch_size: int, max_len: int, warmup: int = 2) -> dict[str, float]:
     """Median seconds per step of each variant; the variants take turns step by step (round robin),
     so a change in the machine's load falls on all of them alike."""
-    from mtdnn.training.smart import EmaAnchor, SmartLoss, SmartSettings
+    from mtdnn.training.methods.smart import EmaAnchor, SmartLoss, SmartSettings
     from mtdnn.training.step import StepLoss, TaskLoss
 
     model, batches = _setup(encoder, batch_size, max_len)

@@ -482,7 +482,7 @@ def main(argv=None) -> int:
 
     table = {s: summarize(median_result(rs), train_tokens, eval_tokens, eval_rows, n_params, peak)
              for s, rs in results.items()}
-    for s, r in table.items():
+    for r in table.values():
         m = r["dev"]["mrpc"]
         r["dev_score"] = f"{m['f1']:.1f}/{m['accuracy']:.1f}"
 

@@ -158,7 +158,7 @@ def task_outputs(run_dir: Path, tasks: list[str] | None = None,
     from mtdnn.data.tokenized import tokenize_split
     from mtdnn.evaluation import predict
     from mtdnn.noise import perturb_split
-    from mtdnn.training.setup import load_model_weights
+    from mtdnn.model.weights import load_model_weights
 
     run = mtdnn.load_run(run_dir, device="cpu")
     out = {}

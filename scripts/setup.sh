@@ -20,7 +20,10 @@ python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${MTDNN_TORCH_VERSION:-2.13.0}"
 if [ -n "$LOCK" ]; then
   python -m pip install -q -c "$LOCK" -e ".[test,plots,serve,onnx,adapters]"
-else
-  python -m pip install -q --upgrade --upgrade-strategy eager -e ".[test,plots,serve,onnx,adapters]"
+else  # the newest releases, torch kept at the installed build (an upgrade would pull a CUDA build)
+  TORCH_PIN="$(mktemp)"
+  python -c "import torch; print('torch==' + torch.__version__)" > "$TORCH_PIN"
+  python -m pip install -q --upgrade --upgrade-strategy eager -c "$TORCH_PIN" -e ".[test,plots,serve,onnx,adapters]"
+  rm -f "$TORCH_PIN"
 fi
 python -c "import mtdnn, torch, transformers; print('mtdnn', mtdnn.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

@@ -27,7 +27,7 @@ from mtdnn.model.adapters import (LoraSettings, SourceRun, TaskAdapters, load_ad
                                   require_peft)
 from mtdnn.model.multitask import MultiTaskModel, encoder_from_config
 from mtdnn.run_dir import RunDir
-from mtdnn.training.setup import load_model_weights
+from mtdnn.model.weights import load_model_weights
 from toy_tasks import train_argv, write_toy_data
 from checks import one_error_line
 

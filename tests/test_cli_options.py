@@ -12,7 +12,8 @@ from typing import Any, Literal, get_args, get_origin
 import pytest
 import yaml
 
-from mtdnn.cli import build_parser, config_from_args, main
+from mtdnn.cli import build_parser, main
+from mtdnn.commands.config_flags import config_from_args
 from mtdnn.config import TrainConfig, make_config
 
 REPO = Path(__file__).resolve().parents[1]

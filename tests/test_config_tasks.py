@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 import mtdnn
-from mtdnn.cli import build_parser, config_from_args, main
+from mtdnn.cli import build_parser, main
+from mtdnn.commands.config_flags import config_from_args
 from mtdnn.config import load_config_file
 from mtdnn.errors import ConfigError
 from mtdnn.tasks.registry import TaskRegistry, builtin_tasks
@@ -40,7 +41,7 @@ def test_registry_resolve_errors():
         reg.resolve(["rte", "nope"])
     with pytest.raises(ConfigError, match="head of 'mnli'"):
         reg.resolve(["ax"])
-    with pytest.raises(ConfigError, match="listed twice"):
+    with pytest.raises(ConfigError, match="task 'rte' is listed twice"):
         reg.resolve(["rte", "rte"])
     assert [t.name for t in reg.resolve(["mnli", "ax"])] == ["mnli", "ax"]
 

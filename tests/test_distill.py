@@ -26,8 +26,8 @@ from mtdnn.config import make_config
 from mtdnn.errors import CheckpointError, ConfigError
 from mtdnn.model.shrink import shrink_encoder
 from mtdnn.tasks.registry import TaskRegistry
-from mtdnn.training.distill import (Teacher, TeacherOutputs, check_teachers, distill_composition,
-                                    distill_divergence, soft_targets)
+from mtdnn.training.methods.distill import (Teacher, TeacherOutputs, check_teachers, distill_composition,
+                                            distill_divergence, soft_targets)
 from mtdnn.training.distributed import Distributed
 from mtdnn.training.setup import build_setup
 from mtdnn.training.step import TaskLoss
@@ -167,14 +167,14 @@ def test_soft_targets_are_the_teachers_mean_and_cached(kw, tmp_path, caplog):
     cfg = _student_config(kw, ["teacher_a", "teacher_b"])
     setup = build_setup(cfg)
     shutil.rmtree(Path(kw["cache"]) / "soft_targets", ignore_errors=True)
-    with caplog.at_level(logging.INFO, logger="mtdnn.training.distill"):
+    with caplog.at_level(logging.INFO, logger="mtdnn.training.methods.distill"):
         first = distill_composition(cfg, setup, Distributed(), TaskLoss())
     assert caplog.text.count("outputs computed") == 2 and "from the cache" not in caplog.text
     pa, pb = _teacher_probs(kw, "teacher_a", tmp_path), _teacher_probs(kw, "teacher_b", tmp_path)
     assert not np.allclose(pa, pb, atol=1e-2)  # two different teachers
     assert first.targets["kw"].numpy() == pytest.approx((pa + pb) / 2, abs=2e-6)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="mtdnn.training.distill"):
+    with caplog.at_level(logging.INFO, logger="mtdnn.training.methods.distill"):
         again = distill_composition(cfg, setup, Distributed(), TaskLoss())
     assert caplog.text.count("from the cache") == 2 and "outputs computed" not in caplog.text
     assert torch.equal(again.targets["kw"], first.targets["kw"])
@@ -196,7 +196,7 @@ def test_exported_and_adapter_run_teachers(kw, tmp_path, caplog):
     from_run = distill_composition(_student_config(kw, ["teacher_a"]), setup, Distributed(), TaskLoss())
     cfg = _student_config(kw, [])
     cfg = cfg.model_copy(update={"teachers": [str(export)]})
-    with caplog.at_level(logging.INFO, logger="mtdnn.training.distill"):
+    with caplog.at_level(logging.INFO, logger="mtdnn.training.methods.distill"):
         from_export = distill_composition(cfg, setup, Distributed(), TaskLoss())
     assert "outputs computed" in caplog.text  # its own weights digest: not the run's cached outputs
     assert from_export.targets["kw"].numpy() == pytest.approx(from_run.targets["kw"].numpy(), abs=1e-5)

@@ -20,7 +20,8 @@ import torch
 import yaml
 
 import mtdnn
-from mtdnn.cli import build_parser, config_from_args
+from mtdnn.cli import build_parser
+from mtdnn.commands.config_flags import config_from_args
 from mtdnn.config import load_config_file
 from mtdnn.errors import ConfigError
 from mtdnn.testing import dropout_free_tasks, tiny_encoder

@@ -29,7 +29,8 @@ from safetensors.torch import load_file
 
 from encoder_families import FAMILIES, build_encoder, family, glue_lines, missing_reason, write_ranking_task
 from mtdnn.api import load_run
-from mtdnn.cli import build_parser, config_from_args, main
+from mtdnn.cli import build_parser, main
+from mtdnn.commands.config_flags import config_from_args
 from mtdnn.data.readers import read_split
 from mtdnn.data.tokenized import SEG_SPECIAL, tokenize_split
 from mtdnn.model.multitask import MultiTaskModel, load_encoder, load_tokenizer

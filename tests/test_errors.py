@@ -147,6 +147,11 @@ def test_unknown_task(toy, capsys):
     fails(capsys, argv(tasks="toycls,nosuch"), "field 'tasks'", "unknown task 'nosuch'", "toyreg", absent=out)
 
 
+def test_task_listed_twice_is_named(toy, capsys):
+    task_file, data, argv, out = toy
+    fails(capsys, argv(tasks="toycls,toyreg,toycls"), "field 'tasks'", "task 'toycls' is listed twice", absent=out)
+
+
 def test_task_yaml_missing_field(toy, capsys):
     task_file, data, argv, out = toy
     _rewrite(task_file, TASKS_YAML.replace("  type: regression\n", ""))

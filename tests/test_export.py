@@ -238,6 +238,10 @@ def test_model_card_and_files(hf_dir, run_dir):
     for t in TASKS:
         assert f"| {t} |" in card
     assert "One encoder for all tasks: the weights of epoch 2" in card
+    # the card's code loads the folder as docs/deploy.md does: the tokenizer too with trust_remote_code
+    # (else transformers asks whether to run the folder's custom code)
+    loads = [ln for ln in card.splitlines() if ".from_pretrained(" in ln]
+    assert [ln for ln in loads if "AutoTokenizer" in ln] and all("trust_remote_code=True" in ln for ln in loads)
     # where the run trained: its environment.json, one line per attempt
     from mtdnn.runtime import cpu_model
     trained_on = card.split("## Trained on", 1)[1].strip().splitlines()

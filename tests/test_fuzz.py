@@ -110,7 +110,7 @@ class Style:
 
 
 @st.composite
-def layouts(draw, fmt: st.SearchStrategy[str] = st.sampled_from(FORMATS)) -> Layout:
+def layouts(draw, fmt: st.SearchStrategy[str] = st.sampled_from(FORMATS)) -> Layout:  # noqa: B008 (hypothesis strategies are values)
     ttype = draw(st.sampled_from(TYPES))
     single = False if ttype == "ranking" else draw(st.booleans())
     group = ttype == "ranking" and draw(st.booleans())

@@ -168,7 +168,7 @@ def _hand_san_probs(head, hs, seg, steps):
         alpha = torch.softmax(Mh @ w1, dim=0)
         s = (alpha[:, None] * Mh).sum(0)
         probs = []
-        for k in range(steps):
+        for _ in range(steps):
             beta = torch.softmax((s @ W2) @ Mp.T, dim=0)
             x = (beta[:, None] * Mp).sum(0)
             feats = torch.cat([s, x, (s - x).abs(), s * x])

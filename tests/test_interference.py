@@ -14,15 +14,16 @@ from torch import nn
 
 import mtdnn
 from mtdnn.affinity import affinity_run, lookahead_affinity, recommend
-from mtdnn.cli import build_parser, config_from_args
+from mtdnn.cli import build_parser
+from mtdnn.commands.config_flags import config_from_args
 from mtdnn.data.batching import epoch_schedule
 from mtdnn.errors import ConfigError
 from mtdnn.tasks.schema import parse_task
 from mtdnn.training.diagnostics import cosine_matrix
-from mtdnn.training.mtl import (PCGradGradients, UncertaintyWeighting, WeightedTaskLoss, pcgrad_weights,
-                                task_weights)
-from mtdnn.training.sampling import (CappedProportionalSchedule, SampledSchedule, TaskGroupSchedule,
-                                     build_schedule, mixture_probabilities, sampling_exponent)
+from mtdnn.training.methods.pcgrad import PCGradGradients, pcgrad_weights
+from mtdnn.training.methods.sampling import (CappedProportionalSchedule, SampledSchedule, TaskGroupSchedule,
+                                             build_schedule, mixture_probabilities, sampling_exponent)
+from mtdnn.training.methods.weighting import UncertaintyWeighting, WeightedTaskLoss, task_weights
 from mtdnn.training.schedule import ProportionalSchedule
 from test_batching import make_split
 

@@ -172,7 +172,9 @@ def test_affinity_command_ranks_writes_and_recommends(tmp_path, tiny_encoder, ca
 def test_affinity_bad_input_is_one_line(capsys):
     assert main(["affinity", "--target", "rte", "--candidates", "rte,mrpc"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "field 'candidates'" in err
+    assert "Traceback" not in err and "field 'candidates'" in err and "target 'rte'" in err
+    assert main(["affinity", "--target", "rte", "--candidates", "mrpc,stsb,mrpc"]) == 2
+    assert "task 'mrpc' twice" in capsys.readouterr().err
     assert main(["affinity", "--target", "rte", "--candidates", "mrpc", "--budget", "0"]) == 2
     assert "field 'budget'" in capsys.readouterr().err
 

@@ -9,7 +9,7 @@ import pytest
 from mtdnn.api import _guess_columns
 from mtdnn.data.pipeline import subset_rows
 from mtdnn.data.readers import RawSplit, read_split
-from mtdnn.data.tokenized import _content_hash, encode_labels
+from mtdnn.data.tokenized import content_hash, encode_labels
 from mtdnn.errors import ConfigError, DataError
 from mtdnn.tasks.schema import parse_task
 
@@ -115,11 +115,11 @@ def _raw(group_keys=None) -> RawSplit:
 def test_cache_key_and_groups_without_group_column_are_unchanged(tmp_path):
     task = _ranking_task(tmp_path / "x.tsv", group=None)
     # recorded with the code before group columns were read
-    assert _content_hash(task, _raw(), 32, "fp") == "3e82a61c575ad1f25eaf46205854f0d4"
+    assert content_hash(task, _raw(), 32, "fp") == "3e82a61c575ad1f25eaf46205854f0d4"
     assert encode_labels(task, _raw())[1].tolist() == [0, 0, 1]
-    with_groups = _content_hash(task, _raw(["a", "b", "c"]), 32, "fp")
+    with_groups = content_hash(task, _raw(["a", "b", "c"]), 32, "fp")
     assert with_groups != "3e82a61c575ad1f25eaf46205854f0d4"
-    assert with_groups != _content_hash(task, _raw(["a", "a", "c"]), 32, "fp")
+    assert with_groups != content_hash(task, _raw(["a", "a", "c"]), 32, "fp")
     assert encode_labels(task, _raw(["a", "b", "a"]))[1].tolist() == [0, 1, 0]
 
 

@@ -28,8 +28,8 @@ from mtdnn.run_dir import RunDir
 from mtdnn.tasks.registry import TaskRegistry
 from mtdnn.tasks.schema import parse_task
 from mtdnn.training.checkpoint import state_dir
-from mtdnn.training.smart import (EmaAnchor, SmartLoss, SmartSettings, adversarial_perturbation,
-                                  group_symmetric_kl, output_divergence, symmetric_kl)
+from mtdnn.training.methods.smart import (EmaAnchor, SmartLoss, SmartSettings, adversarial_perturbation,
+                                          group_symmetric_kl, output_divergence, symmetric_kl)
 from mtdnn.training.step import TaskLoss
 from toy_tasks import train_argv, write_toy_data
 
@@ -214,7 +214,7 @@ def test_proximal_term_is_zero_at_the_anchor_and_positive_away(toy):
 
 
 def test_proximal_needs_ddp_not_fsdp(toy):
-    from mtdnn.training.smart import smart_parts
+    from mtdnn.training.methods.smart import smart_parts
     cfg = make_config(overrides={"tasks": "rte", "adv": True, "adv_proximal": True})
     with pytest.raises(ConfigError, match="adv_proximal"):
         smart_parts(cfg, _model(toy), TaskLoss(), fsdp=True)

@@ -112,7 +112,10 @@ def _sst2_csv(folder: Path, data: Path) -> list[str]:  # single, binary, integer
 
 def _snli_tsv(folder: Path, data: Path) -> list[str]:  # pair, 3-class string labels, rows without a label
     header = ["pairID", "premise", "hypothesis", "gold"]
-    rows = lambda split, n: [[f"p{i}", r["a"], r["b"], r["y"]] for i, r in enumerate(_rows(data, "snli", split, n))]
+
+    def rows(split: str, n: int) -> list[list[str]]:
+        return [[f"p{i}", r["a"], r["b"], r["y"]] for i, r in enumerate(_rows(data, "snli", split, n))]
+
     write_tsv(folder / "nli_train.tsv", header, rows("dev", N_TRAIN) + [["p-x", "A man sleeps.", "Someone rests.", "-"]])
     write_tsv(folder / "nli_validation.tsv", header, rows("test", N_DEV))
     return ["nli_train.tsv"]

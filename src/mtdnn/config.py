@@ -2,7 +2,8 @@
 override them, and the resolved config is saved in the run directory.
 
 :class:`TrainConfig` is the one source of the options: the flags of ``mtdnn train`` are generated
-from its fields (``mtdnn.cli``), and the fields a resumed run may change are marked on them."""
+from its fields (``mtdnn.commands.config_flags``), and the fields a resumed run may change are
+marked on them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import CheckpointError, ConfigError
-from .tasks.schema import _format_validation_error, read_yaml_file
+from .tasks.schema import format_validation_error, read_yaml_file
 
 
 # ``json_schema_extra["resume"]`` of a field that a resumed run (``--resume``) may change: one that
@@ -28,8 +29,8 @@ def _may_change(**extra: Any) -> dict[str, Any]:
 class TrainConfig(BaseModel):
     """Every option of ``mtdnn train``, in one place: its type, range, default and help.
 
-    The command line is generated from these fields (``mtdnn.cli``): each field ``foo_bar`` is
-    the flag ``--foo-bar`` (bools: ``--foo-bar/--no-foo-bar``), its help is the field's
+    The command line is generated from these fields (``commands/config_flags.py``): each field
+    ``foo_bar`` is the flag ``--foo-bar`` (bools: ``--foo-bar/--no-foo-bar``), its help is the field's
     ``description`` and ``--help`` shows the default. Older spellings of a flag are listed in
     the field's ``json_schema_extra`` under ``"flag_aliases"`` (``--task-file``, ``--hub``/``--no-hub``).
 
@@ -337,7 +338,7 @@ def make_config(file_values: dict[str, Any] | None = None, overrides: dict[str, 
     try:
         return TrainConfig.model_validate(values)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err), path=source) from None
+        raise ConfigError(format_validation_error(err), path=source) from None
 
 
 def resume_values(run_dir: str | Path) -> dict[str, Any]:

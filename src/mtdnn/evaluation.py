@@ -47,7 +47,8 @@ def predict(model: MultiTaskModel, task: TaskDef, split: TokenizedSplit, *, batc
     rows: list[np.ndarray] = []
     if sharded:
         mine = np.argsort(-split.lengths, kind="stable")[dist.rank::dist.world_size]
-        steps = -(-(-(-len(split) // dist.world_size)) // batch_size)  # batches of the largest shard
+        largest_shard = -(-len(split) // dist.world_size)
+        steps = -(-largest_shard // batch_size)  # batches of the largest shard
         batches = [mine[s:s + batch_size] for s in range(0, steps * batch_size, batch_size)]
     else:
         batches = eval_order(split, batch_size)

@@ -108,7 +108,9 @@ def _show(value: Any, limit: int = 40) -> str:
     return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
-def _decode(path: Path) -> str:
+def decode_file(path: Path) -> str:
+    """A data file's text (UTF-8, a leading byte-order mark dropped); unreadable, empty or not UTF-8:
+    a DataError naming the file (and the line of the first bad byte)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -129,7 +131,7 @@ def _decode(path: Path) -> str:
 
 def _tsv_rows(path: Path, header: bool) -> tuple[list[str] | None, Iterator[tuple[int, list[str]]]]:
     """GLUE TSV: quoting off, CRLF tolerated, no trailing newline tolerated."""
-    lines = _decode(path).split("\n")
+    lines = decode_file(path).split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
@@ -154,7 +156,7 @@ def _tsv_rows(path: Path, header: bool) -> tuple[list[str] | None, Iterator[tupl
 
 
 def _csv_rows(path: Path, header: bool) -> tuple[list[str] | None, Iterator[tuple[int, list[str]]]]:
-    text = _decode(path)
+    text = decode_file(path)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         names = next(reader) if header else None
@@ -188,7 +190,7 @@ def _csv_rows(path: Path, header: bool) -> tuple[list[str] | None, Iterator[tupl
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     bad = _BadRows(str(path))
-    for n, ln in enumerate(_decode(path).split("\n"), start=1):
+    for n, ln in enumerate(decode_file(path).split("\n"), start=1):
         if not ln.strip():
             continue
         try:

@@ -76,7 +76,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return h.hexdigest()
 
 
-def _content_hash(task: TaskDef, raw: RawSplit, max_len: int, tok_fp: str) -> str:
+def content_hash(task: TaskDef, raw: RawSplit, max_len: int, tok_fp: str) -> str:
     h = hashlib.sha256()
     meta = {"v": CACHE_VERSION, "max_len": max_len, "tok": tok_fp, "type": task.type,
             "labels": task.labels, "input": task.input}
@@ -99,7 +99,7 @@ def tokenize_split(task: TaskDef, raw: RawSplit, tokenizer, max_len: int,
                    cache_dir: str | Path | None = None) -> TokenizedSplit:
     """Tokenise (or load from the cache) one split."""
     tok_fp = tokenizer_fingerprint(tokenizer)
-    key = _content_hash(task, raw, max_len, tok_fp)
+    key = content_hash(task, raw, max_len, tok_fp)
     cache_path = None
     if cache_dir is not None:
         cache_path = Path(cache_dir) / f"{task.name}.{raw.split}.{key}.npz"

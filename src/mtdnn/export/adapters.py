@@ -15,9 +15,10 @@ Its export holds exactly that:
   adapter merged into its weights (``W + scaling * B A``: LoRA's merge, as peft's
   ``merge_and_unload`` does it), so that no peft and no custom code is needed to load it.
 
-``LoraExport`` holds what the export takes from the run (read through mtdnn's own loading,
-``load_adapter_model``); ``merged_encoder`` merges one adapter into exported encoder weights (also
-used by ``mtdnn predict`` on an exported folder, ``folder.ExportedModel``).
+``LoraExport`` holds what the export takes from the run's model (``lora_export``; the plan of the
+export reads the run through mtdnn's own loading, ``plan.py``); ``merged_encoder`` merges one adapter
+into exported encoder weights (also used by ``mtdnn predict`` on an exported folder,
+``folder.ExportedModel``).
 """
 
 from __future__ import annotations
@@ -28,11 +29,8 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..model.adapters import TaskAdapters, load_adapter_model, require_peft
+from ..model.adapters import TaskAdapters, require_peft
 from ..model.multitask import MultiTaskModel
-from ..run_dir import RunDir
-from ..tasks.schema import TaskDef
-from .plan import ExportPlan
 
 LORA_ENCODER = "frozen"  # the encoder key of an adapter run's export: its one frozen encoder
 
@@ -49,25 +47,6 @@ class LoraExport:
     state: dict[str, torch.Tensor]
     origin: str | None
     encoder_key: str = LORA_ENCODER
-
-
-def plan_adapter_export(run: RunDir, config: dict[str, Any], tasks: list[TaskDef], selection: dict[str, Any],
-                        history: dict[int, dict[str, Any]], epoch: int | None) -> ExportPlan:
-    """The export plan of an adapter run: each task from the epoch it keeps (a task carried over from
-    the ``--init-from`` run: no epoch of this run), its dev metrics there."""
-    if epoch is not None:
-        raise ConfigError("an adapter run keeps each task's adapter and head of the epoch that task selected, "
-                          "not whole epochs: export it without --epoch", field="epoch")
-    model = load_adapter_model(run, tasks)
-    lora = lora_export(model, config.get("init_from"))
-    kept = selection.get("tasks", {})
-    epochs: dict[str, int | None] = {}
-    for t in tasks:
-        own = kept.get(t.head_from or t.name)
-        epochs[t.name] = int(own) if own is not None else None
-    metrics = {t.name: history.get(e, {}).get("dev", {}).get(t.name, {}) if (e := epochs[t.name]) is not None else {}
-               for t in tasks}
-    return ExportPlan(run, config, tasks, epochs, metrics, lora=lora)
 
 
 def lora_export(model: MultiTaskModel, origin: str | None) -> LoraExport:
@@ -131,22 +110,3 @@ def merged_encoder(state: dict[str, torch.Tensor], specs: dict[str, dict[str, An
         a, b = state[f"{path}.lora_A.{adapter}"], state[f"{path}.lora_B.{adapter}"]
         merged[f"{path}.weight"] = merged[f"{path}.weight"] + (b @ a) * float(spec["scaling"])
     return merged
-
-
-def encoders_note(plan: ExportPlan, tasks: list[TaskDef], single: bool) -> str:
-    """The model card's paragraph on the encoder of an adapter run's export."""
-    assert plan.lora is not None
-    adapters = {plan.adapter_of(t.name) for t in tasks}
-    specs = plan.lora.specs
-    shown = "; ".join(f"{a}: rank {s['rank']}, scaling {s['scaling']:g}, {len(s['layers'])} layers"
-                      for a, s in specs.items() if a in adapters)
-    plain = [t.name for t in tasks if plan.adapter_of(t.name) is None]
-    note = f" Tasks without an adapter (carried over from a fully fine-tuned run): {', '.join(plain)}." if plain else ""
-    if single:
-        return ("The run trained a LoRA adapter per task on a frozen shared encoder; this folder's encoder is that "
-                f"encoder with the task's adapter merged into its weights (W + scaling * B A; {shown or 'no adapter'})."
-                + note)
-    return ("One frozen encoder shared by all tasks, with a LoRA adapter per task (" + (shown or "none") + "): "
-            "tasks with different adapters take separate encoder passes, tasks that share one (or have none) "
-            "share a pass. Each task's adapter and head are those of the dev epoch it kept; the dev metrics "
-            "above are theirs." + note)

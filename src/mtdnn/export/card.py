@@ -64,9 +64,7 @@ def _task_table(plan: ExportPlan, tasks: list[TaskDef]) -> list[str]:
 
 def _encoders_note(plan: ExportPlan, tasks: list[TaskDef], single: bool) -> str:
     if plan.lora is not None:
-        from .adapters import encoders_note
-
-        return encoders_note(plan, tasks, single)
+        return _lora_encoders_note(plan, tasks, single)
     epochs = sorted({e for t in tasks if (e := plan.epochs[t.name]) is not None})
     if len(epochs) == 1:
         return (f"One encoder for all tasks: the weights of epoch {epochs[0]}. The dev metrics above are "
@@ -74,6 +72,25 @@ def _encoders_note(plan: ExportPlan, tasks: list[TaskDef], single: bool) -> str:
     return (f"{len(epochs)} encoders, one per epoch the tasks keep ({', '.join(map(str, epochs))}): each task "
             "uses the encoder and head of its own best dev epoch (`--per-task-epochs`), so tasks of "
             "different epochs need separate encoder passes.")
+
+
+def _lora_encoders_note(plan: ExportPlan, tasks: list[TaskDef], single: bool) -> str:
+    """The model card's paragraph on the encoder of an adapter run's export."""
+    assert plan.lora is not None
+    adapters = {plan.adapter_of(t.name) for t in tasks}
+    specs = plan.lora.specs
+    shown = "; ".join(f"{a}: rank {s['rank']}, scaling {s['scaling']:g}, {len(s['layers'])} layers"
+                      for a, s in specs.items() if a in adapters)
+    plain = [t.name for t in tasks if plan.adapter_of(t.name) is None]
+    note = f" Tasks without an adapter (carried over from a fully fine-tuned run): {', '.join(plain)}." if plain else ""
+    if single:
+        return ("The run trained a LoRA adapter per task on a frozen shared encoder; this folder's encoder is that "
+                f"encoder with the task's adapter merged into its weights (W + scaling * B A; {shown or 'no adapter'})."
+                + note)
+    return ("One frozen encoder shared by all tasks, with a LoRA adapter per task (" + (shown or "none") + "): "
+            "tasks with different adapters take separate encoder passes, tasks that share one (or have none) "
+            "share a pass. Each task's adapter and head are those of the dev epoch it kept; the dev metrics "
+            "above are theirs." + note)
 
 
 def _usage(name: str, tasks: list[TaskDef], single: bool, onnx: bool = False) -> list[str]:
@@ -92,7 +109,7 @@ def _usage(name: str, tasks: list[TaskDef], single: bool, onnx: bool = False) ->
                 f'clf = pipeline("text-classification", model="{name}")', call, "```"]
     args = '"A man is sleeping.", "Nobody sleeps."' if pair else '"A man is sleeping."'
     return ["```python", "from transformers import AutoModel, AutoTokenizer", "",
-            f'tok = AutoTokenizer.from_pretrained("{name}")',
+            f'tok = AutoTokenizer.from_pretrained("{name}", trust_remote_code=True)',
             f'model = AutoModel.from_pretrained("{name}", trust_remote_code=True).eval()',
             f'out = model(**tok({args}, truncation=True, return_tensors="pt"), task="{t.name}")',
             "print(out.logits)", "```"]

@@ -33,7 +33,7 @@ from . import modeling_mtdnn as modeling
 from .card import model_card
 from .folder import staged_folder, write_metadata
 from .plan import ExportPlan, export_state
-from .verify import check_against_mtdnn
+from .verify import check_against_mtdnn, require_close
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def write_hf_folder(plan: ExportPlan, output: str | Path, check_rows: int = 32) 
     tokenizer = export_tokenizer(plan)
     model = build_hf_model(plan, tokenizer)
     diffs = check_against_mtdnn(plan, lambda batch, task: model(**batch, task=task).logits, tokenizer, check_rows)
-    _require_close(diffs, 1e-4, "exported model")
+    require_close(diffs, 1e-4, "exported model")
     with staged_folder(output) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         shutil.copyfile(Path(modeling.__file__), tmp / "modeling_mtdnn.py")
@@ -99,14 +99,6 @@ def write_hf_folder(plan: ExportPlan, output: str | Path, check_rows: int = 32) 
         write_metadata(tmp, "hf", plan.epochs, plan.run.path, plan.config, plan.tasks)
         (tmp / "README.md").write_text(model_card(plan, plan.tasks, Path(output).name), encoding="utf-8")
     return diffs
-
-
-def _require_close(diffs: dict[str, float], tol: float, what: str) -> None:
-    bad = {t: d for t, d in diffs.items() if not d <= tol}
-    if bad:
-        shown = ", ".join(f"{t} {d:.2e}" for t, d in bad.items())
-        raise CheckpointError(f"the {what} does not reproduce mtdnn's outputs (largest difference: {shown}; "
-                              f"allowed {tol:g}); nothing was written")
 
 
 def _task(plan: ExportPlan, name: str) -> TaskDef:
@@ -176,7 +168,7 @@ def write_task_folder(plan: ExportPlan, task: str, output: str | Path, check_row
     model = sequence_classifier(plan, t)
     diffs = check_against_mtdnn(plan, lambda batch, _: model(**batch).logits,
                                 tokenizer, check_rows, tasks=[t])
-    _require_close(diffs, 1e-4, "standard sequence-classification model")
+    require_close(diffs, 1e-4, "standard sequence-classification model")
     with staged_folder(output) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))

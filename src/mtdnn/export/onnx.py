@@ -28,7 +28,7 @@ from ..metrics import compute_metrics
 from .card import model_card
 from .folder import staged_folder, write_metadata
 from .plan import ExportPlan, check_rows
-from .verify import check_against_mtdnn, tokenizer_batch
+from .verify import check_against_mtdnn, require_close, tokenizer_batch
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def write_onnx_folder(plan: ExportPlan, output: str | Path, quantize: str | None
                       n_rows: int = 32) -> tuple[dict[str, float], list[str]]:
     """The ONNX export of a run, checked against mtdnn's model; returns each task's largest
     difference (fp32) and lines reporting the int8 metric change."""
-    from .hf import _require_close, build_hf_model, export_tokenizer
+    from .hf import build_hf_model, export_tokenizer
 
     require_onnx()
     tokenizer = export_tokenizer(plan)
@@ -148,7 +148,7 @@ def write_onnx_folder(plan: ExportPlan, output: str | Path, quantize: str | None
     with staged_folder(output) as tmp:
         write_onnx_model(model, tokenizer, tmp, quantize)
         diffs = check_against_mtdnn(plan, _session_outputs(tmp / "model.onnx"), tokenizer, n_rows)
-        _require_close(diffs, 1e-4, "ONNX graph")
+        require_close(diffs, 1e-4, "ONNX graph")
         if quantize == "int8":
             change = int8_metric_change(plan, tmp, tokenizer, max(n_rows, 200))
             (tmp / "int8_check.json").write_text(json.dumps(change, indent=2), encoding="utf-8")

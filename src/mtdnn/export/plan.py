@@ -111,9 +111,7 @@ def plan_export(run_path: str | Path, epoch: int | None = None, per_task_epochs:
     if per_task_epochs and epoch is not None:
         raise ConfigError("--epoch and --per-task-epochs exclude each other", field="epoch")
     if config.get("adapter", "none") != "none":
-        from .adapters import plan_adapter_export
-
-        return plan_adapter_export(run, config, tasks, selection, _history(run), epoch)
+        return _plan_adapter_run(run, config, tasks, selection, _history(run), epoch)
     available = _available_epochs(run)
     chosen = selection["last"] if epoch is None else epoch
     if chosen not in available:
@@ -130,6 +128,27 @@ def plan_export(run_path: str | Path, epoch: int | None = None, per_task_epochs:
     history = _history(run)
     metrics = {t.name: history.get(epochs[t.name], {}).get("dev", {}).get(t.name, {}) for t in tasks}
     return ExportPlan(run, config, tasks, epochs, metrics)
+
+
+def _plan_adapter_run(run: RunDir, config: dict[str, Any], tasks: list[TaskDef], selection: dict[str, Any],
+                      history: dict[int, dict[str, Any]], epoch: int | None) -> ExportPlan:
+    """The export plan of an adapter run: each task from the epoch it keeps (a task carried over from
+    the ``--init-from`` run: no epoch of this run), its dev metrics there."""
+    if epoch is not None:
+        raise ConfigError("an adapter run keeps each task's adapter and head of the epoch that task selected, "
+                          "not whole epochs: export it without --epoch", field="epoch")
+    from ..model.adapters import load_adapter_model
+    from .adapters import lora_export
+
+    lora = lora_export(load_adapter_model(run, tasks), config.get("init_from"))
+    kept = selection.get("tasks", {})
+    epochs: dict[str, int | None] = {}
+    for t in tasks:
+        own = kept.get(t.head_from or t.name)
+        epochs[t.name] = int(own) if own is not None else None
+    metrics = {t.name: history.get(e, {}).get("dev", {}).get(t.name, {}) if (e := epochs[t.name]) is not None else {}
+               for t in tasks}
+    return ExportPlan(run, config, tasks, epochs, metrics, lora=lora)
 
 
 def export_state(plan: ExportPlan) -> dict[str, torch.Tensor]:

@@ -15,9 +15,10 @@ import torch
 from ..data.batching import collate
 from ..data.readers import RawSplit
 from ..data.tokenized import tokenize_split
+from ..errors import CheckpointError
 from ..model.multitask import MultiTaskModel, encoder_from_config
 from ..tasks.schema import TaskDef
-from ..training.setup import load_model_weights
+from ..model.weights import load_model_weights
 from .plan import ExportPlan, check_rows
 
 log = logging.getLogger(__name__)
@@ -79,3 +80,12 @@ def check_against_mtdnn(plan: ExportPlan, candidate: Candidate, tokenizer, n_row
                 got = torch.as_tensor(np.asarray(candidate(inputs, t.name), dtype=np.float32))
             diffs[t.name] = float((got.reshape(want.shape) - want).abs().max())
     return diffs
+
+
+def require_close(diffs: dict[str, float], tol: float, what: str) -> None:
+    """Every task's largest difference from mtdnn's outputs within ``tol``, else a CheckpointError."""
+    bad = {t: d for t, d in diffs.items() if not d <= tol}
+    if bad:
+        shown = ", ".join(f"{t} {d:.2e}" for t, d in bad.items())
+        raise CheckpointError(f"the {what} does not reproduce mtdnn's outputs (largest difference: {shown}; "
+                              f"allowed {tol:g}); nothing was written")

@@ -46,6 +46,7 @@ from types import ModuleType
 from typing import Any, Iterator
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from ..config import TrainConfig
@@ -54,6 +55,7 @@ from ..run_dir import RunDir, load_weights, replace_durably, save_weights, write
 from ..tasks.schema import TaskDef
 from .heads import build_head
 from .multitask import MultiTaskModel, encoder_from_config
+from .weights import load_error_line, load_model_weights, load_strict
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ PARAMETERS_FILE = "parameters.json"
 
 def require_peft() -> ModuleType:
     """The ``peft`` package, or a one-line error naming the extra that installs it."""
-    try:
+    try:  # the optional 'adapters' extra: imported only by adapter runs
         import peft
     except ImportError:
         raise ConfigError(f"--adapter lora needs the peft package: pip install 'mtdnn[{EXTRA}]' "
@@ -149,20 +151,6 @@ def _quiet_peft() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         yield
-
-
-def _first_line(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    text = next((ln for ln in lines if ln.startswith(("size mismatch", "Missing key", "Unexpected key"))),
-                lines[0] if lines else type(e).__name__)
-    return text if len(text) <= 200 else text[:200] + "..."
-
-
-def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{what} does not fit the model ({_first_line(e)})", path=str(path)) from None
 
 
 # ----------------------------------------------------------------------------- the wrapped encoder
@@ -274,12 +262,10 @@ def _load_saved(load, path: Path) -> Any:
     """Run a peft loading call on an adapter folder; a missing or unreadable one is a CheckpointError."""
     if not (path / "adapter_config.json").is_file():
         raise CheckpointError("not a saved adapter (adapter_config.json missing)", path=str(path))
-    from safetensors import SafetensorError
-
     try:
         return load(str(path))
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as e:
-        raise CheckpointError(f"cannot load the adapter ({_first_line(e)})", path=str(path)) from None
+        raise CheckpointError(f"cannot load the adapter ({load_error_line(e)})", path=str(path)) from None
 
 
 # ----------------------------------------------------------------------------- the --init-from run
@@ -342,11 +328,13 @@ class SourceRun:
 
 # ----------------------------------------------------------------------------- head factories
 class LoraHeads:
-    """The head factory of ``--adapter lora`` runs (``model/multitask.py: HeadFactory``): the
+    """The head factory of ``--adapter lora`` runs (``model/multitask.py: RunHeads``): the
     encoder frozen (from ``--init-from`` when given) and wrapped with a new adapter per trained
     task; the tasks carried over from the ``--init-from`` run (``carried``) get their adapters and
     heads from it, frozen. A trained task that the ``--init-from`` run has too starts from its head
     (as ``training/setup.py: init_from_run`` does for plain runs) and a new adapter."""
+
+    prunes_last_layer = False  # the adapters change the last layer: it runs in full
 
     def __init__(self, cfg: TrainConfig) -> None:
         require_peft()
@@ -363,7 +351,7 @@ class LoraHeads:
     def encoder(self, encoder: nn.Module, tasks: list[TaskDef]) -> nn.Module:
         if self.source is not None:
             state, path = self.source.encoder_state()
-            _load_strict(encoder, state, path, "--init-from: the run's encoder")
+            load_strict(encoder, state, path, "--init-from: the run's encoder")
         new = [t.name for t in tasks if t.head_from is None and t.name not in self._carried]
         saved = {t.name: d for t in tasks if t.name in self._carried and t.head_from is None
                  and self.source is not None and (d := self.source.adapter_dir(t.name)) is not None}
@@ -381,8 +369,21 @@ class LoraHeads:
             raise ConfigError(f"--init-from: task '{task.name}' is defined differently in {self.source.run.path} "
                               f"(head {old.head_signature()} vs {task.head_signature()})", field="init_from")
         state, path = self.source.head_state(task.name)
-        _load_strict(head, state, path, f"--init-from: the head of task '{task.name}'")
+        load_strict(head, state, path, f"--init-from: the head of task '{task.name}'")
         return head.requires_grad_(task.name not in self._carried)
+
+
+    def load_init(self, model: nn.Module, run_path: str | Path, tasks: list[TaskDef]) -> None:
+        return None  # ``encoder`` and ``head`` have loaded the run's parts already
+
+    def finish(self, model: nn.Module, run: RunDir, selection: dict[str, int], trained: list[TaskDef],
+               origin: str | None) -> None:
+        """Each task's adapter and head, the frozen encoder and ``parameters.json`` (``finish_adapter_run``)."""
+        finish_adapter_run(model, run, selection, trained, self.carried, origin)
+
+    def complete(self, run: RunDir) -> None:
+        """The epoch checkpoints go: their content is in adapters/, heads/ and encoder/."""
+        remove_epoch_checkpoints(run)
 
 
 class SavedAdapters:
@@ -400,7 +401,7 @@ class SavedAdapters:
     def head(self, task: TaskDef, hidden_size: int) -> nn.Module:
         head = build_head(task, hidden_size)
         path = head_file(self.run, task.name)
-        _load_strict(head, load_weights(path), path, f"the head of task '{task.name}'")
+        load_strict(head, load_weights(path), path, f"the head of task '{task.name}'")
         return head.requires_grad_(False)
 
 
@@ -413,7 +414,7 @@ def load_adapter_model(run: RunDir, tasks: list[TaskDef]) -> MultiTaskModel:
                               f"this one has not: continue it with `mtdnn train --resume {run.path}`",
                               path=str(path))
     encoder = encoder_from_config(run.encoder_dir)
-    _load_strict(encoder, load_weights(path), path, "the run's encoder")
+    load_strict(encoder, load_weights(path), path, "the run's encoder")
     return MultiTaskModel(encoder, tasks, SavedAdapters(run))
 
 
@@ -423,8 +424,6 @@ def finish_adapter_run(model: MultiTaskModel, run: RunDir, selection: dict[str, 
     """Write each task's adapter and head (a trained task's from the epoch it keeps), the frozen
     encoder and ``parameters.json``. Returns the parameter report. The epoch checkpoints are left
     for ``remove_epoch_checkpoints`` once the run is complete (a crash before then resumes)."""
-    from ..training.setup import load_model_weights
-
     enc = model.encoder
     if not isinstance(enc, TaskAdapters):
         raise TypeError("finish_adapter_run needs a model built by LoraHeads")

@@ -82,7 +82,7 @@ def cls_only_forward(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor 
     return ff.LayerNorm(_dropout_row0(ff.dense(h), ff.dropout, (b, n, ff.dense.out_features)) + a)
 
 
-class _Forward:
+class LastLayerForward:
     """Instance-level forward of the last layer: the pruned path while the flag is on, else the
     class's own forward (so parameter names, hooks and state dicts are untouched)."""
 
@@ -101,7 +101,7 @@ class _Forward:
         return type(layer).forward(layer, hidden_states, attention_mask, *args, **kwargs)
 
 
-def _agrees(encoder: nn.Module, fwd: _Forward) -> bool:
+def _agrees(encoder: nn.Module, fwd: LastLayerForward) -> bool:
     """Full vs pruned [CLS] output of the encoder on a small random padded batch, in eval and in
     train mode (same seed): equal up to rounding, or the pruning is not used."""
     param = next(encoder.parameters())
@@ -137,7 +137,7 @@ def _agrees(encoder: nn.Module, fwd: _Forward) -> bool:
             encoder.train(was_training)
 
 
-def install(encoder: nn.Module) -> _Forward | None:
+def install(encoder: nn.Module) -> LastLayerForward | None:
     """Give the encoder's last layer the pruned path (off until switched on by `cls_only`), if the
     layer is BERT-shaped and the pruned path reproduces it; None otherwise."""
     layer = _last_layer(encoder)
@@ -147,7 +147,7 @@ def install(encoder: nn.Module) -> _Forward | None:
         log.info("last-layer [CLS] pruning not used: %s's layers are not BERT-shaped (self-attention with "
                  "absolute positions)", type(encoder).__name__)
         return None
-    fwd = _Forward(layer)
+    fwd = LastLayerForward(layer)
     layer.forward = fwd
     if not _agrees(encoder, fwd):
         del layer.forward
@@ -157,7 +157,7 @@ def install(encoder: nn.Module) -> _Forward | None:
 
 
 @contextmanager
-def cls_only(fwd: _Forward | None, on: bool):
+def cls_only(fwd: LastLayerForward | None, on: bool):
     """Within the block, the encoder's last layer computes position 0 only (when installed and on)."""
     if fwd is None or not on:
         yield

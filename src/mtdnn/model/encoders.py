@@ -23,6 +23,7 @@ from typing import Iterable
 
 import numpy as np
 from torch import nn
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from ..data.tokenized import TokenizedSplit
 from ..errors import ConfigError
@@ -34,8 +35,6 @@ SDPA, EAGER = "sdpa", "eager"
 
 def model_class(config) -> type | None:
     """The ``AutoModel`` class of ``config`` (None where transformers does not map it)."""
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING
-
     try:
         return MODEL_MAPPING[type(config)]
     except (KeyError, ValueError):

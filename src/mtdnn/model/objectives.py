@@ -19,9 +19,9 @@ def ranking_loss(scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tenso
     uniq, inverse = torch.unique(groups, return_inverse=True)
     z = gamma * scores.float()
     neg_inf = torch.full((len(uniq),), float("-inf"), device=z.device)
-    all_lse = _scatter_logsumexp(z, inverse, neg_inf)
+    all_lse = scatter_logsumexp(z, inverse, neg_inf)
     pos_z = z.masked_fill(labels != 1, float("-inf"))
-    pos_lse = _scatter_logsumexp(pos_z, inverse, neg_inf)
+    pos_lse = scatter_logsumexp(pos_z, inverse, neg_inf)
     has_pos = torch.isfinite(pos_lse)
     if not has_pos.any():
         return z.sum() * 0.0
@@ -29,7 +29,7 @@ def ranking_loss(scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tenso
     return per_group.sum() if reduction == "sum" else per_group.mean()
 
 
-def _scatter_logsumexp(values: torch.Tensor, index: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
+def scatter_logsumexp(values: torch.Tensor, index: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
     mx = init.clone().scatter_reduce(0, index, values, reduce="amax", include_self=True)
     safe_mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
     summed = torch.zeros_like(mx).scatter_add(0, index, torch.exp(values - safe_mx[index]))

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def layer_list(encoder: nn.Module) -> tuple[nn.Module, str]:
     """The module holding the encoder's layers and the attribute name of their ``nn.ModuleList``."""
     count = encoder.config.num_hidden_layers
-    for name, module in encoder.named_modules():
+    for _, module in encoder.named_modules():
         for attr, child in module.named_children():
             if isinstance(child, nn.ModuleList) and len(child) == count and attr in ("layer", "layers"):
                 return module, attr

@@ -64,6 +64,8 @@ class TaskRegistry:
             if t.head_from is not None and t.head_from not in chosen:
                 raise ConfigError(f"task '{t.name}' is evaluated with the head of '{t.head_from}': "
                                   f"add '{t.head_from}' to the tasks", field="tasks")
-        if len(chosen) != len(tasks):
-            raise ConfigError("a task is listed twice", field="tasks")
+        listed = [t.name for t in tasks]
+        twice = next((n for n in listed if listed.count(n) > 1), None)
+        if twice is not None:
+            raise ConfigError(f"task '{twice}' is listed twice", field="tasks")
         return tasks

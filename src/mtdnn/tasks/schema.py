@@ -239,7 +239,7 @@ def _loc_text(loc: tuple) -> str:
     return ".".join(repr(x)[1:-1] if isinstance(x, str) and not x.isprintable() else str(x) for x in loc)
 
 
-def _format_validation_error(err: ValidationError) -> str:
+def format_validation_error(err: ValidationError) -> str:
     errors = err.errors()
     # a value that fits no member of a union (``str | int``) gets one error per member, located
     # under a type tag (columns.label.str, columns.label.int): report them as one, at the field
@@ -301,7 +301,7 @@ def parse_task(data: Any, source: str) -> TaskDef:
     try:
         return TaskDef.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err), path=source) from None
+        raise ConfigError(format_validation_error(err), path=source) from None
 
 
 def yaml_tag_hint(e: Exception) -> str:

@@ -34,11 +34,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from ..config import TrainConfig
 from ..errors import CheckpointError, ConfigError
 from ..model.adapters import remove_adapter_files
-from ..run_dir import RunDir, load_weights, write_json
+from ..model.weights import load_model_weights
+from ..run_dir import RunDir, atomic_path, atomic_write, load_weights, write_json
 from ..tasks.schema import TaskDef
 from .state import LoopState
 
@@ -85,10 +87,6 @@ def _rng_tensors() -> dict[str, torch.Tensor]:
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    from ..run_dir import atomic_path
-
     with atomic_path(path) as tmp:  # .<name>XXXX.tmp beside it, fsynced, renamed, directory fsynced
         save_file(tensors, str(tmp))
 
@@ -125,8 +123,6 @@ def load_train_state(run: RunDir, model: torch.nn.Module, optimizer: torch.optim
                      scheduler: Any, batches_per_epoch: int, method: torch.nn.Module | None = None) -> LoopState | None:
     """Restore model, optimiser, scheduler and RNG states from the run's resume state; returns the
     loop position, or None when the run has none yet (killed before its first checkpoint)."""
-    from .setup import load_model_weights
-
     d = state_dir(run)
     state_file = d / "state.json"
     if not state_file.is_file():
@@ -216,7 +212,6 @@ def read_history(run: RunDir, completed_epochs: int) -> list[dict[str, Any]]:
     if missing:
         raise CheckpointError(f"cannot resume: history of epoch {missing[0]} missing", path=str(run.history_file))
     history = [records[e] for e in range(1, completed_epochs + 1)]
-    from ..run_dir import atomic_write
     with atomic_write(run.history_file) as f:
         for rec in history:
             f.write(json.dumps(rec) + "\n")

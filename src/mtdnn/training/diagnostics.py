@@ -1,26 +1,18 @@
-"""Diagnostics of task interference, and the per-epoch records of the methods beyond the paper.
+"""Diagnostics of task interference: per-task gradients and their cosines.
 
 - ``task_gradients``: each task's gradient on the shared encoder, on one batch per task, with the
   model in eval mode (no dropout: the same batch gives the same gradient, and the training's random
   stream is not touched), through ``torch.autograd.grad`` (no ``.grad`` is written). Used by
   ``--log-grad-cosine`` and by ``mtdnn affinity``.
 - ``cosine_matrix``: the cosine similarity of those gradients, from their Gram matrix.
-- ``TrainingMonitor``: what a run with these options logs. ``--log-grad-cosine N``: after every
-  N-th optimiser step, the cosine matrix of the tasks' encoder gradients on one fresh batch per
-  task (drawn from (seed, step)) at the current weights, so that the gradients compared are at
-  the same point (the batches of the last N steps were taken at N different weights); it costs one
-  forward and backward per task every N steps, computed on rank 0 only, and changes nothing in the
-  training (same weights with and without it). The matrices go into the epoch's history line
-  (``"grad_cosine": {"tasks": [...], "steps": [...], "matrices": [...]}``) and TensorBoard
-  (``grad_cosine/<a>~<b>``). A sampled schedule's mixture (``"mixture": {task: batches}``) and the
-  learned log-variances of ``--mtl-method uncertainty`` (``"uncertainty_log_variance"``) are
-  recorded per epoch the same way. A run without these options writes none of these keys.
+- ``training/methods/monitor.py`` logs them during training (``--log-grad-cosine``); ``mtdnn
+  affinity`` measures along a short run of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,7 +21,6 @@ from torch import nn
 from ..data.batching import collate, task_batches
 from ..data.tokenized import TokenizedSplit
 from ..runtime import autocast, to_device
-from .sampling import count_mixture
 
 _FRESH = 7  # the random stream of the diagnostic batches: (seed, step, _FRESH, task index)
 
@@ -86,51 +77,3 @@ def evaluating(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
-
-
-class TrainingMonitor:
-    """The per-step and per-epoch records of a run's methods beyond the paper (see the module)."""
-
-    def __init__(self, *, cosine_every: int | None, log_mixture: bool, uncertainty: Any = None) -> None:
-        self.cosine_every, self.log_mixture, self.uncertainty = cosine_every, log_mixture, uncertainty
-
-    @property
-    def active(self) -> bool:
-        return bool(self.cosine_every or self.log_mixture or self.uncertainty is not None)
-
-    def after_update(self, job: Any, state: Any) -> None:
-        """After optimiser step ``state.update``: the gradient cosines, every ``cosine_every`` steps."""
-        if not self.cosine_every or state.update % self.cosine_every or not job.dist.is_main:
-            return
-        names = list(job.train_splits)
-        matrix = self.gradient_cosines(job, state.update)
-        rec = state.records.setdefault("grad_cosine", {"tasks": names, "steps": [], "matrices": []})
-        rec["steps"].append(state.update)
-        rec["matrices"].append(matrix)
-        if job.writer is not None:
-            for i, a in enumerate(names):
-                for j in range(i + 1, len(names)):
-                    job.writer.add_scalar(f"grad_cosine/{a}~{names[j]}", matrix[i][j], state.update)
-
-    def gradient_cosines(self, job: Any, step: int) -> list[list[float]]:
-        model, cfg = job.model, job.cfg
-        losses = {name: batch_loss(model, name, split, fresh_rows(split, cfg.batch_size, cfg.seed, step, k),
-                                   pad_id=job.pad_id, device=job.setup.device, precision=cfg.precision)
-                  for k, (name, split) in enumerate(job.train_splits.items())}
-        with evaluating(model):
-            rows = task_gradients(losses, shared_parameters(model))
-        return cosine_matrix(rows)
-
-    def epoch_fields(self, job: Any, state: Any) -> dict[str, Any]:
-        """The keys this epoch adds to its history line (none for a plain run); TensorBoard too."""
-        out: dict[str, Any] = {}
-        if self.log_mixture:
-            out["mixture"] = count_mixture(job.schedule.epoch(state.epoch), list(job.train_splits))
-        if self.uncertainty is not None:
-            out["uncertainty_log_variance"] = {t: round(v, 6) for t, v in self.uncertainty.values().items()}
-        out.update(state.records)
-        if job.writer is not None:
-            for key in ("mixture", "uncertainty_log_variance"):
-                for task, v in out.get(key, {}).items():
-                    job.writer.add_scalar(f"{key}/{task}", v, state.epoch)
-        return out

@@ -25,6 +25,7 @@ bounds how long a rank waits for a dead or stuck peer in any collective. See doc
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import socket
@@ -39,9 +40,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                     set_model_state_dict)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..errors import ConfigError
 from ..model.objectives import loss_units
+from ..model.weights import load_model_weights
+from ..run_dir import load_weights
+from ..runtime import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +99,6 @@ class Distributed:
     @classmethod
     def from_config(cls, cfg) -> "Distributed":
         """Join torchrun's job when launched by it (NCCL on GPUs, gloo on CPU), else a single process."""
-        from ..runtime import pick_device
-
         device = pick_device(cfg.device)
         if not launched():
             if cfg.parallel == "fsdp":
@@ -139,11 +147,8 @@ class Distributed:
         if self.parallel == "fsdp":
             self._fully_shard(model, cfg)  # ranks start equal: same seed, same pretrained weights
         else:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             # DDP broadcasts rank 0's weights and buffers at init: every replica starts equal. The
             # buffers (position ids) never change: no need to sync them again before each forward
-            import inspect
             buffers = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
                        inspect.signature(DDP.__init__).parameters else {"broadcast_buffers": False})
             trainer = DDP(trainer, device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -152,9 +157,6 @@ class Distributed:
         return trainer
 
     def _fully_shard(self, model: nn.Module, cfg) -> None:
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
         mesh = init_device_mesh(self.device.type, (self.world_size,))
         mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
               if cfg.precision == "bf16" else MixedPrecisionPolicy())
@@ -242,23 +244,15 @@ class Distributed:
         """The whole model's weights for saving, on rank 0. FSDP gathers them (a collective: every
         rank calls it); other ranks get ``{}``."""
         if self.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
             return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return model.state_dict() if self.is_main else {}
 
     def load_weights(self, model: nn.Module, path: Path) -> None:
         """Load a checkpoint written by rank 0: rank 0 reads it and broadcasts it, so the other
         ranks (other nodes) need no shared file system."""
-        from .setup import load_model_weights
-
         if not self.enabled:
             load_model_weights(model, path)
             return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        from ..run_dir import load_weights
-
         state = load_weights(path) if self.is_main else {}
         if self.fsdp:  # FSDP leaves the root's parameters unsharded after a forward (an evaluation):
             model.reshard()  # loading needs them as the sharded DTensors again
@@ -268,8 +262,6 @@ class Distributed:
     def replica_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """This rank's full weights (FSDP: gathered on every rank, a collective)."""
         if self.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
             return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
         return model.state_dict()
 
@@ -281,7 +273,6 @@ def report_crash(exc: BaseException) -> int:
     print(f"mtdnn: error on rank {rank}: {type(exc).__name__}: {exc}", file=sys.stderr)
     traceback.print_exception(exc, file=sys.stderr)
     with contextlib.suppress(Exception):
-        from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
         ErrorHandler().record_exception(exc)
     return 1
 

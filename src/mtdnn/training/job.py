@@ -2,10 +2,12 @@
 and the ``LoopState`` it starts from (fresh, or restored by ``--resume``); ``finish_run`` writes
 the metrics of the kept epochs and the submission files, and ends the run.
 
-The plug points (``training/step.py``, ``training/schedule.py``, ``model/multitask.py``) are
-chosen here, in ``plug_points``; the batch schedule and the step's loss composition and gradient
-combination of ``--sampling``, ``--task-weights`` and ``--mtl-method`` are chosen in ``open_run``
-by ``sampling.build_schedule`` and ``mtl.method_parts`` (docs/interference.md).
+The run's parts at the plug points come from two places: its head factory
+(``training/setup.py: head_factory``) builds the model, loads ``--init-from`` and writes what the
+run keeps when it finishes; its training methods (``training/methods/``, built from the config in
+``build_methods``) give the batch schedule, the loss composition, the gradient combination, extra
+optimiser parameters, state for the resumable checkpoints and per-epoch records. A run with no
+method and the plain heads is the paper's Algorithm 1.
 """
 
 from __future__ import annotations
@@ -17,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from torch.utils.tensorboard import SummaryWriter
 
 from ..config import TrainConfig
 from ..data.tokenized import TokenizedSplit
 from ..errors import CheckpointError, ConfigError
 from ..evaluation import predict, prediction_labels, write_submission
 from ..faults import Faults
-from ..model.adapters import LoraHeads, finish_adapter_run, remove_epoch_checkpoints
-from ..model.multitask import HeadFactory, PlainHeads
 from ..reports import write_class_reports
 from ..run_dir import RunDir, write_json
 from ..runtime import ROUNDING_PACKAGES, environment, seed_everything, set_threads
@@ -32,30 +33,13 @@ from .checkpoint import (check_resume_config, check_resume_tasks, has_train_stat
                          read_history, remove_train_state, reset_run_state)
 from .distributed import Distributed
 from .optim import build_optimizer, build_scheduler
-from .diagnostics import TrainingMonitor
-from .mtl import MethodParts, method_parts
-from .robust_distill import with_robustness
-from .sampling import build_schedule
+from .methods import MethodContext, MethodSet, build_methods
 from .schedule import BatchSchedule
 from .setup import Setup, build_setup
 from .state import LoopState
-from .step import GradientCombination, LossComposition, StepLoss, SummedGradients, TaskLoss
+from .step import GradientCombination, StepLoss
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PlugPoints:
-    """The parts of a run that later methods replace (each with today's behaviour here)."""
-
-    heads: HeadFactory
-    compose: LossComposition
-    gradients: GradientCombination
-
-
-def plug_points(cfg: TrainConfig) -> PlugPoints:
-    heads = LoraHeads(cfg) if cfg.adapter != "none" else PlainHeads()  # per-task adapters: model/adapters.py
-    return PlugPoints(heads=heads, compose=TaskLoss(), gradients=SummedGradients(cfg.grad_accum_steps))
 
 
 @dataclass
@@ -67,29 +51,34 @@ class Job:
     dist: Distributed
     run: RunDir
     train_splits: dict[str, TokenizedSplit]
-    schedule: BatchSchedule
+    methods: MethodSet         # the schedule, loss composition, gradient combination and their state
     objective: nn.Module       # StepLoss, wrapped by DDP/FSDP under torchrun
-    gradients: GradientCombination
     optimizer: Any
     scheduler: Any
     writer: Any                # TensorBoard SummaryWriter on rank 0, else None
     faults: Faults | None      # test-only fault injection (mtdnn/faults.py); None outside tests
-    methods: MethodParts | None = None       # loss weighting, PCGrad (training/mtl.py)
-    monitor: TrainingMonitor | None = None   # their records, gradient cosines (training/diagnostics.py)
 
     @property
     def model(self) -> nn.Module:
         return self.setup.model
 
     @property
+    def schedule(self) -> BatchSchedule:
+        return self.methods.schedule
+
+    @property
+    def gradients(self) -> GradientCombination:
+        return self.methods.gradients
+
+    @property
     def window(self) -> int:
         """Batches per optimiser step: the accumulation steps (times the tasks with PCGrad)."""
-        return self.methods.window if self.methods is not None else self.cfg.grad_accum_steps
+        return self.methods.window
 
     @property
     def method_state(self) -> nn.Module | None:
-        """The learned state of a method (saved in resumable states), or None."""
-        return self.methods.state if self.methods is not None else None
+        """The learned state of the run's methods (saved in resumable states), or None."""
+        return self.methods.state
 
     @property
     def pad_id(self) -> int:
@@ -105,38 +94,28 @@ def open_run(cfg: TrainConfig) -> tuple[Job, LoopState]:
     if cfg.resume:  # continue the run in cfg.resume (checked before anything is built or written)
         cfg = cfg.model_copy(update={"output_dir": str(cfg.resume)})
         check_resume_config(cfg, RunDir(cfg.resume))
-    plugs = plug_points(cfg)
-    s = build_setup(cfg, factory=plugs.heads)
+    s = build_setup(cfg)
     run = RunDir(cfg.output_dir)
     resuming = _prepare_run_dir(cfg, s, dist, run)
     train_splits = {n: d.train for n, d in s.data.items() if d.train is not None}
-    schedule = build_schedule(cfg, train_splits)  # Algorithm 1's unless --sampling/--mtl-method pcgrad
-    methods = method_parts(cfg, s.tasks, s.model, dist, (plugs.compose, plugs.gradients))
-    uncertainty = methods.state if cfg.mtl_method == "uncertainty" else None
-    methods, anchor = with_robustness(cfg, s, dist, methods)  # --teachers, --adv (training/robust_distill.py)
-    total_updates = math.ceil(schedule.batches_per_epoch / methods.window) * cfg.epochs
+    methods = MethodSet.assemble(build_methods(cfg), MethodContext(cfg, s, dist, train_splits))
+    total_updates = math.ceil(methods.schedule.batches_per_epoch / methods.window) * cfg.epochs
     objective = dist.wrap(StepLoss(s.model, methods.compose), cfg)
     optimizer = build_optimizer(s.model, cfg, s.device)
-    for group in methods.extra_params:  # e.g. the uncertainty log-variances
+    for group in methods.param_groups:  # e.g. the uncertainty log-variances
         optimizer.add_param_group(group)
     scheduler = build_scheduler(optimizer, total_updates, cfg.warmup_ratio)
-    if anchor is not None:  # SMART's proximal anchor: a moving average updated after every step
-        anchor.follow(optimizer, s.model)
-    state = LoopState(batches_per_epoch=schedule.batches_per_epoch)
+    state = LoopState(batches_per_epoch=methods.schedule.batches_per_epoch)
     if resuming:  # model, optimiser, scheduler and RNG states; the loop's position and records
-        state = load_train_state(run, s.model, optimizer, scheduler, schedule.batches_per_epoch, methods.state)
+        state = load_train_state(run, s.model, optimizer, scheduler, state.batches_per_epoch, methods.state)
         state.history = read_history(run, state.epoch - 1)
         log.info("resuming %s at epoch %d, batch %d (step %d)", run.path, state.epoch, state.batch, state.update)
     if dist.is_main:  # once the state has loaded: a refused resume changes nothing
         _record_environment(run, s.device, dist.world_size, resuming)
-    monitor = TrainingMonitor(cosine_every=cfg.log_grad_cosine, log_mixture=cfg.sampling != "proportional"
-                              or cfg.mtl_method == "pcgrad" or cfg.max_epoch_examples_per_task is not None,
-                              uncertainty=uncertainty)
-    job = Job(cfg, s, dist, run, train_splits, schedule, objective, methods.gradients, optimizer, scheduler,
-              _tensorboard(run.tb_dir) if dist.is_main else None, Faults.from_environment(), methods,
-              monitor if monitor.active else None)
+    job = Job(cfg, s, dist, run, train_splits, methods, objective, optimizer, scheduler,
+              SummaryWriter(str(run.tb_dir)) if dist.is_main else None, Faults.from_environment())
     log.info("training %s: %d batches per epoch, %d epochs, %d optimiser steps on %s", ", ".join(train_splits),
-             schedule.batches_per_epoch, cfg.epochs, total_updates, s.device)
+             state.batches_per_epoch, cfg.epochs, total_updates, s.device)
     return job, state
 
 
@@ -211,16 +190,15 @@ def finish_run(job: Job, state: LoopState) -> Path:
                         predicted=state.predicted)
     if job.cfg.predict_test:
         write_submissions(job.setup, job.run, state.selection, dist=job.dist)
-    if job.cfg.adapter != "none" and job.dist.is_main:  # adapters/, heads/, the frozen encoder
-        finish_adapter_run(job.setup.model, job.run, state.selection, job.setup.tasks, job.setup.carried,
-                           job.cfg.init_from)
+    job.methods.finish(job, state)
+    if job.dist.is_main:  # what the head factory keeps beyond the epoch checkpoints (an adapter run's parts)
+        job.setup.factory.finish(job.model, job.run, state.selection, job.setup.tasks, job.cfg.init_from)
     if job.writer is not None:
         job.writer.close()
     if job.dist.is_main:
         remove_train_state(job.run)  # the run is complete: nothing left to resume
         job.run.release_training()
-        if job.cfg.adapter != "none":  # their content is in adapters/, heads/ and encoder/
-            remove_epoch_checkpoints(job.run)
+        job.setup.factory.complete(job.run)
     job.dist.close()  # every rank waits here for the others, then leaves the process group
     return job.run.path
 
@@ -243,12 +221,3 @@ def write_submissions(s: Setup, run: RunDir, selection: dict[str, int], dist: Di
             fname = td.task.splits[split_name].submission or f"{name}.{split_name}.tsv"
             if dist.is_main:
                 write_submission(run.submissions_dir / fname, split.uids, prediction_labels(td.task, preds))
-
-
-def _tensorboard(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # pragma: no cover - tensorboard is a dependency
-        log.warning("tensorboard is not installed: no event files")
-        return None
-    return SummaryWriter(str(path))

@@ -13,9 +13,11 @@ Algorithm 1 (Liu et al. 2019), as ``train`` runs it::
         evaluate every task on its dev splits; each task keeps its best epoch     end_epoch
     write the metrics of the kept epochs                                          finish_run
 
-Where the pieces live: ``job.py`` opens and finishes a run (and chooses the plug points);
-``step.py`` holds one step (``train_step``, ``optimizer_step``) and the loss-composition and
-gradient-combination plug points; ``schedule.py`` the batch schedule (Algorithm 1's, above);
+Where the pieces live: ``job.py`` opens and finishes a run; ``step.py`` holds one step
+(``train_step``, ``optimizer_step``) and the loss-composition and gradient-combination plug
+points; ``schedule.py`` the batch schedule (Algorithm 1's, above); ``methods/`` the training
+methods that give a run other parts at these plug points (sampling, loss weighting, PCGrad,
+distillation, SMART, the gradient-cosine monitor);
 ``state.py`` the one mutable ``LoopState`` and the per-task epoch selection; ``checkpoint.py``
 the resumable state; ``distributed.py`` what changes under torchrun (each rank's share of a
 batch, DDP/FSDP wrapping). The head factory that builds the model's parts is in
@@ -109,8 +111,7 @@ def _after_update(job: Job, state: LoopState, task: str, loss: float, last: bool
     if state.update % cfg.log_every == 0 and job.writer is not None:
         job.writer.add_scalar(f"train/loss/{task}", loss, state.update)
         job.writer.add_scalar("train/lr", job.scheduler.get_last_lr()[0], state.update)
-    if job.monitor is not None:  # gradient cosines (training/diagnostics.py)
-        job.monitor.after_update(job, state)
+    job.methods.after_update(job, state)  # e.g. SMART's anchor, gradient cosines (training/methods/)
     if cfg.checkpoint_every and state.update % cfg.checkpoint_every == 0 and not last \
             and job.dist.is_main and not job.dist.fsdp:
         save_train_state(job.run, job.model, job.optimizer, job.scheduler, state, job.method_state)
@@ -127,8 +128,7 @@ def end_epoch(job: Job, state: LoopState, dev: dict[str, Any], train_seconds: fl
               "skipped_batches": state.skipped}
     if dev:
         record["glue_average"] = glue_average({t: next(iter(dev[t].values()))["score"] for t in dev})
-    if job.monitor is not None:  # the mixture drawn, learned loss weights, gradient cosines
-        record.update(job.monitor.epoch_fields(job, state))
+    record.update(job.methods.epoch_fields(job, state))  # the mixture drawn, learned loss weights, ...
     if job.faults:
         job.faults.after_epoch(job.dist.rank, state.epoch, lambda: job.dist.replica_state_dict(job.model))
     weights = job.dist.full_state_dict(job.model)  # FSDP: gathered from the shards (every rank takes part)

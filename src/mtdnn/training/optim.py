@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers import get_linear_schedule_with_warmup
 
 from ..config import TrainConfig
 
@@ -11,7 +12,7 @@ from ..config import TrainConfig
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW or Adamax; no weight decay on biases and LayerNorm weights."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for _, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim < 2 else decay).append(p)
@@ -29,7 +30,7 @@ def _fused_ok(model: nn.Module, device: torch.device) -> bool:
     MiniLM's 23M parameters (~0.15 s a step here, as long as a small batch's forward pass)."""
     if device.type == "cuda":
         return True
-    try:
+    try:  # torch's own list of devices with fused kernels; older torch has none
         from torch.optim.optimizer import _get_fused_kernels_supported_devices
         if device.type not in _get_fused_kernels_supported_devices():
             return False
@@ -42,6 +43,4 @@ def _fused_ok(model: nn.Module, device: torch.device) -> bool:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
     """Linear warm-up over ``warmup_ratio`` of the steps, then linear decay to zero."""
-    from transformers import get_linear_schedule_with_warmup
-
     return get_linear_schedule_with_warmup(optimizer, int(round(warmup_ratio * total_steps)), max(total_steps, 1))

@@ -1,9 +1,10 @@
 """The batch schedule: which task's mini-batch the training loop takes at each step of an epoch.
 
-A plug point of the loop (``BatchSchedule``). Today's only implementation is the paper's
-Algorithm 1 (``ProportionalSchedule``): every batch of every task once per epoch, all shuffled
-together, so each task is seen in proportion to its size. Sampling schemes (temperature, uniform,
-annealed) plug in here. A schedule must depend only on (seed, epoch): every process of a
+A plug point of the loop (``BatchSchedule``). The default is the paper's Algorithm 1
+(``ProportionalSchedule``): every batch of every task once per epoch, all shuffled together, so
+each task is seen in proportion to its size. A training method may give the run another
+(``training/methods/sampling.py``: capped proportional, temperature, uniform and annealed sampling;
+PCGrad's one batch of every task per step). A schedule must depend only on (seed, epoch): every process of a
 distributed run builds the same one, and a resumed run skips the batches already done.
 """
 

@@ -1,19 +1,22 @@
 """One training step as a unit: ``train_step`` (forward, loss, backward of one batch; returns its
 loss or a skip) and ``optimizer_step`` (combine the gradients, clip, step, schedule, zero).
 
-Plug points of a step (each has today's behaviour as its only implementation):
+Plug points of a step, each an interface with the paper's behaviour as its default:
 
-- ``LossComposition``: the loss of one batch, from the model, the task and the batch. Today
-  ``TaskLoss``, the task's own loss; extra terms (adversarial, distillation) and task weights plug
-  in here. It runs inside ``StepLoss.forward``, the module DDP wraps, so whatever a composition
-  computes has its gradients synchronised.
-- ``GradientCombination``: how the backward passes of an optimiser step's batches become the
-  gradient the optimiser sees. Today ``SummedGradients`` (autograd's sum, divided by the
-  accumulation steps); methods that need each task's gradient apart (PCGrad) plug in here: they
-  see every ``backward`` of the window and change the gradients in ``combine``.
+- ``LossComposition``: the loss of one batch, from the model, the task and the batch. The default
+  is ``TaskLoss``, the task's own loss; the training methods (``training/methods/``: task weights,
+  uncertainty weighting, distillation, SMART) wrap it, each around the one before it. It runs
+  inside ``StepLoss.forward``, the module DDP wraps, so whatever a composition computes has its
+  gradients synchronised.
+- ``GradientCombination``: how the backward passes of an optimiser step's ``window`` batches
+  become the gradient the optimiser sees. The default is ``SummedGradients`` (autograd's sum,
+  divided by the accumulation steps); a method that needs each task's gradient apart (PCGrad,
+  ``training/methods/pcgrad.py``) sees every ``backward`` of the window and changes the gradients
+  in ``combine``.
 
 The batch schedule (which task's batch comes when) is the third plug point
-(``training/schedule.py``), the head factory the fourth (``model/multitask.py``).
+(``training/schedule.py``), the head factory the fourth (``model/multitask.py``). Which
+implementation a run uses is decided by its methods (``training/methods/registry.py``).
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ class StepLoss(nn.Module):
 
 # ----------------------------------------------------------------------------- gradient combination
 class GradientCombination(Protocol):
+    window: int  # batches per optimiser step
+
     def backward(self, loss: torch.Tensor, task: str) -> None:
         """Backward pass of one batch's loss (of ``task``) in the current optimiser step."""
 
@@ -80,6 +85,10 @@ class SummedGradients:
 
     def __init__(self, accumulation_steps: int = 1) -> None:
         self.accumulation_steps = accumulation_steps
+
+    @property
+    def window(self) -> int:
+        return self.accumulation_steps
 
     def backward(self, loss: torch.Tensor, task: str) -> None:
         (loss / self.accumulation_steps).backward()

@@ -2,7 +2,7 @@
 composition computed (``captured_output``), and replaying the random stream of a forward pass
 (``RngState``), so that a second forward of the same batch draws the same dropout masks.
 
-A wrapping composition (``training/smart.py: SmartLoss``, ``training/distill.py: DistillLoss``)
+A wrapping composition (``smart.py: SmartLoss``, ``distill.py: DistillLoss``)
 calls its ``base`` (``TaskLoss``, a weighted loss, ...), which runs the model once on the batch; the
 wrapper needs that forward's output too (the clean logits of SMART's regulariser, the student's
 logits of distillation). Running the model a second time would cost a forward pass and draw other
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..tasks.schema import TaskDef
+from ...tasks.schema import TaskDef
 
 
 @dataclass

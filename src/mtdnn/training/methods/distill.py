@@ -36,15 +36,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import TrainConfig
-from ..data.pipeline import subset_rows
-from ..data.readers import RawSplit, data_dir_default, read_split
-from ..data.tokenized import _content_hash, default_cache_dir, tokenizer_fingerprint
-from ..errors import CheckpointError, ConfigError
-from ..export.folder import ExportedModel, export_format, open_model_dir
-from ..model.multitask import load_tokenizer
-from ..run_dir import RunDir, atomic_path
-from ..tasks.schema import TaskDef
+from ...config import TrainConfig
+from ...data.pipeline import subset_rows
+from ...data.readers import RawSplit, data_dir_default, read_split
+from ...data.tokenized import content_hash, default_cache_dir, tokenizer_fingerprint
+from ...errors import CheckpointError, ConfigError
+from ...export.folder import ExportedModel, export_format, open_model_dir
+from ...model.multitask import load_tokenizer
+from ...run_dir import RunDir, atomic_path
+from ...saved_model import SavedModel
+from ...tasks.schema import TaskDef
+from ..step import LossComposition
+from .base import Method, MethodContext
 from .capture import base_output, unit_scale
 from .smart import group_log_softmax
 
@@ -63,7 +66,7 @@ class Teacher:
     run: RunDir | ExportedModel
     config: dict[str, Any]
     tasks: dict[str, TaskDef]
-    # loaded once per teacher: its weights' SHA-256 per task, its tokenizer, its model (``api.Run``)
+    # loaded once per teacher: its weights' SHA-256 per task, its tokenizer, its model (``saved_model.SavedModel``)
     loaded: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def weights_digest(self, task: str, cfg: TrainConfig) -> str:
@@ -83,8 +86,7 @@ class Teacher:
 
     def model_run(self, cfg: TrainConfig) -> Any:
         if "run" not in self.loaded:
-            from ..api import load_run
-            self.loaded["run"] = load_run(self.path, device=cfg.device, precision=cfg.precision)
+            self.loaded["run"] = SavedModel(self.path, device=cfg.device, precision=cfg.precision)
         return self.loaded["run"]
 
     @classmethod
@@ -163,7 +165,7 @@ def teacher_outputs(teacher: Teacher, task: str, raw: RawSplit, cfg: TrainConfig
     max_len = int(teacher.config["max_seq_len"])
     key = hashlib.sha256(json.dumps({
         "v": SOFT_TARGET_VERSION, "weights": teacher.weights_digest(task, cfg), "task": t.model_dump(mode="json"),
-        "rows": _content_hash(t, raw, max_len, tokenizer_fingerprint(tokenizer))}, sort_keys=True).encode())
+        "rows": content_hash(t, raw, max_len, tokenizer_fingerprint(tokenizer))}, sort_keys=True).encode())
     path = cache_dir / "soft_targets" / f"{task}.{key.hexdigest()[:32]}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
@@ -181,7 +183,7 @@ def teacher_outputs(teacher: Teacher, task: str, raw: RawSplit, cfg: TrainConfig
 
 
 def _predict(teacher: Teacher, task: TaskDef, raw: RawSplit, cfg: TrainConfig) -> np.ndarray:
-    """The teacher's raw outputs on the rows, as ``mtdnn predict`` computes them (``api.Run``)."""
+    """The teacher's raw outputs on the rows, as ``mtdnn predict`` computes them (``saved_model.SavedModel``)."""
     return teacher.model_run(cfg).predictions(task.name, raw, cfg.eval_batch_size).outputs.astype(np.float32)
 
 
@@ -256,3 +258,15 @@ def _task_targets(task: TaskDef, teachers: list[Teacher], split: Any, cfg: Train
         raise RuntimeError(f"distillation: the rows read for {task.name} are not the training split's")
     outputs = [teacher_outputs(teacher, task.name, raw, cfg, cache_dir) for teacher in teachers]
     return soft_targets(task, outputs, split.groups, cfg.kd_temperature)
+
+
+class Distillation(Method):
+    """``--teachers``: the distillation composition around the run's (``distill_composition``)."""
+
+    name = "distillation"
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+
+    def compose(self, inner: LossComposition, run: MethodContext) -> LossComposition:
+        return distill_composition(self.cfg, run.setup, run.dist, inner)

@@ -51,10 +51,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TrainConfig
-from ..errors import ConfigError
-from ..model.objectives import _scatter_logsumexp
-from ..tasks.schema import TaskDef
+from ...config import TrainConfig
+from ...errors import ConfigError
+from ...model.objectives import scatter_logsumexp
+from ...tasks.schema import TaskDef
+from ..step import LossComposition
+from .base import Method, MethodContext
 from .capture import RngState, base_output, model_device, unit_scale
 
 Norm = Literal["inf", "l2"]
@@ -91,7 +93,7 @@ def group_log_softmax(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tenso
     """log softmax of ``scores`` (N,) within each group of rows with the same ``groups`` id."""
     uniq, inverse = torch.unique(groups, return_inverse=True)
     init = torch.full((len(uniq),), float("-inf"), device=scores.device, dtype=scores.dtype)
-    return scores - _scatter_logsumexp(scores, inverse, init)[inverse]
+    return scores - scatter_logsumexp(scores, inverse, init)[inverse]
 
 
 def group_symmetric_kl(a: torch.Tensor, b: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -263,3 +265,25 @@ def smart_parts(cfg: TrainConfig, model: nn.Module, base: Any, fsdp: bool) -> tu
                           field="adv_proximal")
     anchor = EmaAnchor(model, settings.ema_decay) if settings.proximal else None
     return SmartLoss(settings, base, anchor), anchor
+
+
+class Smart(Method):
+    """``--adv``: SMART's composition around the run's, and its proximal anchor (``--adv-proximal``),
+    which follows every optimiser step and is kept in resumable states."""
+
+    name = "smart"
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.anchor: EmaAnchor | None = None
+
+    def compose(self, inner: LossComposition, run: MethodContext) -> LossComposition:
+        loss, self.anchor = smart_parts(self.cfg, run.model, inner, run.dist.fsdp)
+        return loss
+
+    def state(self) -> nn.Module | None:
+        return self.anchor
+
+    def after_update(self, job: Any, state: Any) -> None:
+        if self.anchor is not None:
+            self.anchor.update(job.model)

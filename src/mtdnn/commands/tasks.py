@@ -1,18 +1,33 @@
-"""The ``mtdnn tasks init`` and ``mtdnn tasks check`` subcommands: their flags and what they print
-(the work is in ``tasks/wizard.py`` and ``tasks/check.py``). ``mtdnn tasks`` alone lists the tasks."""
+"""``mtdnn tasks`` lists the tasks (built-in and those of ``--task-file``); ``mtdnn tasks init`` drafts
+a task YAML from data (``tasks/wizard.py``), ``mtdnn tasks check`` checks a task file's data
+(``tasks/check.py``)::
+
+    mtdnn tasks
+    mtdnn tasks init FILE|HF_DATASET [--name N] [--output my_task.yaml]
+    mtdnn tasks check my_task.yaml [--data-dir DIR]
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def _names(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-def add_task_commands(tasks_parser: argparse.ArgumentParser) -> None:
-    """Add ``init`` and ``check`` under ``mtdnn tasks`` (optional: without one, it lists tasks)."""
-    sub = tasks_parser.add_subparsers(dest="tasks_command", metavar="{init,check}")
+def add_parser(sub: Any) -> None:
+    tp = sub.add_parser("tasks", help="list the built-in tasks (and those of --task-file); `tasks init` drafts "
+                        "a task YAML from data, `tasks check` checks a task file's data")
+    tp.add_argument("--task-file", default=None, help="comma-separated YAML files with your own tasks")
+    # optional: without init or check, it lists the tasks
+    tasks_sub = tp.add_subparsers(dest="tasks_command", metavar="{init,check}")
+    _add_init(tasks_sub)
+    _add_check(tasks_sub)
+
+
+def _add_init(sub: Any) -> None:
     i = sub.add_parser("init", help="draft a task YAML from a data file or a datasets dataset",
                        description="Read a CSV/TSV/JSONL/parquet file (and its dev/test files beside it) or a "
                        "dataset datasets.load_dataset loads, guess the task, and write a commented YAML "
@@ -37,12 +52,14 @@ def add_task_commands(tasks_parser: argparse.ArgumentParser) -> None:
     i.add_argument("--dataset-config", default=None, metavar="NAME", help="the datasets configuration name")
     i.add_argument("--force", action="store_true", help="replace the output file if it exists")
 
+
+def _add_check(sub: Any) -> None:
     c = sub.add_parser("check", help="read every split of a task file and report what training would meet",
                        description="Rows, dropped rows, labels, ranking groups, token lengths, duplicates and "
                        "train/dev overlap of every split; exit 1 on what would make training fail.")
     c.add_argument("task_file", metavar="TASK_FILE")
     c.add_argument("--data-dir", default=None, help="root of relative paths not found beside the task file "
-                   "(default: $MTDNN_DATA_DIR, else ../shared/data)")
+                   "(default: $MTDNN_DATA_DIR, else ./data)")
     c.add_argument("--encoder", default="default", help="the encoder whose tokenizer counts tokens")
     c.add_argument("--max-seq-len", type=int, default=128, help="the training max length (default: 128)")
     c.add_argument("--tasks", type=_names, default=None, metavar="A,B", help="only these tasks of the file")
@@ -50,14 +67,27 @@ def add_task_commands(tasks_parser: argparse.ArgumentParser) -> None:
                    help="load splits with a hub source from the Hugging Face hub when their file is missing")
 
 
-def run_task_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.tasks_command == "init":
         return _init(args)
-    return _check(args)
+    if args.tasks_command == "check":
+        return _check(args)
+    return _list(args)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from ..tasks.registry import TaskRegistry
+
+    reg = TaskRegistry([f for f in (args.task_file or "").split(",") if f])
+    for name in reg.names():
+        t = reg.get(name)
+        desc = t.description.split(": ", 1)[-1].split(";")[0].split(". ")[0]
+        print(f"{name:<10} {t.type:<14} {t.input:<7} head={t.head.kind:<6} {reg.origin(name):<9} {desc}")
+    return 0
 
 
 def _init(args: argparse.Namespace) -> int:
-    from .wizard import InitOptions, init_task
+    from ..tasks.wizard import InitOptions, init_task
 
     opts = InitOptions(source=args.source, name=args.name, output=args.output, text=args.text, label=args.label,
                        id=args.id, group=args.group, dev=args.dev, test=args.test, label_names=args.label_names,
@@ -73,7 +103,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .check import check_task_file, format_report
+    from ..tasks.check import check_task_file, format_report
 
     report = check_task_file(args.task_file, data_dir=args.data_dir, encoder=args.encoder,
                              max_seq_len=args.max_seq_len, allow_hub=args.allow_hub, tasks=args.tasks)

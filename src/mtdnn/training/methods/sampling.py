@@ -20,6 +20,9 @@ length grouping).
 ``TaskGroupSchedule`` is PCGrad's (``--mtl-method pcgrad``): every optimiser step holds one batch
 of each task (``grad_accum_steps`` of each), in the tasks' order.
 
+``Sampling`` is the method of ``--sampling`` and ``max_epoch_examples_per_task``; PCGrad's method
+(``pcgrad.py``) gives its grouped schedule. Both record each epoch's mixture (``"mixture"``).
+
 Every schedule depends only on (seed, epoch) and the config: every process of a distributed run
 builds the same one, and a resumed run skips exactly the batches already done.
 """
@@ -28,14 +31,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
-from ..config import TrainConfig
-from ..data.batching import Batch, task_batches
-from ..data.tokenized import TokenizedSplit
-from .schedule import BatchSchedule, ProportionalSchedule
+from ...config import TrainConfig
+from ...data.batching import Batch, task_batches
+from ...data.tokenized import TokenizedSplit
+from ..schedule import BatchSchedule, ProportionalSchedule
+from .base import Method, MethodContext
 
 ANNEAL_FINAL_EXPONENT = 0.2  # Stickland and Murray 2019: alpha = 1 - 0.8 (e - 1) / (E - 1)
 
@@ -178,22 +182,67 @@ class TaskGroupSchedule:
                 for _ in range(self.steps * self.rounds) for name in self.splits]
 
 
-def build_schedule(cfg: TrainConfig, splits: dict[str, TokenizedSplit]) -> BatchSchedule:
-    """The schedule ``cfg`` asks for (``ProportionalSchedule``, Algorithm 1, by default)."""
-    sizes = {t: min(len(s), cfg.max_epoch_examples_per_task or len(s)) for t, s in splits.items()}
-    default_batches = proportional_batches(sizes, cfg.batch_size)
-    if cfg.mtl_method == "pcgrad":
-        window = len(splits) * cfg.grad_accum_steps
-        steps = cfg.steps_per_epoch or max(1, math.ceil(default_batches / window))
-        return TaskGroupSchedule(splits, cfg.batch_size, cfg.seed, steps=steps, rounds=cfg.grad_accum_steps,
-                                 group_by_length=cfg.group_by_length)
+def grouped_schedule(cfg: TrainConfig, splits: dict[str, TokenizedSplit]) -> TaskGroupSchedule:
+    """PCGrad's schedule: ``steps_per_epoch`` steps (default: a proportional epoch's batches over
+    the window), each of ``grad_accum_steps`` batches of every task."""
+    window = len(splits) * cfg.grad_accum_steps
+    steps = cfg.steps_per_epoch or max(1, math.ceil(_default_batches(cfg, splits) / window))
+    return TaskGroupSchedule(splits, cfg.batch_size, cfg.seed, steps=steps, rounds=cfg.grad_accum_steps,
+                             group_by_length=cfg.group_by_length)
+
+
+def sampling_schedule(cfg: TrainConfig, splits: dict[str, TokenizedSplit]) -> BatchSchedule:
+    """The schedule of ``--sampling`` and ``max_epoch_examples_per_task`` (Algorithm 1's without either)."""
     if cfg.sampling == "proportional":
         if cfg.max_epoch_examples_per_task is None:
             return ProportionalSchedule(splits, cfg.batch_size, cfg.seed, cfg.group_by_length)
         return CappedProportionalSchedule(splits, cfg.batch_size, cfg.seed, cfg.max_epoch_examples_per_task,
                                           cfg.group_by_length)
-    steps = cfg.steps_per_epoch or max(1, math.ceil(default_batches / cfg.grad_accum_steps))
+    steps = cfg.steps_per_epoch or max(1, math.ceil(_default_batches(cfg, splits) / cfg.grad_accum_steps))
     return SampledSchedule(splits, cfg.batch_size, cfg.seed, method=cfg.sampling,
                            temperature=cfg.sampling_temperature, epochs=cfg.epochs,
                            batches_per_epoch=steps * cfg.grad_accum_steps,
                            cap=cfg.max_epoch_examples_per_task, group_by_length=cfg.group_by_length)
+
+
+def _default_batches(cfg: TrainConfig, splits: dict[str, TokenizedSplit]) -> int:
+    sizes = {t: min(len(s), cfg.max_epoch_examples_per_task or len(s)) for t, s in splits.items()}
+    return proportional_batches(sizes, cfg.batch_size)
+
+
+def build_schedule(cfg: TrainConfig, splits: dict[str, TokenizedSplit]) -> BatchSchedule:
+    """The schedule ``cfg`` asks for (``ProportionalSchedule``, Algorithm 1, by default)."""
+    return grouped_schedule(cfg, splits) if cfg.mtl_method == "pcgrad" else sampling_schedule(cfg, splits)
+
+
+def mixture_fields(job: Any, state: Any) -> dict[str, Any]:
+    """The epoch's mixture (``{"mixture": {task: batches}}``), also to TensorBoard."""
+    mixture = count_mixture(job.schedule.epoch(state.epoch), list(job.train_splits))
+    if job.writer is not None:
+        for task, v in mixture.items():
+            job.writer.add_scalar(f"mixture/{task}", v, state.epoch)
+    return {"mixture": mixture}
+
+
+class Sampling(Method):
+    """``--sampling`` other than proportional, or ``max_epoch_examples_per_task``: the run's
+    schedule, and the mixture it drew in every epoch's record."""
+
+    name = "sampling"
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+
+    def schedule(self, run: MethodContext) -> BatchSchedule | None:
+        return sampling_schedule(self.cfg, run.splits)
+
+    def epoch_fields(self, job: Any, state: Any) -> dict[str, Any]:
+        return mixture_fields(job, state)
+
+
+def task_sampling(cfg: TrainConfig) -> Method | None:
+    """The sampling method of ``cfg`` (None for Algorithm 1's schedule, and with PCGrad, whose
+    grouped schedule counts a capped task's examples itself)."""
+    if cfg.mtl_method == "pcgrad" or (cfg.sampling == "proportional" and cfg.max_epoch_examples_per_task is None):
+        return None
+    return Sampling(cfg)
