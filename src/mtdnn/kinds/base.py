@@ -195,3 +195,25 @@ class TaskKind:
     def uncertainty_scale(self) -> float:
         """The factor of uncertainty weighting: 1/2 for Gaussian likelihoods (scores), 1 else."""
         return 1.0
+
+    def output_divergence(self, task: TaskDef, divergence: str, a: torch.Tensor, b: torch.Tensor,
+                          batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """SMART: D(a, b) of two head outputs on ``batch`` (``divergence``: sym_kl or mse), summed
+        over the batch's units."""
+        raise self.refuse("SMART (--adv) and its proximal term")
+
+    def distill_targets(self, task: TaskDef, outputs: list[tuple[np.ndarray, float]], groups: np.ndarray,
+                        temperature: float) -> torch.Tensor:
+        """Distillation: the soft target of each row from the teachers' (outputs, ranking gamma)."""
+        raise self.refuse("knowledge distillation (--teachers)")
+
+    def distill_divergence(self, task: TaskDef, output: torch.Tensor, target: torch.Tensor,
+                           batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
+        """Distillation: the divergence of the student's output from the soft targets, summed."""
+        raise self.refuse("knowledge distillation (--teachers)")
+
+    def refuse(self, what: str) -> Exception:
+        """The one-line error of a method this kind does not support."""
+        from ..errors import ConfigError
+
+        return ConfigError(f"{what} is not available for {self.name} tasks")

@@ -70,6 +70,32 @@ class Classification(TaskKind):
     def class_names(self, task: TaskDef) -> list[str] | None:
         return list(task.labels)
 
+    def output_divergence(self, task: TaskDef, divergence: str, a: torch.Tensor, b: torch.Tensor,
+                          batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        from ..training.methods.smart import symmetric_kl
+
+        if divergence == "mse":
+            return ((F.softmax(a.float(), -1) - F.softmax(b.float(), -1)) ** 2).sum()
+        return symmetric_kl(a, b).sum()
+
+    def distill_targets(self, task: TaskDef, outputs: list[tuple[np.ndarray, float]], groups: np.ndarray,
+                        temperature: float) -> torch.Tensor:
+        """The teachers' class probabilities re-tempered (softmax(log p / T)), averaged."""
+        import torch
+
+        probs = [torch.from_numpy(o).double() for o, _ in outputs]
+        return torch.stack([torch.softmax(p.clamp_min(1e-30).log() / temperature, -1) for p in probs]).mean(0).float()
+
+    def distill_divergence(self, task: TaskDef, output: torch.Tensor, target: torch.Tensor,
+                           batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
+        import torch
+
+        log_q = torch.log_softmax(output.float() / temperature, dim=-1)
+        kl = torch.special.xlogy(target, target) - target * log_q
+        return temperature ** 2 * kl.sum()
+
     def check_warnings(self, task: TaskDef, train: SplitCheck) -> list[str]:
         unseen = [label for label, n in train.labels.items() if n == 0]
         return [f"{task.name}/{train.split}: no training rows labeled {', '.join(unseen)}"] if unseen else []

@@ -78,6 +78,39 @@ class Ranking(TaskKind):
         """Index 0 = not the best candidate (``labels[1]``), 1 = the best (``labels[0]``)."""
         return [task.labels[1], task.labels[0]]
 
+    def output_divergence(self, task: TaskDef, divergence: str, a: torch.Tensor, b: torch.Tensor,
+                          batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """On the gamma-scaled scores: squared difference, or the symmetric KL of each group's
+        softmax."""
+        from ..training.methods.smart import group_symmetric_kl
+
+        sa, sb = task.ranking_gamma * a.float().squeeze(-1), task.ranking_gamma * b.float().squeeze(-1)
+        if divergence == "mse":
+            return ((sa - sb) ** 2).sum()
+        return group_symmetric_kl(sa, sb, batch["groups"]).sum()
+
+    def distill_targets(self, task: TaskDef, outputs: list[tuple[np.ndarray, float]], groups: np.ndarray,
+                        temperature: float) -> torch.Tensor:
+        """Each teacher's within-group softmax of its gamma-scaled scores at ``temperature``, averaged."""
+        import torch
+
+        from ..training.methods.smart import group_log_softmax
+
+        g = torch.from_numpy(groups)
+        per_teacher = [group_log_softmax(gamma * torch.from_numpy(o).double() / temperature, g).exp()
+                       for o, gamma in outputs]
+        return torch.stack(per_teacher).mean(0).float()
+
+    def distill_divergence(self, task: TaskDef, output: torch.Tensor, target: torch.Tensor,
+                           batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
+        import torch
+
+        from ..training.methods.smart import group_log_softmax
+
+        log_q = group_log_softmax(task.ranking_gamma * output.float().squeeze(-1) / temperature, batch["groups"])
+        kl = torch.special.xlogy(target, target) - target * log_q
+        return temperature ** 2 * kl.sum()
+
     def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
         super().label_stats(task, raw, out)
         gid = raw.group_ids()

@@ -77,3 +77,19 @@ class Regression(TaskKind):
 
     def uncertainty_scale(self) -> float:
         return 0.5
+
+    def output_divergence(self, task: TaskDef, divergence: str, a: torch.Tensor, b: torch.Tensor,
+                          batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The squared difference of the scores, whatever the divergence named."""
+        return ((a.float().squeeze(-1) - b.float().squeeze(-1)) ** 2).sum()
+
+    def distill_targets(self, task: TaskDef, outputs: list[tuple[np.ndarray, float]], groups: np.ndarray,
+                        temperature: float) -> torch.Tensor:
+        """The teachers' mean score (no temperature)."""
+        import torch
+
+        return torch.from_numpy(np.mean([o for o, _ in outputs], axis=0).astype(np.float32))
+
+    def distill_divergence(self, task: TaskDef, output: torch.Tensor, target: torch.Tensor,
+                           batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
+        return ((output.float().squeeze(-1) - target) ** 2).sum()

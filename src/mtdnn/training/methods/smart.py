@@ -105,25 +105,17 @@ def group_symmetric_kl(a: torch.Tensor, b: torch.Tensor, groups: torch.Tensor) -
 
 
 def adversarial_loss_kind(task: TaskDef) -> str:
-    """The task's ``adv_loss``, or its type's default (sym_kl; mse for regression)."""
+    """The task's ``adv_loss``, or its kind's default (sym_kl; mse for regression)."""
     if task.adv_loss is not None:
         return task.adv_loss
-    return "mse" if task.type == "regression" else "sym_kl"
+    return task.kind.adv_divergence(task)
 
 
 def output_divergence(kind: str, task: TaskDef, a: torch.Tensor, b: torch.Tensor,
                       batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """D(a, b) of two outputs of the task's head on ``batch``, summed over the batch's units."""
-    if task.type == "ranking":
-        sa, sb = task.ranking_gamma * a.float().squeeze(-1), task.ranking_gamma * b.float().squeeze(-1)
-        if kind == "mse":
-            return ((sa - sb) ** 2).sum()
-        return group_symmetric_kl(sa, sb, batch["groups"]).sum()
-    if task.type == "regression":
-        return ((a.float().squeeze(-1) - b.float().squeeze(-1)) ** 2).sum()
-    if kind == "mse":
-        return ((F.softmax(a.float(), -1) - F.softmax(b.float(), -1)) ** 2).sum()
-    return symmetric_kl(a, b).sum()
+    """D(a, b) of two outputs of the task's head on ``batch``, summed over the batch's units
+    (``kind``: the divergence, sym_kl or mse, as the task's kind applies it)."""
+    return task.kind.output_divergence(task, kind, a, b, batch)
 
 
 # ----------------------------------------------------------------------------- the perturbation
@@ -231,7 +223,7 @@ class SmartLoss(nn.Module):
             start.restore()
             with torch.no_grad():
                 anchored = self.anchor.output(model, task, batch)
-            prox_kind = "mse" if t.type == "regression" else (kind if kind != "none" else "sym_kl")
+            prox_kind = kind if kind != "none" else t.kind.adv_divergence(t)
             total = total + self.settings.proximal_weight * scale * output_divergence(prox_kind, t, clean,
                                                                                       anchored, batch)
         after.restore()
