@@ -195,7 +195,7 @@ def check_rows(plan: ExportPlan, task: TaskDef, n: int = 32) -> RawSplit | None:
     except MtdnnError as e:
         log.warning("no dev rows to check task %s against (%s)", task.name, e)
         return None
-    if task.type == "ranking":  # whole candidate groups
+    if task.kind.keeps_groups:  # whole candidate groups
         groups = raw.group_ids()
         return raw.select([i for i in range(len(raw)) if groups[i] < max(1, n // 2)][:n])
     return raw.select(list(range(min(n, len(raw)))))

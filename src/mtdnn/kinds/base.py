@@ -10,7 +10,7 @@ The hooks, by stage (each has a default here where one fits most kinds):
 - schema: ``inputs`` (the ``input`` values it takes), ``metric_choices``/``default_metrics``,
   ``validate`` (rules of the whole task), ``validate_split`` (rules of one split),
   ``check_metrics`` and ``reported_metric_names``, ``num_outputs``, ``takes_pair_head``
-  (``--pair-head`` may give it SAN), ``has_text_b``.
+  (SAN fits it), ``has_text_b``/``reads_pairs``.
 - data: ``parse_label`` (one raw label -> value or problem), ``after_read`` (rules over the whole
   split, e.g. ranking groups), ``keeps_groups`` (subsets and batches keep candidate groups whole),
   ``encode_labels`` (label values -> arrays, with the group of each row).
@@ -20,7 +20,11 @@ The hooks, by stage (each has a default here where one fits most kinds):
   ``api_values`` (``Run.predict``'s values), ``prediction_columns``/``prediction_extras``
   (the extra columns of ``predict_file``), ``class_names`` and ``class_report`` (the per-class
   report; None: the kind has none).
+- export and serving: ``present`` (the server's answer), ``card_labels`` (the model card),
+  ``standard_folder`` (``export --task``), ``onnx_predictions`` (the int8 check).
 - ``tasks check``: ``label_stats`` (what the split's labels look like), ``check_warnings``.
+- ``tasks init``: ``init_type_note``, ``init_label_problem``, ``init_labels``, ``init_metrics``,
+  ``init_texts_needed``, ``init_input``, ``init_text_note``.
 - training methods: ``adv_divergence`` (SMART's default divergence), ``uncertainty_scale``
   (uncertainty weighting), ``distill_targets``/``distill_loss`` (knowledge distillation).
 """
@@ -38,6 +42,7 @@ if TYPE_CHECKING:  # the schema imports the kinds
     from ..data.readers import RawSplit
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
+    from ..tasks.wizard import Column, InitOptions, Source
 
 # the metrics of predicted classes (classification, ranking) and of predicted scores (regression)
 CLASS_METRICS: tuple[str, ...] = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc")
@@ -89,13 +94,18 @@ class TaskKind:
         """The width of the head's output per unit (row, token)."""
         return 1
 
-    def takes_pair_head(self, task: TaskDef) -> bool:
-        """Whether ``--pair-head`` (SAN) applies to a task of this kind that names no head."""
+    def takes_pair_head(self, input_kind: str) -> bool:
+        """Whether a SAN head fits a task of this kind with ``input: <input_kind>`` (and so
+        ``--pair-head san`` applies to one that names no head)."""
         return False
 
     def has_text_b(self, task: TaskDef) -> bool:
         """Whether rows have a second text (pairs, ranking candidates)."""
-        return task.input != "single"
+        return self.reads_pairs(task.input)
+
+    def reads_pairs(self, input_kind: str) -> bool:
+        """Whether a task of this kind with ``input: <input_kind>`` reads two texts per row."""
+        return input_kind != "single"
 
     # ---- data ----------------------------------------------------------------------
     def parse_label(self, task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
@@ -175,6 +185,24 @@ class TaskKind:
 
         return class_report(task.name, names, gold, preds)
 
+    # ---- export and serving ----------------------------------------------------------
+    def present(self, labels: list[str], row: np.ndarray) -> dict[str, Any]:
+        """The server's answer for one input from the head's raw output row (a score by default)."""
+        return {"score": float(np.asarray(row).reshape(-1)[0])}
+
+    def card_labels(self, task: TaskDef) -> str:
+        """What the model card's task table says the task predicts."""
+        return "score"
+
+    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str]:
+        """(id2label, problem_type) of the task's standard ``...ForSequenceClassification`` folder
+        (``mtdnn export --task``); a kind without one raises the one-line ConfigError saying why."""
+        raise self.refuse("a standard Hugging Face folder (export --task)")
+
+    def onnx_predictions(self, task: TaskDef, out: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Predictions from the ONNX model's raw outputs of a batch (scores by default)."""
+        return out.reshape(-1)
+
     # ---- tasks check ---------------------------------------------------------------
     def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
         """Fill ``out`` with what the labels of a labeled split look like."""
@@ -186,6 +214,35 @@ class TaskKind:
     def check_warnings(self, task: TaskDef, train: SplitCheck) -> list[str]:
         """Warnings about a readable training split."""
         return []
+
+    # ---- tasks init ----------------------------------------------------------------
+    def init_type_note(self) -> str:
+        """The draft's comment on ``type`` when ``--type`` named the kind."""
+        return "given with --type"
+
+    def init_label_problem(self, label: Column) -> str | None:
+        """Why the guessed label column cannot hold this kind's labels (None: it can)."""
+        return None
+
+    def init_labels(self, train: Source, label: Column, opts: InitOptions) -> tuple[list[str], dict[str, str], str]:
+        """(labels, label_map, why) of the draft from the label column's values."""
+        return [], {}, ""
+
+    def init_metrics(self, labels: list[str]) -> tuple[list[str], str]:
+        """(metrics, why) of the draft."""
+        return list(self.default_metrics), ""
+
+    def init_texts_needed(self) -> int:
+        """How many text columns a task of this kind needs."""
+        return 1
+
+    def init_input(self, n_texts: int) -> str:
+        """The draft's ``input`` with ``n_texts`` text columns found."""
+        return "pair" if n_texts >= 2 else "single"
+
+    def init_text_note(self) -> str:
+        """What the draft's comment on ``input`` adds about the text columns."""
+        return ""
 
     # ---- training methods ----------------------------------------------------------
     def adv_divergence(self, task: TaskDef) -> str:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ..errors import ConfigError
 from .base import TaskKind
 from .labels import parse_class_label
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
+    from ..tasks.wizard import Column, InitOptions, Source
 
 
 class Classification(TaskKind):
@@ -34,8 +36,8 @@ class Classification(TaskKind):
     def num_outputs(self, task: TaskDef) -> int:
         return len(task.labels)
 
-    def takes_pair_head(self, task: TaskDef) -> bool:
-        return task.input == "pair"
+    def takes_pair_head(self, input_kind: str) -> bool:
+        return input_kind == "pair"
 
     def parse_label(self, task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
         return parse_class_label(task, split, raw, from_hub)
@@ -95,6 +97,43 @@ class Classification(TaskKind):
         log_q = torch.log_softmax(output.float() / temperature, dim=-1)
         kl = torch.special.xlogy(target, target) - target * log_q
         return temperature ** 2 * kl.sum()
+
+    def present(self, labels: list[str], row: np.ndarray) -> dict[str, Any]:
+        z = np.asarray(row, dtype=np.float64)
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        return {"label": labels[int(np.argmax(p))], "probabilities": dict(zip(labels, map(float, p)))}
+
+    def card_labels(self, task: TaskDef) -> str:
+        return ", ".join(task.labels)
+
+    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str]:
+        return dict(enumerate(task.labels)), "single_label_classification"
+
+    def onnx_predictions(self, task: TaskDef, out: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        return out.argmax(-1)
+
+    def init_labels(self, train: Source, label: Column, opts: InitOptions) -> tuple[list[str], dict[str, str], str]:
+        from ..tasks.wizard import class_label_names, label_values, positive_last
+
+        if label.name in train.class_names:
+            return class_label_names(train, label)
+        values = label_values(label)
+        if opts.label_names:
+            if len(opts.label_names) != len(values):
+                raise ConfigError(f"--label-names gives {len(opts.label_names)} names for {len(values)} labels "
+                                  f"({', '.join(values)})", field="label_names")
+            return list(opts.label_names), dict(zip(values, opts.label_names)), "named with --label-names"
+        if len(values) == 2 and label.kind != "int":
+            values = positive_last(values)
+        order = ("numeric" if label.kind == "int" else "the positive-sounding one second" if len(values) == 2
+                 else "alphabetical")
+        return values, {}, f"the label column's values ({order} order = class index)"
+
+    def init_metrics(self, labels: list[str]) -> tuple[list[str], str]:
+        if len(labels) == 2:
+            return ["accuracy", "f1"], f"f1: binary F1 of the second label, '{labels[1]}'"
+        return ["accuracy", "f1_macro"], "f1_macro: the mean of the per-class F1"
 
     def check_warnings(self, task: TaskDef, train: SplitCheck) -> list[str]:
         unseen = [label for label, n in train.labels.items() if n == 0]

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..data.readers import RawSplit
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
+    from ..tasks.wizard import Column, InitOptions, Source
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,50 @@ class Ranking(TaskKind):
         log_q = group_log_softmax(task.ranking_gamma * output.float().squeeze(-1) / temperature, batch["groups"])
         kl = torch.special.xlogy(target, target) - target * log_q
         return temperature ** 2 * kl.sum()
+
+    def card_labels(self, task: TaskDef) -> str:
+        return "score (higher: more relevant)"
+
+    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str]:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"task '{task.name}' ranks the candidate answers of a question, which a standard "
+                          f"text-classification folder cannot (its score means something only against the "
+                          f"question's other candidates): export the whole model instead (mtdnn export RUN_DIR "
+                          "--format hf --output DIR, without --task; load it with trust_remote_code=True); "
+                          "mtdnn predict ranks each question's candidates with it (or with the run itself)",
+                          field="task")
+
+    def onnx_predictions(self, task: TaskDef, out: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        return self.decide(task, out.reshape(-1), groups)
+
+    def init_type_note(self) -> str:
+        return "given with --type; the rows of one question (text_a) are one candidate group"
+
+    def init_labels(self, train: Source, label: Column, opts: InitOptions) -> tuple[list[str], dict[str, str], str]:
+        from ..errors import ConfigError
+        from ..tasks.wizard import class_label_names, label_values, positive_last
+
+        if label.name in train.class_names:
+            return class_label_names(train, label)
+        values = label_values(label)
+        if len(values) != 2:
+            raise ConfigError(f"a ranking label has two values (positive, negative); '{label.name}' has "
+                              f"{len(values)}: {', '.join(values[:5])}", path=str(train.path or train.hub))
+        neg, pos = positive_last(values)
+        return [pos, neg], {}, f"[positive, negative]: GUESS that '{pos}' marks a right answer"
+
+    def init_metrics(self, labels: list[str]) -> tuple[list[str], str]:
+        return ["accuracy"], "the best-scored candidate of a group counts as its positive"
+
+    def init_texts_needed(self) -> int:
+        return 2
+
+    def init_input(self, n_texts: int) -> str:
+        return "ranking"
+
+    def init_text_note(self) -> str:
+        return " (question, candidate answer)"
 
     def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
         super().label_stats(task, raw, out)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ..data.readers import RawSplit
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
+    from ..tasks.wizard import Column
 
 
 class Regression(TaskKind):
@@ -67,6 +68,17 @@ class Regression(TaskKind):
 
     def api_values(self, task: TaskDef, labels: list[str]) -> list[Any]:
         return [float(v) for v in labels]
+
+    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str]:
+        return {0: "score"}, "regression"
+
+    def init_label_problem(self, label: Column) -> str | None:
+        if label.kind == "text":
+            return f"--type regression needs numbers in the label column '{label.name}'"
+        return None
+
+    def init_metrics(self, labels: list[str]) -> tuple[list[str], str]:
+        return ["pearson", "spearman"], "correlations of the predicted and the gold scores"
 
     def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
         y = np.asarray(raw.labels, dtype=np.float64)

@@ -180,7 +180,7 @@ class TaskDef(_Strict):
     def _consistent(self) -> "TaskDef":
         kind = self.kind
         kind.validate(self)
-        if self.head.kind == "san" and not kind.takes_pair_head(self):
+        if self.head.kind == "san" and not kind.takes_pair_head(self.input):
             raise ValueError("head kind 'san' needs type: classification and input: pair")
         for name, split in self.splits.items():
             kind.validate_split(self, name, split)
