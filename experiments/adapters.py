@@ -1,15 +1,15 @@
-"""Run the adapter experiments (docs/adapters.md): per-task LoRA adapters against full
+"""The adapter experiments of docs/adapters.md: per-task LoRA adapters against full
 fine-tuning, on the plain encoder and on the multi-task encoder of docs/results.md, measuring the dev
 score, the trainable parameters, the stored megabytes per task, the training time and the peak memory.
 
 Four rows, each on RTE, MRPC and STS-B (seeds 1-3), SST-2 and CoLA (seed 1), on the GLUE setting of
-experiments/run.py (its BASE config, subsets and 2 epochs), and on SciTail 1% (training subsets 1-3,
-the domain-adaptation setting of run.py):
+experiments.settings (its BASE config, subsets and 2 epochs), and on SciTail 1% (training subsets
+1-3, the domain-adaptation setting):
 
-    full-plain  full fine-tuning of the plain encoder       (= run.py's glue/single and da/scitail/encoder cells)
+    full-plain  full fine-tuning of the plain encoder       (= experiments.run's glue/single and da/scitail/encoder cells)
     lora-plain  LoRA on the plain encoder
-    lora-mt     LoRA on the multi-task encoder (run.py's glue/mt/s1: --init-from it --adapter lora)
-    full-mt     full fine-tuning of the multi-task encoder (= run.py's glue/finetune and da/scitail/mtdnn cells)
+    lora-mt     LoRA on the multi-task encoder (run's glue/mt/s1: --init-from it --adapter lora)
+    full-mt     full fine-tuning of the multi-task encoder (= run's glue/finetune and da/scitail/mtdnn cells)
 
 plus a learning-rate check of lora-plain (1e-4 and 1e-3 besides the grid's 5e-4) on RTE, MRPC and
 STS-B, seed 1, run last: it shows how much the fixed LoRA learning rate matters, and picks nothing.
@@ -21,15 +21,16 @@ Every cell trains in a fresh child process (``--worker``), so that its peak resi
 own; its record (metrics, parameters, sizes, times, memory, machine, config) is written to
 experiments/results/adapters/<cell>.json as soon as it finishes, and a cell whose JSON exists is
 skipped: the runner is resumable (a cell killed mid-run continues from its last saved epoch,
-cells.train_cell). The multi-task encoder is run.py's glue/mt/s1 model in
+cells.train_cell). The multi-task encoder is experiments.run's glue/mt/s1 model in
 runs/experiments/ (trained first by the mt stream if its weights are missing: about 18 minutes).
 
-    python experiments/adapters.py --plan                   # the cells in order, done/todo, estimated time
-    python experiments/adapters.py --run [--only adapters/lora-mt/]
+    python -m experiments.adapters --plan                   # the cells in order, done/todo, estimated time
+    python -m experiments.adapters --run [--only adapters/lora-mt/]
+    python -m experiments.adapters --cell adapters/lora-plain/cola/s1 [--check]   # one cell (again, compared)
     # the grid on a 2-core CPU: two streams side by side, one core and one thread each
-    taskset -c 0 python experiments/adapters.py --run --stream base --threads 1 &
-    taskset -c 1 python experiments/adapters.py --run --stream mt --threads 1
-    python experiments/adapters.py --summarize              # tables in docs/results.md, summary.json "adapters"
+    taskset -c 0 python -m experiments.adapters --run --stream base --threads 1 &
+    taskset -c 1 python -m experiments.adapters --run --stream mt --threads 1
+    python -m experiments.adapters --summarize              # tables in docs/results.md, summary.json "adapters"
 """
 
 from __future__ import annotations
@@ -44,20 +45,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-from cells import (load_average, PlanRow, PlanTable, Runner, Streams, config_record, fill_markers, train_cell,  # noqa: E402
-                   machine, package_versions, mean_sd, read_history, read_metrics, read_record, result_file, say, seconds_left,
-                   threads_override, timestamp, update_summary)
-from cells import main as runner_main  # noqa: E402
-from run import MT_CELL, RUNS as BASE_RUN_DIRS, _cells, _da_cell, _ensure_model, _glue_cell  # noqa: E402
-from run import result_path as base_result_path  # noqa: E402
+from experiments import settings
+from experiments.cells import (PlanRow, PlanTable, cli, config_record, fill_markers, load_average, machine, mean_sd,
+                               package_versions, read_history, read_metrics, say, seconds_left, threads_override,
+                               timestamp, train_cell, update_summary)
+from experiments.run import da_cell, ensure_model, glue_cell
+from experiments.settings import MT_CELL, MT_DIR
 
-OUT = HERE / "results" / "adapters"
-RUNS = ROOT / "runs" / "adapters"
-SUMMARY = HERE / "results" / "summary.json"
-DOC = ROOT / "docs" / "results.md"
+RECORDS = settings.RECORDS["adapters"]
+RUNS = settings.RUN_DIRS["adapters"]
+CHECK = settings.CHECK_DIRS / "adapters"
+BASE_RECORDS = settings.RECORDS["run"]   # experiments.run's records (the full fine-tuning twins)
+SUMMARY = settings.SUMMARY
+DOC = settings.DOC
 BEGIN, END = "<!-- adapters:begin -->", "<!-- adapters:end -->"
 
 TASKS = ["rte", "mrpc", "stsb", "sst2", "cola"]
@@ -78,7 +78,8 @@ ROWS = {  # row -> (method, encoder, label)
 # process spends STARTUP_SECONDS importing torch and loading the encoder
 LORA_TIME_SHARE = 0.75
 STARTUP_SECONDS = 15.0
-FALLBACK_SECONDS = {"cola": 50, "sst2": 58, "mrpc": 205, "stsb": 120, "rte": 325, SCITAIL: 90, "mt": 1080}
+STREAMS = settings.MT_STREAMS
+SUMMARIZE_HELP = "tables in docs/results.md, summary.json 'adapters'"
 
 
 @dataclass
@@ -86,18 +87,17 @@ class Cell:
     name: str
     config: dict[str, Any]
     stream: str                     # "mt": needs the multi-task encoder; "base": does not
-    reference: str                  # run.py's cell with the same full fine-tuning config
+    reference: str                  # experiments.run's cell with the same full fine-tuning config
     meta: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- the grid
 def _cell(row: str, task: str, seed: int, lr: float | None = None) -> Cell:
     method, encoder, _ = ROWS[row]
-    mt_dir = str(BASE_RUN_DIRS / MT_CELL)
     if task == SCITAIL:
-        base = _da_cell("scitail", "mtdnn" if encoder == "mt" else "encoder", "1", seed, mt_dir)
+        base = da_cell("scitail", "mtdnn" if encoder == "mt" else "encoder", "1", seed)
     else:
-        base = _glue_cell("finetune" if encoder == "mt" else "single", task, seed, mt_dir)
+        base = glue_cell("finetune" if encoder == "mt" else "single", task, seed)
     config = {**base.config, **(LORA if method == "lora" else {})}
     name_row = row
     if lr is not None:
@@ -117,38 +117,29 @@ def cells() -> list[Cell]:
     return out
 
 
-def result_path(name: str) -> Path:
-    return result_file(OUT, name)
-
-
-def load(name: str) -> dict[str, Any] | None:
-    return read_record(result_path(name))
-
-
 def estimate(cell: Cell) -> float:
-    """Seconds on one thread: the recorded wall time of run.py's twin cell (its fallback when not
-    recorded), times LORA_TIME_SHARE for LoRA, plus the child process's start."""
-    ref = base_result_path(cell.reference)
-    task = cell.meta["task"]
-    seconds = json.loads(ref.read_text())["wall_seconds"] if ref.is_file() else FALLBACK_SECONDS[task]
+    """Seconds on one thread: the recorded wall time of experiments.run's twin cell (else
+    settings.estimate_seconds), times LORA_TIME_SHARE for LoRA, plus the child process's start."""
+    ref = BASE_RECORDS.load(cell.reference)
+    seconds = ref["wall_seconds"] if ref is not None else settings.estimate_seconds(cell.config)
     return seconds * (LORA_TIME_SHARE if cell.meta["method"] == "lora" else 1.0) + STARTUP_SECONDS
 
 
 def _plan_footer(rows: list[PlanRow]) -> list[str]:
     """Hours left per stream (a stream with nothing left is not listed: every estimate is > 0)."""
     streams = {s: t for s, t in seconds_left(rows).items() if t > 0}
-    mt_missing = not (BASE_RUN_DIRS / MT_CELL / "metrics.json").is_file()
+    mt_missing = not (Path(MT_DIR) / "metrics.json").is_file()
     if mt_missing:
-        streams["mt"] = streams.get("mt", 0.0) + FALLBACK_SECONDS["mt"]
+        streams["mt"] = streams.get("mt", 0.0) + settings.MT_SECONDS
     return ["\nleft to run, per stream (one thread each): " + ", ".join(
         f"{s} {t / 3600:.1f} h" for s, t in sorted(streams.items())) + f"; {sum(streams.values()) / 3600:.1f} h "
         f"in all{' (mt includes training the multi-task model, whose weights are missing)' if mt_missing else ''}",
-        f"estimates: run.py's recorded wall times of the same full fine-tuning cells; LoRA cells "
+        f"estimates: experiments.run's recorded wall times of the same full fine-tuning cells; LoRA cells "
         f"{LORA_TIME_SHARE:g} of those (a guess until measured), plus {STARTUP_SECONDS:g} s start-up each"]
 
 
 def plan() -> int:
-    rows = [PlanRow(c.name, "todo" if load(c.name) is None else "done", c.stream, estimate(c)) for c in cells()]
+    rows = [PlanRow(c.name, "todo" if RECORDS.load(c.name) is None else "done", c.stream, estimate(c)) for c in cells()]
     table = PlanTable(f"{'state':<6} {'stream':<6} {'estimate':>9}  cell",
                       lambda r: f"{r.state:<6} {r.column:<6} {r.seconds / 60:>7.1f} m  {r.name}", _plan_footer)
     print("\n".join(table.lines(rows)))
@@ -204,8 +195,8 @@ def _record(cell: Cell, cfg: Any, run_dir: Path, wall: float, rss_start: float) 
 
     task = cfg.tasks[0]
     metrics, history = read_metrics(run_dir), read_history(run_dir)
-    ref = base_result_path(cell.reference)
-    reference = _scores(json.loads(ref.read_text())["metrics"], task)["score"] if ref.is_file() else None
+    ref = BASE_RECORDS.load(cell.reference)
+    reference = _scores(ref["metrics"], task)["score"] if ref is not None else None
     return {"cell": cell.name, "meta": cell.meta, "metrics": metrics, **_scores(metrics, task),
             **_sizes(cell.meta["method"], run_dir, task),
             "reference_cell": cell.reference, "reference_score": reference,
@@ -215,51 +206,52 @@ def _record(cell: Cell, cfg: Any, run_dir: Path, wall: float, rss_start: float) 
                              if torch.cuda.is_available() else None),
             "train_loss": [h["train_loss"] for h in history], "machine": machine(), "versions": package_versions(), "load_average": load_average(), "finished": timestamp(),
             "config": config_record(cfg),
-            "command": f"python experiments/adapters.py --run --only {cell.name}"}
+            "command": f"python -m experiments.adapters --cell {cell.name}"}
+
+
+def _train(cell: Cell, threads: int | None, run_dir: Path) -> dict[str, Any]:
+    """Train one cell into ``run_dir`` in this process and return its record."""
+    import mtdnn
+
+    rss_start = _rss_mb()
+    cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), **threads_override(threads)})
+    wall, extra = train_cell(cfg, run_dir)  # an attempt that was killed continues from its last saved state
+    return {**_record(cell, cfg, run_dir, wall, rss_start), **extra}
 
 
 def worker(name: str, threads: int | None) -> int:
     """Train one cell in this (fresh) process and write its record; then drop the run's large files
     (checkpoints, the encoder's weights), keeping adapters, heads and the run's small files (all of
-    a GLUE full-plain cell: other runners take it, run.single_task_homes)."""
-    import mtdnn
+    a GLUE full-plain cell: other runners take it, settings.single_task_homes)."""
     from mtdnn.run_dir import write_json
 
     cell = {c.name: c for c in cells()}[name]
-    rss_start = _rss_mb()
     run_dir = RUNS / cell.name
-    overrides = {"output_dir": str(run_dir), **threads_override(threads)}
-    cfg = mtdnn.make_config({**cell.config, **overrides})
-    wall, extra = train_cell(cfg, run_dir)  # an attempt that was killed continues from its last saved state
-    record = {**_record(cell, cfg, run_dir, wall, rss_start), **extra}
-    write_json(result_path(cell.name), record)
+    record = _train(cell, threads, run_dir)
+    write_json(RECORDS.path(cell.name), record)
     if not (cell.meta["row"] == "full-plain" and cell.reference.startswith("glue/single/")):
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         (run_dir / "encoder" / "model.safetensors").unlink(missing_ok=True)
-    # else: the single-task model of run.py's setting, which smart_distill.py's plain arm takes
-    # (run.single_task_homes)
+    # else: the single-task model of experiments.run's setting, which smart_distill's plain arm takes
+    # (settings.single_task_homes)
     say(f"{cell.name}: score {record['score']:.2f}, {record['trainable']:,} trainable, "
         f"{record['stored_bytes'] / 1e6:.2f} MB stored, {record['wall_seconds']:.0f} s, peak {record['peak_rss_mb']:.0f} MB")
     return 0
 
 
 # ----------------------------------------------------------------------------- the grid (parent)
-def run(stream: str, only: str, threads: int | None) -> int:
-    """Run the cells of ``stream`` not done yet, each in a child process; a failed cell is reported
-    and left for the next run."""
-    todo = [c for c in cells() if c.name.startswith(only) and stream in ("all", c.stream) and load(c.name) is None]
-    if any(c.stream == "mt" for c in todo):  # run.py trains the multi-task model if its weights are missing
-        base_cells = {c.name: c for c in _cells()}
-        if threads:
-            base_cells[MT_CELL].config["threads"] = threads
-        _ensure_model(MT_CELL, base_cells)
+def _run_cells(todo: list[Cell], threads: int | None) -> int:
+    """Run ``todo``, each in a child process (after the multi-task model, if one needs it and its
+    weights are missing); a failed cell is reported and left for the next run."""
+    if any(c.stream == "mt" for c in todo):
+        ensure_model(MT_CELL, threads)
     failed = []
     for c in todo:
         say(f"{c.name} ...")
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", c.name]
+        cmd = [sys.executable, "-m", "experiments.adapters", "--worker", c.name]
         if threads:
             cmd += ["--threads", str(threads)]
-        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        if subprocess.run(cmd, cwd=settings.ROOT).returncode != 0:
             failed.append(c.name)
             print(f"  {c.name} FAILED (left to the next run)", flush=True)
     if failed:
@@ -267,11 +259,31 @@ def run(stream: str, only: str, threads: int | None) -> int:
     return 1 if failed else 0
 
 
+def run(stream: str, only: str, threads: int | None) -> int:
+    """Run the cells of ``stream`` not done yet."""
+    return _run_cells([c for c in cells() if c.name.startswith(only) and stream in ("all", c.stream)
+                       and RECORDS.load(c.name) is None], threads)
+
+
+def one_cell(name: str, threads: int | None) -> int:
+    """``--cell``: run the cell unless it is recorded."""
+    return _run_cells([c for c in cells() if c.name == name and RECORDS.load(name) is None], threads)
+
+
+def check(name: str, threads: int | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """``--check``: the cell's record and the cell trained again (in this process) into
+    runs/check/adapters/ (its memory figures are not the cell's own: not compared)."""
+    from mtdnn.run_dir import write_json
+
+    cell = {c.name: c for c in cells()}[name]
+    if cell.stream == "mt":
+        ensure_model(MT_CELL, threads)
+    new = _train(cell, threads, CHECK / name)
+    write_json(CHECK / RECORDS.path(name).name, new)
+    return RECORDS.load(name), new
+
+
 # ----------------------------------------------------------------------------- summary
-def records() -> dict[str, dict[str, Any]]:
-    return {r["cell"]: r for r in (json.loads(p.read_text()) for p in sorted(OUT.glob("*.json")))}
-
-
 def score_rows(recs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """row -> task -> mean, sd, n of the score over seeds (SciTail: over training subsets)."""
     out: dict[str, dict[str, Any]] = {}
@@ -331,7 +343,7 @@ def lr_rows(recs: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def reproduced(recs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The full fine-tuning cells against run.py's records of the same config: the scores should agree."""
+    """The full fine-tuning cells against experiments.run's records of the same config: the scores should agree."""
     pairs = [(r["cell"], r["score"] - r["reference_score"]) for r in recs.values()
              if r["meta"]["method"] == "full" and r["reference_score"] is not None]
     return {"compared": len(pairs), "max_abs_difference": round(max((abs(d) for _, d in pairs), default=0.0), 3),
@@ -385,30 +397,23 @@ def tables(recs: dict[str, dict[str, Any]]) -> str:
 
 
 def summarize() -> int:
-    recs = records()
+    recs = RECORDS.all()
     if not recs:
-        print("no results yet in", OUT)
+        print("no results yet in", RECORDS.folder)
         return 1
-    update_summary(SUMMARY, "adapters", {
+    update_summary(SUMMARY, {"adapters": {
         "scores": score_rows(recs), "cost": cost_rows(recs), "lr_check": lr_rows(recs),
         "reproduced": reproduced(recs),
         "units": "score: percent, GLUE dev score (mean of a task's two metrics where it has two), SciTail 1%: "
                  "test accuracy; mean and sd over seeds (training subsets for SciTail); cost: the seed-1 GLUE "
                  "cells of a row: parameters and MB per task (mean, min, max over the 5 tasks), training "
                  "seconds summed (evaluation excluded), peak resident memory of the training process (max)",
-        "cells": sorted(recs)})
+        "cells": sorted(recs)}})
     text = tables(recs)
     fill_markers(DOC, BEGIN, END, text)
     print(text)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    streams = Streams("with --run: only the cells that need the multi-task encoder (mt), or only the others", "all",
-                      ("all", "mt", "base"))
-    return runner_main(Runner(__doc__ or "", plan, run, summarize, "tables in docs/results.md, summary.json 'adapters'",
-                              streams, worker), argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(cli(__name__))

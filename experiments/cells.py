@@ -1,11 +1,12 @@
-"""The scaffolding the experiment runners of experiments/ share (run.py, interference.py,
-adapters.py, smart_distill.py): a small toolkit for grids of cells, where a cell is one run whose
-record is a JSON file written as soon as it finishes, so that a runner is resumable.
+"""The scaffolding the experiment runners of the ``experiments`` package share (run, interference,
+adapters, smart_distill, defaults_check): a small toolkit for grids of cells, where a cell is one
+run whose record is a JSON file written as soon as it finishes, so that a runner is resumable.
 
-- records: where a cell's JSON lives (``result_file``), reading it back, the common parts of a
-  record (the machine, the time, a run's metrics, history and config);
-- reuse: the runners' grids overlap (the multi-task model of run.py's setting is interference.py's
-  ``methods/proportional`` and smart_distill.py's ``kd/teacher``): ``equal_finished_run`` finds a
+- records: where a cell's JSON lives and reading it back (``Records``), the common parts of a
+  record (the machine, the package versions, the time, a run's metrics, history and config), and
+  the statistics the summaries show (``spread``, ``mean_sd``, ``rounded_mean``);
+- reuse: the runners' grids overlap (the multi-task model of run's setting is interference's
+  ``methods/proportional`` and smart_distill's ``kd/teacher``): ``equal_finished_run`` finds a
   finished run of another runner that trained exactly what a cell would, on this machine, so that
   the cell takes it instead of training again (``Reusable``);
 - continuing: a cell whose process was killed continues from the last state its run saved (the
@@ -17,14 +18,18 @@ record is a JSON file written as soon as it finishes, so that a runner is resuma
   (``claim``, ``alive``), and ``work`` runs the cells until none is left;
 - the plan: one row per cell (state, a column of the runner's choice, estimated seconds) and the
   seconds left per column (``PlanRow``, ``PlanTable``, ``seconds_left``);
-- the command line: that of the ``--plan`` / ``--run`` / ``--summarize`` runners (interference.py,
-  adapters.py), built from the callables of one experiment (``Runner``, ``main``); the options of
-  the ``--cell`` / ``--all`` runners (run.py, smart_distill.py: ``add_selection``, ``add_filters``,
-  ``chosen``); and the offline, logging and summary steps every runner takes.
+- checking: ``--cell CELL --check`` trains a recorded cell again and compares what it reproduces
+  (``compare``: its metrics and the other values that depend on nothing but the training);
+- the command line every runner has, ``python -m experiments.NAME --plan | --run [--stream S] |
+  --cell CELL [--check] | --summarize``, built from the callables of one experiment (``Runner``,
+  ``runner_of`` a runner module, ``main``, ``cli``), with the offline, logging and summary steps
+  every runner takes.
 
 What stays in a runner is what is specific to its experiment: its Cell (each has its own fields),
-its cells, how to run one, how to estimate and summarise them. Lock files are used by
-interference.py, whose ``--stream`` names the process; the other runners' ``--stream`` is a filter.
+its cells, how to run one, how to estimate and summarise them. The settings they share (encoder,
+budgets, task lists, where each runner keeps its records and runs) are experiments.settings.
+Lock files are used by interference, whose ``--stream`` names the process; the other runners'
+``--stream`` is a filter.
 """
 
 from __future__ import annotations
@@ -34,12 +39,14 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Generic, Protocol, TypeVar
+
+from experiments.stats import mean_sd, rounded_mean, spread  # noqa: F401  (the runners' one statistics module)
 
 OFFLINE = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 
@@ -55,13 +62,36 @@ C = TypeVar("C", bound=NamedCell)
 
 # ----------------------------------------------------------------------------- records
 def result_file(folder: Path, name: str) -> Path:
-    """The JSON record of cell ``name`` in ``folder`` (``a/b/c`` -> ``a__b__c.json``)."""
-    return folder / (name.replace("/", "__") + ".json")
+    """The JSON record of cell ``name`` in ``folder`` (``a/b+c/d`` -> ``a__b_plus_c__d.json``)."""
+    return folder / (_stem(name) + ".json")
+
+
+def _stem(name: str) -> str:
+    return name.replace("/", "__").replace("+", "_plus_")
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
     """A recorded cell's JSON, or None when the cell has not finished."""
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class Records:
+    """A folder of cell records, one JSON file per cell (``result_file``)."""
+
+    folder: Path
+
+    def path(self, name: str) -> Path:
+        return result_file(self.folder, name)
+
+    def load(self, name: str) -> dict[str, Any] | None:
+        """The record of cell ``name``, or None when the cell has not finished."""
+        return read_record(self.path(name))
+
+    def all(self, prefix: str = "") -> dict[str, dict[str, Any]]:
+        """cell -> record of every recorded cell whose name starts with ``prefix``, in file order."""
+        found = (json.loads(p.read_text()) for p in sorted(self.folder.glob(_stem(prefix) + "*.json")))
+        return {r["cell"]: r for r in found}
 
 
 def machine() -> str:
@@ -242,15 +272,6 @@ def glue_score(record: dict[str, Any], task: str) -> float:
     return float(next(iter(record["metrics"][task].values()))["score"])
 
 
-def mean_sd(values: Sequence[float]) -> dict[str, float] | None:
-    """Mean, sample standard deviation (0 for one value) and count, rounded as tables show them;
-    None for no values."""
-    if not values:
-        return None
-    return {"mean": round(statistics.mean(values), 2),
-            "sd": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0, "n": len(values)}
-
-
 def config_record(cfg: Any) -> dict[str, Any]:
     """A TrainConfig as records hold it (without the machine-specific task file paths)."""
     return {k: v for k, v in cfg.model_dump(mode="json").items() if k != "task_files"}
@@ -261,12 +282,12 @@ def threads_override(threads: int | None) -> dict[str, int]:
     return {"threads": threads} if threads else {}
 
 
-def update_summary(path: Path, key: str, value: Any) -> None:
-    """Set one runner's section of the shared summary JSON, keeping the others."""
+def update_summary(path: Path, sections: dict[str, Any]) -> None:
+    """Set one runner's sections of the shared summary JSON, keeping the others (and the order)."""
     from mtdnn.run_dir import write_json
 
     summary = json.loads(path.read_text()) if path.is_file() else {}
-    summary[key] = value
+    summary.update(sections)
     write_json(path, summary)
 
 
@@ -418,25 +439,73 @@ class Streams:
     choices: tuple[str, ...] | None = None
 
 
+# what a recorded cell must reproduce when trained again (those of its keys it has): numbers that
+# depend on nothing but the training (not times, memory, the machine)
+REPRODUCED = ("metrics", "train_loss", "history", "robustness", "affinity", "trainable", "stored", "stored_bytes")
+
+
+def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, f"{path}/{k}" if path else str(k))
+    elif isinstance(value, list):
+        for k, v in enumerate(value):
+            yield from _leaves(v, f"{path}[{k}]")
+    else:
+        yield path, value
+
+
+def compare(recorded: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Print what a cell trained again reproduces of its record (``REPRODUCED``): every differing
+    value side by side, and a closing line; True when every value is the same to the last bit."""
+    old = dict(_leaves({k: recorded[k] for k in REPRODUCED if k in recorded}))
+    now = dict(_leaves({k: new.get(k) for k in REPRODUCED if k in recorded}))
+    differ = [k for k in old if now.get(k) != old[k]]
+    for k in differ:
+        print(f"  {k}: recorded {old[k]!r}, now {now.get(k)!r}")
+    here = new.get("machine", machine())
+    if recorded.get("machine") != here:
+        print(f"  recorded on {recorded.get('machine')}, checked on {here}: another processor rounds floats otherwise")
+    print(f"{recorded.get('cell', '')}: {len(old) - len(differ)} of {len(old)} recorded values reproduced exactly"
+          + ("" if differ else " (all)"), flush=True)
+    return not differ
+
+
 @dataclass(frozen=True)
 class Runner:
-    """One experiment's side of the ``--plan`` / ``--run`` / ``--summarize`` command line."""
+    """One experiment's side of the command line every runner has:
+    ``--plan | --run [--stream S] [--only P] | --cell CELL [--check] | --summarize`` (and ``--threads``)."""
 
-    doc: str                                    # the runner's module docstring: --help shows it
+    doc: str                                      # the runner's module docstring: --help shows it
+    names: Callable[[], list[str]]                # every cell's name, in run order (--cell takes these)
     plan: Callable[[], int]
-    run: Callable[[str, str, int | None], int]  # stream, only, threads
+    run: Callable[..., int]                       # --run: stream, only, threads, **flags
+    cell: Callable[..., int]                      # --cell: name, threads, **flags: the cell (and what it needs) unless recorded
+    check: Callable[[str, int | None], tuple[dict[str, Any] | None, dict[str, Any]]]  # --check: (record, new record)
     summarize: Callable[[], int]
     summarize_help: str
     streams: Streams
     worker: Callable[[str, int | None], int] | None = None  # --worker CELL (hidden): one cell in a child process
+    flags: dict[str, str] = field(default_factory=dict)      # the runner's own on/off options for --cell/--run: help
 
 
-def add_filters(p: argparse.ArgumentParser, run_flag: str, streams: Streams,
-                threads_help: str = "torch CPU threads per run") -> None:
-    """``--only`` and ``--stream`` (which cells ``run_flag`` runs) and ``--threads``."""
-    p.add_argument("--only", default="", help=f"with {run_flag}: only cells whose name starts with this")
-    p.add_argument("--stream", choices=streams.choices, default=streams.default, help=streams.help)
-    p.add_argument("--threads", type=int, default=None, help=threads_help)
+def runner_of(module: ModuleType) -> Runner:
+    """The Runner of a runner module: its ``cells`` (each with a ``name``), ``plan``, ``run``,
+    ``one_cell``, ``check`` and ``summarize`` callables, its ``STREAMS`` and ``SUMMARIZE_HELP``, and
+    where it has them its ``worker`` and ``FLAGS``; ``--help`` shows its docstring."""
+    def names() -> list[str]:
+        return [c.name for c in module.cells()]
+
+    return Runner(module.__doc__ or "", names, module.plan, module.run, module.one_cell, module.check,
+                  module.summarize, module.SUMMARIZE_HELP, module.STREAMS, getattr(module, "worker", None),
+                  getattr(module, "FLAGS", {}))
+
+
+def cli(module_name: str, argv: list[str] | None = None) -> int:
+    """``python -m experiments.NAME ...``: the command line of the runner module ``module_name``."""
+    import importlib
+
+    return main(runner_of(importlib.import_module(module_name)), argv)
 
 
 def parser(runner: Runner) -> argparse.ArgumentParser:
@@ -444,45 +513,46 @@ def parser(runner: Runner) -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--plan", action="store_true", help="list the cells, done/todo, with estimated times")
     what.add_argument("--run", action="store_true", help="run the cells not done yet (resumable)")
+    what.add_argument("--cell", metavar="CELL", help="run this cell (and what it needs) unless it is recorded")
     what.add_argument("--summarize", action="store_true", help=runner.summarize_help)
     if runner.worker is not None:
         what.add_argument("--worker", metavar="CELL", help=argparse.SUPPRESS)
-    add_filters(p, "--run", runner.streams)
+    p.add_argument("--check", action="store_true",
+                   help="with --cell: train the recorded cell again (into runs/check/) and compare; exit 1 if "
+                        "a recorded value is not reproduced exactly")
+    p.add_argument("--only", default="", help="with --run: only cells whose name starts with this")
+    p.add_argument("--stream", choices=runner.streams.choices, default=runner.streams.default, help=runner.streams.help)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (results do not depend on it)")
+    for flag, help_text in runner.flags.items():
+        p.add_argument(f"--{flag}", action="store_true", help=help_text)
     return p
 
 
 def main(runner: Runner, argv: list[str] | None = None) -> int:
-    """Parse the command line and do what it asks: plan, summarise, run (or be a worker)."""
-    args = parser(runner).parse_args(argv)
+    """Parse the command line and do what it asks: plan, summarise, run, one cell, check one cell
+    (or be a worker)."""
+    p = parser(runner)
+    args = p.parse_args(argv)
+    if args.check and not args.cell:
+        p.error("--check goes with --cell")
+    if args.cell is not None and args.cell not in runner.names():
+        p.error(f"unknown cell {args.cell} (see --plan)")
     offline()
     if args.plan:
         return runner.plan()
     if args.summarize:
         return runner.summarize()
     log_warnings()
+    silence_transformers()
     if runner.worker is not None and args.worker:
-        silence_transformers()
         return runner.worker(args.worker, args.threads)
-    return runner.run(args.stream, args.only, args.threads)
-
-
-# ----------------------------------------------------------------------------- --cell / --all runners
-def add_selection(p: argparse.ArgumentParser) -> None:
-    """``--cell NAME`` (repeatable) and ``--all``, of the runners that run cells by name."""
-    p.add_argument("--cell", action="append", default=[])
-    p.add_argument("--all", action="store_true")
-
-
-def chosen(p: argparse.ArgumentParser, args: argparse.Namespace, cells: Sequence[C],
-           in_stream: Callable[[C], bool], listing: str) -> Iterator[C]:
-    """The cells ``--cell`` names, else with ``--all`` every cell of the stream that ``--only``
-    lets through, in order; a usage error when there are none or at a name no cell has
-    (``listing``: the option that lists the cells)."""
-    by_name = {c.name: c for c in cells}
-    todo = args.cell or ([c.name for c in cells if c.name.startswith(args.only) and in_stream(c)] if args.all else [])
-    if not todo:
-        p.error(f"give --cell NAME, --all or {listing}")
-    for name in todo:
-        if name not in by_name:
-            p.error(f"unknown cell {name} (see {listing})")
-        yield by_name[name]
+    if args.check:
+        recorded, new = runner.check(args.cell, args.threads)
+        if recorded is None:
+            print(f"{args.cell} has no record to compare with")
+            return 1
+        return 0 if compare(recorded, new) else 1
+    flags = {flag: getattr(args, flag) for flag in runner.flags}
+    if args.cell is not None:
+        return runner.cell(args.cell, args.threads, **flags)
+    return runner.run(args.stream, args.only, args.threads, **flags)

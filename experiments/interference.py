@@ -1,6 +1,6 @@
 """Run the interference experiments (docs/interference.md): sampling, loss weighting and PCGrad against
 Algorithm 1, the single-task control with as many passes as the fine-tuned MT-DNN row, and the
-validation of ``mtdnn affinity``, on the GLUE setting of experiments/run.py (its BASE config,
+validation of ``mtdnn affinity``, on the GLUE setting of experiments.settings (its BASE config,
 GLUE_TASKS, subsets and 2 epochs).
 
 Every cell is one run; its result is written to experiments/results/interference/<cell>.json as
@@ -8,16 +8,17 @@ soon as it finishes, and a cell whose JSON exists is skipped: the runner is resu
 killed mid-run continues from its last saved epoch, cells.train_cell). Several
 processes can work on the grid side by side (``--stream``): each claims the next cell with a lock
 file (results/interference/.locks/), so no cell runs twice; a lock left by a killed process of this
-machine is taken over. The proportional method is run.py's multi-task model, also smart_distill.py's
-teacher: where another runner keeps that run, made on this machine, the cell copies it instead of
+machine is taken over. The proportional method is experiments.run's multi-task model, also
+experiments.smart_distill's teacher: where another runner keeps that run, made on this machine, the cell copies it instead of
 training (its record says ``reused_from``), and its own weights are kept for the others.
 
-    python experiments/interference.py --plan               # the cells in order, done/todo, estimated time
-    python experiments/interference.py --run [--only methods/]   # work through the cells
+    python -m experiments.interference --plan               # the cells in order, done/todo, estimated time
+    python -m experiments.interference --run [--only methods/]   # work through the cells
+    python -m experiments.interference --cell pairs/cola+wnli/s1 [--check]   # one cell (again, compared)
     # two streams side by side, one core and one thread each (nothing else heavy on the machine)
-    taskset -c 0 python experiments/interference.py --run --stream 1 --threads 1 &
-    taskset -c 1 python experiments/interference.py --run --stream 2 --threads 1
-    python experiments/interference.py --summarize         # tables, summary.json "interference", heatmap
+    taskset -c 0 python -m experiments.interference --run --stream 1 --threads 1 &
+    taskset -c 1 python -m experiments.interference --run --stream 2 --threads 1
+    python -m experiments.interference --summarize         # tables, summary.json "interference", heatmap
 
 The order suits a tight budget: one seed of every method first (phase
 1), the affinity matrix and the target+auxiliary pairs (2), the single-task control (3), then seeds
@@ -27,31 +28,28 @@ and each target trained with its recommended auxiliaries (5, listed once the aff
 
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-from cells import (load_average, ClaimedGrid, PlanRow, PlanTable, Runner, Streams, claim, config_record,  # noqa: E402
-                   fill_markers, glue_score, lock_file, machine, package_versions, read_history, read_metrics, read_record, result_file, say,
-                   threads_override, timestamp, train_or_take, update_summary)
-from cells import main as runner_main, work as work_grid  # noqa: E402
-from run import BASE, GLUE_EPOCHS, GLUE_SUBSETS, GLUE_TASKS, SMALL_TASKS, mt_model_homes  # noqa: E402
+from experiments import settings
+from experiments.cells import (ClaimedGrid, PlanRow, PlanTable, Streams, claim, cli, config_record, fill_markers,
+                               glue_score, load_average, lock_file, machine, package_versions, read_history,
+                               read_metrics, rounded_mean, say, threads_override, timestamp, train_cell, train_or_take,
+                               update_summary, work as work_grid)
+from experiments.settings import GLUE_EPOCHS, GLUE_TASKS, SMALL_TASKS, glue_config
 
-OUT = HERE / "results" / "interference"
-LOCKS = OUT / ".locks"
-RUNS = ROOT / "runs" / "interference"
-BASE_RUNS = HERE / "results" / "runs"   # experiments/run.py's records (the 2-epoch single-task cells)
-SUMMARY = HERE / "results" / "summary.json"
-DOC = ROOT / "docs" / "results.md"
-HEATMAP = ROOT / "docs" / "interference_affinity.png"
+RECORDS = settings.RECORDS["interference"]
+LOCKS = RECORDS.folder / ".locks"
+RUNS = settings.RUN_DIRS["interference"]
+CHECK = settings.CHECK_DIRS / "interference"
+BASE_RECORDS = settings.RECORDS["run"]   # experiments.run's records (the 2-epoch single-task cells)
+SUMMARY = settings.SUMMARY
+DOC = settings.DOC
+HEATMAP = settings.ROOT / "docs" / "interference_affinity.png"
 BEGIN, END = "<!-- interference:begin -->", "<!-- interference:end -->"
 
 METHODS: dict[str, dict[str, Any]] = {
@@ -68,9 +66,9 @@ AFFINITY = {"budget": 200, "every": 10, "lookahead_lr": 1e-3}
 RECOMMEND_K = 2
 CONTROL_EPOCHS = 2 * GLUE_EPOCHS  # the MT-DNN row: 2 multi-task epochs, then 2 of fine-tuning
 BEST_K = 2
-# 2-epoch single-task wall seconds (1 thread, experiments/results/runs), when no record is at hand
-FALLBACK_SECONDS = {"cola": 50, "sst2": 58, "mrpc": 205, "stsb": 120, "rte": 325, "wnli": 50, "mnli_aux": 275}
 SECONDS_PER_FORWARD = 0.1  # a batch of 32 through MiniLM on one thread, for the affinity estimate
+STREAMS = Streams("with --run: this process's name in the lock files", "1")
+SUMMARIZE_HELP = "tables, summary.json 'interference', heatmap"
 
 
 @dataclass
@@ -84,19 +82,6 @@ class Cell:
 
 
 # ----------------------------------------------------------------------------- the grid
-def glue_config(tasks: list[str], seed: int, epochs: int = GLUE_EPOCHS, **extra: Any) -> dict[str, Any]:
-    return {**BASE, "tasks": tasks, "epochs": epochs, "seed": seed, "eval_every": epochs,
-            "max_train_examples_per_task": {k: v for k, v in GLUE_SUBSETS.items() if k in tasks}, **extra}
-
-
-def result_path(name: str) -> Path:
-    return result_file(OUT, name.replace("+", "_plus_"))
-
-
-def load(name: str) -> dict[str, Any] | None:
-    return read_record(result_path(name))
-
-
 def static_cells() -> list[Cell]:
     cells = [Cell(f"methods/{m}/s1", glue_config(GLUE_TASKS, 1, **extra), 1, meta={"method": m, "seed": 1})
              for m, extra in METHODS.items()]
@@ -115,7 +100,7 @@ def average_without_wnli(record: dict[str, Any]) -> float:
 
 def best_methods() -> list[str] | None:
     """The BEST_K best methods of phase 1 (not proportional) by the average without WNLI, once all ran."""
-    records = {m: load(f"methods/{m}/s1") for m in METHODS}
+    records = {m: RECORDS.load(f"methods/{m}/s1") for m in METHODS}
     if any(r is None for r in records.values()):
         return None
     ranked = sorted((m for m in METHODS if m != "proportional"), key=lambda m: -average_without_wnli(records[m]))
@@ -124,7 +109,7 @@ def best_methods() -> list[str] | None:
 
 def recommended(target: str) -> list[str] | None:
     """The auxiliary tasks the affinity cell recommends for ``target`` (positive affinity, best first)."""
-    rec = load("affinity/s1")
+    rec = RECORDS.load("affinity/s1")
     if rec is None:
         return None
     z = rec["affinity"]["affinity"]
@@ -147,16 +132,16 @@ def dynamic_cells() -> list[Cell]:
     return cells
 
 
-def all_cells() -> list[Cell]:
+def cells() -> list[Cell]:
     return static_cells() + dynamic_cells()
 
 
 # ----------------------------------------------------------------------------- time estimates
 def single_seconds() -> dict[str, float]:
     """Each task's 2-epoch single-task wall time (mean of the recorded seeds, else the fallback)."""
-    out = dict(FALLBACK_SECONDS)
+    out: dict[str, float] = dict(settings.SINGLE_SECONDS)
     for t in GLUE_TASKS:
-        walls = [json.loads(p.read_text())["wall_seconds"] for p in BASE_RUNS.glob(f"glue__single__{t}__s*.json")]
+        walls = [r["wall_seconds"] for r in BASE_RECORDS.all(f"glue/single/{t}/s").values()]
         if walls:
             out[t] = statistics.mean(walls)
     return out
@@ -182,8 +167,8 @@ def _plan_footer(rows: list[PlanRow]) -> list[str]:
 
 def plan() -> int:
     seconds = single_seconds()
-    rows = [PlanRow(c.name, "done" if load(c.name) else ("pending" if c.meta.get("pending") else "todo"),
-                    str(c.phase), estimate(c, seconds)) for c in all_cells()]
+    rows = [PlanRow(c.name, "done" if RECORDS.load(c.name) else ("pending" if c.meta.get("pending") else "todo"),
+                    str(c.phase), estimate(c, seconds)) for c in cells()]
     table = PlanTable(f"{'state':<8} {'phase':<6} {'estimate':>9}  cell",
                       lambda r: f"{r.state:<8} {r.column:<6} {r.seconds / 60:>7.1f} m  {r.name}", _plan_footer)
     print("\n".join(table.lines(rows)))
@@ -192,7 +177,7 @@ def plan() -> int:
 
 # ----------------------------------------------------------------------------- running
 def _lock(name: str) -> Path:
-    return lock_file(LOCKS, result_path(name))
+    return lock_file(LOCKS, RECORDS.path(name))
 
 
 def _claim(cell: Cell, stream: str) -> bool:
@@ -200,17 +185,20 @@ def _claim(cell: Cell, stream: str) -> bool:
     return claim(_lock(cell.name), stream)
 
 
-def _train_record(cell: Cell, threads: int | None) -> dict[str, Any]:
-    """Train the cell; a proportional cell (the multi-task model of run.py's setting) takes the same
-    run from another runner instead where one was made on this machine (run.mt_model_homes), and
-    keeps its weights for them (smart_distill.py's teachers)."""
+def _train_record(cell: Cell, threads: int | None, run_dir: Path, reuse: bool = True) -> dict[str, Any]:
+    """Train the cell into ``run_dir``; a proportional cell (the multi-task model of experiments.run's
+    setting) takes the same run from another runner instead where one was made on this machine
+    (settings.mt_model_homes; not with ``reuse`` off), and keeps its weights for them
+    (smart_distill's teachers)."""
     import mtdnn
 
-    run_dir = RUNS / cell.name
     cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), **threads_override(threads)})
     proportional = cell.meta.get("method") == "proportional"
-    homes = [h for h in mt_model_homes(cell.meta["seed"]) if h.run_dir != run_dir] if proportional else []
-    wall, extra = train_or_take(cfg, run_dir, homes)
+    if proportional and reuse:
+        wall, extra = train_or_take(cfg, run_dir, [h for h in settings.mt_model_homes(cell.meta["seed"])
+                                                   if h.run_dir != run_dir])
+    else:
+        wall, extra = train_cell(cfg, run_dir)
     keep = ("epoch", "train_loss", "mixture", "uncertainty_log_variance")
     record = {"metrics": read_metrics(run_dir), "wall_seconds": round(wall, 1),
               "history": [{k: h[k] for k in keep if k in h} for h in read_history(run_dir)],
@@ -220,66 +208,103 @@ def _train_record(cell: Cell, threads: int | None) -> dict[str, Any]:
     return record
 
 
-def _affinity_record(cell: Cell, threads: int | None) -> dict[str, Any]:
+def _affinity_record(cell: Cell, threads: int | None, run_dir: Path, heatmap: Path) -> dict[str, Any]:
     import mtdnn
     from mtdnn.affinity import run_affinity, write_heatmap
 
-    cfg = mtdnn.make_config({**cell.config, "output_dir": str(RUNS / cell.name), "predict_test": False,
+    cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), "predict_test": False,
                              **threads_override(threads)})
     t0 = time.perf_counter()
     result = run_affinity(cfg, steps=AFFINITY["budget"], every=AFFINITY["every"],
                           lookahead_lr=AFFINITY["lookahead_lr"])
     wall = time.perf_counter() - t0
-    write_heatmap(result, OUT / "affinity.png")
+    write_heatmap(result, heatmap)
     return {"affinity": result.to_json(), "wall_seconds": round(wall, 1), "config": config_record(cfg)}
+
+
+def _record(cell: Cell, threads: int | None, check: bool = False) -> dict[str, Any]:
+    """Run the cell (into runs/check/interference/ with ``check``: trained, never taken) and return
+    its record."""
+    say(f"{cell.name} ...")
+    run_dir = (CHECK if check else RUNS) / cell.name
+    if cell.kind == "affinity":
+        heatmap = (CHECK if check else RECORDS.folder) / "affinity.png"
+        heatmap.parent.mkdir(parents=True, exist_ok=True)
+        record = _affinity_record(cell, threads, run_dir, heatmap)
+    else:
+        record = _train_record(cell, threads, run_dir, reuse=not check)
+    record.update(cell=cell.name, meta=cell.meta, machine=machine(), versions=package_versions(),
+                  load_average=load_average(), finished=timestamp(),
+                  command=f"python -m experiments.interference --cell {cell.name}")
+    say(f"{cell.name}: done ({record['wall_seconds']:.0f} s)")
+    return record
 
 
 def run_cell(cell: Cell, threads: int | None) -> None:
     from mtdnn.run_dir import write_json
 
-    say(f"{cell.name} ...")
-    record = (_affinity_record if cell.kind == "affinity" else _train_record)(cell, threads)
-    record.update(cell=cell.name, meta=cell.meta, machine=machine(), versions=package_versions(), load_average=load_average(), finished=timestamp(),
-                  command=f"python experiments/interference.py --run --only {cell.name}")
-    write_json(result_path(cell.name), record)
-    say(f"{cell.name}: done ({record['wall_seconds']:.0f} s)")
+    write_json(RECORDS.path(cell.name), _record(cell, threads))
 
 
-def work(stream: str, only: str, threads: int | None, poll: float = 60.0) -> int:
-    """Run cells until none is left: the first runnable one no other stream holds; wait while the
+def _ready(cell: Cell) -> bool:
+    """The cell can start: it is no placeholder and the cells it waits for are recorded."""
+    return not cell.meta.get("pending") and all(RECORDS.load(n) is not None for n in cell.needs)
+
+
+def run(stream: str, only: str, threads: int | None, poll: float = 60.0) -> int:
+    """``--run``: run cells until none is left: the first runnable one no other stream holds; wait while the
     rest wait for cells other streams are running."""
-    grid = ClaimedGrid(cells=all_cells, done=lambda name: load(name) is not None,
-                       ready=lambda c: not c.meta.get("pending") and all(load(n) is not None for n in c.needs),
+    grid = ClaimedGrid(cells=cells, done=lambda name: RECORDS.load(name) is not None, ready=_ready,
                        lock=_lock, locks=LOCKS, run=lambda c: run_cell(c, threads))
     return work_grid(grid, stream, only, poll)
 
 
+def one_cell(name: str, threads: int | None) -> int:
+    """``--cell``: run the cell unless it is recorded, holding its lock (stream ``cell``); 1 when it
+    cannot start (it waits for other cells, or another stream runs it)."""
+    cell = {c.name: c for c in cells()}[name]
+    if RECORDS.load(name) is not None:
+        return 0
+    if not _ready(cell):
+        print(f"{name} waits for {', '.join(cell.needs)}")
+        return 1
+    if not _claim(cell, "cell"):
+        print(f"{name} is being run by another stream ({_lock(name)})")
+        return 1
+    try:
+        run_cell(cell, threads)
+    finally:
+        _lock(name).unlink(missing_ok=True)
+    return 0
+
+
+def check(name: str, threads: int | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """``--check``: the cell's record and the cell trained again into runs/check/interference/."""
+    from mtdnn.run_dir import write_json
+
+    new = _record({c.name: c for c in cells()}[name], threads, check=True)
+    write_json(CHECK / RECORDS.path(name).name, new)
+    return RECORDS.load(name), new
+
+
 # ----------------------------------------------------------------------------- summary
-def _records(prefix: str) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(OUT.glob(prefix.replace("/", "__") + "*.json"))]
-
-
-def _mean(values: list[float]) -> float | None:
-    return round(statistics.mean(values), 2) if values else None
-
-
 def method_rows() -> dict[str, dict[str, Any]]:
     """row -> per-task mean score, averages, n, wall minutes: every method, the single-task rows."""
     rows: dict[str, dict[str, Any]] = {}
     groups: dict[str, list[dict[str, Any]]] = {}
-    for r in _records("methods/"):
+    for r in RECORDS.all("methods/").values():
         groups.setdefault(r["meta"]["method"], []).append(r)
-    singles = [json.loads(p.read_text()) for p in sorted(BASE_RUNS.glob("glue__single__*.json"))]
+    singles = list(BASE_RECORDS.all("glue/single/").values())
     groups["single_task_2_epochs"] = singles
-    groups[f"single_task_{CONTROL_EPOCHS}_epochs"] = _records(f"control/single{CONTROL_EPOCHS}/")
+    groups[f"single_task_{CONTROL_EPOCHS}_epochs"] = list(RECORDS.all(f"control/single{CONTROL_EPOCHS}/").values())
     for name, recs in groups.items():
         scores = {t: [glue_score(r, t) for r in recs if t in r["metrics"]] for t in GLUE_TASKS}
-        row = {t: _mean(v) for t, v in scores.items()}
+        row = {t: rounded_mean(v) for t, v in scores.items()}
         full = all(row[t] is not None for t in GLUE_TASKS)
         row |= {"n": max((len(v) for v in scores.values()), default=0),
-                "average": _mean([row[t] for t in GLUE_TASKS]) if full else None,
-                "average_without_wnli": _mean([row[t] for t in GLUE_TASKS if t != "wnli"]) if full else None,
-                "wall_minutes": _mean([r["wall_seconds"] / 60 for r in recs]) if name.startswith(tuple(METHODS)) else None}
+                "average": rounded_mean([row[t] for t in GLUE_TASKS]) if full else None,
+                "average_without_wnli": rounded_mean([row[t] for t in GLUE_TASKS if t != "wnli"]) if full else None,
+                "wall_minutes": rounded_mean([r["wall_seconds"] / 60 for r in recs]) if name.startswith(tuple(METHODS)) else None}
         rows[name] = row
     return rows
 
@@ -289,13 +314,13 @@ def affinity_validation() -> dict[str, Any]:
     alone (its 2-epoch single-task score, mean over seeds); the Spearman correlation of the two."""
     from scipy.stats import spearmanr
 
-    aff = load("affinity/s1")
+    aff = RECORDS.load("affinity/s1")
     single = method_rows().get("single_task_2_epochs", {})
     out: dict[str, Any] = {}
     for t in TARGETS:
         pairs = []
         for a in GLUE_TASKS:
-            rec = load(f"pairs/{t}+{a}/s1")
+            rec = RECORDS.load(f"pairs/{t}+{a}/s1")
             if a == t or rec is None or aff is None or single.get(t) is None:
                 continue
             pairs.append({"aux": a, "affinity": aff["affinity"]["affinity"][a][t],
@@ -311,7 +336,7 @@ def recommend_rows() -> dict[str, Any]:
     rows = method_rows()
     out = {}
     for t in TARGETS:
-        rec, all_tasks = load(f"recommend/{t}/s1"), load("methods/proportional/s1")
+        rec, all_tasks = RECORDS.load(f"recommend/{t}/s1"), RECORDS.load("methods/proportional/s1")
         out[t] = {"aux": rec["meta"]["aux"] if rec else None, "with_recommended": glue_score(rec, t) if rec else None,
                   "all_tasks": glue_score(all_tasks, t) if all_tasks else None,
                   "alone": rows.get("single_task_2_epochs", {}).get(t)}
@@ -344,20 +369,15 @@ def tables() -> str:
 
 
 def summarize() -> int:
-    update_summary(SUMMARY, "interference", {"methods": method_rows(), "affinity_validation": affinity_validation(),
-                                             "recommended": recommend_rows()})
+    update_summary(SUMMARY, {"interference": {"methods": method_rows(), "affinity_validation": affinity_validation(),
+                                              "recommended": recommend_rows()}})
     text = tables()
     fill_markers(DOC, BEGIN, END, text)
-    if (OUT / "affinity.png").is_file():
-        shutil.copyfile(OUT / "affinity.png", HEATMAP)
+    if (RECORDS.folder / "affinity.png").is_file():
+        shutil.copyfile(RECORDS.folder / "affinity.png", HEATMAP)
     print(text)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    return runner_main(Runner(__doc__ or "", plan, work, summarize, "tables, summary.json 'interference', heatmap",
-                              Streams("with --run: this process's name in the lock files", "1")), argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(cli(__name__))

@@ -1,4 +1,4 @@
-"""Run the SMART and distillation experiments of docs/smart-and-distillation.md, one cell at a time,
+"""The SMART and distillation experiments of docs/smart-and-distillation.md, one cell at a time,
 resumably.
 
 Every cell is one `mtdnn.train` run (or an evaluation of earlier cells); its result (metrics,
@@ -11,22 +11,25 @@ weights: a cell that needs a teacher trains it again, its record going to result
 retrained/ (the first one stays), with the dev metrics of the retrained teachers' ensemble; since
 results differ across processors by about a seed's spread, the distillation tables are per
 machine (``--again`` runs a recorded cell once more on this one). A teacher and a plain single-task
-arm train exactly a run other runners make (run.py's glue/mt and glue/single, interference.py's proportional
-method, adapters.py's full-plain row): where one of them keeps that run, made on this machine, the
-cell copies it instead of training (``take`` in --plan; the record says ``reused_from``).
+arm train exactly a run other runners make (experiments.run's glue/mt and glue/single,
+experiments.interference's proportional method, experiments.adapters' full-plain row): where one of
+them keeps that run, made on this machine, the cell copies it instead of training (``take`` in
+--plan; the record says ``reused_from``).
 
-    python experiments/smart_distill.py --plan                 # every cell, estimated time, done/todo/take
-    python experiments/smart_distill.py --cell smart/single/rte/s1
-    python experiments/smart_distill.py --all [--only kd/]
-    python experiments/smart_distill.py --again --cell kd/small/plain/s1   # once more on this machine (retrained/)
-    python experiments/smart_distill.py --summarize      # tables in docs/results.md, summary.json "smart", "distillation"
+    python -m experiments.smart_distill --plan                 # every cell, estimated time, done/todo/take
+    python -m experiments.smart_distill --cell smart/single/rte/plain/s1
+    python -m experiments.smart_distill --cell smart/single/cola/plain/s3 --check   # train it again, compare
+    python -m experiments.smart_distill --run [--only kd/]
+    python -m experiments.smart_distill --cell kd/small/plain/s1 --again   # once more on this machine (retrained/)
+    python -m experiments.smart_distill --summarize    # tables in docs/results.md, summary.json "smart", "distillation"
     # the whole grid on a 2-core CPU, nothing else running: two streams, one core each
-    taskset -c 0 python experiments/smart_distill.py --all --stream single --threads 1 &
-    taskset -c 1 python experiments/smart_distill.py --all --stream mt --threads 1
+    taskset -c 0 python -m experiments.smart_distill --run --stream single --threads 1 &
+    taskset -c 1 python -m experiments.smart_distill --run --stream mt --threads 1
 
-Protocol (that of experiments/run.py, so the plain cells match its glue/ cells): the embedded
-all-MiniLM-L6-v2, max_seq_len 128, batch 32, AdamW lr 1e-4 with 10% warm-up, 2 epochs, the LAST
-epoch kept, training subsets of 2,000 examples for the large tasks (run.GLUE_SUBSETS).
+Protocol (that of experiments.settings, so the plain cells match experiments.run's glue/ cells):
+the embedded all-MiniLM-L6-v2, max_seq_len 128, batch 32, AdamW lr 1e-4 with 10% warm-up, 2
+epochs, the LAST epoch kept, training subsets of 2,000 examples for the large tasks
+(settings.GLUE_SUBSETS).
 
 - SMART vs plain single-task on RTE, MRPC, STS-B, CoLA, seeds 1-3 (stream single); SMART in the
   multi-task model (stream mt) against teacher s1, the same run without SMART. SMART: --adv with
@@ -42,38 +45,40 @@ epoch kept, training subsets of 2,000 examples for the large tasks (run.GLUE_SUB
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-import run as grid  # noqa: E402  (experiments/run.py: BASE, GLUE_TASKS, GLUE_SUBSETS, GLUE_EPOCHS)
-from cells import (load_average, PlanRow, Reusable, PlanTable, Streams, add_filters, add_selection, chosen, config_record,  # noqa: E402
-                   equal_finished_run, fill_markers, glue_score, machine, package_versions, mean_sd, offline, read_history, read_metrics, read_record, result_file, say,
-                   seconds_left, threads_override, timestamp, train_or_take, update_summary)
+from experiments import settings
+from experiments.cells import (PlanRow, PlanTable, Reusable, Streams, cli, config_record, equal_finished_run,
+                               fill_markers, glue_score, load_average, machine, mean_sd, package_versions, read_history,
+                               read_metrics, rounded_mean, say, seconds_left, threads_override, timestamp, train_cell,
+                               train_or_take, update_summary)
+from experiments.settings import GLUE_TASKS, MT_SECONDS, SINGLE_SECONDS, glue_config
 
-RESULTS = HERE / "results" / "smart_distill"
-SUMMARY = HERE / "results" / "summary.json"
-DOC = ROOT / "docs" / "results.md"
+RECORDS = settings.RECORDS["smart_distill"]
+RETRAINED = settings.RETRAINED["smart_distill"]
+SUMMARY = settings.SUMMARY
+DOC = settings.DOC
 MARKERS = ("<!-- smart-distill:begin -->", "<!-- smart-distill:end -->")
-RUNS = ROOT / "runs" / "experiments" / "smart_distill"
+RUNS = settings.RUN_DIRS["smart_distill"]
+CHECK = settings.CHECK_DIRS / "smart_distill"
 SMALL_ENCODER = RUNS / "encoders" / "minilm-l3"
 SMALL_LAYERS = [0, 2, 4]
 SINGLE_TASKS = ["rte", "mrpc", "stsb", "cola"]
 ROBUST_TASKS = ("rte", "mrpc")
 NOISE_LEVELS = {"light": (0.1, 0.05), "heavy": (0.2, 0.1)}  # (swap_rate, typo_rate)
-# wall seconds of the plain cells on the 2-core VM of docs/results.md (experiments/results/runs),
-# and the measured cost of a SMART step (bench/results/smart_cost.json): the --plan estimates
-PLAIN_SECONDS = {"rte": 332, "mrpc": 209, "stsb": 121, "cola": 50, "mt": 1080}
+# the --plan estimates: the plain cells' wall seconds (settings.SINGLE_SECONDS, MT_SECONDS) and the
+# measured cost of a SMART step (bench/results/smart_cost.json)
 SMART_FACTOR = 2.6  # MiniLM, K = 1: 2.58x per step (bench/results/smart_cost.json)
 SMALL_FACTOR = 0.55
+STREAMS = Streams("with --run: the single-task cells or the multi-task ones (teachers, students, SMART MT)", "all",
+                  ("all", "single", "mt"))
+SUMMARIZE_HELP = "write the tables to docs/results.md and summary.json keys smart, distillation"
+FLAGS = {"again": "with --cell/--run: run cells recorded on another machine again on this one; the first records "
+                  "stay, the new ones go to results/smart_distill/retrained/ (the distillation tables are per machine)"}
 
 
 @dataclass
@@ -89,19 +94,15 @@ class Cell:
 
 
 def _single(task: str, seed: int, smart: bool) -> Cell:
-    cfg = {**grid.BASE, "tasks": [task], "epochs": grid.GLUE_EPOCHS, "seed": seed, "eval_every": grid.GLUE_EPOCHS,
-           "max_train_examples_per_task": {k: v for k, v in grid.GLUE_SUBSETS.items() if k == task}}
-    if smart:
-        cfg["adv"] = True
+    cfg = glue_config([task], seed, **({"adv": True} if smart else {}))
     arm = "smart" if smart else "plain"
     return Cell(f"smart/single/{task}/{arm}/s{seed}", "single", cfg,
-                estimate=PLAIN_SECONDS[task] * (SMART_FACTOR if smart else 1.0),
+                estimate=SINGLE_SECONDS[task] * (SMART_FACTOR if smart else 1.0),
                 meta={"kind": "single", "task": task, "arm": arm, "seed": seed})
 
 
 def _mt_config(seed: int, **extra: Any) -> dict[str, Any]:
-    return {**grid.BASE, "tasks": grid.GLUE_TASKS, "epochs": grid.GLUE_EPOCHS, "seed": seed,
-            "eval_every": grid.GLUE_EPOCHS, "max_train_examples_per_task": grid.GLUE_SUBSETS, **extra}
+    return glue_config(GLUE_TASKS, seed, **extra)
 
 
 def _teacher_dirs(seeds: list[int]) -> list[str]:
@@ -111,7 +112,7 @@ def _teacher_dirs(seeds: list[int]) -> list[str]:
 def cells() -> list[Cell]:
     """Every cell, in run order within each stream (the most informative first)."""
     out = [_single(task, seed, smart) for seed in (1, 2, 3) for task in SINGLE_TASKS for smart in (False, True)]
-    mt = PLAIN_SECONDS["mt"]
+    mt = MT_SECONDS
     teachers = [Cell(f"kd/teacher/s{s}", "mt", _mt_config(s), keep=True, estimate=mt,
                      meta={"kind": "teacher", "seed": s}) for s in (1, 2, 3)]
     ens = [t.name for t in teachers]
@@ -136,16 +137,6 @@ def cells() -> list[Cell]:
     out.append(Cell("kd/speed", "mt", needs=["kd/teacher/s1", "kd/small/student/s1"], kind="speed", estimate=120,
                     meta={"kind": "speed"}))
     return out
-
-
-def result_path(name: str) -> Path:
-    return result_file(RESULTS, name)
-
-
-def retrained_path(name: str) -> Path:
-    """The record of a cell run again on another machine than its first record's (a fresh clone
-    trains the teachers again; ``--again``): the first record stays, this one goes to retrained/."""
-    return result_file(RESULTS / "retrained", name)
 
 
 # ----------------------------------------------------------------------------- evaluation functions
@@ -225,12 +216,12 @@ def inference_speed(runs: dict[str, Path], repeats: int = 3) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- running cells
 def _homes(cell: Cell) -> list[Reusable]:
-    """Where other runners may keep the cell's run: a teacher is the multi-task model of run.py's
+    """Where other runners may keep the cell's run: a teacher is the multi-task model of the shared
     setting, a plain arm its single-task model (both taken instead of trained where kept)."""
     if cell.meta.get("kind") == "teacher":
-        homes = grid.mt_model_homes(cell.meta["seed"])
+        homes = settings.mt_model_homes(cell.meta["seed"])
     elif cell.meta.get("arm") == "plain":
-        homes = grid.single_task_homes(cell.meta["task"], cell.meta["seed"])
+        homes = settings.single_task_homes(cell.meta["task"], cell.meta["seed"])
     else:
         homes = []
     return [h for h in homes if h.run_dir != RUNS / cell.name]
@@ -244,15 +235,16 @@ def _taken(cell: Cell) -> bool:
     return bool(homes) and equal_finished_run(mtdnn.make_config(cell.config), homes) is not None
 
 
-def _train(cell: Cell, threads: int | None) -> dict[str, Any]:
+def _train(cell: Cell, threads: int | None, check: bool = False) -> dict[str, Any]:
+    """Train the cell (with ``check``: into runs/check/smart_distill/, never taken from another runner)."""
     import mtdnn
 
-    run_dir = RUNS / cell.name
+    run_dir = (CHECK if check else RUNS) / cell.name
     if cell.config.get("encoder") == str(SMALL_ENCODER) and not (SMALL_ENCODER / "config.json").is_file():
         from mtdnn.model.shrink import shrink_encoder
         shrink_encoder("default", SMALL_LAYERS, SMALL_ENCODER)
     cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), **threads_override(threads)})
-    wall, extra = train_or_take(cfg, run_dir, _homes(cell))
+    wall, extra = train_cell(cfg, run_dir) if check else train_or_take(cfg, run_dir, _homes(cell))
     return {"metrics": read_metrics(run_dir), "wall_seconds": round(wall, 1),
             "robustness": robustness(run_dir, cfg.tasks), "train_loss": [h["train_loss"] for h in read_history(run_dir)],
             "config": config_record(cfg), **extra}
@@ -267,13 +259,13 @@ def _ensure_weights(name: str, by_name: dict[str, Cell], threads: int | None) ->
     weights): train it again if they are missing; a recorded result is never overwritten."""
     if _has_weights(name):
         return
-    if not result_path(name).is_file():
+    if not RECORDS.path(name).is_file():
         run_cell(by_name[name], by_name, threads)
         return
     from mtdnn.run_dir import write_json
 
     say(f"{name}: weights missing, training it again (its record stays; the new one goes to retrained/)")
-    write_json(retrained_path(name), _record(by_name[name], threads))
+    write_json(RETRAINED.path(name), _record(by_name[name], threads))
 
 
 def _retrained_ensemble(teachers: list[str], by_name: dict[str, Cell], threads: int | None) -> None:
@@ -284,18 +276,18 @@ def _retrained_ensemble(teachers: list[str], by_name: dict[str, Cell], threads: 
     from mtdnn.run_dir import write_json
 
     ensemble = by_name["kd/ensemble"]
-    again = [read_record(retrained_path(t)) for t in ensemble.needs]
+    again = [RETRAINED.load(t) for t in ensemble.needs]
     if set(teachers) != set(ensemble.needs) or any(r is None for r in again):
         return
-    out = retrained_path(ensemble.name)
-    done = read_record(out)
+    out = RETRAINED.path(ensemble.name)
+    done = RETRAINED.load(ensemble.name)
     if done is not None and done["finished"] >= max(r["finished"] for r in again):
         return
     say("kd/ensemble: the teachers were trained again here: scoring their ensemble (retrained/)")
     write_json(out, _record(ensemble, threads))
 
 
-def _record(cell: Cell, threads: int | None) -> dict[str, Any]:
+def _record(cell: Cell, threads: int | None, check: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     if cell.kind == "ensemble":
         record = {"metrics": ensemble_metrics([RUNS / d for d in cell.needs])}
@@ -303,10 +295,11 @@ def _record(cell: Cell, threads: int | None) -> dict[str, Any]:
         record = {"inference_seconds": inference_speed({"teacher_l6": RUNS / cell.needs[0],
                                                         "student_l3": RUNS / cell.needs[1]})}
     else:
-        record = _train(cell, threads)
+        record = _train(cell, threads, check)
     record.setdefault("wall_seconds", round(time.perf_counter() - t0, 1))
-    return {"cell": cell.name, "meta": cell.meta, **record, "machine": machine(), "versions": package_versions(), "load_average": load_average(), "finished": timestamp(),
-            "command": f"python experiments/smart_distill.py --cell {cell.name}"}
+    return {"cell": cell.name, "meta": cell.meta, **record, "machine": machine(), "versions": package_versions(),
+            "load_average": load_average(), "finished": timestamp(),
+            "command": f"python -m experiments.smart_distill --cell {cell.name}"}
 
 
 def run_cell(cell: Cell, by_name: dict[str, Cell], threads: int | None, again: bool = False) -> dict[str, Any]:
@@ -315,11 +308,11 @@ def run_cell(cell: Cell, by_name: dict[str, Cell], threads: int | None, again: b
     this one, its record going to retrained/ (the first one stays), unless one made here is there."""
     from mtdnn.run_dir import write_json
 
-    out = result_path(cell.name)
-    recorded = read_record(out)
+    out = RECORDS.path(cell.name)
+    recorded = RECORDS.load(cell.name)
     if recorded is not None and again and recorded.get("machine") != machine():
-        out = retrained_path(cell.name)
-        recorded = read_record(out)
+        out = RETRAINED.path(cell.name)
+        recorded = RETRAINED.load(cell.name)
         recorded = recorded if recorded is not None and recorded.get("machine") == machine() else None
     if recorded is not None:
         return recorded
@@ -336,15 +329,56 @@ def run_cell(cell: Cell, by_name: dict[str, Cell], threads: int | None, again: b
     return record
 
 
-def plan(all_cells: list[Cell]) -> list[str]:
-    """One line per cell: done/todo, stream, estimated minutes; and each stream's total."""
-    rows = [PlanRow(c.name, "done", c.stream, c.estimate) if result_path(c.name).is_file()
+def _threads(threads: int | None) -> None:
+    """torch's threads in this process (the evaluation cells run here)."""
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+
+
+def run(stream: str, only: str, threads: int | None, again: bool = False) -> int:
+    """``--run``: every cell of ``stream`` whose name starts with ``only``, in order (recorded ones skipped)."""
+    _threads(threads)
+    all_cells = cells()
+    by_name = {c.name: c for c in all_cells}
+    for cell in all_cells:
+        if cell.name.startswith(only) and stream in ("all", cell.stream):
+            run_cell(cell, by_name, threads, again=again)
+    return 0
+
+
+def one_cell(name: str, threads: int | None, again: bool = False) -> int:
+    """``--cell``: the cell (after the cells it needs) unless it is recorded."""
+    _threads(threads)
+    by_name = {c.name: c for c in cells()}
+    run_cell(by_name[name], by_name, threads, again=again)
+    return 0
+
+
+def check(name: str, threads: int | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """``--check``: the cell's record and the cell trained again into runs/check/smart_distill/
+    (an evaluation cell is evaluated again), after the cells it needs."""
+    from mtdnn.run_dir import write_json
+
+    _threads(threads)
+    by_name = {c.name: c for c in cells()}
+    for dep in by_name[name].needs:
+        _ensure_weights(dep, by_name, threads)
+    new = _record(by_name[name], threads, check=True)
+    write_json(CHECK / RECORDS.path(name).name, new)
+    return RECORDS.load(name), new
+
+
+def plan() -> int:
+    """One line per cell: done/todo/take, stream, estimated minutes; and each stream's total."""
+    rows = [PlanRow(c.name, "done", c.stream, c.estimate) if RECORDS.path(c.name).is_file()
             else PlanRow(c.name, "take", c.stream, 0.0) if _taken(c)
-            else PlanRow(c.name, "todo", c.stream, c.estimate) for c in all_cells]
+            else PlanRow(c.name, "todo", c.stream, c.estimate) for c in cells()]
     table = PlanTable(None, lambda r: f"{r.state}  {r.column:<6} ~{r.seconds / 60:5.1f} min  {r.name}",
                       lambda rs: [f"stream {s}: ~{t / 3600:.1f} h left (estimates on the 2-core VM, one core per "
                                   f"stream)" for s, t in seconds_left(rs).items()])
-    return table.lines(rows)
+    print("\n".join(table.lines(rows)))
+    return 0
 
 
 # ----------------------------------------------------------------------------- summary
@@ -363,22 +397,14 @@ PAPER: dict[str, Any] = {
 }
 
 
-def _load(name: str) -> dict[str, Any] | None:
-    return read_record(result_path(name))
-
-
-def _mean(values: list[float]) -> float | None:
-    return round(statistics.mean(values), 2) if values else None
-
-
 def _task_row(record: dict[str, Any] | None) -> dict[str, Any] | None:
     """A multi-task record's per-task scores, both averages and its wall minutes."""
     if record is None:
         return None
-    row: dict[str, Any] = {t: round(glue_score(record, t), 2) for t in grid.GLUE_TASKS if t in record["metrics"]}
-    full = all(t in row for t in grid.GLUE_TASKS)
-    row["average"] = _mean([row[t] for t in grid.GLUE_TASKS]) if full else None
-    row["average_without_wnli"] = _mean([row[t] for t in grid.GLUE_TASKS if t != "wnli"]) if full else None
+    row: dict[str, Any] = {t: round(glue_score(record, t), 2) for t in GLUE_TASKS if t in record["metrics"]}
+    full = all(t in row for t in GLUE_TASKS)
+    row["average"] = rounded_mean([row[t] for t in GLUE_TASKS]) if full else None
+    row["average_without_wnli"] = rounded_mean([row[t] for t in GLUE_TASKS if t != "wnli"]) if full else None
     row["wall_minutes"] = round(record["wall_seconds"] / 60, 1) if "wall_seconds" in record else None
     return row
 
@@ -392,21 +418,21 @@ def smart_summary() -> dict[str, Any]:
     for task in SINGLE_TASKS:
         arms: dict[str, Any] = {}
         for arm in ("plain", "smart"):
-            recs = [r for r in (_load(f"smart/single/{task}/{arm}/s{s}") for s in (1, 2, 3)) if r is not None]
+            recs = [r for r in (RECORDS.load(f"smart/single/{task}/{arm}/s{s}") for s in (1, 2, 3)) if r is not None]
             arms[arm] = {"score": mean_sd([glue_score(r, task) for r in recs]),
-                         "wall_minutes": _mean([r["wall_seconds"] / 60 for r in recs])}
+                         "wall_minutes": rounded_mean([r["wall_seconds"] / 60 for r in recs])}
             if task in ROBUST_TASKS:
                 robust.setdefault(f"single {arm}", {})[task] = {
-                    level: _mean([r["robustness"][task][level] for r in recs if task in r.get("robustness", {})])
+                    level: rounded_mean([r["robustness"][task][level] for r in recs if task in r.get("robustness", {})])
                     for level in ("clean", *NOISE_LEVELS)}
         both = arms["plain"]["score"] and arms["smart"]["score"]
         walls = arms["plain"]["wall_minutes"], arms["smart"]["wall_minutes"]
         single[task] = {**arms, "gain": round(arms["smart"]["score"]["mean"] - arms["plain"]["score"]["mean"], 2)
                         if both else None,
                         "time_ratio": round(walls[1] / walls[0], 2) if None not in walls else None}
-    mt = {"plain": _task_row(_load("kd/teacher/s1")), "smart": _task_row(_load("smart/mt/s1"))}
+    mt = {"plain": _task_row(RECORDS.load("kd/teacher/s1")), "smart": _task_row(RECORDS.load("smart/mt/s1"))}
     for arm, name in (("plain", "kd/teacher/s1"), ("smart", "smart/mt/s1")):
-        rec = _load(name)
+        rec = RECORDS.load(name)
         if rec is not None:
             robust[f"multi-task {arm}"] = rec.get("robustness", {})
     return {"single": single, "multi_task": mt, "robustness": robust, "paper": PAPER.get("smart")}
@@ -421,8 +447,8 @@ def _kd_rows(load: Any) -> dict[str, Any]:
         if not done:
             return None
         keys = [k for k in done[0] if k != "wall_minutes"]
-        return {k: _mean([t[k] for t in done if t.get(k) is not None]) for k in keys} | {
-            "n": len(done), "wall_minutes": _mean([t["wall_minutes"] for t in done if t["wall_minutes"] is not None])}
+        return {k: rounded_mean([t[k] for t in done if t.get(k) is not None]) for k in keys} | {
+            "n": len(done), "wall_minutes": rounded_mean([t["wall_minutes"] for t in done if t["wall_minutes"] is not None])}
 
     ensemble = load("kd/ensemble")
     students = [load(f"kd/student/ensemble/s{s}") for s in (1, 2, 3)]
@@ -446,7 +472,7 @@ def distillation_summary() -> dict[str, Any]:
     a 6-layer teacher where measured."""
     records: dict[str, dict[str, dict[str, Any]]] = {}  # machine -> cell -> record
     for name in (c.name for c in cells() if c.name.startswith("kd/")):
-        for rec in (_load(name), read_record(retrained_path(name))):
+        for rec in (RECORDS.load(name), RETRAINED.load((name))):
             if rec is not None:
                 records.setdefault(rec.get("machine", "?"), {})[name] = rec
     machines = {}
@@ -469,8 +495,8 @@ def _ms(v: dict[str, float] | None) -> str:
 
 
 def tables(smart: dict[str, Any], kd: dict[str, Any]) -> str:
-    cols = [*grid.GLUE_TASKS, "average", "average_without_wnli", "wall_minutes"]
-    head = "| row | " + " | ".join(grid.GLUE_TASKS) + " | average | avg. without WNLI | wall (min) |"
+    cols = [*GLUE_TASKS, "average", "average_without_wnli", "wall_minutes"]
+    head = "| row | " + " | ".join(GLUE_TASKS) + " | average | avg. without WNLI | wall (min) |"
     rule = "|" + "---|" * (len(cols) + 1)
     lines = ["### SMART against plain single-task training (GLUE dev; mean ± sd (seeds))", "",
              "| task | plain | SMART | gain | wall plain / SMART (min) | time ratio |", "|---|---|---|---|---|---|"]
@@ -505,42 +531,12 @@ def tables(smart: dict[str, Any], kd: dict[str, Any]) -> str:
 
 def summarize() -> int:
     smart, kd = smart_summary(), distillation_summary()
-    update_summary(SUMMARY, "smart", smart)
-    update_summary(SUMMARY, "distillation", kd)
+    update_summary(SUMMARY, {"smart": smart, "distillation": kd})
     text = tables(smart, kd)
     fill_markers(DOC, *MARKERS, text)
     print(text)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--plan", action="store_true", help="list every cell with its estimated time, done/todo/take")
-    p.add_argument("--summarize", action="store_true",
-                   help="write the tables to docs/results.md and summary.json keys smart, distillation")
-    add_selection(p)
-    p.add_argument("--again", action="store_true",
-                   help="with --cell/--all: run cells recorded on another machine again on this one; the first "
-                        "records stay, the new ones go to results/smart_distill/retrained/ (the distillation "
-                        "tables are per machine)")
-    add_filters(p, "--all", Streams("with --all: the single-task cells or the multi-task ones (teachers, students, "
-                                    "SMART MT)", "all", ("all", "single", "mt")))
-    args = p.parse_args(argv)
-    offline()
-    all_cells = cells()
-    by_name = {c.name: c for c in all_cells}
-    if args.plan:
-        print("\n".join(plan(all_cells)))
-        return 0
-    if args.summarize:
-        return summarize()
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
-    for cell in chosen(p, args, all_cells, lambda c: args.stream in ("all", c.stream), "--plan"):
-        run_cell(cell, by_name, args.threads, again=args.again)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(cli(__name__))

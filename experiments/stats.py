@@ -19,16 +19,23 @@ from typing import Sequence
 
 import numpy as np
 
-from mtdnn.metrics import compute_metrics
+
+def spread(values: Sequence[float]) -> tuple[float, float, int] | None:
+    """Mean, sample standard deviation (0 for one value) and count; None for no values."""
+    if not values:
+        return None
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
 
 
 def mean_sd(values: Sequence[float]) -> dict[str, float] | None:
-    """Mean, sample standard deviation (0 for one value) and count, rounded as tables show them;
-    None for no values."""
-    if not values:
-        return None
-    return {"mean": round(statistics.mean(values), 2),
-            "sd": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0, "n": len(values)}
+    """``spread`` rounded as tables show it: mean, sd (2 decimals) and n; None for no values."""
+    s = spread(values)
+    return None if s is None else {"mean": round(s[0], 2), "sd": round(s[1], 2), "n": s[2]}
+
+
+def rounded_mean(values: Sequence[float]) -> float | None:
+    """The mean to 2 decimals, as summaries hold it; None for no values."""
+    return round(statistics.mean(values), 2) if values else None
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,10 @@ class Interval:
 
 def row_score(metrics: Sequence[str], labels: np.ndarray, runs: Sequence[np.ndarray], index: np.ndarray | None = None) -> float:
     """The mean over a row's runs of each run's score on the examples ``index`` (all if None)."""
+    # imported here: scikit-learn and SciPy are heavy, and every runner imports this module before
+    # it forks its cells (whose peak memory must be their own)
+    from mtdnn.metrics import compute_metrics
+
     pick = slice(None) if index is None else index
     return float(np.mean([compute_metrics(list(metrics), np.asarray(p)[pick], labels[pick])["score"] for p in runs]))
 

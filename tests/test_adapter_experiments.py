@@ -1,5 +1,5 @@
-"""The grid of experiments/adapters.py and its records, without running the grid: the
-cells of its table exist with the right configs (the full fine-tuning rows are run.py's cells,
+"""The grid of experiments.adapters and its records, without running the grid: the cells of
+docs/adapters.md exist with the right configs (the full fine-tuning rows are experiments.run's cells,
 the LoRA rows differ only by the adapter settings), a cell's record holds hand-checkable parameter
 counts and sizes (two tiny cells trained by the worker here), and the summary is built from records."""
 
@@ -9,35 +9,38 @@ import json
 from pathlib import Path
 
 import pytest
-from checks import load_experiment
+
+import experiments.adapters
+import experiments.run
+from experiments.cells import Records
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def adapters():
-    return load_experiment("adapters")
+    return experiments.adapters
 
 
 @pytest.fixture(scope="module")
 def run():
-    return load_experiment("run")
+    return experiments.run
 
 
 def test_grid_has_every_required_cell(adapters, run):
     cells = {c.name: c for c in adapters.cells()}
     assert len(cells) == len(adapters.cells()), "cell names must be unique"
-    base = {c.name: c for c in run._cells()}
+    base = {c.name: c for c in run.cells()}
     mt_dir = str(run.RUNS / run.MT_CELL)
     for row, (method, encoder, _) in adapters.ROWS.items():
         for task, seeds in [("rte", 3), ("mrpc", 3), ("stsb", 3), ("sst2", 1), ("cola", 1), ("scitail1", 3)]:
             for seed in range(1, seeds + 1):
                 c = cells[f"adapters/{row}/{task}/s{seed}"]
-                twin = base[c.reference]  # run.py's cell of the same task, seed and encoder
+                twin = base[c.reference]  # experiments.run's cell of the same task, seed and encoder
                 assert twin.meta.get("seed", twin.meta.get("subset")) == seed
                 assert (c.config.get("init_from") == mt_dir) == (encoder == "mt") and c.stream == (
                     "mt" if encoder == "mt" else "base")
-                if method == "full":  # the very config of run.py's cell: its recorded score must reproduce
+                if method == "full":  # the very config of experiments.run's cell: its recorded score must reproduce
                     assert c.config == twin.config, c.name
                 else:
                     assert {k: v for k, v in c.config.items() if k not in adapters.LORA} == {
@@ -53,7 +56,7 @@ def test_grid_has_every_required_cell(adapters, run):
 def test_worker_records_parameters_sizes_and_memory(adapters, tmp_path, tiny_encoder, data_dir, monkeypatch):
     """Two tiny cells (full fine-tuning and LoRA rank 4 on CoLA) through the worker: the counts are
     the tiny encoder's by hand, the sizes those of the stored tensors and files."""
-    monkeypatch.setattr(adapters, "OUT", tmp_path / "out")
+    monkeypatch.setattr(adapters, "RECORDS", Records(tmp_path / "out"))
     monkeypatch.setattr(adapters, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(adapters, "SUMMARY", tmp_path / "summary.json")
     doc = tmp_path / "results.md"
@@ -70,7 +73,7 @@ def test_worker_records_parameters_sizes_and_memory(adapters, tmp_path, tiny_enc
     monkeypatch.setattr(adapters, "cells", lambda: cells)
     for c in cells:
         assert adapters.worker(c.name, None) == 0
-    full, lora = (json.loads(adapters.result_path(c.name).read_text()) for c in cells)
+    full, lora = (json.loads(adapters.RECORDS.path(c.name).read_text()) for c in cells)
     encoder, head, adapter = 1_010_304, 32 * 2 + 2, 2 * 2 * (32 * 4 + 4 * 32)  # tiny BERT; cola's head; LoRA r=4
     n = encoder + head
     assert (full["trainable"], full["stored"], full["stored_bytes"]) == (n, n, 4 * n)  # fp32
@@ -104,9 +107,8 @@ def test_peak_memory_of_a_cell_is_its_own_not_its_runners(adapters):
 
     ballast = bytearray(400 * 2**20)  # the runner holds 400 MB
     ballast[::4096] = b"x" * len(ballast[::4096])
-    child = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'experiments'); "
-                            "import adapters; print(adapters._rss_mb())"], cwd=ROOT, capture_output=True, text=True,
-                           check=True)
+    child = subprocess.run([sys.executable, "-c", "import experiments.adapters as a; print(a._rss_mb())"], cwd=ROOT,
+                           capture_output=True, text=True, check=True)
     assert float(child.stdout.split()[-1]) < 300, child.stdout
     del ballast
     assert adapters._peak_measured({"peak_rss_mb": 900.0, "rss_before_training_mb": 400.0})

@@ -1,7 +1,8 @@
-"""experiments/cells.py, the toolkit the experiment runners share: claiming a cell by a lock file
+"""experiments.cells, the toolkit the experiment runners share: claiming a cell by a lock file
 (a dead process's lock is taken over, a living one's or another machine's is not), the work loop
-over a small grid of fake cells, the plan's seconds left per column, and the common command line
-calling the experiment's callables."""
+over a small grid of fake cells, the plan's seconds left per column, the records and statistics,
+the comparison of a cell trained again with its record, and the one command line calling the
+experiment's callables."""
 
 from __future__ import annotations
 
@@ -14,12 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from checks import load_experiment
+
+import experiments.adapters
+import experiments.cells
+import experiments.interference
+import experiments.run
+import experiments.smart_distill
+from experiments import settings
 
 
 @pytest.fixture(scope="module")
 def kit():
-    return load_experiment("cells")
+    return experiments.cells
 
 
 @pytest.fixture()
@@ -150,19 +157,52 @@ def test_seconds_left_per_column(kit):
 def test_common_command_line_calls_the_experiment(kit, capsys, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     calls: list[tuple] = []
-    runner = kit.Runner("doc", plan=lambda: calls.append(("plan",)) or 0,
-                        run=lambda *a: calls.append(("run", *a)) or 3,
+    recorded = {"cell": "a/b", "metrics": {"t": {"dev": {"score": 1.0}}}, "machine": "m"}
+    runner = kit.Runner("doc", names=lambda: ["a/b", "a/c"], plan=lambda: calls.append(("plan",)) or 0,
+                        run=lambda *a, **k: calls.append(("run", *a, k)) or 3,
+                        cell=lambda *a, **k: calls.append(("cell", *a, k)) or 0,
+                        check=lambda *a: calls.append(("check", *a)) or (recorded, {**recorded, "machine": "m"}),
                         summarize=lambda: calls.append(("summarize",)) or 0, summarize_help="tables",
                         streams=kit.Streams("which cells", "all", ("all", "mt")),
-                        worker=lambda *a: calls.append(("worker", *a)) or 0)
+                        worker=lambda *a: calls.append(("worker", *a)) or 0, flags={"again": "once more"})
     assert kit.main(runner, ["--plan"]) == 0 and kit.main(runner, ["--summarize"]) == 0
     assert kit.main(runner, ["--run", "--stream", "mt", "--only", "a/", "--threads", "1"]) == 3
+    assert kit.main(runner, ["--cell", "a/c", "--again"]) == 0
+    assert kit.main(runner, ["--cell", "a/b", "--check", "--threads", "2"]) == 0
     assert kit.main(runner, ["--worker", "a/b"]) == 0
-    assert calls == [("plan",), ("summarize",), ("run", "mt", "a/", 1), ("worker", "a/b", None)]
+    assert calls == [("plan",), ("summarize",), ("run", "mt", "a/", 1, {"again": False}),
+                     ("cell", "a/c", None, {"again": True}), ("check", "a/b", 2), ("worker", "a/b", None)]
+    assert "a/b: 1 of 1 recorded values reproduced exactly (all)" in capsys.readouterr().out
     assert os.environ["HF_HUB_OFFLINE"] == "1"
-    with pytest.raises(SystemExit):
-        kit.main(runner, ["--plan", "--run"])
-    assert "not allowed with argument --plan" in capsys.readouterr().err
+    for wrong, message in [(["--plan", "--run"], "not allowed with argument --plan"),
+                           (["--cell", "x/y"], "unknown cell x/y"), (["--run", "--check"], "--check goes with --cell")]:
+        with pytest.raises(SystemExit):
+            kit.main(runner, wrong)
+        assert message in capsys.readouterr().err
+
+
+def test_compare_reports_what_a_cell_trained_again_did_not_reproduce(kit, capsys):
+    recorded = {"cell": "c", "metrics": {"rte": {"dev": {"accuracy": 56.0}}}, "train_loss": [0.7, 0.6],
+                "wall_seconds": 10.0, "machine": "AMD"}
+    assert kit.compare(recorded, {**recorded, "wall_seconds": 12.0})  # times are not compared
+    assert "3 of 3 recorded values reproduced exactly (all)" in capsys.readouterr().out
+    assert not kit.compare(recorded, {**recorded, "train_loss": [0.7, 0.61], "machine": "Intel"})
+    out = capsys.readouterr().out
+    assert "train_loss[1]: recorded 0.6, now 0.61" in out and "recorded on AMD, checked on Intel" in out
+    assert "2 of 3 recorded values reproduced exactly" in out
+
+
+def test_records_and_statistics(kit, tmp_path):
+    records = kit.Records(tmp_path)
+    assert records.path("pairs/rte+cola/s1") == tmp_path / "pairs__rte_plus_cola__s1.json"
+    assert records.load("a/b") is None and records.all() == {}
+    for name in ["a/b", "a/c", "b/a"]:
+        records.path(name).write_text(json.dumps({"cell": name}))
+    assert list(records.all()) == ["a/b", "a/c", "b/a"] and list(records.all("a/")) == ["a/b", "a/c"]
+    assert records.load("a/c") == {"cell": "a/c"}
+    assert kit.spread([]) is None and kit.spread([2.0]) == (2.0, 0.0, 1)
+    assert kit.mean_sd([1.0, 2.0, 4.0]) == {"mean": 2.33, "sd": 1.53, "n": 3}
+    assert kit.rounded_mean([1.0, 2.0, 4.0]) == 2.33 and kit.rounded_mean([]) is None
 
 
 # ----------------------------------------------------------------------------- reuse across runners
@@ -223,31 +263,31 @@ def test_equal_finished_run_takes_only_the_same_training_made_on_this_machine(ki
 
 
 def test_the_three_runners_train_the_same_multitask_model():
-    """run.py's glue/mt, interference.py's methods/proportional and smart_distill.py's kd/teacher are
-    one run per seed (what lets each take the others' instead of training it again), kept where
-    run.mt_model_homes says."""
-    run, inter, distill = (load_experiment(n) for n in ("run", "interference", "smart_distill"))
+    """run's glue/mt, interference's methods/proportional and smart_distill's kd/teacher are one
+    run per seed (what lets each take the others' instead of training it again), kept where
+    settings.mt_model_homes says."""
+    run, inter, distill = experiments.run, experiments.interference, experiments.smart_distill
     teachers = {c.name: c for c in distill.cells() if c.meta.get("kind") == "teacher"}
-    mt = {c.name: c for c in run._cells()}["glue/mt/s1"]
+    mt = {c.name: c for c in run.cells()}["glue/mt/s1"]
     for seed in (1, 2, 3):
-        proportional = inter.glue_config(inter.GLUE_TASKS, seed, **inter.METHODS["proportional"])
+        proportional = settings.glue_config(settings.GLUE_TASKS, seed, **inter.METHODS["proportional"])
         teacher = teachers[f"kd/teacher/s{seed}"]
         assert proportional == teacher.config
         if seed == 1:
             assert mt.config == proportional
-        homes = run.mt_model_homes(seed)
+        homes = settings.mt_model_homes(seed)
         assert [h.run_dir for h in homes] == [run.RUNS / f"glue/mt/s{seed}"] * 2 + [
             inter.RUNS / f"methods/proportional/s{seed}", distill.RUNS / f"kd/teacher/s{seed}"]
         assert [h.record for h in homes] == [
-            run.result_path(f"glue/mt/s{seed}"), run.result_path(f"glue/mt/s{seed}", run.RETRAINED),
-            inter.result_path(f"methods/proportional/s{seed}"), distill.result_path(f"kd/teacher/s{seed}")]
+            run.RECORDS.path(f"glue/mt/s{seed}"), run.RETRAINED.path(f"glue/mt/s{seed}"),
+            inter.RECORDS.path(f"methods/proportional/s{seed}"), distill.RECORDS.path(f"kd/teacher/s{seed}")]
 
 
 def test_the_three_runners_train_the_same_single_task_models():
-    """run.py's glue/single, adapters.py's full-plain and smart_distill.py's plain arm are one run
-    per task and seed, kept where run.single_task_homes says (adapters.py keeps its weights)."""
-    run, adapters, distill = (load_experiment(n) for n in ("run", "adapters", "smart_distill"))
-    mine = {c.name: c for c in run._cells()}
+    """run's glue/single, adapters' full-plain and smart_distill's plain arm are one run per task
+    and seed, kept where settings.single_task_homes says (adapters keeps its weights)."""
+    run, adapters, distill = experiments.run, experiments.adapters, experiments.smart_distill
+    mine = {c.name: c for c in run.cells()}
     full_plain = {c.name: c for c in adapters.cells() if c.meta["row"] == "full-plain"}
     plain = [c for c in distill.cells() if c.meta.get("arm") == "plain"]
     assert len(plain) == 12
@@ -255,17 +295,18 @@ def test_the_three_runners_train_the_same_single_task_models():
     for cell in plain:
         task, seed = cell.meta["task"], cell.meta["seed"]
         twin = full_plain.get(f"adapters/full-plain/{task}/s{seed}")
-        if twin is None:  # adapters.py runs CoLA with seed 1 only
+        if twin is None:  # adapters runs CoLA with seed 1 only
             assert task == "cola" and seed > 1
             continue
         twins += 1
         assert cell.config == twin.config
         if f"glue/single/{task}/s{seed}" in mine:
             assert mine[f"glue/single/{task}/s{seed}"].config == cell.config
-        homes = run.single_task_homes(task, seed)
-        assert [(h.run_dir, h.record) for h in homes[1:]] == [
-            (adapters.RUNS / twin.name, adapters.result_path(twin.name)),
-            (distill.RUNS / cell.name, distill.result_path(cell.name))]
+        homes = settings.single_task_homes(task, seed)
+        assert [(h.run_dir, h.record) for h in homes] == [
+            (run.RUNS / f"glue/single/{task}/s{seed}", run.RECORDS.path(f"glue/single/{task}/s{seed}")),
+            (adapters.RUNS / twin.name, adapters.RECORDS.path(twin.name)),
+            (distill.RUNS / cell.name, distill.RECORDS.path(cell.name))]
     assert twins == 10
 
 

@@ -1,6 +1,7 @@
-"""The experiment grid of experiments/run.py and the summary of experiments/summarize.py: the cells
-of docs/results.md's tables exist with the right sizes and protocol, and the summary is built
-from the per-run records (hand-made records here; no training)."""
+"""The experiment grid of experiments.run and its summary: the cells the reproduction asks for
+exist with the right sizes and protocol, the shared settings build them, the one command line of
+the runners, and the summary is built from the per-run records (hand-made records here; no
+training)."""
 
 from __future__ import annotations
 
@@ -8,24 +9,26 @@ import json
 from pathlib import Path
 
 import pytest
-from checks import load_experiment
+
+import experiments.run as run_module
+from experiments import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def run():
-    return load_experiment("run")
+    return run_module
 
 
 @pytest.fixture(scope="module")
 def summarize():
-    return load_experiment("summarize")
+    return run_module
 
 
 def test_grid_has_every_required_cell(run):
-    cells = {c.name: c for c in run._cells()}
-    assert len(cells) == len(run._cells()), "cell names must be unique"
+    cells = {c.name: c for c in run.cells()}
+    assert len(cells) == len(run.cells()), "cell names must be unique"
     for task in run.GLUE_TASKS:
         assert f"glue/single/{task}/s1" in cells and f"glue/finetune/{task}/s1" in cells
     for task in ["rte", "mrpc", "stsb", "wnli"]:
@@ -44,7 +47,7 @@ def test_grid_has_every_required_cell(run):
 
 
 def test_sizes_protocol_and_streams(run):
-    cells = {c.name: c for c in run._cells()}
+    cells = {c.name: c for c in run.cells()}
     # the paper's SNLI sizes, and SciTail shares of its 23,596 training pairs
     assert cells["da/snli/encoder/0.1/s1"].config["max_train_examples"] == 549
     assert cells["da/snli/mtdnn/1/s1"].config["max_train_examples"] == 5493
@@ -52,7 +55,7 @@ def test_sizes_protocol_and_streams(run):
     assert cells["da/scitail/encoder/10/s1"].config["max_train_examples"] == 2360
     assert "max_train_examples" not in cells["da/scitail/mtdnn/100/s1"].config  # all of it
     # epochs depend on the training-set size only
-    assert [run.da_epochs(n) for n in (24, 236, 549, 2360, 5493, 23596)] == [10, 5, 5, 2, 2, 1]
+    assert [settings.da_epochs(n) for n in (24, 236, 549, 2360, 5493, 23596)] == [10, 5, 5, 2, 2, 1]
     # different training subsets per subset seed, and the MNLI task never trains on dev_mismatched
     assert cells["da/scitail/mtdnn/1/s2"].config["subset_seed"] == 2
     for c in cells.values():
@@ -104,3 +107,42 @@ def test_summary_shape_and_values_from_records(summarize):
     text = summarize.tables(cells)
     assert "| gain, MT-DNN − single-task | – | – | – | – | +5.0 |" in text
     json.dumps(out)  # serialisable
+
+
+RUNNERS = ["run", "interference", "adapters", "smart_distill", "defaults_check"]
+
+
+def test_experiments_is_one_package_with_one_command_line():
+    """Every runner is ``python -m experiments.NAME`` with the same options, built by cells.main;
+    no module edits sys.path, and a runner uses another runner's public names only."""
+    import ast
+    import importlib
+
+    from experiments.cells import parser, runner_of
+
+    package = ROOT / "experiments"
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    assert set(RUNNERS) <= modules and modules - set(RUNNERS) == {"cells", "settings", "stats"}
+    for path in package.glob("*.py"):
+        text = path.read_text()
+        assert "sys.path" not in text and "noqa: E402" not in text, path.name
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("experiments."):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+    for name in RUNNERS:
+        runner = runner_of(importlib.import_module(f"experiments.{name}"))
+        options = {o for a in parser(runner)._actions for o in a.option_strings}
+        assert {"--plan", "--run", "--stream", "--cell", "--check", "--summarize", "--only", "--threads"} <= options
+        assert len(runner.names()) == len(set(runner.names())) > 0, name
+
+
+def test_plan_of_every_runner_lists_its_cells(capsys):
+    import importlib
+
+    from experiments.cells import cli, runner_of
+
+    for name in RUNNERS:
+        assert cli(f"experiments.{name}", ["--plan"]) == 0
+        out = capsys.readouterr().out
+        assert all(cell in out for cell in runner_of(importlib.import_module(f"experiments.{name}")).names()), name

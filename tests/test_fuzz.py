@@ -775,6 +775,7 @@ def test_make_config_random(values, base):
 @given(text=st.one_of(st.text(max_size=200),
                       st.dictionaries(st.sampled_from(_FIELDS), _VALUES, max_size=5).map(json.dumps)))
 @example(text="\x1f")  # once a two-line error: YAML's own message for a control character
+@example(text='{"tasks": "rte", "max_train_examples_per_task": {"\\uD800": 1}}')  # once a UnicodeEncodeError: a lone surrogate
 def test_config_file_random(text):
     with tempfile.TemporaryDirectory() as d:
         f = Path(d) / "c.yaml"

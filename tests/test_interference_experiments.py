@@ -1,5 +1,5 @@
-"""experiments/interference.py (docs/interference.md), without training: the cells of its grid on
-run.py's GLUE setting, the phases that depend on earlier results, the lock files that let two
+"""experiments.interference's grid, without training: the cells of docs/interference.md on the
+shared GLUE setting, the phases that depend on earlier results, the lock files that let two
 streams share the grid, and the summary built from hand-made records."""
 
 from __future__ import annotations
@@ -9,16 +9,19 @@ import os
 import socket
 
 import pytest
-from checks import load_experiment
 
+import experiments.interference
+from experiments import settings
+from experiments.cells import Records
 
 
 @pytest.fixture()
 def exp(tmp_path, monkeypatch):
-    mod = load_experiment("interference")
-    for name, value in {"OUT": tmp_path / "out", "LOCKS": tmp_path / "out" / ".locks", "RUNS": tmp_path / "runs",
-                        "BASE_RUNS": tmp_path / "base", "SUMMARY": tmp_path / "summary.json",
-                        "DOC": tmp_path / "results.md", "HEATMAP": tmp_path / "heat.png"}.items():
+    mod = experiments.interference
+    for name, value in {"RECORDS": Records(tmp_path / "out"), "LOCKS": tmp_path / "out" / ".locks",
+                        "RUNS": tmp_path / "runs", "BASE_RECORDS": Records(tmp_path / "base"),
+                        "SUMMARY": tmp_path / "summary.json", "DOC": tmp_path / "results.md",
+                        "HEATMAP": tmp_path / "heat.png"}.items():
         monkeypatch.setattr(mod, name, value)
     (tmp_path / "out").mkdir()
     (tmp_path / "base").mkdir()
@@ -33,16 +36,16 @@ def _write(exp, name: str, scores: dict[str, float], meta: dict, wall: float = 6
     record = {"cell": name, "meta": meta, "wall_seconds": wall,
               "metrics": {t: {("dev_mismatched" if t == "mnli_aux" else "dev"): _acc(v)} for t, v in scores.items()},
               **extra}
-    exp.result_path(name).write_text(json.dumps(record))
+    exp.RECORDS.path(name).write_text(json.dumps(record))
 
 
-def test_grid_has_the_cells_of_the_issue_on_run_py_setting(exp):
-    cells = {c.name: c for c in exp.all_cells()}
-    assert len(cells) == len(exp.all_cells())
+def test_grid_has_the_cells_of_the_issue_on_the_shared_setting(exp):
+    cells = {c.name: c for c in exp.cells()}
+    assert len(cells) == len(exp.cells())
     for m in ["proportional", "temperature2", "temperature5", "annealed", "uncertainty", "pcgrad", "uniform"]:
         c = cells[f"methods/{m}/s1"]
         assert c.config["tasks"] == exp.GLUE_TASKS and c.config["epochs"] == 2 and c.phase == 1
-        assert c.config["selection"] == "last" and c.config["max_train_examples_per_task"] == exp.GLUE_SUBSETS
+        assert c.config["selection"] == "last" and c.config["max_train_examples_per_task"] == settings.GLUE_SUBSETS
     assert cells["methods/temperature5/s1"].config["sampling_temperature"] == 5.0
     assert cells["methods/pcgrad/s1"].config["mtl_method"] == "pcgrad"
     assert "sampling" not in cells["methods/proportional/s1"].config  # today's default
@@ -53,7 +56,7 @@ def test_grid_has_the_cells_of_the_issue_on_run_py_setting(exp):
     assert cells["affinity/s1"].kind == "affinity" and cells["affinity/s1"].config["tasks"] == exp.GLUE_TASKS
     # phases 4 and 5 wait for their inputs
     assert cells["methods/best1/s2"].meta["pending"] and cells["recommend/rte/s1"].meta["pending"]
-    assert exp.estimate(cells["methods/proportional/s1"], exp.FALLBACK_SECONDS) == sum(exp.FALLBACK_SECONDS.values())
+    assert exp.estimate(cells["methods/proportional/s1"], settings.SINGLE_SECONDS) == sum(settings.SINGLE_SECONDS.values())
 
 
 def test_later_phases_follow_the_recorded_results(exp):
@@ -65,9 +68,9 @@ def test_later_phases_follow_the_recorded_results(exp):
     tasks = exp.GLUE_TASKS
     z = {a: {b: 0.0 for b in tasks} for a in tasks}
     z["mnli_aux"]["rte"], z["mrpc"]["rte"], z["cola"]["rte"] = 0.02, 0.01, -0.03
-    exp.result_path("affinity/s1").write_text(json.dumps({"affinity": {"tasks": tasks, "affinity": z}}))
+    exp.RECORDS.path("affinity/s1").write_text(json.dumps({"affinity": {"tasks": tasks, "affinity": z}}))
     assert exp.recommended("rte") == ["mnli_aux", "mrpc"]
-    cells = {c.name: c for c in exp.all_cells()}
+    cells = {c.name: c for c in exp.cells()}
     assert cells["recommend/rte/s1"].config["tasks"] == ["rte", "mnli_aux", "mrpc"]
     assert f"methods/{exp.best_methods()[0]}/s3" in cells and "methods/best1/s2" not in cells
 
@@ -75,7 +78,7 @@ def test_later_phases_follow_the_recorded_results(exp):
 def test_streams_claim_cells_by_lock_files(exp):
     cell = exp.static_cells()[0]
     assert exp._claim(cell, "1") and not exp._claim(cell, "2")  # held by this (living) process
-    lock = exp.LOCKS / (exp.result_path(cell.name).stem + ".lock")
+    lock = exp.LOCKS / (exp.RECORDS.path(cell.name).stem + ".lock")
     dead = 2 ** 22 + 12345  # a pid no process has
     while True:
         try:
@@ -91,7 +94,7 @@ def test_streams_claim_cells_by_lock_files(exp):
 def test_summary_from_records(exp):
     singles = {"cola": 5.0, "sst2": 82.0, "mrpc": 78.0, "stsb": 81.0, "rte": 56.0, "wnli": 38.0, "mnli_aux": 53.0}
     for t, v in singles.items():
-        (exp.BASE_RUNS / f"glue__single__{t}__s1.json").write_text(json.dumps(
+        exp.BASE_RECORDS.path(f"glue/single/{t}/s1").write_text(json.dumps(
             {"cell": f"glue/single/{t}/s1", "wall_seconds": 60.0, "metrics": {t: {"dev": _acc(v)}}}))
     _write(exp, "methods/pcgrad/s1", {t: v + 2 for t, v in singles.items()}, {"method": "pcgrad", "seed": 1}, wall=1200)
     _write(exp, "methods/pcgrad/s2", {t: v + 4 for t, v in singles.items()}, {"method": "pcgrad", "seed": 2}, wall=1800)
@@ -106,7 +109,7 @@ def test_summary_from_records(exp):
     for k, (a, g) in enumerate(sorted(gains.items(), key=lambda x: x[1])):
         z[a]["rte"] = [0.001, 0.002, 0.003, 0.005, 0.004, 0.009][k]  # ranks 1 2 3 5 4 6
         _write(exp, f"pairs/rte+{a}/s1", {"rte": 56.0 + g, a: 50.0}, {"target": "rte", "aux": a})
-    exp.result_path("affinity/s1").write_text(json.dumps({"affinity": {"tasks": tasks, "affinity": z}}))
+    exp.RECORDS.path("affinity/s1").write_text(json.dumps({"affinity": {"tasks": tasks, "affinity": z}}))
     val = exp.affinity_validation()
     assert val["rte"]["spearman"] == pytest.approx(1 - 6 * 2 / (6 * 35), abs=5e-4)  # one adjacent swap: 0.943
     assert {p["aux"]: p["gain"] for p in val["rte"]["pairs"]} == gains

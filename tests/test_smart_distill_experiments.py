@@ -1,5 +1,5 @@
-"""The experiment grid of experiments/smart_distill.py: its cells, SMART
-cells equal to their plain twins but for --adv, plain cells equal to experiments/run.py's, the plan
+"""The experiment grid of experiments.smart_distill: the cells of docs/smart-and-distillation.md,
+SMART cells equal to their plain twins but for --adv, plain cells equal to experiments.run's, the plan
 with estimates; and, on a tiny RTE run, a cell's record is written once and then reused, the
 robustness scores and the ensemble of one run twice (= that run)."""
 
@@ -8,14 +8,22 @@ from __future__ import annotations
 import json
 
 import pytest
-from checks import load_experiment
 
+import experiments.run
+import experiments.smart_distill
+from experiments import settings
+from experiments.cells import Records, cli
 
 
 @pytest.fixture(scope="module")
 def grid():
-    mod = load_experiment("smart_distill")
-    return mod
+    return experiments.smart_distill
+
+
+def _records_in(grid, monkeypatch, folder):
+    """The runner's records (and those trained again) in ``folder``."""
+    monkeypatch.setattr(grid, "RECORDS", Records(folder))
+    monkeypatch.setattr(grid, "RETRAINED", Records(folder / "retrained"))
 
 
 def test_every_required_cell_exists(grid):
@@ -45,27 +53,27 @@ def test_every_required_cell_exists(grid):
 
 
 def test_plain_single_cells_are_run_py_cells(grid):
-    base = {c.name: c for c in grid.grid._cells()}
+    base = {c.name: c for c in experiments.run.cells()}
     for task in ["rte", "mrpc", "stsb", "cola"]:
         mine = {c.name: c for c in grid.cells()}[f"smart/single/{task}/plain/s1"]
         assert mine.config == base[f"glue/single/{task}/s1"].config
 
 
 def test_plan_lists_cells_with_estimates(grid, capsys):
-    assert grid.main(["--plan"]) == 0
+    assert cli("experiments.smart_distill", ["--plan"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len([x for x in out if "min" in x]) == len(grid.cells())
     assert any(x.startswith("stream single:") for x in out) and any(x.startswith("stream mt:") for x in out)
 
 
 def test_cell_record_written_once_then_reused(grid, tmp_path, tiny_encoder, data_dir, monkeypatch):
-    monkeypatch.setattr(grid, "RESULTS", tmp_path / "results")
+    _records_in(grid, monkeypatch, tmp_path / "results")
     monkeypatch.setattr(grid, "RUNS", tmp_path / "runs")
-    config = {**grid.grid.BASE, "encoder": tiny_encoder, "tasks": ["rte"], "epochs": 1, "max_train_examples": 32,
+    config = {**settings.BASE, "encoder": tiny_encoder, "tasks": ["rte"], "epochs": 1, "max_train_examples": 32,
               "data_dir": str(data_dir), "max_seq_len": 64, "cache_dir": str(tmp_path / "cache"), "task_files": []}
     cell = grid.Cell("t/rte/plain/s1", "single", config, keep=True)
     record = grid.run_cell(cell, {cell.name: cell}, threads=1)
-    saved = json.loads(grid.result_path(cell.name).read_text())
+    saved = json.loads(grid.RECORDS.path(cell.name).read_text())
     assert saved["metrics"] == record["metrics"] and "rte" in saved["metrics"]
     robust = saved["robustness"]["rte"]
     assert set(robust) == {"clean", "light", "heavy"} and all(0 <= v <= 100 for v in robust.values())
@@ -87,25 +95,25 @@ def _glue_record(scores: dict[str, float], wall: float, **extra) -> dict:
 def test_summary_tables_from_hand_made_records(grid, tmp_path, monkeypatch):
     from mtdnn.run_dir import write_json
 
-    monkeypatch.setattr(grid, "RESULTS", tmp_path / "results")
+    _records_in(grid, monkeypatch, tmp_path / "results")
     monkeypatch.setattr(grid, "SUMMARY", tmp_path / "summary.json")
     monkeypatch.setattr(grid, "DOC", tmp_path / "results.md")
     write_json(tmp_path / "summary.json", {"adapters": {"kept": True}})
     (tmp_path / "results.md").write_text("before\n<!-- smart-distill:begin -->\nNot run yet.\n<!-- smart-distill:end -->\nafter\n")
 
     def put(name, record):
-        write_json(grid.result_path(name), record)
+        write_json(grid.RECORDS.path(name), record)
 
     for seed, (acc, wall, heavy) in enumerate([(50.0, 60, 40.0), (54.0, 120, 44.0), (58.0, 180, 48.0)], start=1):
         put(f"smart/single/rte/plain/s{seed}", _glue_record({"rte": acc}, wall, robustness={
             "rte": {"clean": acc, "light": acc - 2, "heavy": heavy}}))
     for seed, acc in [(1, 60.0), (2, 62.0)]:
         put(f"smart/single/rte/smart/s{seed}", _glue_record({"rte": acc}, 300))
-    teacher = {t: 10.0 * (i + 1) for i, t in enumerate(grid.grid.GLUE_TASKS)}  # cola 10, ..., mnli_aux 70
+    teacher = {t: 10.0 * (i + 1) for i, t in enumerate(settings.GLUE_TASKS)}  # cola 10, ..., mnli_aux 70
     put("kd/teacher/s1", _glue_record(teacher, 600))
     put("kd/speed", {"inference_seconds": {"teacher_l6": 4.0, "student_l3": 2.5}})
 
-    assert grid.main(["--summarize"]) == 0
+    assert cli("experiments.smart_distill", ["--summarize"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["adapters"] == {"kept": True}  # another runner's key stays
     rte = summary["smart"]["single"]["rte"]
@@ -134,28 +142,28 @@ def test_missing_teacher_weights_are_trained_again_beside_its_record(grid, tmp_p
     table per machine, each from the runs made there."""
     from mtdnn.run_dir import write_json
 
-    monkeypatch.setattr(grid, "RESULTS", tmp_path / "results")
+    _records_in(grid, monkeypatch, tmp_path / "results")
     monkeypatch.setattr(grid, "RUNS", tmp_path / "runs")
     amd, here = "AMD EPYC (AVX512), 2 cores", "Intel Xeon (AMX), 2 cores"
     monkeypatch.setattr(grid, "machine", lambda: here)
-    first = _glue_record({t: 50.0 for t in grid.grid.GLUE_TASKS}, 600, machine=amd, finished="2020-01-01 00:00:00")
+    first = _glue_record({t: 50.0 for t in settings.GLUE_TASKS}, 600, machine=amd, finished="2020-01-01 00:00:00")
     for name in ["kd/teacher/s1", "kd/teacher/s2", "kd/teacher/s3", "kd/student/ensemble/s1"]:
-        write_json(grid.result_path(name), first)
-    again = {s: _glue_record({t: 50.0 + s for t in grid.grid.GLUE_TASKS}, 500, machine=here,
+        write_json(grid.RECORDS.path(name), first)
+    again = {s: _glue_record({t: 50.0 + s for t in settings.GLUE_TASKS}, 500, machine=here,
                              finished=f"2020-01-0{s + 1} 12:00:00") for s in (1, 2, 3)}
     trained = []
     record = grid._record  # the ensemble's own record: its (stubbed) metrics, this machine
     monkeypatch.setattr(grid, "_record", lambda cell, threads: record(cell, threads) if cell.kind == "ensemble"
                         else trained.append(cell.name) or again[cell.meta.get("seed", 3)])
-    monkeypatch.setattr(grid, "ensemble_metrics", lambda dirs: _glue_record({t: 60.0 for t in grid.grid.GLUE_TASKS}, 0)["metrics"])
+    monkeypatch.setattr(grid, "ensemble_metrics", lambda dirs: _glue_record({t: 60.0 for t in settings.GLUE_TASKS}, 0)["metrics"])
     by_name = {c.name: c for c in grid.cells()}
     for s in (1, 2, 3):
         grid._ensure_weights(f"kd/teacher/s{s}", by_name, threads=1)
     assert trained == ["kd/teacher/s1", "kd/teacher/s2", "kd/teacher/s3"]
-    assert json.loads(grid.result_path("kd/teacher/s1").read_text()) == first  # the record stays
-    assert json.loads(grid.retrained_path("kd/teacher/s2").read_text()) == again[2]
+    assert json.loads(grid.RECORDS.path("kd/teacher/s1").read_text()) == first  # the record stays
+    assert json.loads(grid.RETRAINED.path("kd/teacher/s2").read_text()) == again[2]
     grid._retrained_ensemble(by_name["kd/small/student/s1"].needs, by_name, 1)
-    ens = json.loads(grid.retrained_path("kd/ensemble").read_text())
+    ens = json.loads(grid.RETRAINED.path("kd/ensemble").read_text())
     assert ens["metrics"]["rte"]["dev"]["score"] == 60.0 and ens["machine"] == here
     monkeypatch.setattr(grid, "ensemble_metrics", lambda dirs: pytest.fail("an up-to-date ensemble was scored again"))
     grid._retrained_ensemble(by_name["kd/small/student/s1"].needs, by_name, 1)

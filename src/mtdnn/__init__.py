@@ -5,7 +5,7 @@ from .config import TrainConfig, make_config
 from .errors import ConfigError, DataError, MtdnnError
 from .tasks.registry import TaskRegistry
 from .training.loop import train
+from .version import __version__
 
 __all__ = ["Run", "load_run", "TrainConfig", "make_config", "ConfigError", "DataError", "MtdnnError",
-           "TaskRegistry", "train"]
-__version__ = "0.1.0"
+           "TaskRegistry", "train", "__version__"]

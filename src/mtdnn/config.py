@@ -339,6 +339,25 @@ def make_config(file_values: dict[str, Any] | None = None, overrides: dict[str, 
         return TrainConfig.model_validate(values)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err), path=source) from None
+    except UnicodeError:  # a lone surrogate ("\ud800" in a YAML or JSON string) cannot be validated
+        bad = next((k for k, v in values.items() if not _valid_text(k) or not _valid_text(v)), None)
+        field = None if bad is None else str(bad).encode("utf-8", "backslashreplace").decode("utf-8")
+        raise ConfigError("holds text that is not valid Unicode (a lone surrogate)", field=field, path=source) from None
+
+
+def _valid_text(value: Any) -> bool:
+    """Whether every string in ``value`` (nested in lists and mappings) encodes as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_valid_text(k) and _valid_text(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_valid_text(v) for v in value)
+    return True
 
 
 def resume_values(run_dir: str | Path) -> dict[str, Any]:

@@ -8,10 +8,13 @@ import contextlib
 import logging
 import platform
 import random
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +88,6 @@ def environment(device: torch.device, world_size: int = 1) -> dict[str, object]:
     """What a run computed on: package versions (``package_versions``), the device, the processor
     (``cpu_model``: float rounding differs between processors, even at one SIMD level), the GPU,
     processes and threads."""
-    import time
-
-    from . import __version__
     return {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "mtdnn": __version__,
             "python": platform.python_version(), **package_versions(), "device": device.type,
             "processor": cpu_model(),

@@ -1,0 +1,112 @@
+"""The import graph of src/mtdnn: no module imports itself back through others (a cycle), none takes
+another module's private names, and the training layer does not reach up to the public API."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+PACKAGE = SRC / "mtdnn"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(name: str, path: Path, known: dict[str, Path]) -> list[tuple[str, list[str], int]]:
+    """(imported module, names taken from it, line) for every import of the package's own modules,
+    at module level or inside functions (imports only for type checkers are left out)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+            and ast.unparse(node.test).endswith("TYPE_CHECKING") for n in ast.walk(node)}
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            out += [(a.name, [], node.lineno) for a in node.names if a.name in known]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([node.module] if node.module else []))
+            for a in node.names:
+                sub = f"{base}.{a.name}"
+                if sub in known:                      # from package import module
+                    out.append((sub, [], node.lineno))
+                elif base in known:
+                    out.append((base, [a.name], node.lineno))
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    known = _modules()
+    return {m: {target for target, _, _ in _imports(m, p, known) if target != m} for m, p in known.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_in_the_package():
+    graph = _graph()
+    assert len(graph) > 50 and "mtdnn.training.loop" in graph  # the walk saw the package
+    assert _cycles(graph) == []
+
+
+def test_no_private_names_imported_across_modules():
+    known = _modules()
+    private = [f"{p.relative_to(SRC)}:{line} takes {names} from {target}"
+               for m, p in known.items() for target, names, line in _imports(m, p, known)
+               if any(n.startswith("_") and not n.startswith("__") for n in names)]
+    assert not private, private
+
+
+def test_the_training_layer_does_not_import_the_public_api():
+    graph = _graph()
+    up = sorted(m for m, targets in graph.items()
+                if m.startswith(("mtdnn.training", "mtdnn.model", "mtdnn.data")) and "mtdnn.api" in targets)
+    assert not up, up
