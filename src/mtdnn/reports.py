@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from .metrics import compute_metric
 from .run_dir import RunDir, atomic_path, write_json
 from .tasks.schema import TaskDef
 
@@ -28,26 +26,6 @@ if TYPE_CHECKING:  # the training modules import this one
     from .training.setup import Setup
 
 log = logging.getLogger(__name__)
-
-
-def class_report(task: str, names: list[str], gold: np.ndarray, preds: np.ndarray) -> dict[str, Any]:
-    """The report of one split of ``task`` from gold and predicted class indices, ``names`` the
-    label of each index (the kind's ``class_names``; see the module docstring)."""
-    index = list(range(len(names)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        gold, preds, labels=index, average=None, zero_division=0)
-    per_class = {name: {"precision": 100.0 * float(p), "recall": 100.0 * float(r), "f1": 100.0 * float(f),
-                        "support": int(s)}
-                 for name, p, r, f, s in zip(names, precision, recall, f1, support)}
-    matrix = confusion_matrix(gold, preds, labels=index)
-    return {
-        "task": task, "rows": int(len(gold)), "labels": names,
-        "accuracy": compute_metric("accuracy", preds, gold),
-        **{m: compute_metric(m, preds, gold) for m in ("f1_macro", "f1_micro", "f1_weighted")},
-        "per_class": per_class,
-        "confusion_matrix": {"rows": "gold label", "columns": "predicted label",
-                             "matrix": matrix.astype(int).tolist()},
-    }
 
 
 def report_paths(folder: Path, task: str, split: str) -> tuple[Path, Path]:

@@ -181,7 +181,7 @@ class TaskKind:
         names = self.class_names(task)
         if names is None:
             return None
-        from ..reports import class_report
+        from .classes import class_report
 
         return class_report(task.name, names, gold, preds)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .base import TaskKind
-from .labels import parse_class_label
+from .labels import class_label_names, label_values, parse_class_label, positive_last
 
 if TYPE_CHECKING:
     import torch
@@ -76,7 +76,7 @@ class Classification(TaskKind):
                           batch: dict[str, torch.Tensor]) -> torch.Tensor:
         import torch.nn.functional as F
 
-        from ..training.methods.smart import symmetric_kl
+        from ..model.objectives import symmetric_kl
 
         if divergence == "mse":
             return ((F.softmax(a.float(), -1) - F.softmax(b.float(), -1)) ** 2).sum()
@@ -114,7 +114,6 @@ class Classification(TaskKind):
         return out.argmax(-1)
 
     def init_labels(self, train: Source, label: Column, opts: InitOptions) -> tuple[list[str], dict[str, str], str]:
-        from ..tasks.wizard import class_label_names, label_values, positive_last
 
         if label.name in train.class_names:
             return class_label_names(train, label)

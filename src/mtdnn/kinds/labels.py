@@ -6,6 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..tasks.schema import SplitDef, TaskDef
+    from ..tasks.wizard import Column, Source
+
+# label values that sound like the positive class (``tasks init`` puts such a label second)
+POSITIVE = {"1", "true", "yes", "y", "pos", "positive", "relevant", "entailment", "entails", "correct",
+            "match", "duplicate", "paraphrase", "acceptable", "good"}
 
 
 def show(value: Any, limit: int = 40) -> str:
@@ -41,3 +46,20 @@ def parse_class_label(task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) 
     if text not in task.labels:
         return None, f"unknown label {show(text)} (expected one of: {', '.join(task.labels)})"
     return text, None
+
+
+def positive_last(pair: list[str]) -> list[str]:
+    """Two labels with the positive-sounding one second (binary F1 scores label index 1)."""
+    if pair[0].lower() in POSITIVE and pair[1].lower() not in POSITIVE:
+        return [pair[1], pair[0]]
+    return pair
+
+
+def class_label_names(train: Source, label: Column) -> tuple[list[str], dict[str, str], str]:
+    """The labels of a datasets ClassLabel column: its names, in class-index order."""
+    return train.class_names[label.name], {}, "the ClassLabel's names, in class-index order"
+
+
+def label_values(label: Column) -> list[str]:
+    """The distinct values of a label column: integers in numeric order, else alphabetical."""
+    return sorted(set(label.values), key=int) if label.kind == "int" else sorted(set(label.values))

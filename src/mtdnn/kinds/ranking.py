@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import TaskKind
-from .labels import parse_class_label, show
+from .labels import class_label_names, label_values, parse_class_label, positive_last, show
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +83,7 @@ class Ranking(TaskKind):
                           batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """On the gamma-scaled scores: squared difference, or the symmetric KL of each group's
         softmax."""
-        from ..training.methods.smart import group_symmetric_kl
+        from ..model.objectives import group_symmetric_kl
 
         sa, sb = task.ranking_gamma * a.float().squeeze(-1), task.ranking_gamma * b.float().squeeze(-1)
         if divergence == "mse":
@@ -95,7 +95,7 @@ class Ranking(TaskKind):
         """Each teacher's within-group softmax of its gamma-scaled scores at ``temperature``, averaged."""
         import torch
 
-        from ..training.methods.smart import group_log_softmax
+        from ..model.objectives import group_log_softmax
 
         g = torch.from_numpy(groups)
         per_teacher = [group_log_softmax(gamma * torch.from_numpy(o).double() / temperature, g).exp()
@@ -106,7 +106,7 @@ class Ranking(TaskKind):
                            batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
         import torch
 
-        from ..training.methods.smart import group_log_softmax
+        from ..model.objectives import group_log_softmax
 
         log_q = group_log_softmax(task.ranking_gamma * output.float().squeeze(-1) / temperature, batch["groups"])
         kl = torch.special.xlogy(target, target) - target * log_q
@@ -133,7 +133,6 @@ class Ranking(TaskKind):
 
     def init_labels(self, train: Source, label: Column, opts: InitOptions) -> tuple[list[str], dict[str, str], str]:
         from ..errors import ConfigError
-        from ..tasks.wizard import class_label_names, label_values, positive_last
 
         if label.name in train.class_names:
             return class_label_names(train, label)

@@ -15,7 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tasks.schema import TaskDef
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the kinds build the heads; the schema imports the kinds
+    from ..tasks.schema import TaskDef
 
 
 class LinearHead(nn.Module):

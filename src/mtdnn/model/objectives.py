@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from ..tasks.schema import TaskDef
@@ -36,18 +37,34 @@ def scatter_logsumexp(values: torch.Tensor, index: torch.Tensor, init: torch.Ten
     return summed.log() + safe_mx
 
 
+# ---- divergences of two outputs (SMART, distillation)
+def symmetric_kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per row, KL(p||q) + KL(q||p) = sum_c (p_c - q_c)(log p_c - log q_c), p = softmax(a),
+    q = softmax(b) (a and b: logits or log-probabilities, (B, C))."""
+    la, lb = F.log_softmax(a.float(), dim=-1), F.log_softmax(b.float(), dim=-1)
+    return ((la.exp() - lb.exp()) * (la - lb)).sum(dim=-1)
+
+
+def group_log_softmax(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """log softmax of ``scores`` (N,) within each group of rows with the same ``groups`` id."""
+    uniq, inverse = torch.unique(groups, return_inverse=True)
+    init = torch.full((len(uniq),), float("-inf"), device=scores.device, dtype=scores.dtype)
+    return scores - scatter_logsumexp(scores, inverse, init)[inverse]
+
+
+def group_symmetric_kl(a: torch.Tensor, b: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Per group, the symmetric KL of the within-group softmax distributions of scores a and b."""
+    la, lb = group_log_softmax(a.float(), groups), group_log_softmax(b.float(), groups)
+    per_row = (la.exp() - lb.exp()) * (la - lb)
+    uniq, inverse = torch.unique(groups, return_inverse=True)
+    return torch.zeros(len(uniq), device=a.device).index_add(0, inverse, per_row)
+
+
 def task_loss(task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
               reduction: str = "mean") -> torch.Tensor:
     """The task kind's loss, averaged over the batch's units (rows; questions for ranking), or
     summed with ``reduction="sum"`` (a distributed run divides the sum by the global batch's units)."""
     return task.kind.loss(task, output, batch, reduction)
-
-
-def loss_units(task_type: str, labels: torch.Tensor, groups: torch.Tensor) -> int:
-    """How many terms the mean loss averages over: rows, or questions with a positive (ranking)."""
-    from ..kinds import get_kind
-
-    return get_kind(task_type).loss_units(labels, groups)
 
 
 def rank_predictions(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

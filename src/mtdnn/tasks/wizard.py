@@ -43,8 +43,6 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "tsv", ".jsonl":
 ID_NAMES = ("id", "idx", "index", "uid", "guid", "pairid", "pair_id", "example_id", "row_id")
 LABEL_NAMES = ("label", "labels", "gold_label", "category", "class", "target", "score", "rating",
                "sentiment", "relevance", "is_duplicate", "y")
-POSITIVE = {"1", "true", "yes", "y", "pos", "positive", "relevant", "entailment", "entails", "correct",
-            "match", "duplicate", "paraphrase", "acceptable", "good"}
 SIBLINGS = {"dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
 MISSING = ("", "-")
 
@@ -292,13 +290,6 @@ def _pick_texts(train: Source, stats: dict[str, Column], taken: set[str], opts: 
             and (stats[c].distinct >= 0.5 * n or stats[c].mean_length >= 20)]
 
 
-def positive_last(pair: list[str]) -> list[str]:
-    """Two labels with the positive-sounding one second (binary F1 scores label index 1)."""
-    if pair[0].lower() in POSITIVE and pair[1].lower() not in POSITIVE:
-        return [pair[1], pair[0]]
-    return pair
-
-
 def _guess_type(train: Source, label: Column, opts: InitOptions) -> tuple[str, str]:
     given = get_kind(opts.type) if opts.type is not None else None
     if opts.group:
@@ -326,16 +317,6 @@ def _guess_type(train: Source, label: Column, opts: InitOptions) -> tuple[str, s
 def _label_set(kind: str, train: Source, label: Column, opts: InitOptions) -> tuple[list[str], dict[str, str], str]:
     """(labels, label_map, why) of the guessed kind."""
     return get_kind(kind).init_labels(train, label, opts)
-
-
-def class_label_names(train: Source, label: Column) -> tuple[list[str], dict[str, str], str]:
-    """The labels of a datasets ClassLabel column: its names, in class-index order."""
-    return train.class_names[label.name], {}, "the ClassLabel's names, in class-index order"
-
-
-def label_values(label: Column) -> list[str]:
-    """The distinct values of a label column: integers in numeric order, else alphabetical."""
-    return sorted(set(label.values), key=int) if label.kind == "int" else sorted(set(label.values))
 
 
 def _default_name(opts: InitOptions, train: Source) -> str:

@@ -48,12 +48,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...config import TrainConfig
 from ...errors import ConfigError
-from ...model.objectives import scatter_logsumexp
 from ...tasks.schema import TaskDef
 from ..step import LossComposition
 from .base import Method, MethodContext
@@ -82,28 +80,6 @@ class SmartSettings:
 
 
 # ----------------------------------------------------------------------------- divergences
-def symmetric_kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per row, KL(p||q) + KL(q||p) = sum_c (p_c - q_c)(log p_c - log q_c), p = softmax(a),
-    q = softmax(b) (a and b: logits or log-probabilities, (B, C))."""
-    la, lb = F.log_softmax(a.float(), dim=-1), F.log_softmax(b.float(), dim=-1)
-    return ((la.exp() - lb.exp()) * (la - lb)).sum(dim=-1)
-
-
-def group_log_softmax(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """log softmax of ``scores`` (N,) within each group of rows with the same ``groups`` id."""
-    uniq, inverse = torch.unique(groups, return_inverse=True)
-    init = torch.full((len(uniq),), float("-inf"), device=scores.device, dtype=scores.dtype)
-    return scores - scatter_logsumexp(scores, inverse, init)[inverse]
-
-
-def group_symmetric_kl(a: torch.Tensor, b: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Per group, the symmetric KL of the within-group softmax distributions of scores a and b."""
-    la, lb = group_log_softmax(a.float(), groups), group_log_softmax(b.float(), groups)
-    per_row = (la.exp() - lb.exp()) * (la - lb)
-    uniq, inverse = torch.unique(groups, return_inverse=True)
-    return torch.zeros(len(uniq), device=a.device).index_add(0, inverse, per_row)
-
-
 def adversarial_loss_kind(task: TaskDef) -> str:
     """The task's ``adv_loss``, or its kind's default (sym_kl; mse for regression)."""
     if task.adv_loss is not None:
