@@ -121,6 +121,21 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(1, ge=1, description="Evaluate every N epochs (and always after the last).")
     selection: Literal["best", "last"] = Field(
         "best", description="Which epoch's weights each task keeps: its best dev epoch, or the last.")
+    selection_split: Literal["dev", "holdout"] = Field(
+        "dev", description="Where each task's kept epoch (and early stopping) is chosen: on its dev "
+        "split, or on a held-out part of its training data (--holdout-fraction; its rows are listed in "
+        "the run directory's holdout.json), so that dev is reported clean.")
+    holdout_fraction: float = Field(
+        0.1, gt=0.0, lt=0.5, description="With --selection-split holdout: the share of each task's "
+        "training rows held out, drawn with --subset-seed and stratified by label (whole questions "
+        "for ranking); they do not train.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop training after this many evaluations without an improvement of "
+        "the selection score (the mean over the tasks of each task's score on its selection split) "
+        "by more than --early-stopping-min-delta; unset: train every epoch.")
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0.0, description="The least rise of the selection score (points) that counts as an "
+        "improvement for --early-stopping-patience.")
     predict_test: bool = Field(True, description="Write GLUE submission files for the tasks' test splits.")
     allow_hub: bool = Field(
         True, json_schema_extra=_may_change(flag_aliases=["--hub"]),

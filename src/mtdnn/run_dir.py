@@ -18,9 +18,13 @@
       reports/<task>.<split>.confusion.png  that confusion matrix drawn, for the selection dev split
                                (needs matplotlib, the ``plots`` extra)
       environment.json         where each attempt at the run trained (a resumed run adds one):
-                               mtdnn, Python, torch, transformers, the device and processor, the
+                               mtdnn, Python, the versions of the packages that move rounding
+                               (torch, transformers, tokenizers, numpy, ...), the device and processor, the
                                processes and threads (runtime.environment); runs on different
                                processors round differently, by about a seed on small tasks
+      holdout.json             with --selection-split holdout: the share and seed of the
+                               held-out training rows and, per task, their source lines
+                               (data/holdout.py); they are the evaluation split ``holdout``
       training.json            while a process trains the run: its pid, host and start time
                                (removed when it ends; left behind by a killed process)
       error.log                the traceback of an unexpected exception that stopped training
@@ -175,6 +179,7 @@ class RunDir:
     resume_state_file = property(lambda self: self.path / "checkpoints" / "resume" / "state.json")
     owner_file = property(lambda self: self.path / "training.json")
     environment_file = property(lambda self: self.path / "environment.json")
+    holdout_file = property(lambda self: self.path / "holdout.json")
     tb_dir = property(lambda self: self.path / "tb")
     submissions_dir = property(lambda self: self.path / "submissions")
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..tasks.schema import TaskDef
+from .holdout import HOLDOUT, split_off
 from .readers import RawSplit, read_split
 from .tokenized import TokenizedSplit, default_cache_dir, tokenize_split
 
@@ -22,6 +23,7 @@ class TaskData:
     train: TokenizedSplit | None = None
     evals: dict[str, TokenizedSplit] = field(default_factory=dict)   # labeled dev/test splits
     tests: dict[str, TokenizedSplit] = field(default_factory=dict)   # unlabeled splits (submissions)
+    holdout_lines: list[int] = field(default_factory=list)  # source lines of the held-out training rows
 
 
 def subset_rows(raw: RawSplit, n: int, seed: int, by_group: bool) -> RawSplit:
@@ -42,11 +44,14 @@ def subset_rows(raw: RawSplit, n: int, seed: int, by_group: bool) -> RawSplit:
 def load_task_data(tasks: list[TaskDef], tokenizer, *, data_dir: str | Path, max_len: int,
                    cache_dir: str | Path | None = None, max_train_examples: int | dict[str, int | None] | None = None,
                    max_eval_examples: int | None = None, subset_seed: int = 0, allow_hub: bool = True,
-                   with_train: bool = True, with_tests: bool = True) -> dict[str, TaskData]:
+                   with_train: bool = True, with_tests: bool = True,
+                   holdout_fraction: float | None = None) -> dict[str, TaskData]:
+    """Each task's tokenised splits. ``holdout_fraction``: that share of each training split is held
+    out (``data/holdout.py``, seeded by ``subset_seed``) as the evaluation split ``holdout``."""
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     out: dict[str, TaskData] = {}
     for task in tasks:
-        td = TaskData(task)
+        td, held_out = TaskData(task), None
         for name, split in task.splits.items():
             if split.role == "train" and not with_train:
                 continue
@@ -64,6 +69,10 @@ def load_task_data(tasks: list[TaskDef], tokenizer, *, data_dir: str | Path, max
                 raw = subset_rows(raw, n_train, subset_seed, task.kind.keeps_groups)
             elif split.role != "train" and max_eval_examples and split.labeled:
                 raw = raw.select(list(range(min(max_eval_examples, len(raw)))))
+            if split.role == "train" and holdout_fraction:
+                raw, held = split_off(raw, task, holdout_fraction, subset_seed)
+                held_out, td.holdout_lines = tokenize_split(task, held, tokenizer, max_len, cache), held.lines
+                log.info("%s/%s: %d training rows held out for selection", task.name, name, len(held))
             tok = tokenize_split(task, raw, tokenizer, max_len, cache)
             log.info("%s/%s: %d examples from %s", task.name, name, len(tok), raw.source)
             if split.role == "train":
@@ -72,5 +81,7 @@ def load_task_data(tasks: list[TaskDef], tokenizer, *, data_dir: str | Path, max
                 td.evals[name] = tok
             else:
                 td.tests[name] = tok
+        if td.holdout_lines:  # after the task's own splits: the first evaluation split stays its dev split
+            td.evals[HOLDOUT] = held_out
         out[task.name] = td
     return out

@@ -230,7 +230,7 @@ def remove_train_state(run: RunDir) -> None:
 def reset_run_state(run: RunDir) -> None:
     """A fresh run in a directory that holds an earlier run: drop that run's results and states, so
     nothing of it is mistaken for this run's (its config, tasks and encoder files are rewritten)."""
-    for p in (run.history_file, run.metrics_file, run.selection_file, run.error_log):
+    for p in (run.history_file, run.metrics_file, run.selection_file, run.holdout_file, run.error_log):
         p.unlink(missing_ok=True)
     ckpt = run.path / "checkpoints"
     if ckpt.is_dir():

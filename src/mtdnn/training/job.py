@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from .optim import build_optimizer, build_scheduler
 from .methods import MethodContext, MethodSet, build_methods
 from .schedule import BatchSchedule
 from .setup import Setup, build_setup
-from .state import LoopState
+from .state import LoopState, selection_splits
 from .step import GradientCombination, StepLoss
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Job:
     scheduler: Any
     writer: Any                # TensorBoard SummaryWriter on rank 0, else None
     faults: Faults | None      # test-only fault injection (mtdnn/faults.py); None outside tests
+    selection_splits: dict[str, str | None] = field(default_factory=dict)  # task -> where it selects
 
     @property
     def model(self) -> nn.Module:
@@ -112,8 +113,12 @@ def open_run(cfg: TrainConfig) -> tuple[Job, LoopState]:
         log.info("resuming %s at epoch %d, batch %d (step %d)", run.path, state.epoch, state.batch, state.update)
     if dist.is_main:  # once the state has loaded: a refused resume changes nothing
         _record_environment(run, s.device, dist.world_size, resuming)
+    splits = selection_splits(s.tasks, {n: list(d.evals) for n, d in s.data.items()}, cfg.selection_split)
+    if dist.is_main and not resuming and cfg.selection_split == "holdout":
+        write_json(run.holdout_file, {"fraction": cfg.holdout_fraction, "seed": cfg.subset_seed,
+                                      "lines": {n: d.holdout_lines for n, d in s.data.items() if d.holdout_lines}})
     job = Job(cfg, s, dist, run, train_splits, methods, objective, optimizer, scheduler,
-              SummaryWriter(str(run.tb_dir)) if dist.is_main else None, Faults.from_environment())
+              SummaryWriter(str(run.tb_dir)) if dist.is_main else None, Faults.from_environment(), splits)
     log.info("training %s: %d batches per epoch, %d epochs, %d optimiser steps on %s", ", ".join(train_splits),
              state.batches_per_epoch, cfg.epochs, total_updates, s.device)
     return job, state

@@ -68,9 +68,14 @@ def train(cfg: TrainConfig) -> Path:
                                  progress=job.cfg.progress and job.dist.is_main, dist=job.dist,
                                  keep=state.keep_predictions) if evaluated else {}
             state.best, state.selection = update_selection(state.best, state.selection, job.setup.tasks, dev,
-                                                           state.epoch, evaluated, job.cfg.selection)
+                                                           state.epoch, evaluated, job.cfg.selection,
+                                                           job.selection_splits)
+            stop = job.methods.after_evaluation(job, state, dev) if evaluated else None  # early stopping
             end_epoch(job, state, dev, train_seconds, time.perf_counter() - t0 - train_seconds)
             log.info("epoch %d: %s", state.epoch - 1, _summary_line(dev))
+            if stop:
+                log.info("training stops after epoch %d: %s", state.epoch - 1, stop)
+                break
         return finish_run(job, state)
 
 

@@ -96,7 +96,8 @@ def build_setup(cfg: TrainConfig, *, with_train: bool = True, factory: RunHeads 
         tasks, tokenizer, data_dir=cfg.data_dir or data_dir_default(), max_len=cfg.max_seq_len,
         cache_dir=cfg.cache_dir, max_train_examples={t.name: cfg.train_subset(t.name) for t in tasks},
         max_eval_examples=cfg.max_eval_examples, subset_seed=cfg.subset_seed, allow_hub=cfg.allow_hub,
-        with_train=with_train, with_tests=cfg.predict_test)
+        with_train=with_train, with_tests=cfg.predict_test,
+        holdout_fraction=cfg.holdout_fraction if with_train and cfg.selection_split == "holdout" else None)
     if with_train:
         missing = [t.name for t in tasks if t.head_from is None and data[t.name].train is None]
         if missing:

@@ -67,16 +67,25 @@ class LoopState:
         self.records = {}
 
 
+def selection_splits(tasks: list[TaskDef], evals: dict[str, list[str]], where: str) -> dict[str, str | None]:
+    """The split each task's kept epoch is chosen on: ``holdout`` where ``where`` asks for it and
+    the task has one (``evals``: each task's evaluation splits), else its first dev split."""
+    return {t.name: "holdout" if where == "holdout" and "holdout" in evals.get(t.name, []) else t.selection_split
+            for t in tasks}
+
+
 def update_selection(best: dict[str, float], selection: dict[str, int], tasks: list[TaskDef],
                      dev: dict[str, dict[str, dict[str, float]]], epoch: int, evaluated: bool,
-                     mode: Literal["best", "last"]) -> tuple[dict[str, float], dict[str, int]]:
+                     mode: Literal["best", "last"],
+                     splits: dict[str, str | None] | None = None) -> tuple[dict[str, float], dict[str, int]]:
     """Each task's kept epoch after ``epoch``: with ``mode == "best"``, the epoch of its best score
-    on its selection split so far (ties keep the earlier epoch); with ``"last"``, this epoch. A task
-    without a dev split keeps the last epoch; a task that borrows another's head (``head_from``)
-    keeps nothing of its own. Returns new dicts (the inputs are not changed)."""
+    on its selection split (``splits``, default its first dev split) so far (ties keep the earlier
+    epoch); with ``"last"``, this epoch. A task without one keeps the last epoch; a task that
+    borrows another's head (``head_from``) keeps nothing of its own. Returns new dicts (the inputs
+    are not changed)."""
     best, selection = dict(best), dict(selection)
     for t in tasks:
-        sel = t.selection_split
+        sel = splits[t.name] if splits is not None else t.selection_split
         if t.head_from is not None or (sel and not evaluated and mode == "best"):
             continue
         value = dev[t.name][sel]["score"] if sel and evaluated else float(epoch)  # no dev split: the last epoch

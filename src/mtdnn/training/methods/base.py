@@ -7,6 +7,7 @@
 - state saved in the resumable state (``state``),
 - what it does after every optimiser step and records per epoch (``after_update``,
   ``epoch_fields``),
+- whether training stops after an epoch's evaluation (``after_evaluation``),
 - what it does when the run finishes (``finish``).
 
 Every hook's default contributes nothing, so a method implements only what it changes. The run's
@@ -69,6 +70,11 @@ class Method:
 
     def after_update(self, job: Any, state: Any) -> None:
         """After every optimiser step (``state.update`` steps done)."""
+
+    def after_evaluation(self, job: Any, state: Any, scores: dict[str, Any]) -> str | None:
+        """After an epoch's evaluation (``scores``: task -> split -> metrics; ``job.selection_splits``
+        names each task's selection split): why training should stop now, or None to go on."""
+        return None
 
     def epoch_fields(self, job: Any, state: Any) -> dict[str, Any]:
         """The keys the method adds to the epoch's history line (``state.epoch``)."""

@@ -7,6 +7,7 @@ before it) and their epoch records appear::
     distillation  --teachers                                                            distill.py
     smart         --adv (--adv-proximal: the anchor)                                    smart.py
     grad_cosine   --log-grad-cosine                                                     monitor.py
+    early_stopping  --early-stopping-patience: stops when the selection score stalls    early_stopping.py
 
 so a run with all of them computes ``SmartLoss(DistillLoss(UncertaintyWeighting(TaskLoss)))``.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 from ...config import TrainConfig
 from .base import Method
 from .distill import Distillation
+from .early_stopping import early_stopping
 from .monitor import gradient_monitor
 from .pcgrad import PCGrad
 from .registry import register_method
@@ -37,5 +39,6 @@ def _smart(cfg: TrainConfig) -> Method | None:
 
 
 for _name, _build in (("sampling", task_sampling), ("pcgrad", _pcgrad), ("weighting", task_weighting),
-                      ("distillation", _distillation), ("smart", _smart), ("grad_cosine", gradient_monitor)):
+                      ("distillation", _distillation), ("smart", _smart), ("grad_cosine", gradient_monitor),
+                      ("early_stopping", early_stopping)):
     register_method(_name, _build)

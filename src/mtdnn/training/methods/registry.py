@@ -90,6 +90,11 @@ class MethodSet:
         for m in self.methods:
             m.after_update(job, state)
 
+    def after_evaluation(self, job: Any, state: Any, scores: dict[str, Any]) -> str | None:
+        """Why training stops after this evaluation (the first method's reason), or None."""
+        reasons = [m.after_evaluation(job, state, scores) for m in self.methods]
+        return next((r for r in reasons if r), None)
+
     def epoch_fields(self, job: Any, state: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for m in self.methods:
