@@ -12,7 +12,8 @@ The hooks, by stage (each has a default here where one fits most kinds):
   ``check_metrics`` and ``reported_metric_names``, ``num_outputs``, ``takes_pair_head``
   (SAN fits it), ``has_text_b``/``reads_pairs``.
 - data: ``parse_label`` (one raw label -> value or problem), ``after_read`` (rules over the whole
-  split, e.g. ranking groups), ``keeps_groups`` (subsets and batches keep candidate groups whole),
+  split, e.g. ranking groups), ``keeps_groups`` (subsets, batches and held-out parts keep candidate
+  groups whole), ``holdout_strata`` (the strata of a held-out part),
   ``encode_labels`` (label values -> arrays, with the group of each row).
 - model: ``build_head``, ``loss`` and ``loss_units`` (what the mean loss averages over).
 - evaluation: ``eval_outputs`` (head output -> what predictions keep: probabilities, scores),
@@ -123,6 +124,12 @@ class TaskKind:
         if raw.labels and raw.labels[0] is None:
             return np.full(n, self.missing_label, dtype=np.int64), np.arange(n, dtype=np.int64)
         return self.label_array(task, raw.labels), np.arange(n, dtype=np.int64)
+
+    def holdout_strata(self, task: TaskDef, raw: RawSplit) -> np.ndarray:
+        """The stratum of each row of a labeled split (``data/holdout.py``): its label by default;
+        a kind that ``keeps_groups`` gives each row's group."""
+        names = sorted({str(v) for v in raw.labels})
+        return np.array([names.index(str(v)) for v in raw.labels], dtype=np.int64)
 
     def label_array(self, task: TaskDef, labels: list[Any]) -> np.ndarray:
         """The encoded labels of a labeled split."""

@@ -50,6 +50,10 @@ class Ranking(TaskKind):
         labels, _ = super().encode_labels(task, raw)
         return labels, raw.group_ids()
 
+    def holdout_strata(self, task: TaskDef, raw: RawSplit) -> np.ndarray:
+        """Each row's question (candidate group)."""
+        return raw.group_ids()
+
     def label_array(self, task: TaskDef, labels: list[Any]) -> np.ndarray:
         return np.asarray([1 if y == task.labels[0] else 0 for y in labels], dtype=np.int64)
 

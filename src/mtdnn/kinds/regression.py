@@ -60,6 +60,12 @@ class Regression(TaskKind):
             return np.full(n, np.nan, np.float32), np.arange(n, dtype=np.int64)
         return np.asarray(raw.labels, dtype=np.float32), np.arange(n, dtype=np.int64)
 
+    def holdout_strata(self, task: TaskDef, raw: RawSplit) -> np.ndarray:
+        """The tenth of the scores each row's score falls in."""
+        scores = np.asarray(raw.labels, dtype=np.float64)
+        edges = np.quantile(scores, np.linspace(0, 1, 11)[1:-1])
+        return np.searchsorted(edges, scores, side="right")
+
     def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
              reduction: str = "mean") -> torch.Tensor:
         import torch.nn.functional as F
