@@ -75,9 +75,9 @@ def test_kind_hooks_of_the_built_in_kinds():
     tasks = builtin_tasks()
     rte, stsb, rank = tasks["rte"], tasks["stsb"], tasks["qnli_rank"]
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
-    assert rte.kind.eval_outputs(logits).sum(-1).allclose(torch.ones(2))
-    assert rte.kind.decide(rte, np.array([[0.9, 0.1], [0.2, 0.8]]), np.arange(2)).tolist() == [0, 1]
-    assert rank.kind.decide(rank, np.array([0.1, 0.7, 0.3]), np.array([0, 0, 1])).tolist() == [0, 1, 1]
+    assert rte.kind.eval_outputs(logits, {}).sum(-1).allclose(torch.ones(2))
+    assert rte.kind.decide(rte, np.array([[0.9, 0.1], [0.2, 0.8]]), None).tolist() == [0, 1]
+    assert rank.kind.onnx_predictions(rank, np.array([[0.1], [0.7], [0.3]]), np.array([0, 0, 1])).tolist() == [0, 1, 1]
     assert stsb.kind.api_values(stsb, ["1.500"]) == [1.5]
     assert rte.kind.prediction_columns(rte) == [f"p_{name}" for name in rte.labels]
     assert stsb.kind.class_names(stsb) is None and stsb.kind.class_report(stsb, np.zeros(1), np.zeros(1)) is None

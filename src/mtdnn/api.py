@@ -62,7 +62,7 @@ class Run(SavedModel):
 
         def report(task: str, split: str, preds: Predictions) -> None:
             td = data[task]
-            got = td.task.kind.class_report(td.task, td.evals[split].labels, preds.preds)
+            got = td.task.kind.split_report(td.task, td.evals[split], preds.preds)
             if got is not None:
                 reports.setdefault(task, {})[split] = got
 

@@ -14,7 +14,6 @@ from tqdm.auto import tqdm
 from .data.batching import collate, eval_order
 from .data.pipeline import TaskData
 from .data.tokenized import TokenizedSplit
-from .metrics import compute_metrics
 from .model.multitask import MultiTaskModel
 from .run_dir import atomic_write
 from .runtime import autocast, to_device
@@ -59,12 +58,12 @@ def predict(model: MultiTaskModel, task: TaskDef, split: TokenizedSplit, *, batc
             batch = to_device(collate(split, idx if real else np.arange(1), pad_id), device)
             with autocast(device, precision):
                 out = model(task.name, batch)
-            out = task.kind.eval_outputs(out.float())
+            out = task.kind.eval_outputs(out.float(), batch)
             outs.append(out if real else out[:0])
             rows.append(idx)
     model.train(was_training)
     order = np.concatenate(rows).astype(np.int64)
-    stacked = torch.cat(outs).cpu().numpy()
+    stacked = task.kind.stack_outputs(outs)
     if sharded:
         parts = dist.all_gather_object((order, stacked))
         order = np.concatenate([p[0] for p in parts])
@@ -74,13 +73,13 @@ def predict(model: MultiTaskModel, task: TaskDef, split: TokenizedSplit, *, batc
                                f"{task.name}/{split.split}")
     outputs = np.empty_like(stacked)
     outputs[order] = stacked
-    return Predictions(outputs, task.kind.decide(task, outputs, split.groups))
+    return Predictions(outputs, task.kind.decide(task, outputs, split))
 
 
 def score(task: TaskDef, split: TokenizedSplit, preds: Predictions) -> dict[str, float]:
     """Metrics in percent plus ``score`` (GLUE's figure). For ranking, accuracy counts the best
     candidate of each question as positive and the others as negative (GLUE QNLI)."""
-    return compute_metrics(task.metric_names, preds.preds, split.labels)
+    return task.kind.score(task, split, preds.preds)
 
 
 Metrics = dict[str, dict[str, dict[str, float]]]  # task -> split -> metric -> value

@@ -84,7 +84,7 @@ def write_class_reports(setup: Setup, run: RunDir, selection: dict[str, int], di
     loaded = None
     for name, td in setup.data.items():
         epoch = selection.get(setup.model.head_name(name))
-        if td.task.kind.class_names(td.task) is None or not td.evals or epoch is None:
+        if not td.task.kind.has_report(td.task) or not td.evals or epoch is None:
             continue
         for split_name, split in td.evals.items():
             classes = predicted.get((name, split_name, epoch))
@@ -96,6 +96,6 @@ def write_class_reports(setup: Setup, run: RunDir, selection: dict[str, int], di
                                   device=setup.device, precision=setup.cfg.precision,
                                   pad_id=setup.tokenizer.pad_token_id or 0, dist=dist).preds
             if dist.is_main:
-                report = td.task.kind.class_report(td.task, split.labels, classes)
+                report = td.task.kind.split_report(td.task, split, classes)
                 write_report(run.path / "reports", td.task, split_name, report,
                              with_plot=split_name == td.task.selection_split)

@@ -11,16 +11,17 @@ The hooks, by stage (each has a default here where one fits most kinds):
   ``validate`` (rules of the whole task), ``validate_split`` (rules of one split),
   ``check_metrics`` and ``reported_metric_names``, ``num_outputs``, ``takes_pair_head``
   (SAN fits it), ``has_text_b``/``reads_pairs``.
-- data: ``parse_label`` (one raw label -> value or problem), ``after_read`` (rules over the whole
+- data: ``reads_own_files``/``read_file`` (a kind's own file formats), ``tokenize`` (its own
+  encoder inputs), ``parse_label`` (one raw label -> value or problem), ``after_read`` (rules over the whole
   split, e.g. ranking groups), ``keeps_groups`` (subsets, batches and held-out parts keep candidate
   groups whole), ``holdout_strata`` (the strata of a held-out part),
   ``encode_labels`` (label values -> arrays, with the group of each row).
 - model: ``build_head``, ``loss`` and ``loss_units`` (what the mean loss averages over).
-- evaluation: ``eval_outputs`` (head output -> what predictions keep: probabilities, scores),
-  ``decide`` (outputs -> predictions), ``prediction_labels`` (submission file values),
+- evaluation: ``eval_outputs`` and ``stack_outputs`` (head output -> what predictions keep:
+  probabilities, scores), ``decide`` (outputs -> predictions), ``score`` (metrics), ``prediction_labels`` (submission file values),
   ``api_values`` (``Run.predict``'s values), ``prediction_columns``/``prediction_extras``
-  (the extra columns of ``predict_file``), ``class_names`` and ``class_report`` (the per-class
-  report; None: the kind has none).
+  (the extra columns of ``predict_file``), ``class_names``, ``has_report``, ``split_report`` and
+  ``class_report`` (the per-class report), ``api_rows``/``api_answers`` (``Run.predict``).
 - export and serving: ``present`` (the server's answer), ``card_labels`` (the model card),
   ``standard_folder`` (``export --task``), ``onnx_predictions`` (the int8 check).
 - ``tasks check``: ``label_stats`` (what the split's labels look like), ``check_warnings``.
@@ -40,7 +41,10 @@ if TYPE_CHECKING:  # the schema imports the kinds
     import torch
     from torch import nn
 
+    from pathlib import Path
+
     from ..data.readers import RawSplit
+    from ..data.tokenized import TokenizedSplit
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
     from ..tasks.wizard import Column, InitOptions, Source
@@ -70,9 +74,13 @@ class TaskKind:
         """Rules of the whole task; raise ValueError with the one-line message."""
         if task.input not in self.inputs:
             raise ValueError(f"a {self.name} task takes input: {' or '.join(self.inputs)}, not {task.input}")
+        if task.scheme is not None:
+            raise ValueError("scheme is for tagging tasks only")
 
     def validate_split(self, task: TaskDef, name: str, split: SplitDef) -> None:
         """Rules of one split (the text columns its input needs, the columns it may name)."""
+        if split.format == "conll":
+            raise ValueError(f"split '{name}': format conll is for tagging tasks")
         if self.has_text_b(task) and split.columns.text_b is None:
             raise ValueError(f"split '{name}': input '{task.input}' needs columns.text_b")
         if not self.keeps_groups and any(c is not None and c.group is not None
@@ -82,9 +90,11 @@ class TaskKind:
     def check_metrics(self, metrics: list[str]) -> None:
         """Every metric must be computable from the kind's predictions."""
         for m in metrics:
-            if m not in self.metric_choices:
+            if m in SCORE_METRICS and m not in self.metric_choices:
                 raise ValueError(f"'{m}' is for regression scores, a {self.name} task predicts classes: "
                                  f"use {', '.join(self.metric_choices)}")
+            if m not in self.metric_choices:
+                raise ValueError(f"'{m}' is not a metric of {self.name} tasks: use {', '.join(self.metric_choices)}")
 
     def reported_metric_names(self, num_labels: int, metrics: list[str]) -> list[str]:
         """The names the metrics are reported under (classification: ``f1`` with more than two
@@ -109,6 +119,18 @@ class TaskKind:
         return input_kind != "single"
 
     # ---- data ----------------------------------------------------------------------
+    # whether the kind reads its split files itself (``read_file``) instead of the table readers
+    reads_own_files: ClassVar[bool] = False
+
+    def read_file(self, task: TaskDef, name: str, split: SplitDef, path: Path) -> RawSplit:
+        """A split's rows from its local file (kinds with ``reads_own_files``)."""
+        raise NotImplementedError
+
+    def tokenize(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> TokenizedSplit | None:
+        """The kind's own tokenisation of a split (not cached), or None: texts (and pairs) are
+        tokenised and cached the one way (``data/tokenized.py``)."""
+        return None
+
     def parse_label(self, task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
         """One raw label -> (value, problem); problem is None, 'missing', or a message."""
         raise NotImplementedError
@@ -154,13 +176,26 @@ class TaskKind:
         return int(labels.numel())
 
     # ---- evaluation ----------------------------------------------------------------
-    def eval_outputs(self, out: torch.Tensor) -> torch.Tensor:
-        """The head's float output -> what predictions keep per row (scores by default)."""
+    def eval_outputs(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> Any:
+        """The head's float output on a batch -> what predictions keep of its rows (scores by
+        default), a tensor that stays on the device or, for rows of different sizes, a list."""
         return out.squeeze(-1)
 
-    def decide(self, task: TaskDef, outputs: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    def stack_outputs(self, outs: list[Any]) -> np.ndarray:
+        """The kept outputs of all batches as one array, a row per split row."""
+        import torch
+
+        return torch.cat(outs).cpu().numpy()
+
+    def decide(self, task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
         """Kept outputs of a whole split -> its predictions (scores by default)."""
         return outputs
+
+    def score(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
+        """The split's metrics in percent, and ``score`` (GLUE's figure: their mean)."""
+        from ..metrics import compute_metrics
+
+        return compute_metrics(task.metric_names, preds, split.labels)
 
     def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
         """Predictions as submission files hold them."""
@@ -182,6 +217,14 @@ class TaskKind:
         """The label of each predicted class index; None: the kind predicts no classes and has no
         per-class report."""
         return None
+
+    def has_report(self, task: TaskDef) -> bool:
+        """Whether a finished run writes the per-class report of the task's dev/test splits."""
+        return self.class_names(task) is not None
+
+    def split_report(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, Any] | None:
+        """The per-class report of a tokenised split from its predictions (``has_report``)."""
+        return self.class_report(task, split.labels, preds)
 
     def class_report(self, task: TaskDef, gold: np.ndarray, preds: np.ndarray) -> dict[str, Any] | None:
         """The per-class report of a split (``reports.py``), or None."""

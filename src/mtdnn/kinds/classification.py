@@ -16,6 +16,7 @@ from .labels import class_label_names, label_values, parse_class_label, positive
 if TYPE_CHECKING:
     import torch
 
+    from ..data.tokenized import TokenizedSplit
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
     from ..tasks.wizard import Column, InitOptions, Source
@@ -52,12 +53,12 @@ class Classification(TaskKind):
 
         return F.cross_entropy(output.float(), batch["labels"], reduction=reduction)
 
-    def eval_outputs(self, out: torch.Tensor) -> torch.Tensor:
+    def eval_outputs(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         import torch
 
         return torch.softmax(out, dim=-1)
 
-    def decide(self, task: TaskDef, outputs: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    def decide(self, task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
         return outputs.argmax(-1)
 
     def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..data.readers import RawSplit
+    from ..data.tokenized import TokenizedSplit
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
     from ..tasks.wizard import Column, InitOptions, Source
@@ -69,12 +70,8 @@ class Ranking(TaskKind):
 
         return int(torch.unique(groups[labels == 1]).numel())
 
-    def decide(self, task: TaskDef, outputs: np.ndarray, groups: np.ndarray) -> np.ndarray:
-        import torch
-
-        from ..model.objectives import rank_predictions
-
-        return rank_predictions(torch.from_numpy(outputs), torch.from_numpy(groups)).numpy()
+    def decide(self, task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
+        return _best_of_groups(outputs, split.groups)
 
     def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
         return [task.labels[0] if p == 1 else task.labels[1] for p in preds]
@@ -130,7 +127,7 @@ class Ranking(TaskKind):
                           field="task")
 
     def onnx_predictions(self, task: TaskDef, out: np.ndarray, groups: np.ndarray) -> np.ndarray:
-        return self.decide(task, out.reshape(-1), groups)
+        return _best_of_groups(out.reshape(-1), groups)
 
     def init_type_note(self) -> str:
         return "given with --type; the rows of one question (text_a) are one candidate group"
@@ -168,6 +165,15 @@ class Ranking(TaskKind):
         out.groups = {"groups": float(len(sizes)), "min": float(sizes.min()), "median": float(np.median(sizes)),
                       "max": float(sizes.max()), "single": float((sizes == 1).sum()),
                       "no_positive": float((positives == 0).sum()), "several_positive": float((positives > 1).sum())}
+
+
+def _best_of_groups(scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """1 for the best-scored candidate of each group, 0 for the others."""
+    import torch
+
+    from ..model.objectives import rank_predictions
+
+    return rank_predictions(torch.from_numpy(scores), torch.from_numpy(groups)).numpy()
 
 
 def _check_groups(task: TaskDef, split: SplitDef, raw: RawSplit) -> RawSplit:

@@ -31,10 +31,11 @@ from ..kinds import KINDS, TaskKind, get_kind, kind_of
 
 # a task's ``type`` names its kind (``mtdnn.kinds``): classification, regression, ranking
 TaskType = str
-InputKind = Literal["single", "pair", "ranking"]
+InputKind = Literal["single", "pair", "ranking", "words"]
 # the head of a pair classification task that names none (``--pair-head``, tasks.registry.with_pair_head)
 PairHead = Literal["linear", "san"]
-Metric = Literal["accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc", "pearson", "spearman"]
+Metric = Literal["accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc", "pearson", "spearman",
+                 "precision", "recall"]
 # a task that names no metrics reports its kind's defaults; each kind trains with one loss
 DEFAULT_METRICS: dict[str, list[str]] = {name: list(k.default_metrics) for name, k in KINDS.items()}
 DEFAULT_LOSS: dict[str, str] = {name: k.loss_name for name, k in KINDS.items()}
@@ -74,7 +75,8 @@ class SplitDef(_Strict):
     ``hub`` source. When both are given, the local file wins and the hub is the fallback."""
 
     path: str | None = None
-    format: Literal["tsv", "csv", "jsonl", "parquet"] = "tsv"
+    # conll (tagging): word and tag columns by 0-based index in columns.text_a and columns.label
+    format: Literal["tsv", "csv", "jsonl", "parquet", "conll"] = "tsv"
     header: bool = True
     columns: Columns
     hub: HubSource | None = None
@@ -128,6 +130,8 @@ class TaskDef(_Strict):
     ranking_no_positive: Literal["error", "drop"] = "error"
     # ranking: gamma of P(A+|Q) = softmax(gamma * score); labels are [positive, negative]
     ranking_gamma: float = Field(1.0, gt=0.0)
+    # tagging: the tag scheme of the files (iob1 is read into iob2; plain: tags without entities, POS)
+    scheme: Literal["iob1", "iob2", "iobes", "plain"] | None = None
     # a test-only task evaluated with another task's head (GLUE AX uses MNLI's)
     head_from: str | None = None
     description: str = ""
