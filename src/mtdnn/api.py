@@ -74,16 +74,18 @@ class Run(SavedModel):
     def predict(self, task: str, text_a: Sequence[str], text_b: Sequence[str] | None = None,
                 batch_size: int = 128) -> list[Any]:
         """Predicted label names (classification, ranking) or scores (regression) for raw texts.
-        For ranking tasks, rows with the same ``text_a`` (question) are one candidate group."""
+        For ranking tasks, rows with the same ``text_a`` (question) are one candidate group. For
+        tagging tasks, each text's entities (``type``, character ``start`` and ``end``, ``text``,
+        ``score``), or with plain tags each word's ``tag``."""
         t = self.task(task)
         if t.has_text_b and text_b is None:
             raise ConfigError(f"task '{task}' takes sentence pairs: give text_b", field="text_b")
-        raw = RawSplit(task, "predict", "<api>", ids=[str(i) for i in range(len(text_a))],
-                       text_a=list(text_a), text_b=list(text_b) if text_b is not None else [None] * len(text_a),
-                       labels=[None] * len(text_a), lines=list(range(1, len(text_a) + 1)))
-        _, preds = self._predict(t, raw, batch_size)
-        labels = prediction_labels(t, preds)
-        return t.kind.api_values(t, labels)
+        texts = list(text_a)
+        raw = RawSplit(task, "predict", "<api>", **t.kind.api_rows(t, texts, list(text_b) if text_b is not None else None))
+        if len(raw) == 0:
+            return t.kind.api_answers(t, texts, raw, None, None)
+        tok, preds = self._predict(t, raw, batch_size)
+        return t.kind.api_answers(t, texts, raw, tok, preds)
 
     def predict_file(self, task: str, input_path: str | Path, output_path: str | Path,
                      text_a: str | int | None = None, text_b: str | int | None = None,

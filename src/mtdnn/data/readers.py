@@ -47,6 +47,9 @@ class RawSplit:
     dropped_unlabeled: int = 0
     group_keys: list[str] | None = None
     dropped_no_positive: int = 0  # ranking training rows dropped with their group (no positive answer)
+    # tagging: each row is a sentence, its words here (``text_a`` holds them joined by spaces, or the
+    # raw text they were split from) and its tags as a tuple in ``labels``
+    words: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.text_a)
@@ -59,6 +62,8 @@ class RawSplit:
             setattr(out, name, [src[i] for i in keep])
         if self.group_keys is not None:
             out.group_keys = [self.group_keys[i] for i in keep]
+        if self.words is not None:
+            out.words = [self.words[i] for i in keep]
         return out
 
     def group_ids(self) -> np.ndarray:
@@ -363,6 +368,11 @@ def read_split(task: TaskDef, name: str, data_dir: str | Path, *, allow_hub: boo
     if name not in task.splits:
         raise DataError(f"task '{task.name}' has no split '{name}' (it has: {', '.join(task.splits)})")
     split = task.splits[name]
+    if task.kind.reads_own_files:
+        path = resolve_path(split, Path(data_dir), task.base_dir)
+        if path is None or not path.is_file():
+            raise _not_found(task, name, split, Path(data_dir))
+        return RawSplit(task.name, name, str(path), **task.kind.read_file(task, name, split, path))
     source, cols, records, from_hub = _open_source(task, name, split, Path(data_dir), allow_hub)
     out = RawSplit(task.name, name, source, group_keys=[] if cols.group is not None else None)
     bad = _BadRows(source)

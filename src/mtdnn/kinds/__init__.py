@@ -12,12 +12,13 @@ from .base import CLASS_METRICS, SCORE_METRICS, TaskKind
 from .classification import Classification
 from .ranking import Ranking
 from .regression import Regression
+from .tagging import Tagging
 
 if TYPE_CHECKING:
     from ..tasks.schema import TaskDef
 
 # type name -> kind; the one registry of kinds
-KINDS: dict[str, TaskKind] = {k.name: k for k in (Classification(), Regression(), Ranking())}
+KINDS: dict[str, TaskKind] = {k.name: k for k in (Classification(), Regression(), Ranking(), Tagging())}
 
 
 def register_kind(kind: TaskKind) -> None:

@@ -27,7 +27,7 @@ The hooks, by stage (each has a default here where one fits most kinds):
 - ``tasks check``: ``label_stats`` (what the split's labels look like), ``check_warnings``.
 - ``tasks init``: ``init_type_note``, ``init_label_problem``, ``init_labels``, ``init_metrics``,
   ``init_texts_needed``, ``init_input``, ``init_text_note``.
-- training methods: ``adv_divergence`` (SMART's default divergence), ``uncertainty_scale``
+- training methods: ``refuses`` (a method the kind cannot train with), ``adv_divergence`` (SMART's default divergence), ``uncertainty_scale``
   (uncertainty weighting), ``distill_targets``/``distill_loss`` (knowledge distillation).
 """
 
@@ -45,10 +45,13 @@ if TYPE_CHECKING:  # the schema imports the kinds
 
     from ..data.readers import RawSplit
     from ..data.tokenized import TokenizedSplit
+    from ..evaluation import Predictions
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
     from ..tasks.wizard import Column, InitOptions, Source
 
+# the segment id ``data/tokenized.py`` stores for special tokens (0, 1: the first and second text)
+SEG_SPECIAL = 2
 # the metrics of predicted classes (classification, ranking) and of predicted scores (regression)
 CLASS_METRICS: tuple[str, ...] = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc")
 SCORE_METRICS: tuple[str, ...] = ("pearson", "spearman")
@@ -122,13 +125,15 @@ class TaskKind:
     # whether the kind reads its split files itself (``read_file``) instead of the table readers
     reads_own_files: ClassVar[bool] = False
 
-    def read_file(self, task: TaskDef, name: str, split: SplitDef, path: Path) -> RawSplit:
-        """A split's rows from its local file (kinds with ``reads_own_files``)."""
+    def read_file(self, task: TaskDef, name: str, split: SplitDef, path: Path) -> dict[str, Any]:
+        """A split's rows from its local file (kinds with ``reads_own_files``): the fields of its
+        ``RawSplit`` beyond task, split and source (ids, text_a, text_b, labels, lines, ...)."""
         raise NotImplementedError
 
-    def tokenize(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> TokenizedSplit | None:
-        """The kind's own tokenisation of a split (not cached), or None: texts (and pairs) are
-        tokenised and cached the one way (``data/tokenized.py``)."""
+    def tokenize(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, Any] | None:
+        """The kind's own tokenisation of a split (not cached): the fields of its
+        ``TokenizedSplit`` beyond task and split; or None: texts (and pairs) are tokenised and
+        cached the one way (``data/tokenized.py``)."""
         return None
 
     def parse_label(self, task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
@@ -204,6 +209,19 @@ class TaskKind:
     def api_values(self, task: TaskDef, labels: list[str]) -> list[Any]:
         """``Run.predict``'s values from ``prediction_labels``."""
         return labels
+
+    def api_rows(self, task: TaskDef, text_a: list[str], text_b: list[str] | None) -> dict[str, Any]:
+        """``Run.predict``'s raw texts as the fields of a ``RawSplit`` (beyond task, split, source)."""
+        n = len(text_a)
+        return {"ids": [str(i) for i in range(n)], "text_a": list(text_a),
+                "text_b": list(text_b) if text_b is not None else [None] * n, "labels": [None] * n,
+                "lines": list(range(1, n + 1))}
+
+    def api_answers(self, task: TaskDef, texts: list[str], raw: RawSplit, split: TokenizedSplit | None,
+                    preds: Predictions | None) -> list[Any]:
+        """``Run.predict``'s answer for each of ``texts`` from the predictions on ``api_rows``
+        (``split`` and ``preds`` are None where those rows are empty)."""
+        return self.api_values(task, self.prediction_labels(task, preds.preds)) if preds is not None else []
 
     def prediction_columns(self, task: TaskDef) -> list[str]:
         """Columns ``predict_file`` writes after ``index`` and ``prediction``."""
@@ -318,6 +336,11 @@ class TaskKind:
                            batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
         """Distillation: the divergence of the student's output from the soft targets, summed."""
         raise self.refuse("knowledge distillation (--teachers)")
+
+    def refuses(self, method: str) -> str | None:
+        """Why the training method ``method`` (``smart``, ``distillation``) cannot train a task of
+        this kind (one line), or None: it can."""
+        return None
 
     def refuse(self, what: str) -> Exception:
         """The one-line error of a method this kind does not support."""

@@ -2,6 +2,7 @@
 
 - ``LinearHead``: dropout + linear on the [CLS] vector -> (B, C) logits (classification),
   (B, 1) a score (regression, ranking).
+- ``TokenHead``: dropout + linear on every token -> (B, T, C) logits (tagging).
 - ``SANHead``: the stochastic answer network -> (B, C) log of the step-averaged probabilities,
   so that cross-entropy on it is the paper's -log(mean_k P^k).
 
@@ -31,6 +32,20 @@ class LinearHead(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.proj(self.dropout(hidden_states[:, 0]))
+
+
+class TokenHead(nn.Module):
+    """Dropout + linear on every token's hidden state -> (B, T, C) logits (tagging)."""
+
+    reads_cls_only = False
+
+    def __init__(self, hidden: int, n_out: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(hidden, n_out)
+
+    def forward(self, hidden_states: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.proj(self.dropout(hidden_states))
 
 
 def step_keep_mask(batch: int, steps: int, rate: float, device=None,

@@ -47,7 +47,7 @@ from ...run_dir import RunDir, atomic_path
 from ...saved_model import SavedModel
 from ...tasks.schema import TaskDef
 from ..step import LossComposition
-from .base import Method, MethodContext
+from .base import Method, MethodContext, refuse_kinds
 from .capture import base_output, unit_scale
 
 log = logging.getLogger(__name__)
@@ -254,4 +254,5 @@ class Distillation(Method):
         self.cfg = cfg
 
     def compose(self, inner: LossComposition, run: MethodContext) -> LossComposition:
+        refuse_kinds(self.name, run.model.tasks.values())
         return distill_composition(self.cfg, run.setup, run.dist, inner)

@@ -54,7 +54,7 @@ from ...config import TrainConfig
 from ...errors import ConfigError
 from ...tasks.schema import TaskDef
 from ..step import LossComposition
-from .base import Method, MethodContext
+from .base import Method, MethodContext, refuse_kinds
 from .capture import RngState, base_output, model_device, unit_scale
 
 Norm = Literal["inf", "l2"]
@@ -246,6 +246,7 @@ class Smart(Method):
         self.anchor: EmaAnchor | None = None
 
     def compose(self, inner: LossComposition, run: MethodContext) -> LossComposition:
+        refuse_kinds(self.name, run.model.tasks.values())
         loss, self.anchor = smart_parts(self.cfg, run.model, inner, run.dist.fsdp)
         return loss
 
