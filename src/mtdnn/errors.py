@@ -6,6 +6,8 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+import json
+
 
 class MtdnnError(Exception):
     """A problem with the user's input, configuration or files, worded for people."""
@@ -34,3 +36,14 @@ class ConfigError(MtdnnError):
 
 class CheckpointError(MtdnnError):
     """A run directory or weights file that cannot be used."""
+
+
+def json_object_line(text: str, path: str, line: int) -> dict:
+    """One line of a JSON lines file as an object; otherwise a DataError naming the file and line."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON ({e.msg})", path=path, line=line) from None
+    if not isinstance(value, dict):
+        raise DataError("not a JSON object", path=path, line=line)
+    return value

@@ -22,13 +22,13 @@ unanswerable questions.
 from __future__ import annotations
 
 import json
-import os
 import re
 import string
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Literal, Mapping, Sequence
+
+from ..run_dir import atomic_write
 
 Rules = Literal["v1.1", "v2.0"]
 
@@ -106,33 +106,9 @@ def squad_scores(predictions: Mapping[str, str], golds: Mapping[str, Sequence[st
 
 def write_predictions_json(path: str | Path, predictions: Mapping[str, str]) -> None:
     """Write ``{id: answer text}`` (the official predictions format, "" for no answer) as UTF-8
-    JSON, atomically: to a temporary file beside ``path`` that is flushed to disk, then renamed
-    onto it (and the directory flushed): a crash never leaves a half-written file."""
+    JSON, atomically (``run_dir.atomic_write``): a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({str(k): str(v) for k, v in predictions.items()}, f, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable, where the file system allows it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_write(path) as f:
+        json.dump({str(k): str(v) for k, v in predictions.items()}, f, ensure_ascii=False)
+        f.write("\n")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from ..errors import DataError
+from ..errors import DataError, json_object_line
 
 Answer = tuple[str, int]  # (answer text, character start in the context)
 
@@ -219,13 +219,7 @@ def read_span_jsonl(path: str | Path, columns: SpanColumns = SpanColumns()) -> l
     for line, text in enumerate(_read_text(path).split("\n"), start=1):
         if not text.strip():
             continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"not valid JSON: {e}", path=str(path), line=line) from None
-        if not isinstance(row, dict):
-            raise DataError("not a JSON object", path=str(path), line=line)
-        out.append(_row_example(row, str(path), line, columns))
+        out.append(_row_example(json_object_line(text, str(path), line), str(path), line, columns))
     return _unique_ids(out)
 
 

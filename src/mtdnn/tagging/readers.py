@@ -16,14 +16,13 @@ Every sentence keeps the 1-based line number where it starts. Every problem beco
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..errors import DataError
+from ..errors import DataError, json_object_line
 
 DOCSTART = "-DOCSTART-"
 _FIELD_SEP = re.compile(r"[ \t]+")
@@ -116,12 +115,7 @@ def _string_list(record: dict, name: str, path: Path, number: int) -> list[str]:
 
 def _jsonl_sentence(text: str, path: Path, number: int, tokens_field: str,
                     tags_field: str | None) -> TaggedSentence:
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"not valid JSON ({err.msg})", path=str(path), line=number) from None
-    if not isinstance(record, dict):
-        raise DataError("not a JSON object", path=str(path), line=number)
+    record = json_object_line(text, str(path), number)
     words = _string_list(record, tokens_field, path, number)
     if not words:
         raise DataError("empty sentence (no words)", path=str(path), line=number, field=tokens_field)
