@@ -99,7 +99,20 @@ def test_tagging_trains_beside_rte(tmp_path, tiny_encoder, data_dir, cache_dir):
     assert "accuracy" in metrics["rte"]["dev"]
     report = json.loads((out / "reports" / "ner_slice.dev.json").read_text())
     assert report["labels"][-1] == "(none)" and "per_type" in report
-    answers = load_run(out).predict("ner_slice", ["Peter Blackburn went to Brussels .", "", "EU"])
+    run = load_run(out)
+    n = run.predict_file("ner_slice", tmp_path / "eng.testa", tmp_path / "predicted.conll")
+    given = (tmp_path / "eng.testa").read_text(encoding="utf-8").splitlines()
+    got = (tmp_path / "predicted.conll").read_text(encoding="utf-8").splitlines()
+    sentences = [b for b in "\n".join(given).split("\n\n") if b.strip() and not b.startswith("-DOCSTART-")]
+    assert n == len(sentences) and len(got) == len(given)
+    for before, after in zip(given, got):
+        words = before.split()
+        if words and words[0] != "-DOCSTART-":
+            assert after.split()[:-1] == words and after.split()[-1] in NER_LABELS
+        else:
+            assert after == before
+    assert "ner_slice" in run.evaluate(["ner_slice"], data_dir=str(data_dir))
+    answers = run.predict("ner_slice", ["Peter Blackburn went to Brussels .", "", "EU"])
     assert len(answers) == 3 and answers[1] == []
     for entity in answers[0]:
         assert entity["type"] in {"PER", "ORG", "LOC", "MISC"} and 0.0 <= entity["score"] <= 1.0

@@ -92,17 +92,26 @@ class Run(SavedModel):
                      id_column: str | int | None = None, batch_size: int = 128) -> int:
         """Predict every row of a TSV/CSV/JSON-lines file and write ``index, prediction[, p(label)...]``
         as TSV. Columns default to the task's own column names, else ``text_a``/``text_b``. Ranking:
-        where the file has the task's ``group`` column, it groups the candidates, else ``text_a``."""
+        where the file has the task's ``group`` column, it groups the candidates, else ``text_a``.
+        Tagging: a CoNLL file (words in column ``text_a``, default the task's) gives the same file
+        with a predicted tag column; JSON lines get a ``predicted_tags`` field. Returns the rows
+        (sentences) predicted."""
         t = self.task(task)
         input_path = Path(input_path)
-        fmt = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(input_path.suffix, "tsv")
-        cols = _guess_columns(t, input_path, fmt, text_a, text_b, id_column)
-        split = SplitDef(path=str(input_path.resolve()), format=fmt, columns=cols, role="test", labeled=False)
+        split = t.kind.predict_split(t, input_path, text_a)
+        if split is None:
+            fmt = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(input_path.suffix, "tsv")
+            cols = _guess_columns(t, input_path, fmt, text_a, text_b, id_column)
+            split = SplitDef(path=str(input_path.resolve()), format=fmt, columns=cols, role="test", labeled=False)
         probe = t.model_copy(update={"splits": {**t.splits, "predict": split}})
         raw = read_split(probe, "predict", input_path.parent, allow_hub=False)
         tok, preds = self._predict(t, raw, batch_size)
+        own = t.kind.prediction_file_lines(t, raw, preds, input_path)
         labels = prediction_labels(t, preds)
         with atomic_write(output_path) as f:
+            if own is not None:
+                f.writelines(line + "\n" for line in own)
+                return len(labels)
             f.write("\t".join(["index", "prediction", *t.kind.prediction_columns(t)]) + "\n")
             for i, (uid, lab) in enumerate(zip(raw.ids, labels)):
                 f.write("\t".join([uid, lab, *t.kind.prediction_extras(t, preds.outputs[i])]) + "\n")

@@ -108,6 +108,10 @@ def plan_export(run_path: str | Path, epoch: int | None = None, per_task_epochs:
     if not run.config_file.is_file():
         raise CheckpointError("not an mtdnn run directory (config.yaml missing)", path=str(run.path))
     config, tasks, selection = run.read_config(), run.read_tasks(), run.read_selection()
+    for t in tasks:
+        why = t.kind.refuses("export")
+        if why:
+            raise ConfigError(f"{why}: task '{t.name}' ({t.type}) cannot be exported", field="task")
     if per_task_epochs and epoch is not None:
         raise ConfigError("--epoch and --per-task-epochs exclude each other", field="epoch")
     if config.get("adapter", "none") != "none":

@@ -223,6 +223,15 @@ class TaskKind:
         (``split`` and ``preds`` are None where those rows are empty)."""
         return self.api_values(task, self.prediction_labels(task, preds.preds)) if preds is not None else []
 
+    def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> SplitDef | None:
+        """The split ``predict_file`` reads ``path`` as, or None: a table whose columns are guessed."""
+        return None
+
+    def prediction_file_lines(self, task: TaskDef, raw: RawSplit, preds: Predictions, path: Path) -> list[str] | None:
+        """The lines of ``predict_file``'s output for the input file ``path``, or None: the TSV of
+        ``index``, ``prediction`` and ``prediction_columns``."""
+        return None
+
     def prediction_columns(self, task: TaskDef) -> list[str]:
         """Columns ``predict_file`` writes after ``index`` and ``prediction``."""
         return []
@@ -338,8 +347,8 @@ class TaskKind:
         raise self.refuse("knowledge distillation (--teachers)")
 
     def refuses(self, method: str) -> str | None:
-        """Why the training method ``method`` (``smart``, ``distillation``) cannot train a task of
-        this kind (one line), or None: it can."""
+        """Why ``method`` (the training methods ``smart``, ``distillation``; ``export``, serving
+        included) cannot take a task of this kind (one line), or None: it can."""
         return None
 
     def refuse(self, what: str) -> Exception:

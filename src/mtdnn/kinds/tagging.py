@@ -55,7 +55,9 @@ class Tagging(TaskKind):
     # training methods that do not handle per-token outputs yet
     refused_methods: ClassVar[dict[str, str]] = {
         "smart": "SMART (--adv) perturbs and compares one output per row; tagging has one per token",
-        "distillation": "distillation (--teachers) averages one output per row; tagging has one per token"}
+        "distillation": "distillation (--teachers) averages one output per row; tagging has one per token",
+        "export": "exports, their server and ONNX graphs give one output per input; tagging's per-token "
+                  "outputs are not exported yet (predict with the run directory)"}
 
     # ---- schema --------------------------------------------------------------------
     def validate(self, task: TaskDef) -> None:
@@ -210,6 +212,35 @@ class Tagging(TaskKind):
                               for w, tag, score in zip(words, tags, scores)] if task.scheme == "plain"
                              else tags_to_entities(text, words, tags, scores))
         return out
+
+    def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> SplitDef | None:
+        """A CoNLL file (JSON lines by their suffix), words where the task's training split has them."""
+        from ..tasks.schema import Columns, SplitDef
+
+        fmt = "jsonl" if path.suffix in (".jsonl", ".json") else "conll"
+        own = next((s.columns.text_a for s in task.splits.values() if s.format == fmt), None)
+        word = text_a if text_a is not None else own if own is not None else (0 if fmt == "conll" else "tokens")
+        if fmt == "conll" and isinstance(word, str) and word.isdigit():
+            word = int(word)
+        return SplitDef(path=str(path.resolve()), format=fmt, columns=Columns(text_a=word), role="test", labeled=False)
+
+    def prediction_file_lines(self, task: TaskDef, raw: RawSplit, preds: Predictions, path: Path) -> list[str]:
+        """The input file with each word's predicted tag: a last column of a CoNLL file (separated
+        as the line's columns are), a ``predicted_tags`` field of a JSON-lines record."""
+        import json
+
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        tags = _tag_names(task, preds.preds)
+        if path.suffix in (".jsonl", ".json"):
+            for start, sentence in zip(raw.lines, tags):
+                lines[start - 1] = json.dumps({**json.loads(lines[start - 1]), "predicted_tags": sentence},
+                                              ensure_ascii=False)
+            return lines
+        for start, sentence in zip(raw.lines, tags):
+            for j, tag in enumerate(sentence):
+                line = lines[start - 1 + j].rstrip()
+                lines[start - 1 + j] = line + ("\t" if "\t" in line else " ") + tag
+        return lines
 
     def has_report(self, task: TaskDef) -> bool:
         return True
