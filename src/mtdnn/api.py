@@ -98,11 +98,11 @@ class Run(SavedModel):
         (sentences) predicted."""
         t = self.task(task)
         input_path = Path(input_path)
-        split = t.kind.predict_split(t, input_path, text_a)
-        if split is None:
+        given = t.kind.predict_split(t, input_path, text_a)
+        if given is None:
             fmt = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(input_path.suffix, "tsv")
-            cols = _guess_columns(t, input_path, fmt, text_a, text_b, id_column)
-            split = SplitDef(path=str(input_path.resolve()), format=fmt, columns=cols, role="test", labeled=False)
+            given = {"format": fmt, "columns": _guess_columns(t, input_path, fmt, text_a, text_b, id_column)}
+        split = SplitDef(path=str(input_path.resolve()), role="test", labeled=False, **given)
         probe = t.model_copy(update={"splits": {**t.splits, "predict": split}})
         raw = read_split(probe, "predict", input_path.parent, allow_hub=False)
         tok, preds = self._predict(t, raw, batch_size)

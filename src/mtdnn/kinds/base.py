@@ -223,8 +223,9 @@ class TaskKind:
         (``split`` and ``preds`` are None where those rows are empty)."""
         return self.api_values(task, self.prediction_labels(task, preds.preds)) if preds is not None else []
 
-    def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> SplitDef | None:
-        """The split ``predict_file`` reads ``path`` as, or None: a table whose columns are guessed."""
+    def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> dict[str, Any] | None:
+        """``format`` and ``columns`` of the split ``predict_file`` reads ``path`` as, or None: a
+        table whose columns are guessed."""
         return None
 
     def prediction_file_lines(self, task: TaskDef, raw: RawSplit, preds: Predictions, path: Path) -> list[str] | None:

@@ -213,16 +213,14 @@ class Tagging(TaskKind):
                              else tags_to_entities(text, words, tags, scores))
         return out
 
-    def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> SplitDef | None:
-        """A CoNLL file (JSON lines by their suffix), words where the task's training split has them."""
-        from ..tasks.schema import Columns, SplitDef
-
+    def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> dict[str, Any] | None:
+        """A CoNLL file (JSON lines by their suffix), words where the task's splits have them."""
         fmt = "jsonl" if path.suffix in (".jsonl", ".json") else "conll"
         own = next((s.columns.text_a for s in task.splits.values() if s.format == fmt), None)
         word = text_a if text_a is not None else own if own is not None else (0 if fmt == "conll" else "tokens")
         if fmt == "conll" and isinstance(word, str) and word.isdigit():
             word = int(word)
-        return SplitDef(path=str(path.resolve()), format=fmt, columns=Columns(text_a=word), role="test", labeled=False)
+        return {"format": fmt, "columns": {"text_a": word}}
 
     def prediction_file_lines(self, task: TaskDef, raw: RawSplit, preds: Predictions, path: Path) -> list[str]:
         """The input file with each word's predicted tag: a last column of a CoNLL file (separated
