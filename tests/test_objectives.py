@@ -7,6 +7,7 @@ import math
 import torch
 
 from mtdnn.model.objectives import rank_predictions, ranking_loss, task_loss
+from mtdnn.tasks.registry import builtin_tasks
 
 
 def _lse(xs):
@@ -65,11 +66,12 @@ def test_task_loss_classification_and_regression():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     labels = torch.tensor([0, 0])
     expected = (-math.log(math.exp(2) / (math.exp(2) + 1)) - math.log(1 / (1 + math.e))) / 2
-    got = task_loss("classification", logits, {"labels": labels})
+    tasks = builtin_tasks()
+    got = task_loss(tasks["rte"], logits, {"labels": labels})
     assert math.isclose(got.item(), expected, rel_tol=1e-6)
     out = torch.tensor([[1.0], [3.0]])
-    got = task_loss("regression", out, {"labels": torch.tensor([2.0, 0.5])})
+    got = task_loss(tasks["stsb"], out, {"labels": torch.tensor([2.0, 0.5])})
     assert math.isclose(got.item(), ((1 - 2) ** 2 + (3 - 0.5) ** 2) / 2, rel_tol=1e-6)
-    got = task_loss("ranking", torch.tensor([[1.0], [2.0]]),
-                    {"labels": torch.tensor([0, 1]), "groups": torch.tensor([0, 0])}, 1.0)
+    got = task_loss(tasks["qnli_rank"], torch.tensor([[1.0], [2.0]]),
+                    {"labels": torch.tensor([0, 1]), "groups": torch.tensor([0, 0])})
     assert math.isclose(got.item(), _lse([1.0, 2.0]) - 2.0, rel_tol=1e-6)

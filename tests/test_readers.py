@@ -36,6 +36,9 @@ EXPECTED = {
     "scitail": {"train": (23596, 0, {"entails": 8602, "neutral": 14994}),
                 "dev": (1304, 0, {"entails": 657, "neutral": 647}),
                 "test": (2126, 0, {"entails": 842, "neutral": 1284})},
+    **{name: {"train": (14041, 0, None), "dev": (3250, 0, None), "test": (3453, 0, None)}  # sentences
+       for name in ("conll03_ner", "conll03_pos", "conll03_chunk")},
+    "wnut17": {"train": (3394, 0, None), "dev": (1009, 0, None), "test": (1287, 0, None)},
 }
 MISSING_TRAIN = {"mnli": "glue/MNLI/train.tsv", "qnli": "glue/QNLI/train.tsv", "qnli_rank": "glue/QNLI/train.tsv",
                  "qqp": "glue/QQP/train.tsv", "snli": "SNLI/snli_1.0_train.csv"}
@@ -58,7 +61,7 @@ def test_builtin_split_counts(data_dir, task_name, split):
     assert raw.source == str(path)
     assert len(raw.ids) == len(raw.text_a) == len(raw.text_b) == len(raw.labels) == len(raw.lines) == n
     assert all(isinstance(a, str) and a for a in raw.text_a)
-    if task.input == "single":
+    if not task.has_text_b:
         assert all(b is None for b in raw.text_b)
     else:
         assert all(isinstance(b, str) and b for b in raw.text_b)

@@ -24,12 +24,13 @@ from mtdnn.data.batching import collate
 from mtdnn.data.pipeline import load_task_data
 from mtdnn.errors import ConfigError
 from mtdnn.model.multitask import MultiTaskModel, load_encoder, load_tokenizer
+from mtdnn.model.objectives import group_symmetric_kl, symmetric_kl
 from mtdnn.run_dir import RunDir
 from mtdnn.tasks.registry import TaskRegistry
 from mtdnn.tasks.schema import parse_task
 from mtdnn.training.checkpoint import state_dir
 from mtdnn.training.methods.smart import (EmaAnchor, SmartLoss, SmartSettings, adversarial_perturbation,
-                                          group_symmetric_kl, output_divergence, symmetric_kl)
+                                          output_divergence)
 from mtdnn.training.step import TaskLoss
 from toy_tasks import train_argv, write_toy_data
 

@@ -10,7 +10,6 @@ from mtdnn.data.readers import read_split
 from mtdnn.errors import ConfigError, DataError
 from mtdnn.evaluation import Predictions, score
 from mtdnn.metrics import compute_metric
-from mtdnn.reports import class_report
 from mtdnn.tasks.registry import builtin_tasks
 from mtdnn.tasks.schema import load_task_file, parse_task
 
@@ -85,7 +84,7 @@ def test_default_metrics_follow_the_type():
 
 def test_class_report_by_hand():
     task = load_task_file_text(SUPPORT_TICKETS)
-    r = class_report(task, GOLD, PRED)
+    r = task.kind.class_report(task, GOLD, PRED)
     assert r["labels"] == ["billing", "bug", "other"] and r["rows"] == 6
     assert r["per_class"]["billing"] == pytest.approx({"precision": 100.0, "recall": 75.0, "f1": 100 * 6 / 7,
                                                        "support": 4})
@@ -96,7 +95,7 @@ def test_class_report_by_hand():
     assert r["f1_weighted"] == pytest.approx(100 * (4 * 6 / 7 + 1 / 2) / 6)
     # ranking: class 0 is "not the best candidate" (labels[1]), class 1 the best (labels[0])
     rank = builtin_tasks()["qnli_rank"]
-    rr = class_report(rank, np.array([1, 0, 0, 1]), np.array([1, 1, 0, 0]))
+    rr = rank.kind.class_report(rank, np.array([1, 0, 0, 1]), np.array([1, 1, 0, 0]))
     assert rr["labels"] == ["not_entailment", "entailment"]
     assert rr["confusion_matrix"]["matrix"] == [[1, 1], [1, 1]]
 
@@ -216,6 +215,6 @@ def test_without_matplotlib_only_the_png_is_skipped(tmp_path, monkeypatch, caplo
     task = load_task_file_text(SUPPORT_TICKETS)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if not installed
     with caplog.at_level(logging.INFO, logger="mtdnn.reports"):
-        write_report(tmp_path / "reports", task, "dev", class_report(task, GOLD, PRED), with_plot=True)
+        write_report(tmp_path / "reports", task, "dev", task.kind.class_report(task, GOLD, PRED), with_plot=True)
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["support_tickets.dev.json"]
     assert "matplotlib is not installed (pip install 'mtdnn[plots]'): no confusion-matrix PNG" in caplog.text

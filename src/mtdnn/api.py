@@ -20,7 +20,6 @@ from .data.readers import RawSplit, data_dir_default, decode_file, read_split
 from .errors import ConfigError
 from .evaluation import Metrics, Predictions, evaluate_tasks, prediction_labels
 from .model.encoders import named_splits
-from .reports import class_report
 from .run_dir import atomic_write
 from .saved_model import SavedModel
 from .tasks.schema import Columns, SplitDef, TaskDef
@@ -63,8 +62,9 @@ class Run(SavedModel):
 
         def report(task: str, split: str, preds: Predictions) -> None:
             td = data[task]
-            if td.task.type != "regression":
-                reports.setdefault(task, {})[split] = class_report(td.task, td.evals[split].labels, preds.preds)
+            got = td.task.kind.split_report(td.task, td.evals[split], preds.preds)
+            if got is not None:
+                reports.setdefault(task, {})[split] = got
 
         metrics = evaluate_tasks(self.model, data, batch_size=batch_size, device=self.device,
                                  precision=self.precision, pad_id=self.tokenizer.pad_token_id or 0,
@@ -74,38 +74,47 @@ class Run(SavedModel):
     def predict(self, task: str, text_a: Sequence[str], text_b: Sequence[str] | None = None,
                 batch_size: int = 128) -> list[Any]:
         """Predicted label names (classification, ranking) or scores (regression) for raw texts.
-        For ranking tasks, rows with the same ``text_a`` (question) are one candidate group."""
+        For ranking tasks, rows with the same ``text_a`` (question) are one candidate group. For
+        tagging tasks, each text's entities (``type``, character ``start`` and ``end``, ``text``,
+        ``score``), or with plain tags each word's ``tag``."""
         t = self.task(task)
-        if t.input != "single" and text_b is None:
+        if t.has_text_b and text_b is None:
             raise ConfigError(f"task '{task}' takes sentence pairs: give text_b", field="text_b")
-        raw = RawSplit(task, "predict", "<api>", ids=[str(i) for i in range(len(text_a))],
-                       text_a=list(text_a), text_b=list(text_b) if text_b is not None else [None] * len(text_a),
-                       labels=[None] * len(text_a), lines=list(range(1, len(text_a) + 1)))
-        _, preds = self._predict(t, raw, batch_size)
-        labels = prediction_labels(t, preds)
-        return [float(v) for v in labels] if t.type == "regression" else labels
+        texts = list(text_a)
+        raw = RawSplit(task, "predict", "<api>", **t.kind.api_rows(t, texts, list(text_b) if text_b is not None else None))
+        if len(raw) == 0:
+            return t.kind.api_answers(t, texts, raw, None, None)
+        tok, preds = self._predict(t, raw, batch_size)
+        return t.kind.api_answers(t, texts, raw, tok, preds)
 
     def predict_file(self, task: str, input_path: str | Path, output_path: str | Path,
                      text_a: str | int | None = None, text_b: str | int | None = None,
                      id_column: str | int | None = None, batch_size: int = 128) -> int:
         """Predict every row of a TSV/CSV/JSON-lines file and write ``index, prediction[, p(label)...]``
         as TSV. Columns default to the task's own column names, else ``text_a``/``text_b``. Ranking:
-        where the file has the task's ``group`` column, it groups the candidates, else ``text_a``."""
+        where the file has the task's ``group`` column, it groups the candidates, else ``text_a``.
+        Tagging: a CoNLL file (words in column ``text_a``, default the task's) gives the same file
+        with a predicted tag column; JSON lines get a ``predicted_tags`` field. Returns the rows
+        (sentences) predicted."""
         t = self.task(task)
         input_path = Path(input_path)
-        fmt = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(input_path.suffix, "tsv")
-        cols = _guess_columns(t, input_path, fmt, text_a, text_b, id_column)
-        split = SplitDef(path=str(input_path.resolve()), format=fmt, columns=cols, role="test", labeled=False)
+        given = t.kind.predict_split(t, input_path, text_a)
+        if given is None:
+            fmt = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(input_path.suffix, "tsv")
+            given = {"format": fmt, "columns": _guess_columns(t, input_path, fmt, text_a, text_b, id_column)}
+        split = SplitDef(path=str(input_path.resolve()), role="test", labeled=False, **given)
         probe = t.model_copy(update={"splits": {**t.splits, "predict": split}})
         raw = read_split(probe, "predict", input_path.parent, allow_hub=False)
         tok, preds = self._predict(t, raw, batch_size)
+        own = t.kind.prediction_file_lines(t, raw, preds, input_path)
         labels = prediction_labels(t, preds)
         with atomic_write(output_path) as f:
-            extra = "".join(f"\tp_{name}" for name in t.labels) if t.type == "classification" else ""
-            f.write(f"index\tprediction{extra}\n")
+            if own is not None:
+                f.writelines(line + "\n" for line in own)
+                return len(labels)
+            f.write("\t".join(["index", "prediction", *t.kind.prediction_columns(t)]) + "\n")
             for i, (uid, lab) in enumerate(zip(raw.ids, labels)):
-                probs = "".join(f"\t{p:.6f}" for p in preds.outputs[i]) if t.type == "classification" else ""
-                f.write(f"{uid}\t{lab}{probs}\n")
+                f.write("\t".join([uid, lab, *t.kind.prediction_extras(t, preds.outputs[i])]) + "\n")
         return len(labels)
 
 
@@ -125,17 +134,17 @@ def _guess_columns(task: TaskDef, path: Path, fmt: str, a, b, idc) -> Columns:
     elif fmt == "jsonl" and path.is_file():
         header = _first_record_keys(path)
     candidates = [s.columns for s in task.splits.values()] + [
-        Columns(text_a="text_a", text_b="text_b" if task.input != "single" else None)]
+        Columns(text_a="text_a", text_b="text_b" if task.has_text_b else None)]
     for c in candidates:
-        names = [c.text_a] + ([c.text_b] if task.input != "single" else [])
+        names = [c.text_a] + ([c.text_b] if task.has_text_b else [])
         if header and all(isinstance(n, str) and n in header for n in names):
             if idc is None:
                 idc = next((n for n in (c.id, "index", "id", "idx") if n is not None and n in header), None)
-            group = c.group if task.type == "ranking" and isinstance(c.group, str) and c.group in header else None
-            return Columns(text_a=c.text_a, text_b=c.text_b if task.input != "single" else None, id=idc,
+            group = c.group if task.kind.keeps_groups and isinstance(c.group, str) and c.group in header else None
+            return Columns(text_a=c.text_a, text_b=c.text_b if task.has_text_b else None, id=idc,
                            group=group)
     if fmt in ("jsonl", "parquet") or not header:
-        return Columns(text_a="text_a", text_b="text_b" if task.input != "single" else None, id=idc)
+        return Columns(text_a="text_a", text_b="text_b" if task.has_text_b else None, id=idc)
     raise ConfigError(f"cannot tell which columns hold the text (header: {', '.join(header)}); "
                       "pass --text-a COLUMN [--text-b COLUMN]", path=str(path), field="columns")
 

@@ -14,9 +14,7 @@ from tqdm.auto import tqdm
 from .data.batching import collate, eval_order
 from .data.pipeline import TaskData
 from .data.tokenized import TokenizedSplit
-from .metrics import compute_metrics
 from .model.multitask import MultiTaskModel
-from .model.objectives import rank_predictions
 from .run_dir import atomic_write
 from .runtime import autocast, to_device
 from .tasks.schema import TaskDef
@@ -60,16 +58,12 @@ def predict(model: MultiTaskModel, task: TaskDef, split: TokenizedSplit, *, batc
             batch = to_device(collate(split, idx if real else np.arange(1), pad_id), device)
             with autocast(device, precision):
                 out = model(task.name, batch)
-            out = out.float()
-            if task.type == "classification":
-                out = torch.softmax(out, dim=-1)
-            else:
-                out = out.squeeze(-1)
+            out = task.kind.eval_outputs(out.float(), batch)
             outs.append(out if real else out[:0])
             rows.append(idx)
     model.train(was_training)
     order = np.concatenate(rows).astype(np.int64)
-    stacked = torch.cat(outs).cpu().numpy()
+    stacked = task.kind.stack_outputs(outs)
     if sharded:
         parts = dist.all_gather_object((order, stacked))
         order = np.concatenate([p[0] for p in parts])
@@ -79,21 +73,13 @@ def predict(model: MultiTaskModel, task: TaskDef, split: TokenizedSplit, *, batc
                                f"{task.name}/{split.split}")
     outputs = np.empty_like(stacked)
     outputs[order] = stacked
-    return Predictions(outputs, _decide(task, outputs, split))
-
-
-def _decide(task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
-    if task.type == "classification":
-        return outputs.argmax(-1)
-    if task.type == "ranking":
-        return rank_predictions(torch.from_numpy(outputs), torch.from_numpy(split.groups)).numpy()
-    return outputs
+    return Predictions(outputs, task.kind.decide(task, outputs, split))
 
 
 def score(task: TaskDef, split: TokenizedSplit, preds: Predictions) -> dict[str, float]:
     """Metrics in percent plus ``score`` (GLUE's figure). For ranking, accuracy counts the best
     candidate of each question as positive and the others as negative (GLUE QNLI)."""
-    return compute_metrics(task.metric_names, preds.preds, split.labels)
+    return task.kind.score(task, split, preds.preds)
 
 
 Metrics = dict[str, dict[str, dict[str, float]]]  # task -> split -> metric -> value
@@ -125,12 +111,8 @@ def evaluate_tasks(model: MultiTaskModel, data: dict[str, TaskData], *, batch_si
 
 
 def prediction_labels(task: TaskDef, preds: Predictions) -> list[str]:
-    """Predictions as they appear in submission files: label names, or scores."""
-    if task.type == "classification":
-        return [task.labels[i] for i in preds.preds]
-    if task.type == "ranking":
-        return [task.labels[0] if p == 1 else task.labels[1] for p in preds.preds]
-    return [f"{v:.3f}" for v in preds.preds]
+    """Predictions as they appear in submission files: label names, or scores (the task's kind)."""
+    return task.kind.prediction_labels(task, preds.preds)
 
 
 def write_submission(path: str | Path, uids: list[str], values: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""Per-class reports of the tasks that predict classes (classification and ranking).
+"""Per-class reports of the tasks that predict classes (the kinds with ``class_names``:
+classification and ranking).
 
 For each labeled dev/test split of such a task, a finished run holds ``reports/<task>.<split>.json``:
 precision, recall, F1 and support of each label, accuracy, macro-, micro- and support-weighted F1
@@ -16,9 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from .metrics import compute_metric
 from .run_dir import RunDir, atomic_path, write_json
 from .tasks.schema import TaskDef
 
@@ -27,34 +26,6 @@ if TYPE_CHECKING:  # the training modules import this one
     from .training.setup import Setup
 
 log = logging.getLogger(__name__)
-
-
-def class_names(task: TaskDef) -> list[str]:
-    """The label of each class index the model predicts: the task's labels (classification), or
-    for ranking index 0 = not the best candidate (``labels[1]``), 1 = the best (``labels[0]``)."""
-    if task.type == "ranking":
-        return [task.labels[1], task.labels[0]]
-    return list(task.labels)
-
-
-def class_report(task: TaskDef, gold: np.ndarray, preds: np.ndarray) -> dict[str, Any]:
-    """The report of one split from gold and predicted class indices (see the module docstring)."""
-    names = class_names(task)
-    index = list(range(len(names)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        gold, preds, labels=index, average=None, zero_division=0)
-    per_class = {name: {"precision": 100.0 * float(p), "recall": 100.0 * float(r), "f1": 100.0 * float(f),
-                        "support": int(s)}
-                 for name, p, r, f, s in zip(names, precision, recall, f1, support)}
-    matrix = confusion_matrix(gold, preds, labels=index)
-    return {
-        "task": task.name, "rows": int(len(gold)), "labels": names,
-        "accuracy": compute_metric("accuracy", preds, gold),
-        **{m: compute_metric(m, preds, gold) for m in ("f1_macro", "f1_micro", "f1_weighted")},
-        "per_class": per_class,
-        "confusion_matrix": {"rows": "gold label", "columns": "predicted label",
-                             "matrix": matrix.astype(int).tolist()},
-    }
 
 
 def report_paths(folder: Path, task: str, split: str) -> tuple[Path, Path]:
@@ -113,7 +84,7 @@ def write_class_reports(setup: Setup, run: RunDir, selection: dict[str, int], di
     loaded = None
     for name, td in setup.data.items():
         epoch = selection.get(setup.model.head_name(name))
-        if td.task.type == "regression" or not td.evals or epoch is None:
+        if not td.task.kind.has_report(td.task) or not td.evals or epoch is None:
             continue
         for split_name, split in td.evals.items():
             classes = predicted.get((name, split_name, epoch))
@@ -125,6 +96,6 @@ def write_class_reports(setup: Setup, run: RunDir, selection: dict[str, int], di
                                   device=setup.device, precision=setup.cfg.precision,
                                   pad_id=setup.tokenizer.pad_token_id or 0, dist=dist).preds
             if dist.is_main:
-                report = class_report(td.task, split.labels, classes)
+                report = td.task.kind.split_report(td.task, split, classes)
                 write_report(run.path / "reports", td.task, split_name, report,
                              with_plot=split_name == td.task.selection_split)

@@ -173,7 +173,7 @@ def check_request(engine: Engine, options: ServeOptions, task: str | None, tasks
             if text is not None and len(text) > options.max_text_chars:
                 raise RequestError(413, f"inputs[{i}].{key} has {len(text)} characters (at most "
                                         f"{options.max_text_chars})")
-    pairs = [n for n in names if engine.tasks[n].kind == "pair"]
+    pairs = [n for n in names if engine.tasks[n].takes_pair]
     lacking = next((i for i, row in enumerate(inputs) if row.get("text_b") is None), None)
     if pairs and lacking is not None:
         raise RequestError(422, f"task '{pairs[0]}' takes a pair of texts: inputs[{lacking}] has no text_b")
@@ -190,7 +190,8 @@ async def answer(batcher: MicroBatcher, engine: Engine, names: list[str],
     for n in names:
         by_kind.setdefault(engine.tasks[n].kind, []).append(n)
     kinds = list(by_kind)
-    outs = await asyncio.gather(*(batcher.submit(k, text_a, [row["text_b"] for row in inputs] if k == "pair" else None,
+    outs = await asyncio.gather(*(batcher.submit(k, text_a, [row["text_b"] for row in inputs]
+                                                 if engine.tasks[by_kind[k][0]].takes_pair else None,
                                                  by_kind[k]) for k in kinds))
     raw = {t: v for out in outs for t, v in out.items()}
     return {n: [present(engine.tasks[n], row) for row in raw[n]] for n in names}

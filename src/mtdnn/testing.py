@@ -30,12 +30,14 @@ def dropout_free_tasks(path: Path, sources: tuple[str, ...] = ("rte", "stsb"), p
     the runs of these copies cover the SAN head)."""
     import yaml
 
+    from .tasks.schema import parse_task
+
     builtin = Path(__file__).parent / "tasks" / "builtin"
     tasks = []
     for src in sources:
         t = yaml.safe_load((builtin / f"{src}.yaml").read_text())
         t["name"], t["dropout"] = f"{src}0", 0.0
-        if t["type"] == "classification" and t.get("input", "pair") == "pair" and "head" not in t:
+        if "head" not in t and parse_task(t, src).kind.takes_pair_head(t.get("input", "pair")):
             t["head"] = {"kind": pair_head}
         if t.get("head", {}).get("kind") == "san":
             t["head"]["step_dropout"] = 0.0

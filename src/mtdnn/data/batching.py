@@ -93,6 +93,17 @@ def eval_order(split: TokenizedSplit, batch_size: int, max_waste: float = 0.1,
     return batches
 
 
+def _labels(split: TokenizedSplit, indices: np.ndarray, width: int) -> np.ndarray:
+    """The batch's labels: one per row, or one per token (tagging; -100 at padding)."""
+    if split.token_labels is None:
+        return split.labels[indices]
+    out = np.full((len(indices), width), -100, dtype=np.int64)
+    for r, i in enumerate(indices):
+        s, e = split.offsets[i], split.offsets[i + 1]
+        out[r, :e - s] = split.token_labels[s:e]
+    return out
+
+
 def collate(split: TokenizedSplit, indices: np.ndarray, pad_id: int,
             pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
     """Pad a batch to its longest row (dynamic padding)."""
@@ -114,7 +125,7 @@ def collate(split: TokenizedSplit, indices: np.ndarray, pad_id: int,
         if tt is not None:
             tt[r, :L] = split.type_ids[s:e]
     batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
-             "seg": torch.from_numpy(seg), "labels": torch.from_numpy(split.labels[indices]),
+             "seg": torch.from_numpy(seg), "labels": torch.from_numpy(_labels(split, indices, width)),
              "groups": torch.from_numpy(split.groups[indices]),
              # the rows of the split (per-row data kept elsewhere: distillation's soft targets)
              "row_ids": torch.from_numpy(np.asarray(indices, dtype=np.int64))}

@@ -18,15 +18,9 @@ HOLDOUT = "holdout"  # the evaluation split's name in history.jsonl, metrics.jso
 
 
 def strata(raw: RawSplit, task: TaskDef) -> np.ndarray:
-    """The stratum of each row: its label, its score's tenth (regression), or its question (ranking)."""
-    if task.type == "ranking":
-        return raw.group_ids()
-    if task.type == "regression":
-        scores = np.asarray(raw.labels, dtype=np.float64)
-        edges = np.quantile(scores, np.linspace(0, 1, 11)[1:-1])
-        return np.searchsorted(edges, scores, side="right")
-    names = sorted({str(v) for v in raw.labels})
-    return np.array([names.index(str(v)) for v in raw.labels], dtype=np.int64)
+    """The stratum of each row, as the task's kind sees it: its label, its score's tenth
+    (regression), or its question (ranking)."""
+    return task.kind.holdout_strata(task, raw)
 
 
 def holdout_rows(raw: RawSplit, task: TaskDef, fraction: float, seed: int) -> np.ndarray:
@@ -34,7 +28,7 @@ def holdout_rows(raw: RawSplit, task: TaskDef, fraction: float, seed: int) -> np
     rows, at least one row in all; for ranking, that share of the questions, whole (never all)."""
     rng = np.random.default_rng(seed)
     group = strata(raw, task)
-    if task.type == "ranking":  # draw whole questions
+    if task.kind.keeps_groups:  # draw whole questions
         questions = np.unique(group)
         k = max(1, round(fraction * len(questions)))
         chosen = rng.choice(questions, size=min(k, len(questions) - 1), replace=False)

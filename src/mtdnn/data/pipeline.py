@@ -66,7 +66,7 @@ def load_task_data(tasks: list[TaskDef], tokenizer, *, data_dir: str | Path, max
                 raise
             n_train = max_train_examples.get(task.name) if isinstance(max_train_examples, dict) else max_train_examples
             if split.role == "train" and n_train:
-                raw = subset_rows(raw, n_train, subset_seed, task.type == "ranking")
+                raw = subset_rows(raw, n_train, subset_seed, task.kind.keeps_groups)
             elif split.role != "train" and max_eval_examples and split.labeled:
                 raw = raw.select(list(range(min(max_eval_examples, len(raw)))))
             if split.role == "train" and holdout_fraction:

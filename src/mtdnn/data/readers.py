@@ -47,6 +47,9 @@ class RawSplit:
     dropped_unlabeled: int = 0
     group_keys: list[str] | None = None
     dropped_no_positive: int = 0  # ranking training rows dropped with their group (no positive answer)
+    # tagging: each row is a sentence, its words here (``text_a`` holds them joined by spaces, or the
+    # raw text they were split from) and its tags as a tuple in ``labels``
+    words: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.text_a)
@@ -59,6 +62,8 @@ class RawSplit:
             setattr(out, name, [src[i] for i in keep])
         if self.group_keys is not None:
             out.group_keys = [self.group_keys[i] for i in keep]
+        if self.words is not None:
+            out.words = [self.words[i] for i in keep]
         return out
 
     def group_ids(self) -> np.ndarray:
@@ -363,6 +368,11 @@ def read_split(task: TaskDef, name: str, data_dir: str | Path, *, allow_hub: boo
     if name not in task.splits:
         raise DataError(f"task '{task.name}' has no split '{name}' (it has: {', '.join(task.splits)})")
     split = task.splits[name]
+    if task.kind.reads_own_files:
+        path = resolve_path(split, Path(data_dir), task.base_dir)
+        if path is None or not path.is_file():
+            raise _not_found(task, name, split, Path(data_dir))
+        return RawSplit(task.name, name, str(path), **task.kind.read_file(task, name, split, path))
     source, cols, records, from_hub = _open_source(task, name, split, Path(data_dir), allow_hub)
     out = RawSplit(task.name, name, source, group_keys=[] if cols.group is not None else None)
     bad = _BadRows(source)
@@ -379,7 +389,7 @@ def read_split(task: TaskDef, name: str, data_dir: str | Path, *, allow_hub: boo
         label: Any = None
         if labeled:
             raw = rec.get("label")
-            label, problem = _parse_label(task, split, raw, from_hub)
+            label, problem = task.kind.parse_label(task, split, raw, from_hub)
             if problem == "missing":
                 out.dropped_unlabeled += 1
                 continue
@@ -405,63 +415,4 @@ def read_split(task: TaskDef, name: str, data_dir: str | Path, *, allow_hub: boo
     if out.dropped_unlabeled:
         log.warning("%s/%s: dropped %d rows without a gold label (%s)", task.name, name,
                     out.dropped_unlabeled, source)
-    if task.type == "ranking" and labeled:
-        out = _check_ranking_groups(task, split, out)
-    return out
-
-
-def _parse_label(task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
-    """-> (label, problem); problem is None, 'missing', or a message."""
-    if task.type == "regression":
-        if raw is None or (isinstance(raw, str) and raw.strip() in split.missing_labels):
-            return None, "missing"
-        if isinstance(raw, bool):  # JSON true/false: not a score
-            return None, f"score {_show(raw)} is not a number"
-        try:
-            value = float(raw)
-        except (TypeError, ValueError, OverflowError):
-            return None, f"score {_show(raw)} is not a number"
-        if not math.isfinite(value):
-            return None, f"score {_show(raw)} is not a finite number"
-        return value, None
-    # an integer from datasets (hub, parquet) is a class index (a ClassLabel), unless the split's
-    # label_map or the task's labels name it as a value ("0", "1", ...): then it is read as text
-    named = isinstance(raw, int) and (str(raw) in split.label_map or str(raw) in task.labels)
-    if from_hub and isinstance(raw, int) and not isinstance(raw, bool) and not named:
-        if raw < 0:
-            return None, "missing"
-        if raw >= len(task.labels):
-            return None, f"label index {raw} outside 0..{len(task.labels) - 1}"
-        return task.labels[raw], None
-    text = _as_text(raw)
-    text = text.strip() if text is not None else ""
-    text = split.label_map.get(text, text)
-    if text in split.missing_labels:
-        return None, "missing"
-    if text not in task.labels:
-        return None, f"unknown label {_show(text)} (expected one of: {', '.join(task.labels)})"
-    return text, None
-
-
-def _check_ranking_groups(task: TaskDef, split: SplitDef, raw: RawSplit) -> RawSplit:
-    """Every training group needs a positive answer (labels[0]); error or drop by the task's rule."""
-    positive = task.labels[0]
-    groups: dict[int, list[int]] = {}
-    for i, g in enumerate(raw.group_ids().tolist()):
-        groups.setdefault(g, []).append(i)
-    no_pos = [idx for idx in groups.values() if not any(raw.labels[i] == positive for i in idx)]
-    if not no_pos or split.role != "train":
-        return raw
-    if task.ranking_no_positive == "error":
-        first = no_pos[0][0]
-        which = (f"group {_show(raw.group_keys[first])}, question {_show(raw.text_a[first], 60)}"
-                 if raw.group_keys is not None else f"question {_show(raw.text_a[first], 60)}")
-        raise DataError(f"ranking group ({which}) has no positive answer "
-                        f"'{positive}' ({len(no_pos)} such groups)", path=raw.source,
-                        line=raw.lines[first], field="label")
-    drop = {i for idx in no_pos for i in idx}
-    log.warning("%s/%s: dropped %d ranking groups (%d rows) without a positive answer",
-                task.name, raw.split, len(no_pos), len(drop))
-    kept = raw.select([i for i in range(len(raw)) if i not in drop])
-    kept.dropped_no_positive = len(drop)
-    return kept
+    return task.kind.after_read(task, split, out) if labeled else out

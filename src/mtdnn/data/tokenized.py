@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..kinds.base import SEG_SPECIAL
 from ..run_dir import atomic_write
 from ..tasks.schema import TaskDef
 from .readers import RawSplit
@@ -24,8 +25,7 @@ from .readers import RawSplit
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "1"
-# segment ids stored per token: 0 = first text, 1 = second text, 2 = special/other tokens
-SEG_SPECIAL = 2
+# segment ids stored per token: 0 = first text, 1 = second text, SEG_SPECIAL = special/other tokens
 
 
 def default_cache_dir() -> Path:
@@ -45,7 +45,12 @@ class TokenizedSplit:
     offsets: np.ndarray      # int64, len n+1
     labels: np.ndarray       # int64 (classification, ranking: 1 = positive) / float32 (regression)
     groups: np.ndarray       # int64 group id per row (ranking), else arange
-    uids: list[str]
+    uids: list[str]          # the id of each row (tagging: of each sentence)
+    # tagging: the label of each token (flat, like ``ids``; -100: none), the encoder windows
+    # (``tagging.alignment.Window``) and the gold tag ids of each sentence's words
+    token_labels: np.ndarray | None = None
+    windows: list | None = None
+    word_labels: list[list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -91,23 +96,16 @@ def content_hash(task: TaskDef, raw: RawSplit, max_len: int, tok_fp: str) -> str
 
 
 def encode_labels(task: TaskDef, raw: RawSplit) -> tuple[np.ndarray, np.ndarray]:
-    n = len(raw)
-    if raw.labels and raw.labels[0] is None:
-        labels = np.full(n, -1, dtype=np.int64) if task.type != "regression" else np.full(n, np.nan, np.float32)
-    elif task.type == "regression":
-        labels = np.asarray(raw.labels, dtype=np.float32)
-    elif task.type == "ranking":
-        labels = np.asarray([1 if y == task.labels[0] else 0 for y in raw.labels], dtype=np.int64)
-    else:
-        index = {name: i for i, name in enumerate(task.labels)}
-        labels = np.asarray([index[y] for y in raw.labels], dtype=np.int64)
-    groups = raw.group_ids() if task.type == "ranking" else np.arange(n, dtype=np.int64)
-    return labels, groups
+    """(labels, groups) of a split, as the task's kind encodes them."""
+    return task.kind.encode_labels(task, raw)
 
 
 def tokenize_split(task: TaskDef, raw: RawSplit, tokenizer, max_len: int,
                    cache_dir: str | Path | None = None) -> TokenizedSplit:
-    """Tokenise (or load from the cache) one split."""
+    """Tokenise (or load from the cache) one split; a kind with its own tokenisation does it."""
+    own = task.kind.tokenize(task, raw, tokenizer, max_len)
+    if own is not None:
+        return TokenizedSplit(task.name, raw.split, **own)
     tok_fp = tokenizer_fingerprint(tokenizer)
     key = content_hash(task, raw, max_len, tok_fp)
     cache_path = None
@@ -130,7 +128,7 @@ def _tokenize(task: TaskDef, raw: RawSplit, tokenizer, max_len: int) -> Tokenize
     step = 4096
     for start in range(0, len(raw), step):
         a = raw.text_a[start:start + step]
-        b = raw.text_b[start:start + step] if task.input != "single" else None
+        b = raw.text_b[start:start + step] if task.has_text_b else None
         enc = tokenizer(a, b, truncation=True, max_length=max_len, padding=False,
                         return_attention_mask=False)
         if has_tt is None:

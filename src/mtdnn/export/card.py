@@ -51,8 +51,7 @@ def _task_table(plan: ExportPlan, tasks: list[TaskDef]) -> list[str]:
         m = plan.metrics.get(t.name) or {}
         shown = "; ".join(f"{s}: " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items() if k != "score")
                           for s, vals in m.items()) or "not evaluated at this epoch"
-        labels = ", ".join(t.labels) if t.type == "classification" else \
-            ("score (higher: more relevant)" if t.type == "ranking" else "score")
+        labels = t.kind.card_labels(t)
         head = t.head.kind + (f" (K={t.head.steps})" if t.head.kind == "san" else "")
         if t.head_from:
             head += f", {t.head_from}'s"
@@ -95,7 +94,7 @@ def _lora_encoders_note(plan: ExportPlan, tasks: list[TaskDef], single: bool) ->
 
 def _usage(name: str, tasks: list[TaskDef], single: bool, onnx: bool = False) -> list[str]:
     t = tasks[0]
-    pair = t.input != "single"
+    pair = t.has_text_b
     if onnx:
         args = '["A man is sleeping."], ["Nobody sleeps."]' if pair else '["A man is sleeping."]'
         return ["```python", "import onnxruntime as ort", "from transformers import AutoTokenizer", "",

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..kinds import get_kind
 from .folder import export_format, register_config
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,14 @@ class TaskInfo:
     adapter: str | None = None
 
     @property
+    def takes_pair(self) -> bool:
+        """Whether its encoder pass takes a pair of texts (pair and ranking tasks)."""
+        return get_kind(self.type).reads_pairs(self.input)
+
+    @property
     def kind(self) -> str:
-        """The input its encoder pass takes: one text, or a pair (pair and ranking tasks)."""
-        return "single" if self.input == "single" else "pair"
+        """The input its encoder pass takes: one text (``single``), or a pair (``pair``)."""
+        return "pair" if self.takes_pair else "single"
 
 
 def task_infos(tasks: dict[str, dict[str, Any]], order: list[str]) -> dict[str, TaskInfo]:
@@ -171,13 +177,8 @@ class OnnxEngine(_Tokenizing):
 
 
 def present(info: TaskInfo, row: np.ndarray) -> dict[str, Any]:
-    """A task's answer for one input from its raw output row."""
-    if info.type != "classification":
-        return {"score": float(np.asarray(row).reshape(-1)[0])}
-    z = np.asarray(row, dtype=np.float64)
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    return {"label": info.labels[int(np.argmax(p))], "probabilities": dict(zip(info.labels, map(float, p)))}
+    """A task's answer for one input from its raw output row, as its kind presents it."""
+    return get_kind(info.type).present(info.labels, np.asarray(row))
 
 
 def load_engine(path: str | Path, backend: Backend = "torch", epoch: int | None = None,

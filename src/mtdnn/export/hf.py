@@ -111,11 +111,7 @@ def _task(plan: ExportPlan, name: str) -> TaskDef:
     if t.head.kind == "san":
         raise ConfigError(f"task '{name}' has a SAN head, which has no standard Hugging Face equivalent "
                           f"(pair tasks get a linear head, which has one, with --pair-head linear, the default): {whole}", field="task")
-    if t.type == "ranking":
-        raise ConfigError(f"task '{name}' ranks the candidate answers of a question, which a standard "
-                          f"text-classification folder cannot (its score means something only against the "
-                          f"question's other candidates): {whole}; mtdnn predict ranks each question's "
-                          "candidates with it (or with the run itself)", field="task")
+    t.kind.standard_folder(t)  # a kind without a standard folder says why
     return t
 
 
@@ -125,11 +121,11 @@ def sequence_classifier(plan: ExportPlan, t: TaskDef) -> nn.Module:
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     cfg = AutoConfig.from_pretrained(str(plan.run.encoder_dir))
-    regression = t.type == "regression"
-    cfg.num_labels = 1 if regression else len(t.labels)
-    cfg.id2label = {0: "score"} if regression else dict(enumerate(t.labels))
+    id2label, problem_type = t.kind.standard_folder(t)
+    cfg.num_labels = len(id2label)
+    cfg.id2label = id2label
     cfg.label2id = {v: k for k, v in cfg.id2label.items()}
-    cfg.problem_type = "regression" if regression else "single_label_classification"
+    cfg.problem_type = problem_type
     cfg.classifier_dropout = t.dropout
     model = AutoModelForSequenceClassification.from_config(cfg)
     state = export_state(plan)

@@ -126,10 +126,7 @@ def int8_metric_change(plan: ExportPlan, folder: Path, tokenizer, n_rows: int) -
         scores = []
         for run in (fp32, int8):
             out = run(inputs, t.name)
-            preds = out.argmax(-1) if t.type == "classification" else out.reshape(-1)
-            if t.type == "ranking":
-                from ..model.objectives import rank_predictions
-                preds = rank_predictions(torch.from_numpy(preds), batch["groups"]).numpy()
+            preds = t.kind.onnx_predictions(t, out, batch["groups"].numpy())
             scores.append(compute_metrics(t.metrics, preds, labels))
         change[t.name] = {k: scores[1][k] - scores[0][k] for k in scores[0] if k != "score"}
     return change

@@ -108,6 +108,10 @@ def plan_export(run_path: str | Path, epoch: int | None = None, per_task_epochs:
     if not run.config_file.is_file():
         raise CheckpointError("not an mtdnn run directory (config.yaml missing)", path=str(run.path))
     config, tasks, selection = run.read_config(), run.read_tasks(), run.read_selection()
+    for t in tasks:
+        why = t.kind.refuses("export")
+        if why:
+            raise ConfigError(f"{why}: task '{t.name}' ({t.type}) cannot be exported", field="task")
     if per_task_epochs and epoch is not None:
         raise ConfigError("--epoch and --per-task-epochs exclude each other", field="epoch")
     if config.get("adapter", "none") != "none":
@@ -195,7 +199,7 @@ def check_rows(plan: ExportPlan, task: TaskDef, n: int = 32) -> RawSplit | None:
     except MtdnnError as e:
         log.warning("no dev rows to check task %s against (%s)", task.name, e)
         return None
-    if task.type == "ranking":  # whole candidate groups
+    if task.kind.keeps_groups:  # whole candidate groups
         groups = raw.group_ids()
         return raw.select([i for i in range(len(raw)) if groups[i] < max(1, n // 2)][:n])
     return raw.select(list(range(min(n, len(raw)))))

@@ -47,7 +47,7 @@ def reference_model(plan: ExportPlan, task: TaskDef) -> MultiTaskModel:
 
 def sample_rows(task: TaskDef) -> RawSplit:
     a = [p[0] for p in SAMPLE_PAIRS]
-    b = [p[1] for p in SAMPLE_PAIRS] if task.input != "single" else [None] * len(a)
+    b = [p[1] for p in SAMPLE_PAIRS] if task.has_text_b else [None] * len(a)
     return RawSplit(task.name, "sample", "<samples>", ids=[str(i) for i in range(len(a))], text_a=a, text_b=b,
                     labels=[None] * len(a), lines=list(range(1, len(a) + 1)))
 

@@ -2,10 +2,12 @@
 
 - ``LinearHead``: dropout + linear on the [CLS] vector -> (B, C) logits (classification),
   (B, 1) a score (regression, ranking).
+- ``TokenHead``: dropout + linear on every token -> (B, T, C) logits (tagging).
 - ``SANHead``: the stochastic answer network -> (B, C) log of the step-averaged probabilities,
   so that cross-entropy on it is the paper's -log(mean_k P^k).
 
-Losses and predictions live in ``model/objectives.py``; they depend on the task type, not the head.
+Which head a task gets is its kind's ``build_head`` (``mtdnn.kinds``); losses and predictions
+depend on the kind, not the head.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tasks.schema import TaskDef
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the kinds build the heads; the schema imports the kinds
+    from ..tasks.schema import TaskDef
 
 
 class LinearHead(nn.Module):
@@ -27,6 +32,20 @@ class LinearHead(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.proj(self.dropout(hidden_states[:, 0]))
+
+
+class TokenHead(nn.Module):
+    """Dropout + linear on every token's hidden state -> (B, T, C) logits (tagging)."""
+
+    reads_cls_only = False
+
+    def __init__(self, hidden: int, n_out: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(hidden, n_out)
+
+    def forward(self, hidden_states: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.proj(self.dropout(hidden_states))
 
 
 def step_keep_mask(batch: int, steps: int, rate: float, device=None,
@@ -95,6 +114,5 @@ class SANHead(nn.Module):
 
 
 def build_head(task: TaskDef, hidden: int) -> nn.Module:
-    if task.head.kind == "san":
-        return SANHead(hidden, task.num_outputs, task.head.steps, task.head.step_dropout, task.dropout)
-    return LinearHead(hidden, task.num_outputs, task.dropout)
+    """The task's output module, as its kind builds it."""
+    return task.kind.build_head(task, hidden)

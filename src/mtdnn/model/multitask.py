@@ -27,7 +27,7 @@ from ..tasks.schema import TaskDef
 from .cls_only import LastLayerForward, install, cls_only as pruned_last_layer
 from .encoders import attention_implementation, describe_attention, passes_token_types
 from .heads import build_head
-from .objectives import loss_units, task_loss
+from .objectives import task_loss
 from .weights import init_from_run
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,7 @@ class MultiTaskModel(nn.Module):
         for ranking). A distributed rank passes ``world_size / units of the global batch`` for its
         share of the rows (``Distributed.share``)."""
         t = self.tasks[task]
-        summed = task_loss(t.type, self(task, batch), batch, t.ranking_gamma, reduction="sum")
+        summed = task_loss(t, self(task, batch), batch, reduction="sum")
         if per_unit is None:
-            per_unit = 1 / max(loss_units(t.type, batch["labels"], batch["groups"]), 1)
+            per_unit = 1 / max(t.kind.loss_units(batch["labels"], batch["groups"]), 1)
         return summed * per_unit

@@ -1,10 +1,16 @@
-"""Loss and prediction per task type. A head produces one tensor; these turn it into a loss
-(training) or predictions (evaluation), whatever the head."""
+"""Losses and predictions. A head produces one tensor; a task's kind (``mtdnn.kinds``) turns it
+into a loss (training) or predictions (evaluation), whatever the head; the ranking loss and
+decision live here."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from ..tasks.schema import TaskDef
 
 
 def ranking_loss(scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor,
@@ -31,25 +37,34 @@ def scatter_logsumexp(values: torch.Tensor, index: torch.Tensor, init: torch.Ten
     return summed.log() + safe_mx
 
 
-def task_loss(task_type: str, output: torch.Tensor, batch: dict[str, torch.Tensor],
-              gamma: float = 1.0, reduction: str = "mean") -> torch.Tensor:
-    """The task type's loss, averaged over the batch's units (rows; questions for ranking), or
+# ---- divergences of two outputs (SMART, distillation)
+def symmetric_kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per row, KL(p||q) + KL(q||p) = sum_c (p_c - q_c)(log p_c - log q_c), p = softmax(a),
+    q = softmax(b) (a and b: logits or log-probabilities, (B, C))."""
+    la, lb = F.log_softmax(a.float(), dim=-1), F.log_softmax(b.float(), dim=-1)
+    return ((la.exp() - lb.exp()) * (la - lb)).sum(dim=-1)
+
+
+def group_log_softmax(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """log softmax of ``scores`` (N,) within each group of rows with the same ``groups`` id."""
+    uniq, inverse = torch.unique(groups, return_inverse=True)
+    init = torch.full((len(uniq),), float("-inf"), device=scores.device, dtype=scores.dtype)
+    return scores - scatter_logsumexp(scores, inverse, init)[inverse]
+
+
+def group_symmetric_kl(a: torch.Tensor, b: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Per group, the symmetric KL of the within-group softmax distributions of scores a and b."""
+    la, lb = group_log_softmax(a.float(), groups), group_log_softmax(b.float(), groups)
+    per_row = (la.exp() - lb.exp()) * (la - lb)
+    uniq, inverse = torch.unique(groups, return_inverse=True)
+    return torch.zeros(len(uniq), device=a.device).index_add(0, inverse, per_row)
+
+
+def task_loss(task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
+              reduction: str = "mean") -> torch.Tensor:
+    """The task kind's loss, averaged over the batch's units (rows; questions for ranking), or
     summed with ``reduction="sum"`` (a distributed run divides the sum by the global batch's units)."""
-    labels = batch["labels"]
-    if task_type == "classification":
-        return F.cross_entropy(output.float(), labels, reduction=reduction)
-    if task_type == "regression":
-        return F.mse_loss(output.float().squeeze(-1), labels.float(), reduction=reduction)
-    if task_type == "ranking":
-        return ranking_loss(output.squeeze(-1), labels, batch["groups"], gamma, reduction)
-    raise ValueError(task_type)
-
-
-def loss_units(task_type: str, labels: torch.Tensor, groups: torch.Tensor) -> int:
-    """How many terms the mean loss averages over: rows, or questions with a positive (ranking)."""
-    if task_type != "ranking":
-        return int(labels.numel())
-    return int(torch.unique(groups[labels == 1]).numel())
+    return task.kind.loss(task, output, batch, reduction)
 
 
 def rank_predictions(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,6 @@ unreadable split, a bad row, a missing file, a ranking group without a positive 
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,22 +91,8 @@ def _duplicates(raw: RawSplit) -> tuple[int, int]:
 
 
 def _label_stats(task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
-    if not out.labeled:
-        return
-    if task.type == "regression":
-        y = np.asarray(raw.labels, dtype=np.float64)
-        out.scores = {"min": float(y.min()), "max": float(y.max()), "mean": float(y.mean()), "std": float(y.std())}
-        return
-    counts = Counter(raw.labels)
-    out.labels = {label: counts.get(label, 0) for label in task.labels}
-    if task.type == "ranking":
-        gid = raw.group_ids()
-        sizes = np.bincount(gid)
-        positives = np.bincount(gid, weights=np.asarray([y == task.labels[0] for y in raw.labels], dtype=float),
-                                minlength=len(sizes))
-        out.groups = {"groups": float(len(sizes)), "min": float(sizes.min()), "median": float(np.median(sizes)),
-                      "max": float(sizes.max()), "single": float((sizes == 1).sum()),
-                      "no_positive": float((positives == 0).sum()), "several_positive": float((positives > 1).sum())}
+    if out.labeled:
+        task.kind.label_stats(task, raw, out)
 
 
 def token_lengths(task: TaskDef, raw: RawSplit, tokenizer: Any, max_seq_len: int) -> dict[str, float]:
@@ -120,7 +105,7 @@ def token_lengths(task: TaskDef, raw: RawSplit, tokenizer: Any, max_seq_len: int
     for start in range(0, len(rows), 2048):
         idx = rows[start:start + 2048]
         a = [raw.text_a[i] for i in idx]
-        b = [raw.text_b[i] for i in idx] if task.input != "single" else None
+        b = [raw.text_b[i] for i in idx] if task.has_text_b else None
         enc = tokenizer(a, b, truncation=False, padding=False, return_attention_mask=False,
                         return_token_type_ids=False, verbose=False)
         lengths += [len(ids) for ids in enc["input_ids"]]
@@ -173,10 +158,8 @@ def _judge(tc: TaskCheck, max_seq_len: int) -> None:
                                "have one candidate (always predicted positive)")
     if t.head_from is None and train is None and not tc.problems:
         tc.problems.append(f"{t.name}: no training split")
-    if train is not None and train.labels:
-        unseen = [label for label, n in train.labels.items() if n == 0]
-        if unseen and t.type == "classification":
-            tc.warnings.append(f"{t.name}/{train.split}: no training rows labeled {', '.join(unseen)}")
+    if train is not None and train.labeled:
+        tc.warnings += t.kind.check_warnings(t, train)
     if t.head_from is None and t.selection_split is None:
         tc.warnings.append(f"{t.name}: no dev split, so training keeps the last epoch")
 

@@ -26,8 +26,7 @@ def with_pair_head(task: TaskDef, kind: PairHead) -> TaskDef:
     """``task`` with head ``kind`` when it is a pair classification task whose definition names no
     ``head`` (the built-in ones); any other task as it is. The default head is linear over [CLS]:
     ``--pair-head san`` gives such tasks the paper's SAN answer module (K = 5, step dropout 0.1)."""
-    if (kind == "linear" or "head" in task.model_fields_set or task.type != "classification"
-            or task.input != "pair"):
+    if kind == "linear" or "head" in task.model_fields_set or not task.kind.takes_pair_head(task.input):
         return task
     return task.model_copy(update={"head": HeadDef(kind=kind)})
 

@@ -24,27 +24,21 @@ from typing import Any, Literal
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
+from pydantic_core import PydanticCustomError
 
 from ..errors import ConfigError
+from ..kinds import KINDS, TaskKind, get_kind, kind_of
 
-TaskType = Literal["classification", "regression", "ranking"]
-InputKind = Literal["single", "pair", "ranking"]
+# a task's ``type`` names its kind (``mtdnn.kinds``): classification, regression, ranking
+TaskType = str
+InputKind = Literal["single", "pair", "ranking", "words"]
 # the head of a pair classification task that names none (``--pair-head``, tasks.registry.with_pair_head)
 PairHead = Literal["linear", "san"]
-Metric = Literal["accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc", "pearson", "spearman"]
-# the metrics of predicted classes (classification, ranking) and of predicted scores (regression)
-CLASS_METRICS: tuple[str, ...] = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc")
-SCORE_METRICS: tuple[str, ...] = ("pearson", "spearman")
-# a task that names no metrics reports these
-DEFAULT_METRICS: dict[str, list[str]] = {
-    "classification": ["accuracy"], "regression": ["pearson", "spearman"], "ranking": ["accuracy"]}
-
-# the loss of each task type (fixed: a task's ``loss`` field was removed, see ``_drop_removed_loss``)
-DEFAULT_LOSS: dict[str, str] = {
-    "classification": "cross_entropy",
-    "regression": "mse",
-    "ranking": "ranking_softmax",
-}
+Metric = Literal["accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc", "pearson", "spearman",
+                 "precision", "recall"]
+# a task that names no metrics reports its kind's defaults; each kind trains with one loss
+DEFAULT_METRICS: dict[str, list[str]] = {name: list(k.default_metrics) for name, k in KINDS.items()}
+DEFAULT_LOSS: dict[str, str] = {name: k.loss_name for name, k in KINDS.items()}
 
 
 class _Strict(BaseModel):
@@ -81,7 +75,8 @@ class SplitDef(_Strict):
     ``hub`` source. When both are given, the local file wins and the hub is the fallback."""
 
     path: str | None = None
-    format: Literal["tsv", "csv", "jsonl", "parquet"] = "tsv"
+    # conll (tagging): word and tag columns by 0-based index in columns.text_a and columns.label
+    format: Literal["tsv", "csv", "jsonl", "parquet", "conll"] = "tsv"
     header: bool = True
     columns: Columns
     hub: HubSource | None = None
@@ -135,6 +130,8 @@ class TaskDef(_Strict):
     ranking_no_positive: Literal["error", "drop"] = "error"
     # ranking: gamma of P(A+|Q) = softmax(gamma * score); labels are [positive, negative]
     ranking_gamma: float = Field(1.0, gt=0.0)
+    # tagging: the tag scheme of the files (iob1 is read into iob2; plain: tags without entities, POS)
+    scheme: Literal["iob1", "iob2", "iobes", "plain"] | None = None
     # a test-only task evaluated with another task's head (GLUE AX uses MNLI's)
     head_from: str | None = None
     description: str = ""
@@ -145,10 +142,20 @@ class TaskDef(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _default_metrics(cls, data: Any) -> Any:
-        """A task without ``metrics`` reports its type's defaults (regression: Pearson, Spearman)."""
+        """A task without ``metrics`` reports its kind's defaults (regression: Pearson, Spearman)."""
         if isinstance(data, dict) and "metrics" not in data and data.get("type") in DEFAULT_METRICS:
             return {**data, "metrics": DEFAULT_METRICS[data["type"]]}
         return data
+
+    @field_validator("type")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        """``type`` names a registered kind (``mtdnn.kinds.KINDS``)."""
+        if v not in KINDS:
+            names = [f"'{k}'" for k in KINDS]
+            raise PydanticCustomError("literal_error", "Input should be {expected}",
+                                      {"expected": ", ".join(names[:-1]) + " or " + names[-1]})
+        return v
 
     @field_validator("metrics")
     @classmethod
@@ -156,14 +163,10 @@ class TaskDef(_Strict):
         """Every metric must be computable for the task's predictions, checked when the task file is
         loaded (not after an epoch of training)."""
         kind, labels = info.data.get("type"), info.data.get("labels") or []
-        for m in v:
-            if kind == "regression" and m not in SCORE_METRICS:
-                raise ValueError(f"'{m}' needs predicted classes, a regression task predicts scores: "
-                                 f"use {' or '.join(SCORE_METRICS)}")
-            if kind in ("classification", "ranking") and m not in CLASS_METRICS:
-                raise ValueError(f"'{m}' is for regression scores, a {kind} task predicts classes: "
-                                 f"use {', '.join(CLASS_METRICS)}")
-        names = _reported_metric_names(kind, len(labels), v)
+        if kind not in KINDS:
+            return v  # the type's error is reported
+        get_kind(kind).check_metrics(v)
+        names = get_kind(kind).reported_metric_names(len(labels), v)
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"'{twice[0]}' is listed twice (with {len(labels)} labels, f1 is macro-F1, "
@@ -179,44 +182,41 @@ class TaskDef(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "TaskDef":
-        if self.type == "classification" and len(self.labels) < 2:
-            raise ValueError("a classification task needs at least 2 labels")
-        if self.type == "ranking":
-            if self.input != "ranking":
-                raise ValueError("a ranking task needs input: ranking")
-            if len(self.labels) != 2:
-                raise ValueError("a ranking task needs labels: [positive_label, negative_label]")
-        if self.type == "regression" and self.labels:
-            raise ValueError("a regression task has no labels")
-        if self.head.kind == "san" and (self.type != "classification" or self.input != "pair"):
+        kind = self.kind
+        kind.validate(self)
+        if self.head.kind == "san" and not kind.takes_pair_head(self.input):
             raise ValueError("head kind 'san' needs type: classification and input: pair")
-        if self.adv_loss == "sym_kl" and self.type == "regression":
-            raise ValueError("adv_loss 'sym_kl' compares class distributions: a regression task uses mse or none")
         for name, split in self.splits.items():
-            if self.input != "single" and split.columns.text_b is None:
-                raise ValueError(f"split '{name}': input '{self.input}' needs columns.text_b")
-            if self.type != "ranking" and any(c is not None and c.group is not None
-                                              for c in (split.columns, split.hub_columns)):
-                raise ValueError(f"split '{name}': columns.group is for ranking tasks only")
+            kind.validate_split(self, name, split)
         if self.head_from is None and not any(s.role == "train" for s in self.splits.values()):
             raise ValueError("a task needs a split with role: train (or head_from another task)")
         return self
 
     # ---- derived views -------------------------------------------------------------
     @property
+    def kind(self) -> TaskKind:
+        """The task's kind (``mtdnn.kinds``): what its type reads, trains, predicts and reports."""
+        return kind_of(self)
+
+    @property
+    def has_text_b(self) -> bool:
+        """Whether the task's rows have a second text (pairs, ranking candidates)."""
+        return self.kind.has_text_b(self)
+
+    @property
     def metric_names(self) -> list[str]:
         """The names the task's metrics are computed and reported under (metrics.json, history):
         ``f1`` is binary F1 with two labels, and macro-F1 named ``f1_macro`` with more."""
-        return _reported_metric_names(self.type, len(self.labels), list(self.metrics))
+        return self.kind.reported_metric_names(len(self.labels), list(self.metrics))
 
     @property
     def loss_kind(self) -> str:
-        """The training loss, fixed by the type."""
-        return DEFAULT_LOSS[self.type]
+        """The training loss, fixed by the kind."""
+        return self.kind.loss_name
 
     @property
     def num_outputs(self) -> int:
-        return len(self.labels) if self.type == "classification" else 1
+        return self.kind.num_outputs(self)
 
     @property
     def eval_splits(self) -> list[str]:
@@ -232,11 +232,6 @@ class TaskDef(_Strict):
         """What must match for a trained head to be reused by another run (``--init-from``)."""
         return {"type": self.type, "labels": list(self.labels), "head": self.head.model_dump(),
                 "num_outputs": self.num_outputs}
-
-
-def _reported_metric_names(kind: str | None, num_labels: int, metrics: list[str]) -> list[str]:
-    multi = kind == "classification" and num_labels > 2
-    return ["f1_macro" if m == "f1" and multi else m for m in metrics]
 
 
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|[a-z_-]+\[.*\])$")

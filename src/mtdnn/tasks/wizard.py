@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
+from ..kinds import get_kind
 from .schema import load_task_file
 
 ROWS_READ = 50_000          # rows of a split read for the guesses
@@ -42,8 +43,6 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "tsv", ".jsonl":
 ID_NAMES = ("id", "idx", "index", "uid", "guid", "pairid", "pair_id", "example_id", "row_id")
 LABEL_NAMES = ("label", "labels", "gold_label", "category", "class", "target", "score", "rating",
                "sentiment", "relevance", "is_duplicate", "y")
-POSITIVE = {"1", "true", "yes", "y", "pos", "positive", "relevant", "entailment", "entails", "correct",
-            "match", "duplicate", "paraphrase", "acceptable", "good"}
 SIBLINGS = {"dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
 MISSING = ("", "-")
 
@@ -291,24 +290,17 @@ def _pick_texts(train: Source, stats: dict[str, Column], taken: set[str], opts: 
             and (stats[c].distinct >= 0.5 * n or stats[c].mean_length >= 20)]
 
 
-def _positive_last(pair: list[str]) -> list[str]:
-    """Two labels with the positive-sounding one second (binary F1 scores label index 1)."""
-    if pair[0].lower() in POSITIVE and pair[1].lower() not in POSITIVE:
-        return [pair[1], pair[0]]
-    return pair
-
-
 def _guess_type(train: Source, label: Column, opts: InitOptions) -> tuple[str, str]:
+    given = get_kind(opts.type) if opts.type is not None else None
     if opts.group:
-        if opts.type not in (None, "ranking"):
+        if given is not None and not given.keeps_groups:
             raise ConfigError(f"--group is for ranking tasks, not {opts.type}", field="group")
         return "ranking", f"--group '{opts.group}' names each row's candidate group"
-    if opts.type == "ranking":
-        return "ranking", "given with --type; the rows of one question (text_a) are one candidate group"
-    if opts.type is not None:
-        if opts.type == "regression" and label.kind == "text":
-            raise ConfigError(f"--type regression needs numbers in the label column '{label.name}'", field="type")
-        return opts.type, "given with --type"
+    if given is not None:
+        problem = given.init_label_problem(label)
+        if problem:
+            raise ConfigError(problem, field="type")
+        return given.name, given.init_type_note()
     if label.name in train.class_names:
         return "classification", f"'{label.name}' is a datasets ClassLabel"
     if not label.values:
@@ -323,28 +315,8 @@ def _guess_type(train: Source, label: Column, opts: InitOptions) -> tuple[str, s
 
 
 def _label_set(kind: str, train: Source, label: Column, opts: InitOptions) -> tuple[list[str], dict[str, str], str]:
-    """(labels, label_map, why) of the guessed type."""
-    if kind == "regression":
-        return [], {}, ""
-    if label.name in train.class_names:
-        return train.class_names[label.name], {}, "the ClassLabel's names, in class-index order"
-    values = sorted(set(label.values), key=int) if label.kind == "int" else sorted(set(label.values))
-    if kind == "ranking":
-        if len(values) != 2:
-            raise ConfigError(f"a ranking label has two values (positive, negative); '{label.name}' has "
-                              f"{len(values)}: {', '.join(values[:5])}", path=str(train.path or train.hub))
-        neg, pos = _positive_last(values)
-        return [pos, neg], {}, f"[positive, negative]: GUESS that '{pos}' marks a right answer"
-    if opts.label_names:
-        if len(opts.label_names) != len(values):
-            raise ConfigError(f"--label-names gives {len(opts.label_names)} names for {len(values)} labels "
-                              f"({', '.join(values)})", field="label_names")
-        return list(opts.label_names), dict(zip(values, opts.label_names)), "named with --label-names"
-    if len(values) == 2 and label.kind != "int":
-        values = _positive_last(values)
-    order = ("numeric" if label.kind == "int" else "the positive-sounding one second" if len(values) == 2
-             else "alphabetical")
-    return values, {}, f"the label column's values ({order} order = class index)"
+    """(labels, label_map, why) of the guessed kind."""
+    return get_kind(kind).init_labels(train, label, opts)
 
 
 def _default_name(opts: InitOptions, train: Source) -> str:
@@ -360,13 +332,7 @@ def _default_name(opts: InitOptions, train: Source) -> str:
 
 
 def _metrics(kind: str, labels: list[str]) -> tuple[list[str], str]:
-    if kind == "regression":
-        return ["pearson", "spearman"], "correlations of the predicted and the gold scores"
-    if kind == "ranking":
-        return ["accuracy"], "the best-scored candidate of a group counts as its positive"
-    if len(labels) == 2:
-        return ["accuracy", "f1"], f"f1: binary F1 of the second label, '{labels[1]}'"
-    return ["accuracy", "f1_macro"], "f1_macro: the mean of the per-class F1"
+    return get_kind(kind).init_metrics(labels)
 
 
 def guess_task(sources: list[Source], opts: InitOptions) -> Draft:
@@ -380,18 +346,18 @@ def guess_task(sources: list[Source], opts: InitOptions) -> Draft:
     label, label_note = _pick_label(train, stats, taken, opts)
     texts = _pick_texts(train, stats, taken | {label}, opts)
     kind, type_note = _guess_type(train, stats[label], opts)
-    need = 2 if kind == "ranking" else 1
+    need = get_kind(kind).init_texts_needed()
     if len(texts) < need:
         raise ConfigError(f"found {len(texts)} text column(s) where {need} are needed: pass --text COLUMN"
                           f"{',COLUMN' if need == 2 else ''} (columns: {', '.join(train.columns)})",
                           path=str(train.path or train.hub))
     labels, label_map, labels_note = _label_set(kind, train, stats[label], opts)
     metrics, metrics_note = _metrics(kind, labels)
-    inp = "ranking" if kind == "ranking" else "pair" if len(texts) >= 2 else "single"
+    inp = get_kind(kind).init_input(len(texts))
     spare = texts[2:]
-    input_note = (f"text columns {', '.join(repr(t) for t in texts[:2])}" + (" (question, candidate answer)"
-                  if kind == "ranking" else "") + (f"; also text: {', '.join(spare)}" if spare else ""))
-    columns = {"text_a": texts[0], "text_b": texts[1] if inp != "single" else None, "label": label,
+    input_note = (f"text columns {', '.join(repr(t) for t in texts[:2])}" + get_kind(kind).init_text_note()
+                  + (f"; also text: {', '.join(spare)}" if spare else ""))
+    columns = {"text_a": texts[0], "text_b": texts[1] if get_kind(kind).reads_pairs(inp) else None, "label": label,
                "id": id_col, "group": opts.group}
     notes = {"type": type_note, "input": input_note, "labels": labels_note, "metrics": metrics_note,
              "label": label_note}
@@ -471,7 +437,7 @@ def render(draft: Draft, sources: list[Source], folder: Path, opts: InitOptions)
                      f"  # {draft.notes['labels']}")
     lines += [f"metrics: [{', '.join(draft.metrics)}]  # {draft.notes['metrics']}",
               "head: {kind: linear}" + ("  # or {kind: san}: the paper's answer module for pairs"
-                                         if draft.type == "classification" and draft.input == "pair" else ""),
+                                         if get_kind(draft.type).takes_pair_head(draft.input) else ""),
               "dropout: 0.1",
               "splits:" + ("" if dev else "  # no dev split found: training keeps the last epoch")]
     for s in sources:

@@ -48,7 +48,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..errors import ConfigError
-from ..model.objectives import loss_units
+from ..kinds import get_kind
 from ..model.weights import load_model_weights
 from ..run_dir import load_weights
 from ..runtime import pick_device
@@ -193,8 +193,8 @@ class Distributed:
         the whole batch and None (the model's loss is the batch's mean)."""
         if not self.enabled:
             return indices, None
-        units = loss_units(task_type, torch.from_numpy(split.labels[indices]),
-                           torch.from_numpy(split.groups[indices]))
+        units = get_kind(task_type).loss_units(torch.from_numpy(split.labels[indices]),
+                                              torch.from_numpy(split.groups[indices]))
         rows = self.shard(indices, split.groups)
         if len(rows) == 0:
             return indices[:1], 0.0

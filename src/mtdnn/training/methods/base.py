@@ -18,12 +18,14 @@ methods are built from its config by the builders of ``registry.py`` and assembl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from torch import nn
 
 from ...config import TrainConfig
 from ...data.tokenized import TokenizedSplit
+from ...errors import ConfigError
+from ...tasks.schema import TaskDef
 from ..schedule import BatchSchedule
 from ..step import GradientCombination, LossComposition
 
@@ -82,3 +84,11 @@ class Method:
 
     def finish(self, job: Any, state: Any) -> None:
         """The run has finished training (called on every rank, before the run is complete)."""
+
+
+def refuse_kinds(method: str, tasks: Iterable[TaskDef]) -> None:
+    """Raise the one-line ConfigError of the first task whose kind cannot train with ``method``."""
+    for task in tasks:
+        why = task.kind.refuses(method)
+        if why:
+            raise ConfigError(f"{why}: task '{task.name}' ({task.type}) cannot train with it", field="tasks")

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...model.objectives import loss_units
 from ...tasks.schema import TaskDef
 
 
@@ -90,4 +89,4 @@ def unit_scale(task: TaskDef, batch: dict[str, torch.Tensor], per_unit: float | 
     rank's ``per_unit``, or 1 / the batch's units (rows; questions with a positive for ranking)."""
     if per_unit is not None:
         return per_unit
-    return 1 / max(loss_units(task.type, batch["labels"], batch["groups"]), 1)
+    return 1 / max(task.kind.loss_units(batch["labels"], batch["groups"]), 1)

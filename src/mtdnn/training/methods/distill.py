@@ -47,9 +47,8 @@ from ...run_dir import RunDir, atomic_path
 from ...saved_model import SavedModel
 from ...tasks.schema import TaskDef
 from ..step import LossComposition
-from .base import Method, MethodContext
+from .base import Method, MethodContext, refuse_kinds
 from .capture import base_output, unit_scale
-from .smart import group_log_softmax
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +137,7 @@ def training_rows(task: TaskDef, cfg: TrainConfig) -> RawSplit:
         raise ConfigError(f"task '{task.name}' has no training split to distill", field="tasks")
     raw = read_split(task, names[-1], cfg.data_dir or data_dir_default(), allow_hub=cfg.allow_hub)
     n = cfg.train_subset(task.name)
-    return subset_rows(raw, n, cfg.subset_seed, task.type == "ranking") if n else raw
+    return subset_rows(raw, n, cfg.subset_seed, task.kind.keeps_groups) if n else raw
 
 
 def _file_sha256(path: Path) -> str:
@@ -189,29 +188,15 @@ def _predict(teacher: Teacher, task: TaskDef, raw: RawSplit, cfg: TrainConfig) -
 
 # ----------------------------------------------------------------------------- soft targets
 def soft_targets(task: TaskDef, outputs: list[TeacherOutputs], groups: np.ndarray, temperature: float) -> torch.Tensor:
-    """The teachers' averaged soft targets at ``temperature`` (module docstring), per row."""
-    if task.type == "regression":
-        return torch.from_numpy(np.mean([o.outputs for o in outputs], axis=0).astype(np.float32))
-    if task.type == "classification":
-        probs = [torch.from_numpy(o.outputs).double() for o in outputs]
-        return torch.stack([torch.softmax(p.clamp_min(1e-30).log() / temperature, -1) for p in probs]).mean(0).float()
-    g = torch.from_numpy(groups)
-    per_teacher = [group_log_softmax(o.gamma * torch.from_numpy(o.outputs).double() / temperature, g).exp()
-                   for o in outputs]
-    return torch.stack(per_teacher).mean(0).float()
+    """The teachers' averaged soft targets at ``temperature`` (module docstring), per row, as the
+    task's kind builds them from each teacher's outputs and ranking gamma."""
+    return task.kind.distill_targets(task, [(o.outputs, o.gamma) for o in outputs], groups, temperature)
 
 
 def distill_divergence(task: TaskDef, output: torch.Tensor, target: torch.Tensor,
                        batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
     """KD of the student's ``output`` against ``target`` (the batch's rows), summed over units."""
-    if task.type == "regression":
-        return ((output.float().squeeze(-1) - target) ** 2).sum()
-    if task.type == "classification":
-        log_q = torch.log_softmax(output.float() / temperature, dim=-1)
-    else:
-        log_q = group_log_softmax(task.ranking_gamma * output.float().squeeze(-1) / temperature, batch["groups"])
-    kl = torch.special.xlogy(target, target) - target * log_q
-    return temperature ** 2 * kl.sum()
+    return task.kind.distill_divergence(task, output, target, batch, temperature)
 
 
 class DistillLoss(nn.Module):
@@ -269,4 +254,5 @@ class Distillation(Method):
         self.cfg = cfg
 
     def compose(self, inner: LossComposition, run: MethodContext) -> LossComposition:
+        refuse_kinds(self.name, run.model.tasks.values())
         return distill_composition(self.cfg, run.setup, run.dist, inner)

@@ -48,15 +48,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...config import TrainConfig
 from ...errors import ConfigError
-from ...model.objectives import scatter_logsumexp
 from ...tasks.schema import TaskDef
 from ..step import LossComposition
-from .base import Method, MethodContext
+from .base import Method, MethodContext, refuse_kinds
 from .capture import RngState, base_output, model_device, unit_scale
 
 Norm = Literal["inf", "l2"]
@@ -82,48 +80,18 @@ class SmartSettings:
 
 
 # ----------------------------------------------------------------------------- divergences
-def symmetric_kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per row, KL(p||q) + KL(q||p) = sum_c (p_c - q_c)(log p_c - log q_c), p = softmax(a),
-    q = softmax(b) (a and b: logits or log-probabilities, (B, C))."""
-    la, lb = F.log_softmax(a.float(), dim=-1), F.log_softmax(b.float(), dim=-1)
-    return ((la.exp() - lb.exp()) * (la - lb)).sum(dim=-1)
-
-
-def group_log_softmax(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """log softmax of ``scores`` (N,) within each group of rows with the same ``groups`` id."""
-    uniq, inverse = torch.unique(groups, return_inverse=True)
-    init = torch.full((len(uniq),), float("-inf"), device=scores.device, dtype=scores.dtype)
-    return scores - scatter_logsumexp(scores, inverse, init)[inverse]
-
-
-def group_symmetric_kl(a: torch.Tensor, b: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Per group, the symmetric KL of the within-group softmax distributions of scores a and b."""
-    la, lb = group_log_softmax(a.float(), groups), group_log_softmax(b.float(), groups)
-    per_row = (la.exp() - lb.exp()) * (la - lb)
-    uniq, inverse = torch.unique(groups, return_inverse=True)
-    return torch.zeros(len(uniq), device=a.device).index_add(0, inverse, per_row)
-
-
 def adversarial_loss_kind(task: TaskDef) -> str:
-    """The task's ``adv_loss``, or its type's default (sym_kl; mse for regression)."""
+    """The task's ``adv_loss``, or its kind's default (sym_kl; mse for regression)."""
     if task.adv_loss is not None:
         return task.adv_loss
-    return "mse" if task.type == "regression" else "sym_kl"
+    return task.kind.adv_divergence(task)
 
 
 def output_divergence(kind: str, task: TaskDef, a: torch.Tensor, b: torch.Tensor,
                       batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """D(a, b) of two outputs of the task's head on ``batch``, summed over the batch's units."""
-    if task.type == "ranking":
-        sa, sb = task.ranking_gamma * a.float().squeeze(-1), task.ranking_gamma * b.float().squeeze(-1)
-        if kind == "mse":
-            return ((sa - sb) ** 2).sum()
-        return group_symmetric_kl(sa, sb, batch["groups"]).sum()
-    if task.type == "regression":
-        return ((a.float().squeeze(-1) - b.float().squeeze(-1)) ** 2).sum()
-    if kind == "mse":
-        return ((F.softmax(a.float(), -1) - F.softmax(b.float(), -1)) ** 2).sum()
-    return symmetric_kl(a, b).sum()
+    """D(a, b) of two outputs of the task's head on ``batch``, summed over the batch's units
+    (``kind``: the divergence, sym_kl or mse, as the task's kind applies it)."""
+    return task.kind.output_divergence(task, kind, a, b, batch)
 
 
 # ----------------------------------------------------------------------------- the perturbation
@@ -231,7 +199,7 @@ class SmartLoss(nn.Module):
             start.restore()
             with torch.no_grad():
                 anchored = self.anchor.output(model, task, batch)
-            prox_kind = "mse" if t.type == "regression" else (kind if kind != "none" else "sym_kl")
+            prox_kind = kind if kind != "none" else t.kind.adv_divergence(t)
             total = total + self.settings.proximal_weight * scale * output_divergence(prox_kind, t, clean,
                                                                                       anchored, batch)
         after.restore()
@@ -278,6 +246,7 @@ class Smart(Method):
         self.anchor: EmaAnchor | None = None
 
     def compose(self, inner: LossComposition, run: MethodContext) -> LossComposition:
+        refuse_kinds(self.name, run.model.tasks.values())
         loss, self.anchor = smart_parts(self.cfg, run.model, inner, run.dist.fsdp)
         return loss
 

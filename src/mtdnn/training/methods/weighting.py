@@ -44,9 +44,10 @@ class WeightedTaskLoss:
         return self.weights.get(task, 1.0) * self.inner(model, task, batch, per_unit)
 
 
-def uncertainty_scale(task_type: str) -> float:
-    """The factor of ``exp(-s) L``: 1/2 for regression (a Gaussian likelihood), 1 otherwise."""
-    return 0.5 if task_type == "regression" else 1.0
+def uncertainty_scale(task: TaskDef) -> float:
+    """The factor of ``exp(-s) L``, the task kind's: 1/2 for regression (a Gaussian likelihood),
+    1 otherwise."""
+    return task.kind.uncertainty_scale()
 
 
 class UncertaintyWeighting(nn.Module):
@@ -61,7 +62,7 @@ class UncertaintyWeighting(nn.Module):
         trained = [t for t in tasks if t.head_from is None]
         self.names = [t.name for t in trained]
         self.index = {name: i for i, name in enumerate(self.names)}
-        self.scales = {t.name: uncertainty_scale(t.type) for t in trained}
+        self.scales = {t.name: uncertainty_scale(t) for t in trained}
         self.weights = dict(weights or {})
         self.log_variance = nn.Parameter(torch.zeros(len(trained)))
 

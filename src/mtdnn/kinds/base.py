@@ -1,0 +1,359 @@
+"""The task-kind interface: everything that differs between kinds of task, in one class.
+
+A task's ``type`` names its kind (``classification``, ``regression``, ``ranking``); the kind is a
+``TaskKind`` object (``kinds.kind_of(task)``, or ``task.kind``) and every module outside
+``mtdnn/kinds/`` asks it instead of testing the type. Adding a kind is one module with a
+``TaskKind`` subclass and one entry in ``kinds/__init__.py``'s registry.
+
+The hooks, by stage (each has a default here where one fits most kinds):
+
+- schema: ``inputs`` (the ``input`` values it takes), ``metric_choices``/``default_metrics``,
+  ``validate`` (rules of the whole task), ``validate_split`` (rules of one split),
+  ``check_metrics`` and ``reported_metric_names``, ``num_outputs``, ``takes_pair_head``
+  (SAN fits it), ``has_text_b``/``reads_pairs``.
+- data: ``reads_own_files``/``read_file`` (a kind's own file formats), ``tokenize`` (its own
+  encoder inputs), ``parse_label`` (one raw label -> value or problem), ``after_read`` (rules over the whole
+  split, e.g. ranking groups), ``keeps_groups`` (subsets, batches and held-out parts keep candidate
+  groups whole), ``holdout_strata`` (the strata of a held-out part),
+  ``encode_labels`` (label values -> arrays, with the group of each row).
+- model: ``build_head``, ``loss`` and ``loss_units`` (what the mean loss averages over).
+- evaluation: ``eval_outputs`` and ``stack_outputs`` (head output -> what predictions keep:
+  probabilities, scores), ``decide`` (outputs -> predictions), ``score`` (metrics), ``prediction_labels`` (submission file values),
+  ``api_values`` (``Run.predict``'s values), ``prediction_columns``/``prediction_extras``
+  (the extra columns of ``predict_file``), ``class_names``, ``has_report``, ``split_report`` and
+  ``class_report`` (the per-class report), ``api_rows``/``api_answers`` (``Run.predict``).
+- export and serving: ``present`` (the server's answer), ``card_labels`` (the model card),
+  ``standard_folder`` (``export --task``), ``onnx_predictions`` (the int8 check).
+- ``tasks check``: ``label_stats`` (what the split's labels look like), ``check_warnings``.
+- ``tasks init``: ``init_type_note``, ``init_label_problem``, ``init_labels``, ``init_metrics``,
+  ``init_texts_needed``, ``init_input``, ``init_text_note``.
+- training methods: ``refuses`` (a method the kind cannot train with), ``adv_divergence`` (SMART's default divergence), ``uncertainty_scale``
+  (uncertainty weighting), ``distill_targets``/``distill_loss`` (knowledge distillation).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:  # the schema imports the kinds
+    import torch
+    from torch import nn
+
+    from pathlib import Path
+
+    from ..data.readers import RawSplit
+    from ..data.tokenized import TokenizedSplit
+    from ..evaluation import Predictions
+    from ..tasks.check import SplitCheck
+    from ..tasks.schema import SplitDef, TaskDef
+    from ..tasks.wizard import Column, InitOptions, Source
+
+# the segment id ``data/tokenized.py`` stores for special tokens (0, 1: the first and second text)
+SEG_SPECIAL = 2
+# the metrics of predicted classes (classification, ranking) and of predicted scores (regression)
+CLASS_METRICS: tuple[str, ...] = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc")
+SCORE_METRICS: tuple[str, ...] = ("pearson", "spearman")
+
+
+class TaskKind:
+    """One kind of task. Subclasses set the class attributes and override the hooks that differ;
+    kinds keep no state (one shared instance each)."""
+
+    name: ClassVar[str] = ""
+    # the ``input`` values the kind takes (the first is the one a task file may leave out)
+    inputs: ClassVar[tuple[str, ...]] = ("single", "pair")
+    loss_name: ClassVar[str] = ""
+    metric_choices: ClassVar[tuple[str, ...]] = CLASS_METRICS
+    default_metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
+    # ranking: subsets of the training rows and batches keep each candidate group whole
+    keeps_groups: ClassVar[bool] = False
+    # the integer label of an unlabeled row (float kinds: NaN)
+    missing_label: ClassVar[int] = -1
+
+    # ---- schema --------------------------------------------------------------------
+    def validate(self, task: TaskDef) -> None:
+        """Rules of the whole task; raise ValueError with the one-line message."""
+        if task.input not in self.inputs:
+            raise ValueError(f"a {self.name} task takes input: {' or '.join(self.inputs)}, not {task.input}")
+        if task.scheme is not None:
+            raise ValueError("scheme is for tagging tasks only")
+
+    def validate_split(self, task: TaskDef, name: str, split: SplitDef) -> None:
+        """Rules of one split (the text columns its input needs, the columns it may name)."""
+        if split.format == "conll":
+            raise ValueError(f"split '{name}': format conll is for tagging tasks")
+        if self.has_text_b(task) and split.columns.text_b is None:
+            raise ValueError(f"split '{name}': input '{task.input}' needs columns.text_b")
+        if not self.keeps_groups and any(c is not None and c.group is not None
+                                         for c in (split.columns, split.hub_columns)):
+            raise ValueError(f"split '{name}': columns.group is for ranking tasks only")
+
+    def check_metrics(self, metrics: list[str]) -> None:
+        """Every metric must be computable from the kind's predictions."""
+        for m in metrics:
+            if m in SCORE_METRICS and m not in self.metric_choices:
+                raise ValueError(f"'{m}' is for regression scores, a {self.name} task predicts classes: "
+                                 f"use {', '.join(self.metric_choices)}")
+            if m not in self.metric_choices:
+                raise ValueError(f"'{m}' is not a metric of {self.name} tasks: use {', '.join(self.metric_choices)}")
+
+    def reported_metric_names(self, num_labels: int, metrics: list[str]) -> list[str]:
+        """The names the metrics are reported under (classification: ``f1`` with more than two
+        labels is ``f1_macro``)."""
+        return list(metrics)
+
+    def num_outputs(self, task: TaskDef) -> int:
+        """The width of the head's output per unit (row, token)."""
+        return 1
+
+    def takes_pair_head(self, input_kind: str) -> bool:
+        """Whether a SAN head fits a task of this kind with ``input: <input_kind>`` (and so
+        ``--pair-head san`` applies to one that names no head)."""
+        return False
+
+    def has_text_b(self, task: TaskDef) -> bool:
+        """Whether rows have a second text (pairs, ranking candidates)."""
+        return self.reads_pairs(task.input)
+
+    def reads_pairs(self, input_kind: str) -> bool:
+        """Whether a task of this kind with ``input: <input_kind>`` reads two texts per row."""
+        return input_kind != "single"
+
+    # ---- data ----------------------------------------------------------------------
+    # whether the kind reads its split files itself (``read_file``) instead of the table readers
+    reads_own_files: ClassVar[bool] = False
+
+    def read_file(self, task: TaskDef, name: str, split: SplitDef, path: Path) -> dict[str, Any]:
+        """A split's rows from its local file (kinds with ``reads_own_files``): the fields of its
+        ``RawSplit`` beyond task, split and source (ids, text_a, text_b, labels, lines, ...)."""
+        raise NotImplementedError
+
+    def tokenize(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, Any] | None:
+        """The kind's own tokenisation of a split (not cached): the fields of its
+        ``TokenizedSplit`` beyond task and split; or None: texts (and pairs) are tokenised and
+        cached the one way (``data/tokenized.py``)."""
+        return None
+
+    def parse_label(self, task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
+        """One raw label -> (value, problem); problem is None, 'missing', or a message."""
+        raise NotImplementedError
+
+    def after_read(self, task: TaskDef, split: SplitDef, raw: RawSplit) -> RawSplit:
+        """Rules over a whole labeled split once read (ranking: every group has a positive)."""
+        return raw
+
+    def encode_labels(self, task: TaskDef, raw: RawSplit) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, groups) arrays of a split: the label of each row (``missing_label`` where the
+        split is unlabeled) and its group (each row its own but for ranking)."""
+        n = len(raw)
+        if raw.labels and raw.labels[0] is None:
+            return np.full(n, self.missing_label, dtype=np.int64), np.arange(n, dtype=np.int64)
+        return self.label_array(task, raw.labels), np.arange(n, dtype=np.int64)
+
+    def holdout_strata(self, task: TaskDef, raw: RawSplit) -> np.ndarray:
+        """The stratum of each row of a labeled split (``data/holdout.py``): its label by default;
+        a kind that ``keeps_groups`` gives each row's group."""
+        names = sorted({str(v) for v in raw.labels})
+        return np.array([names.index(str(v)) for v in raw.labels], dtype=np.int64)
+
+    def label_array(self, task: TaskDef, labels: list[Any]) -> np.ndarray:
+        """The encoded labels of a labeled split."""
+        raise NotImplementedError
+
+    # ---- model ---------------------------------------------------------------------
+    def build_head(self, task: TaskDef, hidden: int) -> nn.Module:
+        """The task's output module (``model/heads.py``): SAN where the task names it, else linear."""
+        from ..model.heads import LinearHead, SANHead
+
+        if task.head.kind == "san":
+            return SANHead(hidden, self.num_outputs(task), task.head.steps, task.head.step_dropout, task.dropout)
+        return LinearHead(hidden, self.num_outputs(task), task.dropout)
+
+    def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
+             reduction: str = "mean") -> torch.Tensor:
+        """The loss of a batch, averaged over its units or summed (``reduction="sum"``)."""
+        raise NotImplementedError
+
+    def loss_units(self, labels: torch.Tensor, groups: torch.Tensor) -> int:
+        """How many terms the mean loss averages over (rows by default)."""
+        return int(labels.numel())
+
+    # ---- evaluation ----------------------------------------------------------------
+    def eval_outputs(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> Any:
+        """The head's float output on a batch -> what predictions keep of its rows (scores by
+        default), a tensor that stays on the device or, for rows of different sizes, a list."""
+        return out.squeeze(-1)
+
+    def stack_outputs(self, outs: list[Any]) -> np.ndarray:
+        """The kept outputs of all batches as one array, a row per split row."""
+        import torch
+
+        return torch.cat(outs).cpu().numpy()
+
+    def decide(self, task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
+        """Kept outputs of a whole split -> its predictions (scores by default)."""
+        return outputs
+
+    def score(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
+        """The split's metrics in percent, and ``score`` (GLUE's figure: their mean)."""
+        from ..metrics import compute_metrics
+
+        return compute_metrics(task.metric_names, preds, split.labels)
+
+    def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
+        """Predictions as submission files hold them."""
+        return [f"{v:.3f}" for v in preds]
+
+    def api_values(self, task: TaskDef, labels: list[str]) -> list[Any]:
+        """``Run.predict``'s values from ``prediction_labels``."""
+        return labels
+
+    def api_rows(self, task: TaskDef, text_a: list[str], text_b: list[str] | None) -> dict[str, Any]:
+        """``Run.predict``'s raw texts as the fields of a ``RawSplit`` (beyond task, split, source)."""
+        n = len(text_a)
+        return {"ids": [str(i) for i in range(n)], "text_a": list(text_a),
+                "text_b": list(text_b) if text_b is not None else [None] * n, "labels": [None] * n,
+                "lines": list(range(1, n + 1))}
+
+    def api_answers(self, task: TaskDef, texts: list[str], raw: RawSplit, split: TokenizedSplit | None,
+                    preds: Predictions | None) -> list[Any]:
+        """``Run.predict``'s answer for each of ``texts`` from the predictions on ``api_rows``
+        (``split`` and ``preds`` are None where those rows are empty)."""
+        return self.api_values(task, self.prediction_labels(task, preds.preds)) if preds is not None else []
+
+    def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> dict[str, Any] | None:
+        """``format`` and ``columns`` of the split ``predict_file`` reads ``path`` as, or None: a
+        table whose columns are guessed."""
+        return None
+
+    def prediction_file_lines(self, task: TaskDef, raw: RawSplit, preds: Predictions, path: Path) -> list[str] | None:
+        """The lines of ``predict_file``'s output for the input file ``path``, or None: the TSV of
+        ``index``, ``prediction`` and ``prediction_columns``."""
+        return None
+
+    def prediction_columns(self, task: TaskDef) -> list[str]:
+        """Columns ``predict_file`` writes after ``index`` and ``prediction``."""
+        return []
+
+    def prediction_extras(self, task: TaskDef, outputs: np.ndarray) -> list[str]:
+        """The values of ``prediction_columns`` for one row's kept outputs."""
+        return []
+
+    def class_names(self, task: TaskDef) -> list[str] | None:
+        """The label of each predicted class index; None: the kind predicts no classes and has no
+        per-class report."""
+        return None
+
+    def has_report(self, task: TaskDef) -> bool:
+        """Whether a finished run writes the per-class report of the task's dev/test splits."""
+        return self.class_names(task) is not None
+
+    def split_report(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, Any] | None:
+        """The per-class report of a tokenised split from its predictions (``has_report``)."""
+        return self.class_report(task, split.labels, preds)
+
+    def class_report(self, task: TaskDef, gold: np.ndarray, preds: np.ndarray) -> dict[str, Any] | None:
+        """The per-class report of a split (``reports.py``), or None."""
+        names = self.class_names(task)
+        if names is None:
+            return None
+        from .classes import class_report
+
+        return class_report(task.name, names, gold, preds)
+
+    # ---- export and serving ----------------------------------------------------------
+    def present(self, labels: list[str], row: np.ndarray) -> dict[str, Any]:
+        """The server's answer for one input from the head's raw output row (a score by default)."""
+        return {"score": float(np.asarray(row).reshape(-1)[0])}
+
+    def card_labels(self, task: TaskDef) -> str:
+        """What the model card's task table says the task predicts."""
+        return "score"
+
+    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str]:
+        """(id2label, problem_type) of the task's standard ``...ForSequenceClassification`` folder
+        (``mtdnn export --task``); a kind without one raises the one-line ConfigError saying why."""
+        raise self.refuse("a standard Hugging Face folder (export --task)")
+
+    def onnx_predictions(self, task: TaskDef, out: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Predictions from the ONNX model's raw outputs of a batch (scores by default)."""
+        return out.reshape(-1)
+
+    # ---- tasks check ---------------------------------------------------------------
+    def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
+        """Fill ``out`` with what the labels of a labeled split look like."""
+        from collections import Counter
+
+        counts = Counter(raw.labels)
+        out.labels = {label: counts.get(label, 0) for label in task.labels}
+
+    def check_warnings(self, task: TaskDef, train: SplitCheck) -> list[str]:
+        """Warnings about a readable training split."""
+        return []
+
+    # ---- tasks init ----------------------------------------------------------------
+    def init_type_note(self) -> str:
+        """The draft's comment on ``type`` when ``--type`` named the kind."""
+        return "given with --type"
+
+    def init_label_problem(self, label: Column) -> str | None:
+        """Why the guessed label column cannot hold this kind's labels (None: it can)."""
+        return None
+
+    def init_labels(self, train: Source, label: Column, opts: InitOptions) -> tuple[list[str], dict[str, str], str]:
+        """(labels, label_map, why) of the draft from the label column's values."""
+        return [], {}, ""
+
+    def init_metrics(self, labels: list[str]) -> tuple[list[str], str]:
+        """(metrics, why) of the draft."""
+        return list(self.default_metrics), ""
+
+    def init_texts_needed(self) -> int:
+        """How many text columns a task of this kind needs."""
+        return 1
+
+    def init_input(self, n_texts: int) -> str:
+        """The draft's ``input`` with ``n_texts`` text columns found."""
+        return "pair" if n_texts >= 2 else "single"
+
+    def init_text_note(self) -> str:
+        """What the draft's comment on ``input`` adds about the text columns."""
+        return ""
+
+    # ---- training methods ----------------------------------------------------------
+    def adv_divergence(self, task: TaskDef) -> str:
+        """SMART's divergence for a task that names no ``adv_loss``."""
+        return "sym_kl"
+
+    def uncertainty_scale(self) -> float:
+        """The factor of uncertainty weighting: 1/2 for Gaussian likelihoods (scores), 1 else."""
+        return 1.0
+
+    def output_divergence(self, task: TaskDef, divergence: str, a: torch.Tensor, b: torch.Tensor,
+                          batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """SMART: D(a, b) of two head outputs on ``batch`` (``divergence``: sym_kl or mse), summed
+        over the batch's units."""
+        raise self.refuse("SMART (--adv) and its proximal term")
+
+    def distill_targets(self, task: TaskDef, outputs: list[tuple[np.ndarray, float]], groups: np.ndarray,
+                        temperature: float) -> torch.Tensor:
+        """Distillation: the soft target of each row from the teachers' (outputs, ranking gamma)."""
+        raise self.refuse("knowledge distillation (--teachers)")
+
+    def distill_divergence(self, task: TaskDef, output: torch.Tensor, target: torch.Tensor,
+                           batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
+        """Distillation: the divergence of the student's output from the soft targets, summed."""
+        raise self.refuse("knowledge distillation (--teachers)")
+
+    def refuses(self, method: str) -> str | None:
+        """Why ``method`` (the training methods ``smart``, ``distillation``; ``export``, serving
+        included) cannot take a task of this kind (one line), or None: it can."""
+        return None
+
+    def refuse(self, what: str) -> Exception:
+        """The one-line error of a method this kind does not support."""
+        from ..errors import ConfigError
+
+        return ConfigError(f"{what} is not available for {self.name} tasks")

@@ -1,0 +1,362 @@
+"""``type: tagging``: one tag per word (NER, chunking: entity schemes; part of speech: plain tags).
+
+A tagging task reads ``input: words`` from CoNLL-style column files (``format: conll``:
+``columns: {text_a: WORD_COLUMN, label: TAG_COLUMN}``, 0-based indices, so one file gives several
+tasks) or JSON lines (``format: jsonl``: ``columns: {text_a: TOKENS_FIELD, label: TAGS_FIELD}``),
+with ``scheme: iob1 | iob2 | iobes | plain``; IOB1 files are read into IOB2, and ``labels`` lists
+the tags the model predicts (IOB2 tags for an IOB1 file).
+
+Each sentence is encoded in one window, or in overlapping windows when it is longer than the
+maximum length (``tagging/alignment.py``: merged back per word, counted in the log, never cut).
+Only each word's first sub-word carries its tag: the loss is the cross-entropy over those
+tokens, and a word's prediction is read there. Metrics follow conlleval: entity precision, recall
+and F1 (exact span and type, micro over types; ``f1`` selects epochs), or token accuracy for plain
+tags. The per-class report gives each entity type's figures and the confusion of types."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..errors import DataError
+from .base import SEG_SPECIAL, TaskKind
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+    from torch import nn
+
+    from ..data.readers import RawSplit
+    from ..data.tokenized import TokenizedSplit
+    from ..evaluation import Predictions
+    from ..tagging.readers import TaggedSentence
+    from ..tasks.check import SplitCheck
+    from ..tasks.schema import SplitDef, TaskDef
+
+log = logging.getLogger(__name__)
+
+WINDOW_OVERLAP = 16  # the most words consecutive windows of a long sentence share
+ENTITY_METRICS = ("f1", "precision", "recall")
+SCHEME_PREFIXES = {"iob1": "BIO", "iob2": "BIO", "iobes": "BIOES"}  # of the tags the model predicts
+IGNORE = -100
+
+
+class Tagging(TaskKind):
+    name: ClassVar[str] = "tagging"
+    inputs: ClassVar[tuple[str, ...]] = ("words",)
+    loss_name: ClassVar[str] = "token_cross_entropy"
+    metric_choices: ClassVar[tuple[str, ...]] = (*ENTITY_METRICS, "accuracy")
+    default_metrics: ClassVar[tuple[str, ...]] = ENTITY_METRICS
+    reads_own_files: ClassVar[bool] = True
+    # training methods that do not handle per-token outputs yet
+    refused_methods: ClassVar[dict[str, str]] = {
+        "smart": "SMART (--adv) perturbs and compares one output per row; tagging has one per token",
+        "distillation": "distillation (--teachers) averages one output per row; tagging has one per token",
+        "export": "exports, their server and ONNX graphs give one output per input; tagging's per-token "
+                  "outputs are not exported yet (predict with the run directory)"}
+
+    # ---- schema --------------------------------------------------------------------
+    def validate(self, task: TaskDef) -> None:
+        if task.input != "words":
+            raise ValueError("a tagging task needs input: words")
+        if task.scheme is None:
+            raise ValueError("a tagging task needs scheme: iob1, iob2, iobes or plain")
+        if len(task.labels) < 2:
+            raise ValueError("a tagging task needs at least 2 labels (its tags)")
+        if task.scheme == "plain":
+            entity = [m for m in task.metrics if m in ENTITY_METRICS]
+            if entity:
+                raise ValueError(f"'{entity[0]}' counts entities, a task with scheme: plain has none: "
+                                 "use accuracy")
+            return
+        _check_entity_labels(task.labels, task.scheme)
+
+    def validate_split(self, task: TaskDef, name: str, split: SplitDef) -> None:
+        cols = split.columns
+        if split.format not in ("conll", "jsonl"):
+            raise ValueError(f"split '{name}': a tagging task reads format conll or jsonl, not {split.format}")
+        if split.path is None or split.hub is not None:
+            raise ValueError(f"split '{name}': a tagging task reads a local file (path), not the hub")
+        if cols.text_b is not None or cols.group is not None:
+            raise ValueError(f"split '{name}': a tagging task reads words (columns.text_a) and tags (columns.label)")
+        want = int if split.format == "conll" else str
+        for field, value in (("text_a", cols.text_a), ("label", cols.label)):
+            if value is not None and (not isinstance(value, want) or isinstance(value, bool)):
+                raise ValueError(f"split '{name}': format {split.format} names columns.{field} by "
+                                 + ("0-based index" if want is int else "field name"))
+
+    def num_outputs(self, task: TaskDef) -> int:
+        return len(task.labels)
+
+    def reads_pairs(self, input_kind: str) -> bool:
+        return False
+
+    # ---- data ----------------------------------------------------------------------
+    def read_file(self, task: TaskDef, name: str, split: SplitDef, path: Path) -> dict[str, Any]:
+        """A row per sentence: its words, joined in ``text_a``, and its tags as a tuple."""
+        sentences = _read_sentences(task, split, path)
+        tagged = split.labeled
+        return {"ids": [str(i) for i in range(len(sentences))], "text_a": [" ".join(s.words) for s in sentences],
+                "text_b": [None] * len(sentences),
+                "labels": [tuple(s.tags) if tagged and s.tags is not None else None for s in sentences],
+                "lines": [s.line for s in sentences], "words": [list(s.words) for s in sentences]}
+
+    def tokenize(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, Any]:
+        from ..tagging.alignment import encode_words
+
+        index = {tag: i for i, tag in enumerate(task.labels)}
+        tagged = bool(raw.labels) and raw.labels[0] is not None
+        tag_ids = [[index[t] for t in tags] for tags in raw.labels] if tagged else None
+        # consecutive windows share up to a quarter of a window's words
+        overlap = min(WINDOW_OVERLAP, max(1, (max_len - 2) // 4))
+        windows, stats = encode_words(tokenizer, raw.words or [], tag_ids, max_length=max_len, overlap=overlap)
+        log.info("%s/%s: %d sentences in %d windows of at most %d tokens (%d sentences split, at most %d windows "
+                 "each; %d words given the unknown token, %d words cut to a window)", task.name, raw.split,
+                 stats.sentences, stats.windows, max_len, stats.split_sentences, stats.max_windows,
+                 stats.empty_words, stats.truncated_words)
+        return _tokenized(task, raw, tokenizer, windows, tag_ids)
+
+    def label_array(self, task: TaskDef, labels: list[Any]) -> np.ndarray:
+        return np.zeros(len(labels), dtype=np.int64)
+
+    def holdout_strata(self, task: TaskDef, raw: RawSplit) -> np.ndarray:
+        return np.zeros(len(raw), dtype=np.int64)
+
+    # ---- model ---------------------------------------------------------------------
+    def build_head(self, task: TaskDef, hidden: int) -> nn.Module:
+        from ..model.heads import TokenHead
+
+        return TokenHead(hidden, len(task.labels), task.dropout)
+
+    def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
+             reduction: str = "mean") -> torch.Tensor:
+        """Cross-entropy at the tokens with a label (each word's first sub-word)."""
+        import torch.nn.functional as F
+
+        labels = batch["labels"]
+        if not (labels != IGNORE).any():
+            return output.float().sum() * 0.0
+        return F.cross_entropy(output.float().reshape(-1, output.shape[-1]), labels.reshape(-1),
+                               ignore_index=IGNORE, reduction=reduction)
+
+    def loss_units(self, labels: torch.Tensor, groups: torch.Tensor) -> int:
+        """Labeled tokens: of a batch's (B, T) token labels, or summed over rows' counts."""
+        return int((labels != IGNORE).sum()) if labels.dim() == 2 else int(labels.sum())
+
+    # ---- evaluation ----------------------------------------------------------------
+    def eval_outputs(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> Any:
+        """Each row's tag probabilities at its tokens, (length, tags), on the host."""
+        import torch
+
+        probs = torch.softmax(out, dim=-1).cpu().numpy()
+        lengths = batch["attention_mask"].sum(dim=1).cpu().numpy()
+        return [probs[r, :int(n)] for r, n in enumerate(lengths)]
+
+    def stack_outputs(self, outs: list[Any]) -> np.ndarray:
+        flat = [row for batch in outs for row in batch]
+        stacked = np.empty(len(flat), dtype=object)
+        for i, row in enumerate(flat):
+            stacked[i] = row
+        return stacked
+
+    def decide(self, task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
+        """The tag id of every word of every sentence (an array per sentence)."""
+        words = word_probabilities(outputs, split)
+        decided = np.empty(len(words), dtype=object)
+        for i, probs in enumerate(words):
+            decided[i] = probs.argmax(-1) if len(probs) else np.zeros(0, dtype=np.int64)
+        return decided
+
+    def score(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
+        from ..tagging.metrics import entity_metrics, token_accuracy
+
+        gold, pred = _tag_names(task, split.word_labels or []), _tag_names(task, preds)
+        entity = entity_metrics(gold, pred) if any(m in ENTITY_METRICS for m in task.metrics) else {}
+        out = {m: (token_accuracy(gold, pred) if m == "accuracy" else float(entity[m])) for m in task.metrics}
+        out["score"] = out["f1"] if "f1" in out else float(np.mean([out[m] for m in task.metrics]))
+        return out
+
+    def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
+        """A sentence's tags, separated by spaces."""
+        return [" ".join(tags) for tags in _tag_names(task, preds)]
+
+    def api_rows(self, task: TaskDef, text_a: list[str], text_b: list[str] | None) -> dict[str, Any]:
+        """The texts split into words (``tagging.entities.split_words``); texts without words are
+        left out (their answer is empty)."""
+        from ..tagging.entities import split_words
+
+        kept = [(i, [w.word for w in split_words(text)]) for i, text in enumerate(text_a)]
+        kept = [(i, words) for i, words in kept if words]
+        return {"ids": [str(i) for i, _ in kept], "text_a": [text_a[i] for i, _ in kept],
+                "text_b": [None] * len(kept), "labels": [None] * len(kept),
+                "lines": [i + 1 for i, _ in kept], "words": [words for _, words in kept]}
+
+    def api_answers(self, task: TaskDef, texts: list[str], raw: RawSplit, split: TokenizedSplit | None,
+                    preds: Predictions | None) -> list[Any]:
+        """Each text's entities (type, character start and end, text, score), or with plain tags
+        each word with its tag and score."""
+        from ..tagging.entities import split_words, tags_and_scores, tags_to_entities
+
+        out: list[Any] = [[] for _ in texts]
+        if split is None or preds is None:
+            return out
+        for uid, probs in zip(raw.ids, word_probabilities(preds.outputs, split)):
+            text = texts[int(uid)]
+            words = split_words(text)
+            tags, scores = tags_and_scores(probs, task.labels)
+            out[int(uid)] = ([{"word": w.word, "start": w.start, "end": w.end, "tag": tag, "score": score}
+                              for w, tag, score in zip(words, tags, scores)] if task.scheme == "plain"
+                             else tags_to_entities(text, words, tags, scores))
+        return out
+
+    def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> dict[str, Any] | None:
+        """A CoNLL file (JSON lines by their suffix), words where the task's splits have them."""
+        fmt = "jsonl" if path.suffix in (".jsonl", ".json") else "conll"
+        own = next((s.columns.text_a for s in task.splits.values() if s.format == fmt), None)
+        word = text_a if text_a is not None else own if own is not None else (0 if fmt == "conll" else "tokens")
+        if fmt == "conll" and isinstance(word, str) and word.isdigit():
+            word = int(word)
+        return {"format": fmt, "columns": {"text_a": word}}
+
+    def prediction_file_lines(self, task: TaskDef, raw: RawSplit, preds: Predictions, path: Path) -> list[str]:
+        """The input file with each word's predicted tag: a last column of a CoNLL file (separated
+        as the line's columns are), a ``predicted_tags`` field of a JSON-lines record."""
+        import json
+
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        tags = _tag_names(task, preds.preds)
+        if path.suffix in (".jsonl", ".json"):
+            for start, sentence in zip(raw.lines, tags):
+                lines[start - 1] = json.dumps({**json.loads(lines[start - 1]), "predicted_tags": sentence},
+                                              ensure_ascii=False)
+            return lines
+        for start, sentence in zip(raw.lines, tags):
+            for j, tag in enumerate(sentence):
+                line = lines[start - 1 + j].rstrip()
+                lines[start - 1 + j] = line + ("\t" if "\t" in line else " ") + tag
+        return lines
+
+    def has_report(self, task: TaskDef) -> bool:
+        return True
+
+    def split_report(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, Any] | None:
+        gold, pred = _tag_names(task, split.word_labels or []), _tag_names(task, preds)
+        if task.scheme == "plain":
+            from .classes import class_report
+
+            flat = [np.concatenate([np.asarray(s, dtype=np.int64) for s in x]) if len(x) else np.zeros(0)
+                    for x in (split.word_labels or [], preds)]
+            return class_report(task.name, list(task.labels), flat[0], flat[1])
+        return entity_split_report(task.name, gold, pred)
+
+    # ---- tasks check ---------------------------------------------------------------
+    def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
+        counts = Counter(tag for tags in raw.labels for tag in tags)
+        out.labels = {label: counts.get(label, 0) for label in task.labels}
+
+    def check_warnings(self, task: TaskDef, train: SplitCheck) -> list[str]:
+        unseen = [label for label, n in train.labels.items() if n == 0]
+        return [f"{task.name}/{train.split}: no training words tagged {', '.join(unseen)}"] if unseen else []
+
+    def refuses(self, method: str) -> str | None:
+        return self.refused_methods.get(method)
+
+
+def _check_entity_labels(labels: list[str], scheme: str) -> None:
+    """The labels of an entity scheme: ``O`` and ``P-TYPE`` tags with the prefixes the model
+    predicts (B, I; with IOBES also E, S)."""
+    from ..tagging.schemes import parse_tag
+
+    if "O" not in labels:
+        raise ValueError(f"a tagging task with scheme: {scheme} needs the label O")
+    prefixes = SCHEME_PREFIXES[scheme]
+    for label in labels:
+        parsed = parse_tag(label)
+        if parsed is None or parsed[0] not in prefixes:
+            hint = " (an iob1 file is read into iob2: list B- and I- tags)" if scheme == "iob1" else ""
+            raise ValueError(f"label '{label}' is not a tag of scheme {scheme} (O, or "
+                             f"{'/'.join(p for p in prefixes if p != 'O')}-TYPE){hint}")
+
+
+def _read_sentences(task: TaskDef, split: SplitDef, path: Path) -> list[TaggedSentence]:
+    """The split's sentences, IOB1 tags read into IOB2, every tag one of the task's labels;
+    sentences whose tags break the scheme are counted in the log (conlleval reads them)."""
+    from ..tagging.readers import check_tags, read_conll, read_tagged_jsonl
+    from ..tagging.schemes import iob1_to_iob2, validate
+
+    cols = split.columns
+    tag_col = cols.label if split.labeled else None
+    if split.format == "conll":
+        sentences = read_conll(path, word_column=int(cols.text_a),
+                               tag_column=int(tag_col) if tag_col is not None else None)
+        field = f"column {tag_col}"
+    else:
+        sentences = read_tagged_jsonl(path, tokens_field=str(cols.text_a),
+                                      tags_field=str(tag_col) if tag_col is not None else None)
+        field = str(tag_col)
+    if tag_col is None:
+        return sentences
+    if task.scheme == "iob1":
+        for s in sentences:
+            s.tags = iob1_to_iob2(s.tags)
+    check_tags(sentences, task.labels, path, field)
+    scheme = "iob2" if task.scheme == "iob1" else task.scheme
+    broken = [(s, issues[0]) for s in sentences if (issues := validate(s.tags, scheme))]
+    if broken:
+        s, issue = broken[0]
+        line = s.line + issue.index if s.words_on_lines else s.line
+        log.warning("%s: %d sentences break scheme %s, read by conlleval's rules (first: line %d, tag %r: %s)",
+                    path, len(broken), scheme, line, issue.tag, issue.message)
+    return sentences
+
+
+def _tokenized(task: TaskDef, raw: RawSplit, tokenizer: Any, windows: list, tag_ids: list | None) -> dict[str, Any]:
+    """The windows as the fields of a ``TokenizedSplit``: a row per window, token labels at first
+    sub-words, a row's ``labels`` its count of labeled tokens."""
+    if not windows:
+        raise DataError(f"no sentences to tag (task '{task.name}', split '{raw.split}')", path=raw.source)
+    ids = np.concatenate([np.asarray(w.input_ids, dtype=np.int32) for w in windows])
+    seg = np.concatenate([np.asarray([SEG_SPECIAL if i is None else 0 for i in w.word_ids], dtype=np.int8)
+                          for w in windows])
+    offsets = np.zeros(len(windows) + 1, dtype=np.int64)
+    np.cumsum([len(w.input_ids) for w in windows], out=offsets[1:])
+    token_labels = np.concatenate([np.asarray(w.labels if w.labels is not None else [IGNORE] * len(w.input_ids),
+                                              dtype=np.int64) for w in windows])
+    per_row = np.asarray([sum(1 for t in (w.labels or []) if t != IGNORE) for w in windows], dtype=np.int64)
+    type_ids = np.zeros(len(ids), dtype=np.int8) if "token_type_ids" in tokenizer.model_input_names else None
+    return {"ids": ids, "type_ids": type_ids, "seg": seg, "offsets": offsets, "labels": per_row,
+            "groups": np.arange(len(windows), dtype=np.int64), "uids": list(raw.ids), "token_labels": token_labels,
+            "windows": windows, "word_labels": tag_ids}
+
+
+def word_probabilities(outputs: np.ndarray, split: TokenizedSplit) -> list[np.ndarray]:
+    """Each sentence's (words, tags) probabilities from its windows' kept outputs."""
+    from ..tagging.alignment import merge_windows
+
+    merged = merge_windows(split.windows or [], list(outputs))
+    return [np.stack(words) if words else np.zeros((0, 0)) for words in merged]
+
+
+def _tag_names(task: TaskDef, tag_ids: Any) -> list[list[str]]:
+    return [[task.labels[int(i)] for i in sentence] for sentence in tag_ids]
+
+
+def entity_split_report(task: str, gold: list[list[str]], pred: list[list[str]]) -> dict[str, Any]:
+    """The entity report of a split: precision, recall and F1 per type and micro, and the confusion
+    of types among span-matched entities (row ``(none)``: predicted entities with no gold entity of
+    that span; column ``(none)``: gold entities no prediction matches)."""
+    from ..tagging.metrics import entity_report, report_dict, type_confusion
+
+    report = report_dict(entity_report(gold, pred))
+    confusion = type_confusion(gold, pred)
+    types = confusion.rows[:-1]
+    return {"task": task, "rows": len(gold), "labels": [*types, "(none)"],
+            "precision": report["micro"]["precision"], "recall": report["micro"]["recall"],
+            "f1": report["micro"]["f1"], "per_type": {k: v for k, v in report.items() if k != "micro"},
+            "confusion_matrix": {"rows": "gold type ((none): a predicted entity without a gold one)",
+                                 "columns": "predicted type ((none): a gold entity not predicted)",
+                                 "matrix": confusion.counts.astype(int).tolist()}}
