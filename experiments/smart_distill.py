@@ -191,13 +191,13 @@ def ensemble_metrics(teacher_dirs: list[Path]) -> dict[str, dict[str, dict[str, 
     """Dev metrics of the teachers' averaged outputs (probabilities; scores for regression)."""
     import numpy as np
 
-    from mtdnn.evaluation import Predictions, _decide, score
+    from mtdnn.evaluation import Predictions, score
 
     per_teacher = [task_outputs(d) for d in teacher_dirs]
     metrics = {}
     for name, (_, split, task) in per_teacher[0].items():
         mean = np.mean([t[name][0].outputs for t in per_teacher], axis=0)
-        metrics[name] = {task.selection_split: score(task, split, Predictions(mean, _decide(task, mean, split)))}
+        metrics[name] = {task.selection_split: score(task, split, Predictions(mean, task.kind.decide(task, mean, split)))}
     return metrics
 
 

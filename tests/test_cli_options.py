@@ -211,7 +211,7 @@ def test_config_file_values_stay_unless_a_flag_is_given(tmp_path):
 def test_resume_may_change_is_marked_on_the_fields():
     assert TrainConfig.resume_may_change() == frozenset({
         "resume", "output_dir", "data_dir", "cache_dir", "allow_hub", "device", "threads", "num_workers",
-        "progress", "log_every", "checkpoint_every", "on_nan", "task_files", "dist_timeout",
+        "progress", "log_every", "checkpoint_every", "save_all_epochs", "on_nan", "task_files", "dist_timeout",
         "activation_checkpointing", "cls_only_last_layer",
         "log_grad_cosine"})  # a diagnostic: computed without dropout, it changes nothing
 
