@@ -78,8 +78,8 @@ def _slice(src: Path, dst: Path, sentences: int) -> None:
     dst.write_text("\n\n".join(blocks[:sentences + 1]) + "\n", encoding="utf-8")
 
 
-@pytest.mark.slow
-def test_tagging_trains_beside_rte(tmp_path, tiny_encoder, data_dir, cache_dir):
+def _train_beside_rte(tmp_path: Path, encoder: str, data_dir: Path, cache_dir: str, *extra: str) -> Path:
+    """A one-epoch run of RTE and a CoNLL-2003 NER slice (48 training, 24 dev sentences)."""
     for name, n in (("eng.train", 48), ("eng.testa", 24)):
         _slice(Path(data_dir) / "conll2003" / name, tmp_path / name, n)
     ner = builtin_tasks()["conll03_ner"].model_dump(mode="json", exclude={"base_dir", "splits"})
@@ -89,10 +89,25 @@ def test_tagging_trains_beside_rte(tmp_path, tiny_encoder, data_dir, cache_dir):
     task_file = tmp_path / "tasks.yaml"
     task_file.write_text(json.dumps([ner]), encoding="utf-8")
     out = tmp_path / "run"
-    main(["train", "--task-file", str(task_file), "--tasks", "rte,ner_slice", "--data-dir", str(data_dir),
-          "--encoder", tiny_encoder, "--output-dir", str(out), "--epochs", "1", "--batch-size", "8",
-          "--max-seq-len", "16", "--threads", "1", "--no-progress", "--no-hub", "--cache-dir", cache_dir,
-          "--lr", "1e-3", "--max-train-examples", "48", "--max-eval-examples", "16"])
+    assert main(["train", "--task-file", str(task_file), "--tasks", "rte,ner_slice", "--data-dir", str(data_dir),
+                 "--encoder", encoder, "--output-dir", str(out), "--epochs", "1", "--batch-size", "8",
+                 "--max-seq-len", "16", "--threads", "1", "--no-progress", "--no-hub", "--cache-dir", cache_dir,
+                 "--lr", "1e-3", "--max-train-examples", "48", "--max-eval-examples", "16", *extra]) in (0, None)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [["--adapter", "lora"], ["--mtl-method", "pcgrad"], ["--sampling", "temperature"],
+                                   ["--mtl-method", "uncertainty"]])
+def test_tagging_trains_with_the_methods(tmp_path, tiny_encoder, data_dir, cache_dir, extra):
+    out = _train_beside_rte(tmp_path, tiny_encoder, data_dir, cache_dir, *extra)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["ner_slice"]["dev"]) == {"f1", "precision", "recall", "score"}
+
+
+@pytest.mark.slow
+def test_tagging_trains_beside_rte(tmp_path, tiny_encoder, data_dir, cache_dir):
+    out = _train_beside_rte(tmp_path, tiny_encoder, data_dir, cache_dir)
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["ner_slice"]["dev"]) == {"f1", "precision", "recall", "score"}
     assert metrics["ner_slice"]["dev"]["score"] == metrics["ner_slice"]["dev"]["f1"]
