@@ -127,3 +127,43 @@ def estimate_seconds(config: dict[str, Any]) -> float:
             evaluation, per_example = DA_SECONDS["scitail" if base == "scitail" else "snli_da"]
             total += evaluation + per_example * config["epochs"] * config.get("max_train_examples", SCITAIL_TRAIN)
     return total
+
+
+# ----------------------------------------------------------------------------- the seeds grid (glue_seeds)
+# training rows of the tasks whose whole training file is here (the full-data point); MNLI has none
+FULL_TRAIN = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "rte": 2490, "wnli": 635}
+# rows of each task's evaluation splits (MNLI: dev_mismatched), for the cost of an evaluation
+EVAL_ROWS = {"cola": 1043, "sst2": 872, "mrpc": 408, "stsb": 1500, "rte": 277, "wnli": 71, "mnli_aux": 9832}
+FORWARD_SHARE = 1 / 3     # an evaluated example costs about a third of a trained one (forward only)
+SMART_FACTOR = 2.6        # SMART's wall time over plain training (docs/results.md: 2.2-2.9x)
+DISTILL_FACTOR = 1.2      # a student's over plain training (the teachers' soft targets once)
+
+
+def recorded_rows(task: str) -> int:
+    """The training rows of the recorded 2-epoch cell behind SINGLE_SECONDS (its subset, or all)."""
+    return GLUE_SUBSETS.get(task, FULL_TRAIN.get(task, 0))
+
+
+def seconds_per_example(task: str) -> float:
+    """Seconds per trained example and epoch on one thread, from SINGLE_SECONDS: the recorded
+    2-epoch run trained ``recorded_rows`` twice and evaluated its dev split once."""
+    return SINGLE_SECONDS[task] / (GLUE_EPOCHS * recorded_rows(task) + FORWARD_SHARE * EVAL_ROWS[task])
+
+
+def glue_seconds(config: dict[str, Any]) -> float:
+    """Seconds on one thread of a GLUE run of ``config`` (any training rows, epochs, evaluations and
+    held-out share): per task, seconds per example x (trained rows x epochs + a third of the
+    evaluated rows: dev after every evaluated epoch, and the held-out rows with
+    ``selection_split: holdout``); a method's factor on top (SMART, distillation)."""
+    total = 0.0
+    epochs = config["epochs"]
+    evaluations = -(-epochs // config.get("eval_every", 1))  # the last epoch is always evaluated
+    held = config.get("holdout_fraction", 0.1) if config.get("selection_split") == "holdout" else 0.0
+    for task in config["tasks"]:
+        base = task.removesuffix("_linear")
+        limit = config.get("max_train_examples_per_task", {}).get(task, config.get("max_train_examples"))
+        rows = min(limit, FULL_TRAIN.get(base, limit or 0)) if limit else FULL_TRAIN[base]
+        evaluated = EVAL_ROWS[base] + held * rows
+        total += seconds_per_example(base) * ((1 - held) * rows * epochs + FORWARD_SHARE * evaluated * evaluations)
+    factor = SMART_FACTOR if config.get("adv") else DISTILL_FACTOR if config.get("teachers") else 1.0
+    return total * factor

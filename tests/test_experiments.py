@@ -109,7 +109,7 @@ def test_summary_shape_and_values_from_records(summarize):
     json.dumps(out)  # serialisable
 
 
-RUNNERS = ["run", "interference", "adapters", "smart_distill", "defaults_check"]
+RUNNERS = ["run", "interference", "adapters", "smart_distill", "defaults_check", "glue_seeds"]
 
 
 def test_experiments_is_one_package_with_one_command_line():

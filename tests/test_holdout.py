@@ -122,3 +122,13 @@ def test_holdout_run_selects_on_held_out_rows_and_stops_early(tmp_path, tiny_enc
     strip = ("train_seconds", "eval_seconds")
     assert [{k: v for k, v in h.items() if k not in strip} for h in _history(again)] == \
         [{k: v for k, v in h.items() if k not in strip} for h in history]
+
+
+@pytest.mark.slow
+def test_save_all_epochs_keeps_every_checkpoint(tmp_path, tiny_encoder, cache_dir):
+    task_file, data_dir = write_toy_data(tmp_path)
+    kept, pruned = tmp_path / "kept", tmp_path / "pruned"
+    assert main(train_argv(task_file, data_dir, tiny_encoder, cache_dir, kept, "--save-all-epochs", epochs=3)) == 0
+    assert main(train_argv(task_file, data_dir, tiny_encoder, cache_dir, pruned, "--selection", "last", epochs=3)) == 0
+    assert sorted(p.name for p in (kept / "checkpoints").glob("epoch-*")) == [f"epoch-{e}.safetensors" for e in (1, 2, 3)]
+    assert sorted(p.name for p in (pruned / "checkpoints").glob("epoch-*")) == ["epoch-3.safetensors"]

@@ -256,6 +256,10 @@ class TrainConfig(BaseModel):
     checkpoint_every: int | None = Field(
         None, ge=1, json_schema_extra=_may_change(),
         description="Also save a resumable checkpoint every N optimiser steps; unset: at epoch ends only.")
+    save_all_epochs: bool = Field(
+        False, json_schema_extra=_may_change(), description="Keep every epoch's weights in "
+        "checkpoints/; off: only the epochs the tasks keep and the last (an adapter run keeps "
+        "neither once it finishes).")
     on_nan: Literal["stop", "skip"] = Field(
         "stop", json_schema_extra=_may_change(),
         description="What a NaN or infinite loss does: stop the run, or skip the batch (counted in the history).")

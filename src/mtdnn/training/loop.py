@@ -146,7 +146,8 @@ def end_epoch(job: Job, state: LoopState, dev: dict[str, Any], train_seconds: fl
     job.run.append_history(record)
     _log_epoch(job.writer, record)
     write_json(job.run.selection_file, {"tasks": state.selection, "last": epoch})
-    _prune_checkpoints(job.run, keep=set(state.selection.values()) | {epoch})
+    if not job.cfg.save_all_epochs:
+        _prune_checkpoints(job.run, keep=set(state.selection.values()) | {epoch})
     if not job.dist.fsdp:  # FSDP's sharded optimiser state is not saved: such runs do not resume
         save_train_state(job.run, job.model, job.optimizer, job.scheduler, state, job.method_state)
 

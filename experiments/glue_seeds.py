@@ -1,0 +1,682 @@
+"""The seeds grid of docs/results.md: the GLUE comparison with three multi-task seeds, three seeds of
+every task in every row, the single-task control with as many passes as MT-DNN, selection on dev
+against selection on held-out training rows, domain adaptation on the three multi-task models, and
+one full-data point. Every comparison pairs rows made on the same processor with the same code.
+
+Cells (each one ``mtdnn.train`` run, recorded in experiments/results/glue_seeds/<cell>.json):
+
+- ``mt/s{k}``, k = 1-3: the multi-task model (the seven GLUE tasks of experiments.settings, their
+  subsets, 2 epochs); its weights are kept (the cells below start from its last epoch).
+- ``finetune/{task}/m{k}``: MT-DNN, the model of ``mt/s{k}`` fine-tuned on one task for 2 epochs
+  with seed k (``--init-from``, which takes the source run's last epoch); the MT-DNN row is the
+  three multi-task seeds, each fine-tuned, so its sd covers the multi-task seed too.
+- ``single2/{task}/s{k}`` and ``single4/{task}/s{k}``: the plain encoder fine-tuned on one task for
+  2 epochs (the passes of the multi-task model alone) and for 4 (the passes of MT-DNN: 2
+  multi-task + 2 fine-tuning epochs, the equal-passes control), seeds 1-3, every task.
+- ``da/{data}/{encoder|mtdnn}/{size}/s{k}``: domain adaptation as in experiments.run (its
+  protocol: last epoch kept, test reported), three training subsets at every size of SciTail
+  (0.1, 1, 10, 100%) and SNLI (0.1, 1%); the MT-DNN encoder of subset k is ``mt/s{k}``.
+- ``full/...``: the full-data point, one seed: ``full/mt/s1`` (CoLA, SST-2, MRPC, STS-B, RTE, WNLI
+  on all their training rows, MNLI on its 2,000-row subset as in the grid), ``full/finetune``,
+  ``full/single2`` and ``full/single4`` of each of those tasks, and on MRPC the three methods that
+  gave no gain on the subsets: the linear head against SAN (``full/linear/mrpc/s1``), SMART
+  (``full/smart/mrpc/s1``) and distillation from ``full/mt/s1`` (``full/kd/mrpc/s1``), each against
+  ``full/single2/mrpc/s1``. Where the plan's estimate exceeds CAP_HOURS, the full-data point drops
+  its most expensive tasks (``--plan`` says which and why).
+
+Selection. experiments.run keeps every run's last epoch and evaluates once. Every GLUE cell here
+(not the domain-adaptation cells) instead trains with ``--selection-split holdout
+--holdout-fraction 0.1 --selection best``, evaluated after every epoch: 10% of each task's training
+subset (stratified, drawn with subset seed 0, so the same rows in every cell and every stage) never
+trains and is evaluated beside dev. One run gives both arms of the table:
+
+- held-out selection (``holdout``): each task keeps the epoch with the best score on its held-out
+  rows; dev is reported clean;
+- dev selection (``dev``): each task's epoch with the best dev score (ties: the earlier), the usual
+  practice of choosing on the reported split.
+
+Both arms read the same trained weights, so their difference is what choosing on dev adds, nothing
+else. The runs keep every epoch's weights (``--save-all-epochs``) until the record is written, so
+that the dev predictions of both arms' epochs are in it; then the epochs no task keeps are removed.
+
+Records add to experiments.run's: the git commit (``+dirty`` with uncommitted changes outside
+experiments/results), the hash of the training code (``code``: the tree of src/mtdnn and the task
+file), each evaluated epoch's dev scores, the epoch each arm keeps, and the per-example predictions
+of those epochs on every evaluation split (class indices as a string of digits, scores rounded to 4
+decimals); the labels of each split are stored once, in experiments/results/labels.json, under
+``task/split/hash``. A cell whose config equals an earlier cell's (RTE and WNLI have no cap, so
+their full-data single-task cells are their grid cells) takes that cell's record when it was made
+on this machine with this code.
+
+    python -m experiments.glue_seeds --plan
+    python -m experiments.glue_seeds --cell finetune/rte/m2
+    taskset -c 0 python -m experiments.glue_seeds --run --stream A --threads 1 &
+    taskset -c 1 python -m experiments.glue_seeds --run --stream B --threads 1
+    python -m experiments.glue_seeds --summarize   # summary.json "glue_seeds", docs/results.md tables
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments import settings
+from experiments.cells import (ClaimedGrid, PlanRow, PlanTable, Records, Streams, cli, config_record, fill_markers,
+                               load_average, lock_file, machine, package_versions, read_history, read_metrics, say,
+                               seconds_left, threads_override, timestamp, train_cell, update_summary, work)
+from experiments.settings import DA_COUNTS, FULL_TRAIN, GLUE_EPOCHS, GLUE_TASKS
+from experiments.stats import mean_sd, paired_bootstrap, spread
+
+RESULTS = settings.RESULTS
+RECORDS = Records(RESULTS / "glue_seeds")
+LOCKS = RECORDS.folder / ".locks"
+LABELS = RESULTS / "labels.json"
+RUNS = settings.ROOT / "runs" / "glue_seeds"
+CHECK = settings.CHECK_DIRS / "glue_seeds"
+BEGIN, END = "<!-- glue-seeds:begin -->", "<!-- glue-seeds:end -->"
+STREAMS = Streams("with --run: this process's name in the lock files", "A")
+SUMMARIZE_HELP = "summary.json 'glue_seeds' (keys glue, domain_adaptation, full_data), docs/results.md tables"
+
+SEEDS = (1, 2, 3)
+HOLDOUT = 0.1
+SELECT = {"eval_every": 1, "selection": "best", "selection_split": "holdout", "holdout_fraction": HOLDOUT,
+          "save_all_epochs": True}
+CONTROL_EPOCHS = 2 * GLUE_EPOCHS      # MT-DNN's passes: 2 multi-task epochs + 2 of fine-tuning
+FULL_TASKS = list(FULL_TRAIN)         # the tasks whose whole training file is here
+NULL_TASK = "mrpc"                    # the full-data check of SAN, SMART and distillation
+CAP_HOURS = 12.0                      # the whole grid on one core
+ARMS = ("holdout", "dev")
+ROWS = {"single2": "single-task, 2 epochs", "single4": "single-task, 4 epochs (equal passes)",
+        "mt": "MT-DNN, no fine-tuning", "finetune": "MT-DNN (fine-tuned per task)"}
+# each row against the single-task control with as many passes over each task's data: the
+# multi-task model alone 2 (2 epochs), MT-DNN 4 (2 multi-task + 2 fine-tuning), the methods 2
+AGAINST = {"mt": "single2", "finetune": "single4", "linear": "single2", "smart": "single2", "kd": "single2"}
+
+
+@dataclass
+class Cell:
+    name: str
+    config: dict[str, Any]
+    needs: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    keep: bool = False                # keep the weights (other cells start from them)
+
+
+# ----------------------------------------------------------------------------- the grid
+def glue_cell_config(tasks: list[str], seed: int, epochs: int = GLUE_EPOCHS, full: bool = False,
+                     **extra: Any) -> dict[str, Any]:
+    """A GLUE cell of this grid: experiments.settings' setting with held-out selection (SELECT);
+    ``full``: the tasks of FULL_TRAIN on all their training rows."""
+    cfg = settings.glue_config(tasks, seed, epochs, **SELECT, **extra)
+    if full:
+        cfg["max_train_examples_per_task"] = {t: n for t, n in cfg["max_train_examples_per_task"].items()
+                                              if t not in FULL_TRAIN}
+    return cfg
+
+
+def mt_dir(name: str) -> str:
+    return str(RUNS / name)
+
+
+def grid_cells() -> list[Cell]:
+    """The GLUE and domain-adaptation cells, the multi-task models first."""
+    out = [Cell(f"mt/s{k}", glue_cell_config(GLUE_TASKS, k), meta={"row": "mt", "seed": k}, keep=True)
+           for k in SEEDS]
+    for k in SEEDS:
+        out += [Cell(f"finetune/{t}/m{k}", glue_cell_config([t], k, init_from=mt_dir(f"mt/s{k}")), [f"mt/s{k}"],
+                     meta={"row": "finetune", "task": t, "seed": k}) for t in GLUE_TASKS]
+    for k in SEEDS:
+        for row, epochs in (("single2", GLUE_EPOCHS), ("single4", CONTROL_EPOCHS)):
+            out += [Cell(f"{row}/{t}/s{k}", glue_cell_config([t], k, epochs), meta={"row": row, "task": t, "seed": k})
+                    for t in GLUE_TASKS]
+    sizes = [("scitail", s) for s in settings.DA_SIZES] + [("snli", s) for s in DA_COUNTS["snli"]]
+    for data, size in sizes:
+        for k in SEEDS:
+            for enc in ("encoder", "mtdnn"):
+                extra = {"init_from": mt_dir(f"mt/s{k}")} if enc == "mtdnn" else {}
+                out.append(Cell(f"da/{data}/{enc}/{size}/s{k}", settings.da_config(data, size, k, **extra),
+                                [f"mt/s{k}"] if enc == "mtdnn" else [],
+                                meta={"row": "da", "data": data, "encoder": enc, "size": size, "subset": k}))
+    return out
+
+
+def full_cells(tasks: list[str]) -> list[Cell]:
+    """The full-data point on ``tasks`` (one seed), and the null-result checks on NULL_TASK."""
+    if not tasks:
+        return []
+    mt_tasks = [t for t in GLUE_TASKS if t in tasks or t not in FULL_TRAIN]  # MNLI: its subset, as in the grid
+    out = [Cell("full/mt/s1", glue_cell_config(mt_tasks, 1, full=True), meta={"row": "mt", "seed": 1, "full": True},
+                keep=True)]
+    out += [Cell(f"full/finetune/{t}/s1", glue_cell_config([t], 1, full=True, init_from=mt_dir("full/mt/s1")),
+                 ["full/mt/s1"], meta={"row": "finetune", "task": t, "seed": 1, "full": True}) for t in tasks]
+    for row, epochs in (("single2", GLUE_EPOCHS), ("single4", CONTROL_EPOCHS)):
+        out += [Cell(f"full/{row}/{t}/s1", glue_cell_config([t], 1, epochs, full=True),
+                     meta={"row": row, "task": t, "seed": 1, "full": True}) for t in tasks]
+    if NULL_TASK in tasks:
+        linear = glue_cell_config([f"{NULL_TASK}_linear"], 1, full=True)
+        linear["max_train_examples_per_task"] = {}
+        out += [Cell(f"full/linear/{NULL_TASK}/s1", linear, meta={"row": "linear", "task": NULL_TASK, "full": True}),
+                Cell(f"full/smart/{NULL_TASK}/s1", glue_cell_config([NULL_TASK], 1, full=True, adv=True),
+                     meta={"row": "smart", "task": NULL_TASK, "full": True}),
+                Cell(f"full/kd/{NULL_TASK}/s1",
+                     glue_cell_config([NULL_TASK], 1, full=True, teachers=[mt_dir("full/mt/s1")]), ["full/mt/s1"],
+                     meta={"row": "kd", "task": NULL_TASK, "full": True})]
+    return out
+
+
+def static_seconds(cell: Cell) -> float:
+    """Seconds on one thread from the time table alone (settings.glue_seconds, settings.estimate_seconds)."""
+    if cell.meta.get("row") == "da":
+        return settings.estimate_seconds(cell.config)
+    return settings.glue_seconds(cell.config)
+
+
+def planned_seconds(cells: list[Cell]) -> float:
+    """The grid's seconds on one thread from the time table, a cell equal to an earlier one counted once."""
+    equal = equal_cells(cells)
+    return sum(static_seconds(c) for c in cells if c.name not in equal)
+
+
+def full_data_tasks() -> tuple[list[str], list[str]]:
+    """The full-data point's tasks within CAP_HOURS, and the tasks cut (most expensive first): the
+    choice rests on the time table alone, so that it stays the same while the grid runs."""
+    tasks, cut = list(FULL_TASKS), []
+    base = grid_cells()
+    while tasks and planned_seconds(base + full_cells(tasks)) > CAP_HOURS * 3600:
+        costly = max(tasks, key=lambda t: sum(static_seconds(c) for c in full_cells(tasks) if c.meta.get("task") == t))
+        tasks.remove(costly)
+        cut.append(costly)
+    return tasks, cut
+
+
+def cells() -> list[Cell]:
+    return grid_cells() + full_cells(full_data_tasks()[0])
+
+
+def _by_name() -> dict[str, Cell]:
+    return {c.name: c for c in cells()}
+
+
+def equal_cells(cells: list[Cell]) -> dict[str, str]:
+    """cell -> the earlier cell of the grid that trains exactly the same run (equal config)."""
+    seen: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for c in cells:
+        key = json.dumps(c.config, sort_keys=True)
+        if key in seen:
+            out[c.name] = seen[key]
+        else:
+            seen[key] = c.name
+    return out
+
+
+# ----------------------------------------------------------------------------- what a record holds
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=settings.ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def commit() -> str:
+    """``git rev-parse HEAD``, with ``+dirty`` where the tree has changes (experiments/results, where
+    records are written while the grid runs, not counted); ``unknown`` outside a git checkout."""
+    try:
+        head = _git("rev-parse", "HEAD")
+        changes = _git("status", "--porcelain", "--", ".", ":(exclude)experiments/results")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if changes else "")
+
+
+def code_version() -> str:
+    """The training code a run depends on: the git tree hashes of src/mtdnn and the task file, with
+    ``+dirty`` where they have uncommitted changes (runs with equal ``code`` ran the same code)."""
+    paths = ["src/mtdnn", "experiments/tasks.yaml"]
+    try:
+        trees = [_git("rev-parse", f"HEAD:{p}")[:12] for p in paths]
+        changes = _git("status", "--porcelain", "--", *paths)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return "-".join(trees) + ("+dirty" if changes else "")
+
+
+def encode_predictions(values: np.ndarray, regression: bool) -> str | list[float] | list[int]:
+    """Compact predictions: class indices as a string of digits (a list where a class is >= 10),
+    scores rounded to 4 decimals."""
+    if regression:
+        return [round(float(v), 4) for v in values]
+    ints = [int(v) for v in values]
+    return "".join(map(str, ints)) if all(0 <= v < 10 for v in ints) else ints
+
+
+def decode_predictions(stored: str | list[Any]) -> np.ndarray:
+    return np.array([int(c) for c in stored]) if isinstance(stored, str) else np.asarray(stored)
+
+
+def labels_key(task: str, split: str, labels: np.ndarray, uids: list[str]) -> str:
+    """``task/split/hash``: the hash of the split's row ids and labels (12 hex digits)."""
+    h = hashlib.sha256(json.dumps([list(map(str, uids)), [float(x) for x in labels]]).encode())
+    return f"{task}/{split}/{h.hexdigest()[:12]}"
+
+
+def store_labels(key: str, labels: np.ndarray, regression: bool, path: Path | None = None) -> None:
+    """Write a split's labels once into the shared labels file (kept as it is when the key is there)."""
+    from mtdnn.run_dir import write_json
+
+    path = path or LABELS
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    if key not in stored:
+        stored[key] = encode_predictions(labels, regression)
+        write_json(path, dict(sorted(stored.items())))
+
+
+def load_labels(path: Path | None = None) -> dict[str, np.ndarray]:
+    path = path or LABELS
+    return {k: decode_predictions(v) for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
+
+
+def split_score(dev: dict[str, Any], task: str) -> float:
+    """A task's score on its reported split in one evaluation (the first split that is not ``holdout``)."""
+    return float(next(v for k, v in dev[task].items() if k != "holdout")["score"])
+
+
+def arm_epochs(history: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """arm -> task -> the epoch it keeps: ``holdout``, the best held-out score, ``dev``, the best dev
+    score (ties: the earlier epoch, as mtdnn's selection; a task without held-out rows: dev)."""
+    out: dict[str, dict[str, int]] = {arm: {} for arm in ARMS}
+    best: dict[tuple[str, str], float] = {}
+    for h in history:
+        for task, splits in (h.get("dev") or {}).items():
+            scores = {"dev": split_score(h["dev"], task),
+                      "holdout": float(splits["holdout"]["score"]) if "holdout" in splits else split_score(h["dev"], task)}
+            for arm in ARMS:
+                if scores[arm] > best.get((arm, task), float("-inf")):
+                    best[(arm, task)] = scores[arm]
+                    out[arm][task] = int(h["epoch"])
+    return out
+
+
+def dev_by_epoch(history: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """task -> epoch -> split -> metrics, every evaluated epoch (unrounded)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for h in history:
+        for task, splits in (h.get("dev") or {}).items():
+            out.setdefault(task, {})[str(h["epoch"])] = splits
+    return out
+
+
+def epoch_predictions(run_dir: Path, epochs: dict[str, set[int]], labels_file: Path | None = None) -> dict[str, Any]:
+    """task -> split -> {"labels": key, "epochs": {epoch: predictions}} on every labeled evaluation
+    split (dev, test where labeled) of the run's tasks, for the ``epochs`` of each task (their
+    weights in ``checkpoints/``); each split's labels go to the shared labels file."""
+    import mtdnn
+    from mtdnn.data.pipeline import load_task_data
+    from mtdnn.data.readers import data_dir_default
+    from mtdnn.evaluation import predict
+    from mtdnn.metrics import compute_metrics
+    from mtdnn.model.weights import load_model_weights
+
+    run = mtdnn.load_run(run_dir, device="cpu")
+    tasks = [run.task(t) for t in epochs]
+    data = load_task_data(tasks, run.tokenizer, data_dir=run.config.get("data_dir") or data_dir_default(),
+                          max_len=run.max_len, cache_dir=run.config.get("cache_dir"), allow_hub=False,
+                          with_train=False, with_tests=False)
+    out: dict[str, Any] = {}
+    loaded: Path | None = None
+    for name, td in data.items():
+        regression = td.task.type == "regression"
+        for split_name, split in td.evals.items():
+            key = labels_key(name, split_name, split.labels, split.uids)
+            store_labels(key, split.labels, regression, labels_file)
+            entry: dict[str, Any] = {"labels": key, "epochs": {}, "scores": {}}
+            for epoch in sorted(epochs[name]):
+                weights = run_dir / "checkpoints" / f"epoch-{epoch}.safetensors"
+                if not weights.is_file():
+                    continue
+                if weights != loaded:
+                    load_model_weights(run.model, weights)
+                    loaded = weights
+                preds = predict(run.model, td.task, split, batch_size=int(run.config.get("eval_batch_size", 128)),
+                                device=run.device, pad_id=run.tokenizer.pad_token_id or 0).preds
+                entry["epochs"][str(epoch)] = encode_predictions(preds, regression)
+                entry["scores"][str(epoch)] = compute_metrics(td.task.metric_names, preds, split.labels)["score"]
+            out.setdefault(name, {})[split_name] = entry
+    return out
+
+
+def build_record(cell: Cell, run_dir: Path, cfg: Any, wall: float, extra: dict[str, Any],
+                 labels_file: Path | None = None) -> dict[str, Any]:
+    """A finished cell's record: experiments.run's fields, the commit and code, each evaluated
+    epoch's metrics, the epoch each selection arm keeps, and the predictions of those epochs."""
+    history = read_history(run_dir)
+    arms = arm_epochs(history)
+    if cfg.selection == "last" or not arms["dev"]:  # the domain-adaptation protocol: the last epoch
+        last = max(int(h["epoch"]) for h in history)
+        arms = {"last": {t: last for t in read_metrics(run_dir)}}
+    wanted: dict[str, set[int]] = {}
+    for chosen in arms.values():
+        for task, epoch in chosen.items():
+            wanted.setdefault(task, set()).add(epoch)
+    return {"cell": cell.name, "meta": cell.meta, "metrics": read_metrics(run_dir), "selected": arms,
+            "evaluations": dev_by_epoch(history),
+            "predictions": epoch_predictions(run_dir, wanted, labels_file),
+            "train_loss": [h["train_loss"] for h in history], "wall_seconds": round(wall, 1),
+            "commit": commit(), "code": code_version(), "machine": machine(), "versions": package_versions(),
+            "load_average": load_average(), "finished": timestamp(), "config": config_record(cfg),
+            "command": f"python -m experiments.glue_seeds --cell {cell.name}", **extra}
+
+
+# ----------------------------------------------------------------------------- running
+def _train(cell: Cell, run_dir: Path, threads: int | None) -> dict[str, Any]:
+    import mtdnn
+
+    cfg = mtdnn.make_config({**cell.config, "output_dir": str(run_dir), **threads_override(threads)})
+    say(f"{cell.name} ...")
+    wall, extra = train_cell(cfg, run_dir)
+    record = build_record(cell, run_dir, cfg, wall, extra)
+    say(f"{cell.name}: {json.dumps(record['metrics'])} ({wall:.0f} s)")
+    prune_epochs(run_dir)
+    return record
+
+
+def prune_epochs(run_dir: Path) -> None:
+    """Remove the epoch weights that no task keeps (selection.json) but the last: ``--save-all-epochs``
+    kept them for the record's predictions only."""
+    selection = json.loads((run_dir / "selection.json").read_text())
+    keep = set(selection["tasks"].values()) | {selection["last"]}
+    for p in (run_dir / "checkpoints").glob("epoch-*.safetensors"):
+        if int(p.stem.split("-")[1]) not in keep:
+            p.unlink()
+
+
+def reusable(record: dict[str, Any] | None) -> bool:
+    """A record another cell may take: made on this machine with this code."""
+    return record is not None and record.get("machine") == machine() and record.get("code") == code_version() \
+        and not str(record.get("code", "")).endswith("+dirty")
+
+
+def ensure_weights(name: str, threads: int | None) -> None:
+    """The weights of a kept cell (a fresh clone has its record, not its weights): trained again
+    into its run directory when missing; its record is left as it is (the retrained one beside it)."""
+    from mtdnn.run_dir import write_json
+
+    if (RUNS / name / "metrics.json").is_file():
+        return
+    record = _train(_by_name()[name], RUNS / name, threads)
+    target = RECORDS.path(name) if not RECORDS.path(name).is_file() else RECORDS.folder / "retrained" / RECORDS.path(name).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_json(target, record)
+
+
+def one_cell(name: str, threads: int | None = None) -> int:
+    """Run a cell unless it is recorded: take an equal earlier cell's record where it was made here
+    with this code, else train (the kept models it starts from first)."""
+    from mtdnn.run_dir import write_json
+
+    cell = _by_name()[name]
+    if RECORDS.path(name).is_file():
+        return 0
+    same = equal_cells(cells()).get(name)
+    if same is not None and reusable(RECORDS.load(same)):
+        write_json(RECORDS.path(name), {**RECORDS.load(same), "cell": name, "meta": cell.meta,  # type: ignore[dict-item]
+                                        "reused_from": {"cell": same, "record": str(RECORDS.path(same))}})
+        return 0
+    for dep in cell.needs:
+        ensure_weights(dep, threads)
+    write_json(RECORDS.path(name), _train(cell, RUNS / name, threads))
+    if not cell.keep:
+        shutil.rmtree(RUNS / name / "checkpoints", ignore_errors=True)
+    return 0
+
+
+def check(name: str, threads: int | None = None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    from mtdnn.run_dir import write_json
+
+    cell = _by_name()[name]
+    for dep in cell.needs:
+        ensure_weights(dep, threads)
+    new = _train(cell, CHECK / name, threads)
+    write_json(CHECK / RECORDS.path(name).name, new)
+    return RECORDS.load(name), new
+
+
+def _ready(cell: Cell) -> bool:
+    return all(RECORDS.path(d).is_file() for d in cell.needs)
+
+
+def run(stream: str, only: str, threads: int | None) -> int:
+    """Work through the cells with the other streams (lock files in results/glue_seeds/.locks)."""
+    def run_one(cell: Cell) -> None:
+        one_cell(cell.name, threads)
+
+    grid = ClaimedGrid(cells, lambda n: RECORDS.path(n).is_file(), _ready,
+                       lambda n: lock_file(LOCKS, RECORDS.path(n)), LOCKS, run_one)
+    return work(grid, stream, only)
+
+
+# ----------------------------------------------------------------------------- the plan
+def estimate(cell: Cell) -> float:
+    record = RECORDS.load(cell.name)
+    return float(record["wall_seconds"]) if record is not None else static_seconds(cell)
+
+
+def part(cell: Cell) -> str:
+    return "full" if cell.name.startswith("full/") else "da" if cell.meta.get("row") == "da" else "glue"
+
+
+def plan_lines() -> list[str]:
+    all_cells = cells()
+    equal = equal_cells(all_cells)
+    rows = [PlanRow(c.name, "done" if RECORDS.path(c.name).is_file() else ("equal" if c.name in equal else "todo"),
+                    part(c), 0.0 if c.name in equal else estimate(c)) for c in all_cells]
+    table = PlanTable(f"{'state':<6} {'part':<5} {'minutes':>8}  cell",
+                      lambda r: f"{r.state:<6} {r.column:<5} {r.seconds / 60:>8.1f}  {r.name}"
+                                + (f"  (= {equal[r.name]})" if r.name in equal else ""),
+                      lambda rs: [])
+    tasks, cut = full_data_tasks()
+    total = planned_seconds(all_cells)
+    left = seconds_left(rows)
+    lines = table.lines(rows)
+    lines += ["", f"estimate of the whole grid from the time table: {total / 3600:.1f} h on one core, about "
+                  f"{total / 7200:.1f} h on two streams (cap {CAP_HOURS:.0f} h; cells equal to an earlier one count once)",
+              "left to run: " + ", ".join(f"{k} {v / 3600:.1f} h" for k, v in left.items())
+              + f"; {sum(left.values()) / 3600:.1f} h on one core (done: the recorded time)"]
+    if cut:
+        lines.append(f"full-data point cut to {', '.join(tasks) or 'nothing'}: with {', '.join(cut)} the grid "
+                     f"would exceed {CAP_HOURS:.0f} h of one core")
+    return lines
+
+
+def plan() -> int:
+    print("\n".join(plan_lines()))
+    return 0
+
+
+# ----------------------------------------------------------------------------- summary
+def _score_of(record: dict[str, Any], task: str, arm: str) -> float | None:
+    epoch = record["selected"].get(arm, {}).get(task)
+    if epoch is None:
+        return None
+    splits = record["evaluations"][task][str(epoch)]
+    return float(next(v for k, v in splits.items() if k != "holdout")["score"])
+
+
+def _preds_of(record: dict[str, Any], task: str, arm: str, split: str | None = None) -> tuple[str, np.ndarray] | None:
+    epoch = record["selected"].get(arm, {}).get(task)
+    entry = record.get("predictions", {}).get(task, {})
+    split = split or next(iter(entry), None)
+    if epoch is None or split not in entry or str(epoch) not in entry[split]["epochs"]:
+        return None
+    return entry[split]["labels"], decode_predictions(entry[split]["epochs"][str(epoch)])
+
+
+def _metric_names(task: str) -> list[str]:
+    from mtdnn.tasks.registry import TaskRegistry
+
+    return list(TaskRegistry([settings.TASK_FILE]).resolve([task], settings.BASE["pair_head"])[0].metric_names)
+
+
+def row_runs(records: dict[str, dict[str, Any]], full: bool) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """row -> task -> the records of its runs (a multi-task model: one record for every task)."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for name, r in records.items():
+        if name.startswith("full/") != full or r["meta"].get("row") in (None, "da"):
+            continue
+        row = r["meta"]["row"]
+        for task in ([r["meta"]["task"]] if "task" in r["meta"] else list(r["selected"].get("holdout", {}))):
+            out.setdefault(row, {}).setdefault(task, []).append(r)
+    return out
+
+
+def compare_rows(task: str, a: list[dict[str, Any]], b: list[dict[str, Any]], arm: str,
+                 labels: dict[str, np.ndarray], resamples: int = 1000) -> dict[str, Any] | None:
+    """Row A − row B on a task, with the paired bootstrap interval over the reported split's
+    examples; None unless every run of both rows has predictions of the same labelled split."""
+    pa = [_preds_of(r, task, arm) for r in a]
+    pb = [_preds_of(r, task, arm) for r in b]
+    keys = {p[0] for p in pa + pb if p is not None}
+    if not a or not b or any(p is None for p in pa + pb) or len(keys) != 1 or next(iter(keys)) not in labels:
+        return None
+    key = next(iter(keys))
+    interval = paired_bootstrap(_metric_names(task), labels[key], [p[1] for p in pa], [p[1] for p in pb],  # type: ignore[index]
+                                resamples=resamples)
+    return interval.as_record()
+
+
+def glue_summary(records: dict[str, dict[str, Any]], labels: dict[str, np.ndarray], full: bool = False,
+                 resamples: int = 1000) -> dict[str, Any]:
+    """arm -> {"rows": row -> task -> mean/sd/n, "differences": row -> task -> interval against the
+    equal-passes control}, from the unrounded records (full: the full-data point's cells)."""
+    runs = row_runs(records, full)
+    out: dict[str, Any] = {}
+    for arm in ARMS:
+        rows = {row: {t: mean_sd([s for s in (_score_of(r, t, arm) for r in rs) if s is not None])
+                      for t, rs in sorted(tasks.items())} for row, tasks in runs.items()}
+        diffs: dict[str, dict[str, Any]] = {}
+        for row, tasks in runs.items():
+            against = AGAINST.get(row)
+            if against is None:
+                continue
+            for t, rs in tasks.items():
+                c = compare_rows(t, rs, runs.get(against, {}).get(t, []), arm, labels, resamples)
+                if c is not None:
+                    diffs.setdefault(row, {})[t] = {**c, "against": against}
+        out[arm] = {"rows": rows, "differences": diffs}
+    out["flattery"] = {row: {t: round(spread([d for d in ((_score_of(r, t, "dev") or 0) - (_score_of(r, t, "holdout") or 0)
+                                                           for r in rs)])[0], 2)  # type: ignore[index]
+                             for t, rs in tasks.items()} for row, tasks in runs.items()}
+    if full:
+        out["wall_minutes"] = {name: round(r["wall_seconds"] / 60, 1) for name, r in records.items()
+                               if name.startswith("full/")}
+    return out
+
+
+def da_summary(records: dict[str, dict[str, Any]], labels: dict[str, np.ndarray], resamples: int = 1000) -> dict[str, Any]:
+    """data -> size -> {"encoder"/"mtdnn": mean/sd/n of test accuracy, "difference": MT-DNN − plain
+    encoder with its bootstrap interval over the test examples}."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in records.values():
+        m = r["meta"]
+        if m.get("row") == "da":
+            groups.setdefault((m["data"], m["size"], m["encoder"]), []).append(r)
+    out: dict[str, Any] = {}
+    for (data, size, enc), rs in sorted(groups.items()):
+        task = "scitail" if data == "scitail" else "snli_da"
+        entry = out.setdefault(data, {}).setdefault(size, {})
+        entry[enc] = mean_sd([r["metrics"][task]["test"]["accuracy"] for r in rs if "test" in r["metrics"][task]])
+        other = groups.get((data, size, "encoder"))
+        if enc == "mtdnn" and other:
+            pa = [_preds_of(r, task, "last", "test") for r in rs]
+            pb = [_preds_of(r, task, "last", "test") for r in other]
+            if all(p is not None for p in pa + pb) and pa and pb and pa[0][0] in labels:  # type: ignore[index]
+                entry["difference"] = paired_bootstrap(_metric_names(task), labels[pa[0][0]], [p[1] for p in pa],  # type: ignore[index]
+                                                       [p[1] for p in pb], resamples=resamples).as_record()  # type: ignore[index]
+    return out
+
+
+def summary(records: dict[str, dict[str, Any]], labels: dict[str, np.ndarray], resamples: int = 1000) -> dict[str, Any]:
+    machines = sorted({r["machine"] for r in records.values()})
+    codes = sorted({r.get("code", "unknown") for r in records.values()})
+    return {"glue": glue_summary(records, labels, False, resamples), "domain_adaptation": da_summary(records, labels, resamples),
+            "full_data": glue_summary(records, labels, True, resamples), "machines": machines, "code": codes,
+            "units": "percent; GLUE: each task's dev score (MNLI: dev_mismatched) at the epoch each selection arm "
+                     "keeps; differences: row − the single-task control with as many passes over each task's data "
+                     "(MT-DNN: 4 epochs; the multi-task model alone and the full-data methods: 2), with the paired bootstrap 95% interval over dev "
+                     "examples and its verdict; flattery: dev arm − held-out arm, same runs; domain adaptation: "
+                     "test accuracy, MT-DNN − plain encoder",
+            "cells": sorted(records)}
+
+
+def _fmt(s: dict[str, float] | None) -> str:
+    return "–" if not s else f"{s['mean']:.1f} ± {s['sd']:.1f} (n={s['n']})" if s["n"] > 1 else f"{s['mean']:.1f} (n=1)"
+
+
+def _fmt_diff(d: dict[str, Any] | None) -> str:
+    return "–" if not d else f"{d['difference']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] {d['verdict']}"
+
+
+def _glue_table(part: dict[str, Any], arm: str, tasks: list[str], rows: dict[str, str]) -> list[str]:
+    labels = {t: t for t in tasks}
+    lines = ["| row | " + " | ".join(labels[t] for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for row, label in rows.items():
+        if row in part[arm]["rows"]:
+            lines.append(f"| {label} | " + " | ".join(_fmt(part[arm]["rows"][row].get(t)) for t in tasks) + " |")
+    for row, label in rows.items():
+        if row in part[arm]["differences"]:
+            against = next(iter(part[arm]["differences"][row].values()))["against"]
+            lines.append(f"| {label} − {ROWS[against]} | "
+                         + " | ".join(_fmt_diff(part[arm]["differences"][row].get(t)) for t in tasks) + " |")
+    return lines
+
+
+def tables(s: dict[str, Any]) -> str:
+    if not s["cells"]:
+        return "Not run yet: no records in experiments/results/glue_seeds/ (`python -m experiments.glue_seeds --plan`)."
+    arm_names = {"holdout": "held-out selection (dev reported clean)", "dev": "dev selection (chosen on the reported split)"}
+    out: list[str] = []
+    for arm in ARMS:
+        out += [f"### GLUE dev, {arm_names[arm]}: mean ± sd over seeds (n); differences with the paired bootstrap "
+                "95% interval over dev examples", ""]
+        out += _glue_table(s["glue"], arm, GLUE_TASKS, ROWS) + [""]
+    out += ["### How much choosing on dev flattered each row (dev arm − held-out arm, same runs; mean over seeds)", "",
+            "| row | " + " | ".join(GLUE_TASKS) + " |", "|---|" + "---|" * len(GLUE_TASKS)]
+    for row, label in ROWS.items():
+        if row in s["glue"]["flattery"]:
+            out.append(f"| {label} | " + " | ".join(f"{s['glue']['flattery'][row].get(t, float('nan')):+.2f}"
+                                                   for t in GLUE_TASKS) + " |")
+    out += ["", "### Domain adaptation on the three multi-task seeds (test accuracy; MT-DNN − plain encoder with its interval)", "",
+            "| data | size | plain encoder | MT-DNN encoder | difference |", "|---|---|---|---|---|"]
+    for data, sizes in s["domain_adaptation"].items():
+        for size, e in sizes.items():
+            out.append(f"| {data} | {size}% | {_fmt(e.get('encoder'))} | {_fmt(e.get('mtdnn'))} | {_fmt_diff(e.get('difference'))} |")
+    full = s["full_data"]
+    if full["holdout"]["rows"]:
+        full_rows = {**ROWS, "linear": "linear head (SAN elsewhere)", "smart": "SMART", "kd": "distilled from full/mt/s1"}
+        out += ["", "### Full data, held-out selection (one seed)", ""]
+        out += _glue_table(full, "holdout", [t for t in FULL_TASKS if any(t in r for r in full["holdout"]["rows"].values())],
+                           full_rows)
+        out += ["", "Wall minutes: " + ", ".join(f"{k} {v}" for k, v in full["wall_minutes"].items()) + "."]
+    else:
+        out += ["", "Full data: not run yet."]
+    out += ["", f"{len(s['cells'])} runs; machine: {'; '.join(s['machines'])}; code: {', '.join(s['code'])}."]
+    return "\n".join(out)
+
+
+def summarize() -> int:
+    records = RECORDS.all()
+    s = summary(records, load_labels())
+    if records:  # summary.json holds measurements only
+        update_summary(settings.SUMMARY, {"glue_seeds": s})
+    text = tables(s)
+    fill_markers(settings.DOC, BEGIN, END, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli(__name__))
