@@ -145,3 +145,15 @@ def test_smart_refuses_a_tagging_task(tmp_path, tiny_encoder, data_dir, cache_di
     err = capsys.readouterr().err
     assert rc != 0 and len(err.strip().splitlines()) == 1
     assert "SMART (--adv)" in err and "task 'ner2' (tagging) cannot train with it" in err
+
+
+def test_tasks_check_counts_tags(data_dir, tiny_encoder):
+    from transformers import AutoTokenizer
+
+    from mtdnn.tasks.check import check_task
+
+    tc = check_task(builtin_tasks()["wnut17"], Path(data_dir), AutoTokenizer.from_pretrained(tiny_encoder), 16, False)
+    assert not tc.problems
+    dev = next(s for s in tc.splits if s.split == "dev")
+    assert dev.rows == 1009 and dev.labels["O"] > dev.labels["B-person"] > 0
+    assert any("split into overlapping windows" in w for w in tc.warnings)

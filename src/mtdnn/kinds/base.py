@@ -69,6 +69,8 @@ class TaskKind:
     default_metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
     # ranking: subsets of the training rows and batches keep each candidate group whole
     keeps_groups: ClassVar[bool] = False
+    # what happens to a row longer than --max-seq-len (``tasks check`` says it)
+    long_rows: ClassVar[str] = "get cut"
     # the integer label of an unlabeled row (float kinds: NaN)
     missing_label: ClassVar[int] = -1
 
