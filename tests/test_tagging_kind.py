@@ -157,3 +157,29 @@ def test_tasks_check_counts_tags(data_dir, tiny_encoder):
     dev = next(s for s in tc.splits if s.split == "dev")
     assert dev.rows == 1009 and dev.labels["O"] > dev.labels["B-person"] > 0
     assert any("split into overlapping windows" in w for w in tc.warnings)
+
+
+def test_scores_and_reports_by_hand():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    ner = builtin_tasks()["conll03_ner"]
+    ids = {t: i for i, t in enumerate(ner.labels)}
+    gold = [[ids[t] for t in s] for s in (["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"])]
+    pred = np.empty(2, dtype=object)
+    pred[0] = np.array([ids[t] for t in ["B-PER", "I-PER", "O", "B-ORG"]])  # LOC predicted as ORG
+    pred[1] = np.array([ids[t] for t in ["B-ORG", "O"]])
+    split = SimpleNamespace(word_labels=gold)
+    got = ner.kind.score(ner, split, pred)
+    assert got["precision"] == got["recall"] == got["f1"] == got["score"] == pytest.approx(200 / 3)
+    report = ner.kind.split_report(ner, split, pred)
+    assert report["labels"] == ["LOC", "ORG", "PER", "(none)"]
+    assert report["confusion_matrix"]["matrix"][0] == [0, 1, 0, 0]  # the gold LOC predicted ORG
+    assert ner.kind.prediction_labels(ner, pred) == ["B-PER I-PER O B-ORG", "B-ORG O"]
+    pos = builtin_tasks()["conll03_pos"]
+    split = SimpleNamespace(word_labels=[[0, 1, 2]])
+    tags = np.empty(1, dtype=object)
+    tags[0] = np.array([0, 1, 1])
+    assert pos.kind.score(pos, split, tags) == {"accuracy": pytest.approx(200 / 3), "score": pytest.approx(200 / 3)}
+    assert pos.kind.split_report(pos, split, tags)["accuracy"] == pytest.approx(200 / 3)
