@@ -893,16 +893,16 @@ def _break_task(spec: dict[str, Any], kind: str) -> tuple[str, str]:
     s, split = _first_split(spec)
     top: dict[str, tuple[Any, str, str]] = {  # kind -> (bad value, field, piece)
         "name": ("bad name!", "name", "should match pattern"),
-        "type": ("other", "type", "'classification', 'regression' or 'ranking'"),
+        "type": ("other", "type", "'classification', 'regression', 'ranking' or 'tagging'"),
         "dropout": (1.5, "dropout", "less than 1"),
         "steps": ({"kind": "linear", "steps": 0}, "head", "greater than or equal to 1"),
-        "metric": (["bleu"], "metrics", "'mcc', 'pearson' or 'spearman'"),
+        "metric": (["bleu"], "metrics", "'spearman', 'precision' or 'recall'"),
         "gamma": (0, "ranking_gamma", "greater than 0"),
         "bogus": (1, "bogus", "unknown field"),
         "no_splits": ({}, "splits", "at least one split"),
     }
     in_split: dict[str, tuple[Any, str, str]] = {
-        "format": ("xml", "format", "'tsv', 'csv', 'jsonl' or 'parquet'"),
+        "format": ("xml", "format", "'tsv', 'csv', 'jsonl', 'parquet' or 'conll'"),
         "split_key": (1, "colour", "unknown field"),
     }
     if kind in top:

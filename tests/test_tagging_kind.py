@@ -78,8 +78,8 @@ def _slice(src: Path, dst: Path, sentences: int) -> None:
     dst.write_text("\n\n".join(blocks[:sentences + 1]) + "\n", encoding="utf-8")
 
 
-@pytest.mark.slow
-def test_tagging_trains_beside_rte(tmp_path, tiny_encoder, data_dir, cache_dir):
+def _train_beside_rte(tmp_path: Path, encoder: str, data_dir: Path, cache_dir: str, *extra: str) -> Path:
+    """A one-epoch run of RTE and a CoNLL-2003 NER slice (48 training, 24 dev sentences)."""
     for name, n in (("eng.train", 48), ("eng.testa", 24)):
         _slice(Path(data_dir) / "conll2003" / name, tmp_path / name, n)
     ner = builtin_tasks()["conll03_ner"].model_dump(mode="json", exclude={"base_dir", "splits"})
@@ -89,10 +89,25 @@ def test_tagging_trains_beside_rte(tmp_path, tiny_encoder, data_dir, cache_dir):
     task_file = tmp_path / "tasks.yaml"
     task_file.write_text(json.dumps([ner]), encoding="utf-8")
     out = tmp_path / "run"
-    main(["train", "--task-file", str(task_file), "--tasks", "rte,ner_slice", "--data-dir", str(data_dir),
-          "--encoder", tiny_encoder, "--output-dir", str(out), "--epochs", "1", "--batch-size", "8",
-          "--max-seq-len", "16", "--threads", "1", "--no-progress", "--no-hub", "--cache-dir", cache_dir,
-          "--lr", "1e-3", "--max-train-examples", "48", "--max-eval-examples", "16"])
+    assert main(["train", "--task-file", str(task_file), "--tasks", "rte,ner_slice", "--data-dir", str(data_dir),
+                 "--encoder", encoder, "--output-dir", str(out), "--epochs", "1", "--batch-size", "8",
+                 "--max-seq-len", "16", "--threads", "1", "--no-progress", "--no-hub", "--cache-dir", cache_dir,
+                 "--lr", "1e-3", "--max-train-examples", "48", "--max-eval-examples", "16", *extra]) in (0, None)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [["--adapter", "lora"], ["--mtl-method", "pcgrad"], ["--sampling", "temperature"],
+                                   ["--mtl-method", "uncertainty"]])
+def test_tagging_trains_with_the_methods(tmp_path, tiny_encoder, data_dir, cache_dir, extra):
+    out = _train_beside_rte(tmp_path, tiny_encoder, data_dir, cache_dir, *extra)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["ner_slice"]["dev"]) == {"f1", "precision", "recall", "score"}
+
+
+@pytest.mark.slow
+def test_tagging_trains_beside_rte(tmp_path, tiny_encoder, data_dir, cache_dir):
+    out = _train_beside_rte(tmp_path, tiny_encoder, data_dir, cache_dir)
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["ner_slice"]["dev"]) == {"f1", "precision", "recall", "score"}
     assert metrics["ner_slice"]["dev"]["score"] == metrics["ner_slice"]["dev"]["f1"]
@@ -130,3 +145,41 @@ def test_smart_refuses_a_tagging_task(tmp_path, tiny_encoder, data_dir, cache_di
     err = capsys.readouterr().err
     assert rc != 0 and len(err.strip().splitlines()) == 1
     assert "SMART (--adv)" in err and "task 'ner2' (tagging) cannot train with it" in err
+
+
+def test_tasks_check_counts_tags(data_dir, tiny_encoder):
+    from transformers import AutoTokenizer
+
+    from mtdnn.tasks.check import check_task
+
+    tc = check_task(builtin_tasks()["wnut17"], Path(data_dir), AutoTokenizer.from_pretrained(tiny_encoder), 16, False)
+    assert not tc.problems
+    dev = next(s for s in tc.splits if s.split == "dev")
+    assert dev.rows == 1009 and dev.labels["O"] > dev.labels["B-person"] > 0
+    assert any("split into overlapping windows" in w for w in tc.warnings)
+
+
+def test_scores_and_reports_by_hand():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    ner = builtin_tasks()["conll03_ner"]
+    ids = {t: i for i, t in enumerate(ner.labels)}
+    gold = [[ids[t] for t in s] for s in (["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"])]
+    pred = np.empty(2, dtype=object)
+    pred[0] = np.array([ids[t] for t in ["B-PER", "I-PER", "O", "B-ORG"]])  # LOC predicted as ORG
+    pred[1] = np.array([ids[t] for t in ["B-ORG", "O"]])
+    split = SimpleNamespace(word_labels=gold)
+    got = ner.kind.score(ner, split, pred)
+    assert got["precision"] == got["recall"] == got["f1"] == got["score"] == pytest.approx(200 / 3)
+    report = ner.kind.split_report(ner, split, pred)
+    assert report["labels"] == ["LOC", "ORG", "PER", "(none)"]
+    assert report["confusion_matrix"]["matrix"][0] == [0, 1, 0, 0]  # the gold LOC predicted ORG
+    assert ner.kind.prediction_labels(ner, pred) == ["B-PER I-PER O B-ORG", "B-ORG O"]
+    pos = builtin_tasks()["conll03_pos"]
+    split = SimpleNamespace(word_labels=[[0, 1, 2]])
+    tags = np.empty(1, dtype=object)
+    tags[0] = np.array([0, 1, 1])
+    assert pos.kind.score(pos, split, tags) == {"accuracy": pytest.approx(200 / 3), "score": pytest.approx(200 / 3)}
+    assert pos.kind.split_report(pos, split, tags)["accuracy"] == pytest.approx(200 / 3)

@@ -22,8 +22,10 @@ from .tasks.schema import TaskDef
 
 @dataclass
 class Predictions:
-    """``outputs``: per-row head outputs in file order (class probabilities (N, C), scores (N,)).
-    ``preds``: class indices (classification; ranking: 1 = best candidate of its group) or scores."""
+    """``outputs``: per-row head outputs in file order (class probabilities (N, C), scores (N,);
+    tagging: each window's (tokens, tags) probabilities, an object array). ``preds``: class indices
+    (classification; ranking: 1 = best candidate of its group), scores, or (tagging) each sentence's
+    tag ids; what they are is the task kind's (``mtdnn.kinds``)."""
 
     outputs: np.ndarray
     preds: np.ndarray

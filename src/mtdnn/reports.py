@@ -1,5 +1,6 @@
-"""Per-class reports of the tasks that predict classes (the kinds with ``class_names``:
-classification and ranking).
+"""Per-class reports of the tasks whose kind has one (``TaskKind.has_report``: classification,
+ranking and tagging; a tagging task with an entity scheme reports entity types, see
+``kinds/tagging.py``).
 
 For each labeled dev/test split of such a task, a finished run holds ``reports/<task>.<split>.json``:
 precision, recall, F1 and support of each label, accuracy, macro-, micro- and support-weighted F1

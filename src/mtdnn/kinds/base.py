@@ -1,34 +1,37 @@
 """The task-kind interface: everything that differs between kinds of task, in one class.
 
-A task's ``type`` names its kind (``classification``, ``regression``, ``ranking``); the kind is a
-``TaskKind`` object (``kinds.kind_of(task)``, or ``task.kind``) and every module outside
-``mtdnn/kinds/`` asks it instead of testing the type. Adding a kind is one module with a
+A task's ``type`` names its kind (``classification``, ``regression``, ``ranking``, ``tagging``);
+the kind is a ``TaskKind`` object (``kinds.kind_of(task)``, or ``task.kind``) and every module
+outside ``mtdnn/kinds/`` asks it instead of testing the type. Adding a kind is one module with a
 ``TaskKind`` subclass and one entry in ``kinds/__init__.py``'s registry.
 
 The hooks, by stage (each has a default here where one fits most kinds):
 
 - schema: ``inputs`` (the ``input`` values it takes), ``metric_choices``/``default_metrics``,
   ``validate`` (rules of the whole task), ``validate_split`` (rules of one split),
-  ``check_metrics`` and ``reported_metric_names``, ``num_outputs``, ``takes_pair_head``
-  (SAN fits it), ``has_text_b``/``reads_pairs``.
+  ``check_metrics`` and ``reported_metric_names``, ``num_outputs``, ``takes_pair_head`` (SAN
+  fits it), ``has_text_b``/``reads_pairs``.
 - data: ``reads_own_files``/``read_file`` (a kind's own file formats), ``tokenize`` (its own
-  encoder inputs), ``parse_label`` (one raw label -> value or problem), ``after_read`` (rules over the whole
-  split, e.g. ranking groups), ``keeps_groups`` (subsets, batches and held-out parts keep candidate
-  groups whole), ``holdout_strata`` (the strata of a held-out part),
-  ``encode_labels`` (label values -> arrays, with the group of each row).
+  encoder inputs, e.g. windows of words), ``parse_label`` (one raw label -> value or problem),
+  ``after_read`` (rules over the whole split, e.g. ranking groups), ``keeps_groups`` (subsets,
+  batches and held-out parts keep candidate groups whole), ``holdout_strata``, ``encode_labels``
+  (label values -> arrays, with the group of each row).
 - model: ``build_head``, ``loss`` and ``loss_units`` (what the mean loss averages over).
 - evaluation: ``eval_outputs`` and ``stack_outputs`` (head output -> what predictions keep:
-  probabilities, scores), ``decide`` (outputs -> predictions), ``score`` (metrics), ``prediction_labels`` (submission file values),
-  ``api_values`` (``Run.predict``'s values), ``prediction_columns``/``prediction_extras``
-  (the extra columns of ``predict_file``), ``class_names``, ``has_report``, ``split_report`` and
-  ``class_report`` (the per-class report), ``api_rows``/``api_answers`` (``Run.predict``).
+  probabilities, scores, per-token rows), ``decide`` (outputs -> predictions), ``score``
+  (metrics), ``prediction_labels`` (submission file values), ``class_names``, ``has_report``,
+  ``split_report`` and ``class_report`` (the per-class report).
+- predictions of saved runs: ``api_rows``/``api_answers``/``api_values`` (``Run.predict``),
+  ``predict_split``, ``prediction_file_lines``, ``prediction_columns``/``prediction_extras``
+  (``Run.predict_file``, ``mtdnn predict``).
 - export and serving: ``present`` (the server's answer), ``card_labels`` (the model card),
   ``standard_folder`` (``export --task``), ``onnx_predictions`` (the int8 check).
-- ``tasks check``: ``label_stats`` (what the split's labels look like), ``check_warnings``.
-- ``tasks init``: ``init_type_note``, ``init_label_problem``, ``init_labels``, ``init_metrics``,
-  ``init_texts_needed``, ``init_input``, ``init_text_note``.
-- training methods: ``refuses`` (a method the kind cannot train with), ``adv_divergence`` (SMART's default divergence), ``uncertainty_scale``
-  (uncertainty weighting), ``distill_targets``/``distill_loss`` (knowledge distillation).
+- ``tasks check``: ``label_stats`` (what the split's labels look like), ``check_warnings``,
+  ``long_rows``; ``tasks init``: ``init_type_note``, ``init_label_problem``, ``init_labels``,
+  ``init_metrics``, ``init_texts_needed``, ``init_input``, ``init_text_note``.
+- training methods: ``refuses`` (a method, or export, that cannot take the kind's tasks),
+  ``adv_divergence`` and ``output_divergence`` (SMART), ``uncertainty_scale`` (uncertainty
+  weighting), ``distill_targets``/``distill_divergence`` (knowledge distillation).
 """
 
 from __future__ import annotations
@@ -38,10 +41,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 if TYPE_CHECKING:  # the schema imports the kinds
+    from pathlib import Path
+
     import torch
     from torch import nn
-
-    from pathlib import Path
 
     from ..data.readers import RawSplit
     from ..data.tokenized import TokenizedSplit
@@ -69,6 +72,8 @@ class TaskKind:
     default_metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
     # ranking: subsets of the training rows and batches keep each candidate group whole
     keeps_groups: ClassVar[bool] = False
+    # what happens to a row longer than --max-seq-len (``tasks check`` says it)
+    long_rows: ClassVar[str] = "get cut"
     # the integer label of an unlabeled row (float kinds: NaN)
     missing_label: ClassVar[int] = -1
 

@@ -52,6 +52,7 @@ class Tagging(TaskKind):
     metric_choices: ClassVar[tuple[str, ...]] = (*ENTITY_METRICS, "accuracy")
     default_metrics: ClassVar[tuple[str, ...]] = ENTITY_METRICS
     reads_own_files: ClassVar[bool] = True
+    long_rows: ClassVar[str] = "are split into overlapping windows (merged back per word)"
     # training methods that do not handle per-token outputs yet
     refused_methods: ClassVar[dict[str, str]] = {
         "smart": "SMART (--adv) perturbs and compares one output per row; tagging has one per token",

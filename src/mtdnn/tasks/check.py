@@ -148,7 +148,7 @@ def _judge(tc: TaskCheck, max_seq_len: int) -> None:
             continue
         if s.lengths.get("truncated", 0.0) > TRUNCATION_WARNING:
             tc.warnings.append(f"{where}: {100 * s.lengths['truncated']:.1f}% of rows are longer than "
-                               f"--max-seq-len {max_seq_len} and get cut")
+                               f"--max-seq-len {max_seq_len} and {t.kind.long_rows}")
         if s.conflicting:
             tc.warnings.append(f"{where}: {s.conflicting} texts appear with different labels")
         if s.overlap:

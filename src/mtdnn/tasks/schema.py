@@ -3,8 +3,8 @@
 A task is written as YAML (see ``tasks/builtin/*.yaml`` and docs/tasks.md)::
 
     name: rte
-    type: classification          # classification | regression | ranking
-    input: pair                   # single | pair | ranking (question + candidate answers)
+    type: classification          # its kind (mtdnn.kinds): classification | regression | ranking | tagging
+    input: pair                   # single | pair | ranking (question + candidate answers) | words (tagging)
     labels: [entailment, not_entailment]
     metrics: [accuracy]
     head: {kind: san, steps: 5, step_dropout: 0.1}   # unset: linear (--pair-head san: SAN for pairs)

@@ -40,6 +40,7 @@ MAX_INT_CLASSES = 20        # integer labels with more distinct values are a reg
 MAX_TEXT_CLASSES = 100      # string labels with more distinct values are not a label set
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+TAGGED_ENDINGS = (".conll", ".conllu", ".bio", ".iob", ".iob2")  # word-per-line files: tagging tasks
 ID_NAMES = ("id", "idx", "index", "uid", "guid", "pairid", "pair_id", "example_id", "row_id")
 LABEL_NAMES = ("label", "labels", "gold_label", "category", "class", "target", "score", "rating",
                "sentiment", "relevance", "is_duplicate", "y")
@@ -163,8 +164,10 @@ def _dataset_rows(ds: Any) -> tuple[list[str], list[dict[str, Any]], dict[str, l
 def _file_source(path: Path, split: str, role: str, header: bool) -> Source:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ConfigError(f"cannot tell the format from the name (known endings: {', '.join(sorted(FORMATS))})",
-                          path=str(path))
+        tagged = (" (a CoNLL column file is a tagging task's: write it by hand, docs/tasks.md, "
+                  "'Tagging tasks')") if path.suffix.lower() in TAGGED_ENDINGS else ""
+        raise ConfigError(f"cannot tell the format from the name (known endings: {', '.join(sorted(FORMATS))})"
+                          + tagged, path=str(path))
     if fmt == "parquet":
         columns, rows, names = _dataset_rows(_load_dataset("parquet", data_files=str(path), split="train"))
         return Source(split, role, columns, rows, path=path, format=fmt, class_names=names)
