@@ -50,6 +50,8 @@ class RawSplit:
     # tagging: each row is a sentence, its words here (``text_a`` holds them joined by spaces, or the
     # raw text they were split from) and its tags as a tuple in ``labels``
     words: list[list[str]] | None = None
+    # span: each row is a question, its ``span.readers.SpanExample`` here
+    examples: list[Any] | None = None
 
     def __len__(self) -> int:
         return len(self.text_a)
@@ -64,6 +66,8 @@ class RawSplit:
             out.group_keys = [self.group_keys[i] for i in keep]
         if self.words is not None:
             out.words = [self.words[i] for i in keep]
+        if self.examples is not None:
+            out.examples = [self.examples[i] for i in keep]
         return out
 
     def group_ids(self) -> np.ndarray:

@@ -14,6 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,10 @@ class TokenizedSplit:
     token_labels: np.ndarray | None = None
     windows: list | None = None
     word_labels: list[list[int]] | None = None
+    # span: each question (``span.readers.SpanExample``) and the windows of all of them
+    # (``span.windows.SpanWindows``, a row per window)
+    examples: list | None = None
+    span_windows: Any = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

@@ -12,13 +12,14 @@ from .base import CLASS_METRICS, SCORE_METRICS, TaskKind
 from .classification import Classification
 from .ranking import Ranking
 from .regression import Regression
+from .span import Span
 from .tagging import Tagging
 
 if TYPE_CHECKING:
     from ..tasks.schema import TaskDef
 
 # type name -> kind; the one registry of kinds
-KINDS: dict[str, TaskKind] = {k.name: k for k in (Classification(), Regression(), Ranking(), Tagging())}
+KINDS: dict[str, TaskKind] = {k.name: k for k in (Classification(), Regression(), Ranking(), Tagging(), Span())}
 
 
 def register_kind(kind: TaskKind) -> None:

@@ -1,6 +1,7 @@
 """The task-kind interface: everything that differs between kinds of task, in one class.
 
-A task's ``type`` names its kind (``classification``, ``regression``, ``ranking``, ``tagging``);
+A task's ``type`` names its kind (``classification``, ``regression``, ``ranking``, ``tagging``,
+``span``);
 the kind is a ``TaskKind`` object (``kinds.kind_of(task)``, or ``task.kind``) and every module
 outside ``mtdnn/kinds/`` asks it instead of testing the type. Adding a kind is one module with a
 ``TaskKind`` subclass and one entry in ``kinds/__init__.py``'s registry.
@@ -58,6 +59,8 @@ SEG_SPECIAL = 2
 # the metrics of predicted classes (classification, ranking) and of predicted scores (regression)
 CLASS_METRICS: tuple[str, ...] = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc")
 SCORE_METRICS: tuple[str, ...] = ("pearson", "spearman")
+# the task fields of span tasks (extractive question answering) only
+SPAN_FIELDS: tuple[str, ...] = ("stride", "max_answer_length", "n_best", "version")
 
 
 class TaskKind:
@@ -84,11 +87,16 @@ class TaskKind:
             raise ValueError(f"a {self.name} task takes input: {' or '.join(self.inputs)}, not {task.input}")
         if task.scheme is not None:
             raise ValueError("scheme is for tagging tasks only")
+        for name in SPAN_FIELDS:
+            if getattr(task, name) is not None:
+                raise ValueError(f"{name} is for span tasks only")
 
     def validate_split(self, task: TaskDef, name: str, split: SplitDef) -> None:
         """Rules of one split (the text columns its input needs, the columns it may name)."""
         if split.format == "conll":
             raise ValueError(f"split '{name}': format conll is for tagging tasks")
+        if split.format == "squad" or split.titles is not None or split.columns.answer_start is not None:
+            raise ValueError(f"split '{name}': format squad, titles and columns.answer_start are for span tasks")
         if self.has_text_b(task) and split.columns.text_b is None:
             raise ValueError(f"split '{name}': input '{task.input}' needs columns.text_b")
         if not self.keeps_groups and any(c is not None and c.group is not None

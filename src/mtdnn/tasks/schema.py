@@ -3,8 +3,9 @@
 A task is written as YAML (see ``tasks/builtin/*.yaml`` and docs/tasks.md)::
 
     name: rte
-    type: classification          # its kind (mtdnn.kinds): classification | regression | ranking | tagging
+    type: classification          # its kind (mtdnn.kinds): classification | regression | ranking | tagging | span
     input: pair                   # single | pair | ranking (question + candidate answers) | words (tagging)
+                                  # | question_context (span: question + the context holding the answer)
     labels: [entailment, not_entailment]
     metrics: [accuracy]
     head: {kind: san, steps: 5, step_dropout: 0.1}   # unset: linear (--pair-head san: SAN for pairs)
@@ -31,11 +32,11 @@ from ..kinds import KINDS, TaskKind, get_kind, kind_of
 
 # a task's ``type`` names its kind (``mtdnn.kinds``): classification, regression, ranking
 TaskType = str
-InputKind = Literal["single", "pair", "ranking", "words"]
+InputKind = Literal["single", "pair", "ranking", "words", "question_context"]
 # the head of a pair classification task that names none (``--pair-head``, tasks.registry.with_pair_head)
 PairHead = Literal["linear", "san"]
 Metric = Literal["accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc", "pearson", "spearman",
-                 "precision", "recall"]
+                 "precision", "recall", "exact"]
 # a task that names no metrics reports its kind's defaults; each kind trains with one loss
 DEFAULT_METRICS: dict[str, list[str]] = {name: list(k.default_metrics) for name, k in KINDS.items()}
 DEFAULT_LOSS: dict[str, str] = {name: k.loss_name for name, k in KINDS.items()}
@@ -56,6 +57,8 @@ class Columns(_Strict):
     label: str | int | None = None
     id: str | int | None = None
     group: str | int | None = None
+    # span tasks (JSON lines, CSV): the answer's character start (default ``answer_start``)
+    answer_start: str | int | None = None
 
 
 class HubSource(_Strict):
@@ -76,9 +79,13 @@ class SplitDef(_Strict):
 
     path: str | None = None
     # conll (tagging): word and tag columns by 0-based index in columns.text_a and columns.label
-    format: Literal["tsv", "csv", "jsonl", "parquet", "conll"] = "tsv"
+    # squad (span): a SQuAD JSON file, no columns to name
+    format: Literal["tsv", "csv", "jsonl", "parquet", "conll", "squad"] = "tsv"
     header: bool = True
     columns: Columns
+    # span: the articles (SQuAD titles) the split keeps: ``first:N`` (the first N in file order),
+    # ``after:N`` (all after those) or a list of titles
+    titles: str | list[str] | None = None
     hub: HubSource | None = None
     hub_columns: Columns | None = None
     role: Literal["train", "dev", "test"] = "dev"
@@ -89,6 +96,14 @@ class SplitDef(_Strict):
     missing_labels: list[str] = Field(default_factory=lambda: ["-", ""])
     # name of the GLUE submission file written for this split (test splits)
     submission: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _squad_columns(cls, data: Any) -> Any:
+        """A SQuAD JSON file names its fields itself: its split may leave out ``columns``."""
+        if isinstance(data, dict) and data.get("format") == "squad" and "columns" not in data:
+            return {**data, "columns": {"text_a": "question", "text_b": "context", "label": "answers"}}
+        return data
 
     @model_validator(mode="after")
     def _has_source(self) -> "SplitDef":
@@ -132,6 +147,13 @@ class TaskDef(_Strict):
     ranking_gamma: float = Field(1.0, gt=0.0)
     # tagging: the tag scheme of the files (iob1 is read into iob2; plain: tags without entities, POS)
     scheme: Literal["iob1", "iob2", "iobes", "plain"] | None = None
+    # span: context tokens two windows of a long context share (unset: 128, at most a quarter of
+    # --max-seq-len), the longest answer in tokens, the candidates kept per question, and the
+    # SQuAD rules (v2.0: unanswerable questions)
+    stride: int | None = Field(None, ge=0)
+    max_answer_length: int | None = Field(None, ge=1)
+    n_best: int | None = Field(None, ge=1)
+    version: Literal["v1.1", "v2.0"] | None = None
     # a test-only task evaluated with another task's head (GLUE AX uses MNLI's)
     head_from: str | None = None
     description: str = ""

@@ -1,0 +1,305 @@
+"""``type: span``: extractive question answering (SQuAD-style): the answer is a span of the context.
+
+A span task takes ``input: question_context`` and reads SQuAD JSON (``format: squad``, no columns
+to name) or JSON lines / CSV (``columns: {text_a: QUESTION, text_b: CONTEXT, label: ANSWER_TEXT,
+answer_start: START, id: ID}``; ``answer_start`` defaults to the column ``answer_start``). A split
+may keep some articles only (``titles: first:N``, ``after:N`` or a list of titles). It has no
+``labels``; its fields are ``stride`` (context tokens two windows share; unset: 128, at most a
+quarter of ``--max-seq-len``), ``max_answer_length`` (tokens, default 30), ``n_best`` (candidates
+per question, default 20) and ``version`` (``v1.1``, the default: every question has an answer;
+``v2.0``: unanswerable questions too).
+
+Each question and its context are cut into windows of ``--max-seq-len`` tokens (``span/windows.py``;
+the window is the unit of a batch); the log counts windows per question and the answers that no
+window can target (unmappable, unheld: their windows target the null position, never dropped). The
+head gives each token a start and an end logit, masked outside the context but for the null
+position; the loss is the mean of the start and end cross-entropies per window. Evaluation pools
+the n-best spans of a question's windows (``span/decoding.py``) and scores the best answers with
+the official SQuAD exact match and F1 (``rules`` by ``version``; F1 selects epochs). With v2.0 a
+question is answered "" when its null score exceeds its best span's score (threshold 0)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..errors import DataError
+from .base import SEG_SPECIAL, TaskKind
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+    from torch import nn
+
+    from ..data.readers import RawSplit
+    from ..data.tokenized import TokenizedSplit
+    from ..evaluation import Predictions
+    from ..span.decoding import SpanPrediction
+    from ..span.readers import SpanExample
+    from ..tasks.schema import SplitDef, TaskDef
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STRIDE = 128
+DEFAULT_MAX_ANSWER_LENGTH = 30
+DEFAULT_N_BEST = 20
+MAX_QUESTION_TOKENS = 64
+SPAN_METRICS = ("exact", "f1")
+PAD_LOGIT = -1e9  # the logits of a window's padding (never a candidate)
+
+
+class Span(TaskKind):
+    name: ClassVar[str] = "span"
+    inputs: ClassVar[tuple[str, ...]] = ("question_context",)
+    loss_name: ClassVar[str] = "span_cross_entropy"
+    metric_choices: ClassVar[tuple[str, ...]] = SPAN_METRICS
+    default_metrics: ClassVar[tuple[str, ...]] = SPAN_METRICS
+    reads_own_files: ClassVar[bool] = True
+    long_rows: ClassVar[str] = "are split into overlapping windows (answers pooled per question)"
+    refused_methods: ClassVar[dict[str, str]] = {
+        "smart": "SMART (--adv) compares one output per row; span tasks have a start and an end per token",
+        "distillation": "distillation (--teachers) averages one output per row; span tasks have one per token",
+        "export": "exports, their server and ONNX graphs give one output per input; span tasks' answer "
+                  "decoding is not exported (predict with the run directory)"}
+
+    # ---- schema --------------------------------------------------------------------
+    def validate(self, task: TaskDef) -> None:
+        if task.input != "question_context":
+            raise ValueError("a span task needs input: question_context")
+        if task.labels:
+            raise ValueError("a span task has no labels (its answers are spans of the context)")
+        if task.scheme is not None:
+            raise ValueError("scheme is for tagging tasks only")
+        if task.head.kind != "linear":
+            raise ValueError("a span task has its own head (start and end logits): leave out head")
+
+    def validate_split(self, task: TaskDef, name: str, split: SplitDef) -> None:
+        if split.format not in ("squad", "jsonl", "csv"):
+            raise ValueError(f"split '{name}': a span task reads format squad, jsonl or csv, not {split.format}")
+        if split.path is None or split.hub is not None:
+            raise ValueError(f"split '{name}': a span task reads a local file (path), not the hub")
+        if split.format != "squad" and split.columns.text_b is None:
+            raise ValueError(f"split '{name}': a span task needs columns.text_b (the context)")
+        if isinstance(split.titles, str):
+            parse_titles(split.titles)
+
+    def num_outputs(self, task: TaskDef) -> int:
+        return 2
+
+    # ---- data ----------------------------------------------------------------------
+    def read_file(self, task: TaskDef, name: str, split: SplitDef, path: Path) -> dict[str, Any]:
+        """A row per question: ``text_a`` the question, ``text_b`` the context, ``labels`` the
+        gold answers ((text, start) pairs) or None (unlabeled)."""
+        examples = _select_titles(_read_examples(split, path), split.titles, path)
+        if split.labeled and (task.version or "v1.1") == "v1.1":
+            bad = next((ex for ex in examples if ex.is_impossible), None)
+            if bad is not None:
+                raise DataError("an unanswerable question in a task with version v1.1 (set version: v2.0)",
+                                path=str(path), line=bad.line, field="answers")  # type: ignore[arg-type]
+        if not examples:
+            raise DataError(f"no questions (task '{task.name}', split '{name}')", path=str(path))
+        return _rows(examples, split.labeled)
+
+    def tokenize(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, Any]:
+        from ..span.windows import build_windows
+
+        examples = raw.examples or []
+        stride = task.stride if task.stride is not None else min(DEFAULT_STRIDE, max_len // 4)
+        windows = build_windows(examples, tokenizer, max_length=max_len, stride=stride,
+                                max_question_tokens=min(MAX_QUESTION_TOKENS, max_len // 2))
+        per_example = np.bincount(windows.example_index, minlength=len(examples))
+        log.info("%s/%s: %d questions in %d windows of %d tokens (%d questions in several windows, at most %d "
+                 "each); answers that no window targets (all its windows target null): %d unmappable, %d longer "
+                 "than a window holds; %d answers inside tokens, %d questions cut", task.name, raw.split,
+                 len(examples), len(windows), max_len, int((per_example > 1).sum()), int(per_example.max()),
+                 len(windows.unmappable), len(windows.unheld), len(windows.inexact), len(windows.truncated_questions))
+        return _tokenized(raw, tokenizer, windows)
+
+    def label_array(self, task: TaskDef, labels: list[Any]) -> np.ndarray:
+        return np.zeros(len(labels), dtype=np.int64)
+
+    def holdout_strata(self, task: TaskDef, raw: RawSplit) -> np.ndarray:
+        return np.zeros(len(raw), dtype=np.int64)
+
+    # ---- model ---------------------------------------------------------------------
+    def build_head(self, task: TaskDef, hidden: int) -> nn.Module:
+        from ..span.head import SpanHead
+
+        return SpanHead(hidden, task.dropout)
+
+    def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
+             reduction: str = "mean") -> torch.Tensor:
+        """The mean of the start and end cross-entropies of each window (null: position 0)."""
+        import torch.nn.functional as F
+
+        labels, logits = batch["labels"], output.float()
+        start = F.cross_entropy(logits[..., 0], labels[:, 0], reduction=reduction)
+        end = F.cross_entropy(logits[..., 1], labels[:, 1], reduction=reduction)
+        return (start + end) / 2
+
+    def loss_units(self, labels: torch.Tensor, groups: torch.Tensor) -> int:
+        """Windows: the rows of a batch's (B, 2) start and end targets."""
+        return int(labels.shape[0])
+
+    # ---- evaluation ----------------------------------------------------------------
+    def eval_outputs(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> Any:
+        """Each window's (tokens, 2) start and end logits, on the host."""
+        logits = out.cpu().numpy()
+        lengths = batch["attention_mask"].sum(dim=1).cpu().numpy()
+        return [logits[r, :int(n)] for r, n in enumerate(lengths)]
+
+    def stack_outputs(self, outs: list[Any]) -> np.ndarray:
+        flat = [row for batch in outs for row in batch]
+        stacked = np.empty(len(flat), dtype=object)
+        for i, row in enumerate(flat):
+            stacked[i] = row
+        return stacked
+
+    def decide(self, task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
+        """The answer text of every question (in the order of ``split.uids``)."""
+        decoded = decode(task, outputs, split)
+        return np.asarray([answer_text(task, decoded[ex.id]) for ex in split.examples or []], dtype=object)
+
+    def score(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
+        from ..span.metrics import squad_scores
+        from ..span.readers import gold_answers
+
+        examples = split.examples or []
+        got = squad_scores({ex.id: str(p) for ex, p in zip(examples, preds)}, gold_answers(examples),
+                           rules=task.version or "v1.1")
+        out = {m: float(got[m]) for m in task.metrics}
+        out["score"] = out["f1"] if "f1" in out else out["exact"]
+        return out
+
+    def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
+        return [str(p) for p in preds]
+
+    def api_rows(self, task: TaskDef, text_a: list[str], text_b: list[str] | None) -> dict[str, Any]:
+        """Questions (``text_a``) on contexts (``text_b``); pairs with an empty question or context
+        are left out (their answer is None)."""
+        from ..span.readers import SpanExample
+
+        kept = [i for i, (q, c) in enumerate(zip(text_a, text_b or [])) if q.strip() and c.strip()]
+        examples = [SpanExample(str(i), "", text_a[i], (text_b or [])[i], (), True) for i in kept]
+        return {**_rows(examples, labeled=False), "lines": [i + 1 for i in kept]}
+
+    def api_answers(self, task: TaskDef, texts: list[str], raw: RawSplit, split: TokenizedSplit | None,
+                    preds: Predictions | None) -> list[Any]:
+        """Each question's answer: ``text``, character ``start`` and ``end`` in its context, and
+        ``score`` (start + end logit); with v2.0 an unanswered question gets text "" and no start."""
+        out: list[Any] = [None for _ in texts]
+        if split is None or preds is None:
+            return out
+        for uid, p in decode(task, preds.outputs, split).items():
+            best = p.best
+            if best is None or answer_text(task, p) == "":
+                out[int(uid)] = {"text": "", "start": None, "end": None, "score": -p.null_margin}
+            else:
+                out[int(uid)] = {"text": best.text, "start": best.char_start, "end": best.char_end,
+                                 "score": best.score}
+        return out
+
+    def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> dict[str, Any] | None:
+        """A SQuAD JSON file (``.json``), else JSON lines or CSV with the task's own columns."""
+        if path.suffix == ".json":
+            return {"format": "squad"}
+        fmt = "csv" if path.suffix == ".csv" else "jsonl"
+        own = next((s.columns for s in task.splits.values() if s.format == fmt), None)
+        cols = own.model_dump(exclude_none=True) if own is not None else \
+            {"text_a": "question", "text_b": "context", "label": "answer_text"}
+        return {"format": fmt, "columns": {**cols, **({"text_a": text_a} if text_a is not None else {})}}
+
+    def prediction_file_lines(self, task: TaskDef, raw: RawSplit, preds: Predictions, path: Path) -> list[str]:
+        """The official predictions file: one JSON object ``{question id: answer text}``, as
+        ``span.metrics.write_predictions_json`` writes it."""
+        answers = {str(uid): str(p) for uid, p in zip(raw.ids, preds.preds)}
+        return [json.dumps(answers, ensure_ascii=False)]
+
+    def refuses(self, method: str) -> str | None:
+        return self.refused_methods.get(method)
+
+
+def parse_titles(spec: str) -> tuple[str, int]:
+    """``first:N`` or ``after:N`` -> (which, N)."""
+    which, _, n = spec.partition(":")
+    if which not in ("first", "after") or not n.strip().isdigit() or int(n) < 1:
+        raise ValueError(f"titles '{spec}': use first:N, after:N (N >= 1) or a list of article titles")
+    return which, int(n)
+
+
+def _read_examples(split: SplitDef, path: Path) -> list[SpanExample]:
+    from ..span.readers import SpanColumns, read_span_csv, read_span_jsonl, read_squad_json
+
+    if split.format == "squad":
+        return read_squad_json(path)
+    c = split.columns
+    names = {"question": c.text_a, "context": c.text_b, "answer_text": c.label, "answer_start": c.answer_start,
+             "id": c.id}
+    columns = SpanColumns(**{k: str(v) for k, v in names.items() if v is not None})
+    return (read_span_csv if split.format == "csv" else read_span_jsonl)(path, columns)
+
+
+def _select_titles(examples: list[SpanExample], titles: str | list[str] | None, path: Path) -> list[SpanExample]:
+    """The examples of the split's articles (all without ``titles``)."""
+    from ..span.readers import first_article_titles, split_by_articles
+
+    if titles is None:
+        return examples
+    if isinstance(titles, str):
+        which, n = parse_titles(titles)
+        first, rest = split_by_articles(examples, first_article_titles(examples, n))
+        return first if which == "first" else rest
+    try:
+        return split_by_articles(examples, titles)[0]
+    except DataError as e:
+        raise DataError(str(e), path=str(path)) from None
+
+
+def _rows(examples: list[SpanExample], labeled: bool) -> dict[str, Any]:
+    return {"ids": [ex.id for ex in examples], "text_a": [ex.question for ex in examples],
+            "text_b": [ex.context for ex in examples],
+            "labels": [tuple(ex.answers) if labeled else None for ex in examples],
+            "lines": [ex.line if isinstance(ex.line, int) else i + 1 for i, ex in enumerate(examples)],
+            "examples": list(examples)}
+
+
+def _tokenized(raw: RawSplit, tokenizer: Any, windows: Any) -> dict[str, Any]:
+    """The windows, padding cut, as the fields of a ``TokenizedSplit``: a row per window, segment
+    1 at the tokens that can start or end an answer, ``labels`` (W, 2) start and end targets."""
+    lengths = windows.attention_mask.sum(axis=1)
+    rows = [slice(0, int(n)) for n in lengths]
+    special = np.isin(windows.input_ids, list(tokenizer.all_special_ids))
+    seg_all = np.where(special, SEG_SPECIAL, np.where(windows.context_mask(), 1, 0)).astype(np.int8)
+    offsets = np.zeros(len(windows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    types = windows.token_type_ids
+    return {"ids": np.concatenate([windows.input_ids[w, r] for w, r in enumerate(rows)]).astype(np.int32),
+            "type_ids": None if types is None else
+            np.concatenate([types[w, r] for w, r in enumerate(rows)]).astype(np.int8),
+            "seg": np.concatenate([seg_all[w, r] for w, r in enumerate(rows)]), "offsets": offsets,
+            "labels": np.stack([windows.start_positions, windows.end_positions], axis=1).astype(np.int64),
+            "groups": np.arange(len(windows), dtype=np.int64), "uids": list(raw.ids),
+            "examples": list(raw.examples or []), "span_windows": windows}
+
+
+def decode(task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> dict[str, SpanPrediction]:
+    """``{question id: SpanPrediction}`` from the kept outputs of all windows of a split."""
+    from ..span.decoding import decode_predictions
+
+    windows = split.span_windows
+    width = windows.offsets.shape[1]
+    logits = np.full((len(outputs), width, 2), PAD_LOGIT, dtype=np.float64)
+    for w, row in enumerate(outputs):
+        logits[w, :len(row)] = row
+    return decode_predictions(split.examples or [], windows.example_index, windows.offsets,
+                              logits[..., 0], logits[..., 1], n_best=task.n_best or DEFAULT_N_BEST,
+                              max_answer_length=task.max_answer_length or DEFAULT_MAX_ANSWER_LENGTH)
+
+
+def answer_text(task: TaskDef, prediction: SpanPrediction) -> str:
+    """The answer of a question: its best span; with v2.0 "" where the null score is higher."""
+    return prediction.answer(0.0 if task.version == "v2.0" else None)
