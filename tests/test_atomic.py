@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtdnn import run_dir as run_dir_mod
+from mtdnn import atomic as atomic_mod
 from mtdnn.data.readers import RawSplit
 from mtdnn.data.tokenized import tokenize_split
 from mtdnn.evaluation import write_submission
@@ -90,15 +90,15 @@ def test_directory_fsync_unsupported_is_tolerated(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def replaced(monkeypatch) -> list[str]:
-    """The names of the files renamed into place through run_dir.replace_durably."""
+    """The names of the files renamed into place through atomic.replace_durably."""
     names: list[str] = []
-    real = run_dir_mod.replace_durably
+    real = atomic_mod.replace_durably
 
     def spy(tmp, path) -> None:
         names.append(Path(path).name)
         real(tmp, path)
 
-    monkeypatch.setattr(run_dir_mod, "replace_durably", spy)
+    monkeypatch.setattr(atomic_mod, "replace_durably", spy)
     return names
 
 

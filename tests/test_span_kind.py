@@ -157,7 +157,6 @@ def test_span_trains_with_lora(tmp_path, tiny_encoder, data_dir, cache_dir):
     assert set(json.loads((out / "metrics.json").read_text())["qa"]["dev"]) == {"exact", "f1", "score"}
 
 
-@pytest.mark.slow
 def test_squad11_splits_the_dev_file_by_articles(data_dir):
     from mtdnn.span.readers import SQUAD11_DEV_EVAL_TITLES, SQUAD11_DEV_TRAIN_TITLES, article_titles
 

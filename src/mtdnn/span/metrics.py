@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Literal, Mapping, Sequence
 
-from ..run_dir import atomic_write
+from ..atomic import atomic_write
 
 Rules = Literal["v1.1", "v2.0"]
 
@@ -106,7 +106,7 @@ def squad_scores(predictions: Mapping[str, str], golds: Mapping[str, Sequence[st
 
 def write_predictions_json(path: str | Path, predictions: Mapping[str, str]) -> None:
     """Write ``{id: answer text}`` (the official predictions format, "" for no answer) as UTF-8
-    JSON, atomically (``run_dir.atomic_write``): a crash never leaves a half-written file."""
+    JSON, atomically (``atomic.atomic_write``): a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
