@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mtdnn import atomic as atomic_mod
+from mtdnn import run_dir as run_dir_mod
 from mtdnn.data.readers import RawSplit
 from mtdnn.data.tokenized import tokenize_split
 from mtdnn.evaluation import write_submission
@@ -90,7 +91,8 @@ def test_directory_fsync_unsupported_is_tolerated(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def replaced(monkeypatch) -> list[str]:
-    """The names of the files renamed into place through atomic.replace_durably."""
+    """The names of the files renamed into place through replace_durably (of mtdnn.atomic, also
+    imported by run_dir)."""
     names: list[str] = []
     real = atomic_mod.replace_durably
 
@@ -99,6 +101,7 @@ def replaced(monkeypatch) -> list[str]:
         real(tmp, path)
 
     monkeypatch.setattr(atomic_mod, "replace_durably", spy)
+    monkeypatch.setattr(run_dir_mod, "replace_durably", spy)
     return names
 
 
