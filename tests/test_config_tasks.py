@@ -13,7 +13,7 @@ from mtdnn.tasks.registry import TaskRegistry, builtin_tasks
 from mtdnn.tasks.schema import parse_task
 
 BUILTIN = {"ax", "cola", "mnli", "mrpc", "qnli", "qnli_rank", "qqp", "rte", "scitail", "snli", "sst2", "stsb", "wnli",
-           "conll03_ner", "conll03_pos", "conll03_chunk", "wnut17"}
+           "conll03_ner", "conll03_pos", "conll03_chunk", "wnut17", "squad11"}
 
 
 def test_builtin_tasks():

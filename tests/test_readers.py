@@ -39,6 +39,7 @@ EXPECTED = {
     **{name: {"train": (14041, 0, None), "dev": (3250, 0, None), "test": (3453, 0, None)}  # sentences
        for name in ("conll03_ner", "conll03_pos", "conll03_chunk")},
     "wnut17": {"train": (3394, 0, None), "dev": (1009, 0, None), "test": (1287, 0, None)},
+    "squad11": {"train": (8981, 0, None), "dev": (1589, 0, None)},  # questions: the first 40 articles, the last 8
 }
 MISSING_TRAIN = {"mnli": "glue/MNLI/train.tsv", "qnli": "glue/QNLI/train.tsv", "qnli_rank": "glue/QNLI/train.tsv",
                  "qqp": "glue/QQP/train.tsv", "snli": "SNLI/snli_1.0_train.csv"}
