@@ -1,9 +1,12 @@
 """The import graph of src/mtdnn: no module imports itself back through others (a cycle), none takes
-another module's private names, and the training layer does not reach up to the public API."""
+another module's private names, the training layer does not reach up to the public API, and an import
+inside a function is of an optional dependency or says why it is there."""
 
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -110,3 +113,52 @@ def test_the_training_layer_does_not_import_the_public_api():
     up = sorted(m for m, targets in graph.items()
                 if m.startswith(("mtdnn.training", "mtdnn.model", "mtdnn.data")) and "mtdnn.api" in targets)
     assert not up, up
+
+
+# Imports a function may hold without a comment: the optional extras (pyproject.toml) and the
+# dependencies imported only by the commands that use them.
+OPTIONAL_IMPORTS = {"onnx", "onnxruntime", "onnxscript", "fastapi", "uvicorn", "httpx", "peft", "matplotlib",
+                    "pyarrow", "datasets", "seqeval"}
+
+
+def _unexplained_imports(source: str) -> list[tuple[int, str]]:
+    """(line, text) of each import inside a function that is neither of an optional dependency nor
+    explained by a comment on its line or a comment line (or ``try:  # ...``) just above it."""
+    lines = source.splitlines()
+    comments = {tok.start[0] for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                if tok.type == tokenize.COMMENT}
+
+    def explained(n: int) -> bool:
+        above = lines[n - 2].strip() if n >= 2 else ""
+        return n in comments or (n - 1 in comments and (above.startswith("#") or above.startswith("try:")))
+
+    found: dict[int, str] = {}
+    for fn in ast.walk(ast.parse(source)):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Import):
+                tops = {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                tops = {"mtdnn" if node.level else (node.module or "").split(".")[0]}
+            else:
+                continue
+            if not tops <= OPTIONAL_IMPORTS and not explained(node.lineno):
+                found[node.lineno] = lines[node.lineno - 1].strip()
+    return sorted(found.items())
+
+
+def test_the_import_check_finds_an_unexplained_import():
+    source = ("def f():\n    import json\n    import peft\n    import torch  # a reason\n"
+              "    # a reason\n    from .x import y\n    try:  # a reason\n        import yaml\n"
+              "    except ImportError:\n        pass\n    x = 1  # not about the import\n    import os\n")
+    assert _unexplained_imports(source) == [(2, "import json"), (12, "import os")]
+
+
+def test_imports_inside_functions_are_optional_or_explained():
+    """Imports go at module level; a function keeps only an optional dependency's import, or one
+    whose comment says why (the start-up time of a light command, a one-line error where a package
+    is missing, a cycle between modules)."""
+    offenders = [f"{path.relative_to(SRC)}:{n}: {text}" for path in sorted(PACKAGE.rglob("*.py"))
+                 for n, text in _unexplained_imports(path.read_text(encoding="utf-8"))]
+    assert not offenders, "imports inside functions with no reason given:\n" + "\n".join(offenders)

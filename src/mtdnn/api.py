@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +127,7 @@ def _guess_columns(task: TaskDef, path: Path, fmt: str, a, b, idc) -> Columns:
         first = decode_file(path).split("\n", 1)[0].rstrip("\r")
         header = first.split("\t") if fmt == "tsv" else next(iter(__import__("csv").reader([first])), [])
     elif fmt == "parquet" and path.is_file():
-        import pyarrow.parquet
+        import pyarrow.parquet  # optional: only parquet files need pyarrow
         try:
             header = list(pyarrow.parquet.read_schema(path).names)
         except (OSError, ValueError):  # not parquet: reading the rows reports it
@@ -151,8 +152,6 @@ def _guess_columns(task: TaskDef, path: Path, fmt: str, a, b, idc) -> Columns:
 
 def _first_record_keys(path: Path) -> list[str]:
     """The keys of a JSON-lines file's first record (none where it is not an object)."""
-    import json
-
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             if line.strip():

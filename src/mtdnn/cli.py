@@ -20,12 +20,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from types import ModuleType
 from typing import Any, NoReturn, Sequence
+
+import transformers
 
 from .commands import affinity, distill, evaluate, export, predict, serve, shrink_encoder, tasks, train
 from .config import TrainConfig
 from .errors import ConfigError, MtdnnError
+from .failures import report_unexpected
 
 log = logging.getLogger("mtdnn")
 
@@ -78,7 +82,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not args.verbose:  # the dropped pooler is reported as "unexpected" weights on every load
-        import transformers
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
     try:
@@ -98,13 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _report_unexpected(exc: Exception, args: argparse.Namespace) -> int:
     """A bug: the traceback goes to a log file (``mtdnn/failures.py``), one line names it."""
-    from .failures import report_unexpected
-
     command = " ".join(str(x) for x in (args.command, getattr(args, "tasks_command", None)) if x)
     err = report_unexpected(exc, command, getattr(args, "run_dir", None))
     _print_error(err)
     if args.verbose:
-        import traceback
         traceback.print_exception(type(exc), exc, exc.__traceback__)
     return err.exit_code
 

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MtdnnError
+from .run_dir import RunDir
+from .training.distributed import launched
 
 TRAIN_LOG = "error.log"
 
@@ -117,8 +119,6 @@ def recorded_training_failures(run_path: Path, progress: TrainingProgress) -> It
     except MtdnnError:
         raise
     except Exception as exc:
-        from .training.distributed import launched
-
         where = progress.describe()
         if launched():
             write_traceback(exc, run_path / f"error-rank{os.environ.get('RANK', '0')}.log", f"training stopped {where}")
@@ -130,8 +130,6 @@ def recorded_training_failures(run_path: Path, progress: TrainingProgress) -> It
         raise RunFailed(f"training stopped {where} by an unexpected {first_line(exc)}; the full traceback "
                         f"is in {log}; {after}", log) from exc
     finally:  # however training ended in this process, it no longer trains the run
-        from .run_dir import RunDir
-
         RunDir(run_path).release_training()
 
 

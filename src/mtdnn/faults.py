@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors.torch import save_file
 
 from .errors import ConfigError
 
@@ -85,8 +86,6 @@ class Faults:
         collective under FSDP: every rank calls this)."""
         if not self.dump_dir:
             return
-        from safetensors.torch import save_file
-
         state = state_dict()
         Path(self.dump_dir).mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from .evaluation import predict
 from .run_dir import RunDir, atomic_path, write_json
 from .tasks.schema import TaskDef
 
@@ -46,7 +47,7 @@ def write_report(folder: Path, task: TaskDef, split: str, report: dict[str, Any]
 def plot_confusion(path: Path, title: str, labels: list[str], matrix: np.ndarray) -> bool:
     """Draw the confusion matrix as a PNG (counts in the cells, shade by row share). Returns False,
     with a log line, where matplotlib is not installed."""
-    try:
+    try:  # matplotlib: the optional plots extra (without it, no PNG)
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
@@ -79,8 +80,6 @@ def write_class_reports(setup: Setup, run: RunDir, selection: dict[str, int], di
     """Write the reports of every labeled dev/test split of the tasks that predict classes, with the
     epoch each task keeps: from ``predicted`` (task, split, epoch) -> classes, kept by the loop from
     that epoch's evaluation, or else predicted here (by all ranks; written by rank 0)."""
-    from .evaluation import predict
-
     predicted = predicted or {}
     loaded = None
     for name, td in setup.data.items():

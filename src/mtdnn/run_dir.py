@@ -65,6 +65,8 @@ from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path, atomic_write, replace_durably
 from .errors import CheckpointError
@@ -91,8 +93,6 @@ def write_json(path: str | Path, data: Any) -> None:
 def save_weights(path: str | Path, model: torch.nn.Module | dict[str, torch.Tensor],
                  metadata: dict[str, str] | None = None) -> None:
     """Save a model's weights, or a state dict (e.g. the full weights gathered from FSDP shards)."""
-    from safetensors.torch import save_file
-
     source = model if isinstance(model, dict) else model.state_dict()
     state = {k: v.detach().to("cpu").contiguous() for k, v in source.items()}
     with atomic_path(path) as tmp:
@@ -100,9 +100,6 @@ def save_weights(path: str | Path, model: torch.nn.Module | dict[str, torch.Tens
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("weights file not found", path=str(path))

@@ -9,11 +9,13 @@ import logging
 import platform
 import random
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .errors import ConfigError
 from .version import __version__
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from .errors import ConfigError
         raise ConfigError("device 'cuda' asked for, but no CUDA GPU is available", field="device")
     return torch.device(name)
 
@@ -73,8 +74,6 @@ ROUNDING_PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "scipy", "s
 
 def package_versions() -> dict[str, str | None]:
     """The installed version of each of ``ROUNDING_PACKAGES`` (None when it is not installed)."""
-    from importlib import metadata
-
     def version(package: str) -> str | None:
         try:
             return metadata.version(package)

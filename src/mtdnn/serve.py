@@ -17,20 +17,19 @@ On SIGTERM uvicorn stops accepting connections and lets the requests in flight f
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ConfigError
-
-if TYPE_CHECKING:  # torch is imported when a model is loaded, not when the CLI parses flags
-    import numpy as np
-
-    from .export.engine import Engine
+from .export.engine import Engine, load_engine, present
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,6 @@ class ServeOptions:
 
 
 def require_serve() -> None:
-    import importlib.util
-
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError(f"mtdnn serve needs {', '.join(missing)}: pip install 'mtdnn[serve]'")
@@ -183,8 +180,6 @@ def check_request(engine: Engine, options: ServeOptions, task: str | None, tasks
 async def answer(batcher: MicroBatcher, engine: Engine, names: list[str],
                  inputs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Run the asked tasks (one job per input kind, gathered concurrently) and present the answers."""
-    from .export.engine import present
-
     text_a = [row["text_a"] for row in inputs]
     by_kind: dict[str, list[str]] = {}
     for n in names:
@@ -228,7 +223,7 @@ def _validation_message(errors: list[dict[str, Any]]) -> tuple[int, str]:
 def create_app(engine: Engine, options: ServeOptions | None = None):
     """The FastAPI application serving ``engine``'s tasks (see the module docstring)."""
     require_serve()
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Request  # the optional serve extra (require_serve checked it)
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
@@ -278,10 +273,7 @@ def run_server(path: str, host: str = "127.0.0.1", port: int = 8000, backend: st
                threads: int = 1, device: str = "cpu", graceful_s: int = 30) -> None:
     """Load the model and serve it until SIGINT/SIGTERM (requests in flight finish first)."""
     require_serve()
-    import torch
-    import uvicorn
-
-    from .export.engine import load_engine
+    import uvicorn  # the optional serve extra (require_serve checked it)
 
     torch.set_num_threads(max(1, threads))
     engine = load_engine(path, backend=backend, epoch=epoch, per_task_epochs=per_task_epochs,  # type: ignore[arg-type]

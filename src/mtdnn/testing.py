@@ -6,15 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+import yaml
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from .model.multitask import default_encoder_path
+from .tasks.schema import parse_task
+
 
 def tiny_encoder(path: Path, seed: int = 0, dropout: float | None = None) -> Path:
     """Save a 2-layer BERT (hidden size 32) and the default tokenizer to `path`. `dropout=None`
     keeps BERT's default dropout; a number sets the hidden and attention dropout."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from mtdnn.model.multitask import default_encoder_path
-
     torch.manual_seed(seed)
     extra = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -28,10 +30,6 @@ def dropout_free_tasks(path: Path, sources: tuple[str, ...] = ("rte", "stsb"), p
     """Write copies of built-in tasks named `<source>0`, with no head or SAN step dropout, to the
     task file `path`; pair classification tasks get the head ``pair_head`` (SAN by default, so that
     the runs of these copies cover the SAN head)."""
-    import yaml
-
-    from .tasks.schema import parse_task
-
     builtin = Path(__file__).parent / "tasks" / "builtin"
     tasks = []
     for src in sources:

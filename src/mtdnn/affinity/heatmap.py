@@ -14,7 +14,7 @@ from .measure import AffinityResult
 def write_heatmap(result: AffinityResult, path: Path, target: str | None = None) -> None:
     """The task-by-task affinity matrix as a heatmap PNG (rows: the task stepped on; columns: the
     task whose loss is measured)."""
-    try:
+    try:  # matplotlib: the optional plots extra
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt

@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from ..config import TrainConfig
+from ..data.batching import collate
+from ..runtime import seed_everything, set_threads, to_device
 from ..training.diagnostics import batch_loss, fresh_rows, shared_parameters
+from ..training.distributed import Distributed
+from ..training.methods.sampling import build_schedule
+from ..training.optim import build_optimizer, build_scheduler
+from ..training.setup import build_setup
+from ..training.step import StepLoss, SummedGradients, optimizer_step, train_step
 from .measure import AffinityResult, LossClosures, affinity_run
 
 
@@ -19,14 +26,6 @@ def _batches(schedule: Any) -> Iterator[Any]:
 
 def run_affinity(cfg: TrainConfig, *, steps: int, every: int, lookahead_lr: float) -> AffinityResult:
     """The short multi-task run of ``cfg``'s tasks with the affinity measured along it."""
-    from ..data.batching import collate
-    from ..runtime import seed_everything, set_threads, to_device
-    from ..training.distributed import Distributed
-    from ..training.optim import build_optimizer, build_scheduler
-    from ..training.methods.sampling import build_schedule
-    from ..training.setup import build_setup
-    from ..training.step import StepLoss, SummedGradients, optimizer_step, train_step
-
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     s = build_setup(cfg)

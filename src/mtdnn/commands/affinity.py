@@ -16,8 +16,12 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from ..affinity.heatmap import write_heatmap
+from ..affinity.measure import ranking_table, recommend
+from ..affinity.run import run_affinity
 from ..config import TrainConfig
 from ..errors import ConfigError
+from ..run_dir import write_json
 from .common import HelpFormatter
 from .config_flags import add_config_flags, config_from_args
 
@@ -87,11 +91,6 @@ def train_command(target: str, auxiliaries: list[str], args: argparse.Namespace)
 
 def run(args: argparse.Namespace) -> int:
     """Measure, print the ranking, write the JSON and the heatmap."""
-    from ..affinity.heatmap import write_heatmap
-    from ..affinity.measure import ranking_table, recommend
-    from ..affinity.run import run_affinity
-    from ..run_dir import write_json
-
     cfg, target, _ = affinity_config(args)
     result = run_affinity(cfg, steps=args.budget, every=args.every, lookahead_lr=args.lookahead_lr)
     out = Path(cfg.output_dir)

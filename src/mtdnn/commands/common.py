@@ -10,6 +10,9 @@ import textwrap
 import time
 
 from ..config import TrainConfig
+from ..metrics import glue_average
+from ..model.adapters import print_parameters
+from ..training.loop import train
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -25,8 +28,6 @@ class HelpFormatter(argparse.HelpFormatter):
 
 def print_metrics(metrics: dict[str, dict[str, dict[str, float]]]) -> None:
     """The metrics of every task and split, and their GLUE-style average."""
-    from ..metrics import glue_average
-
     print(f"{'task':<12} {'split':<16} metrics")
     firsts = {}
     for task, splits in metrics.items():
@@ -39,9 +40,6 @@ def print_metrics(metrics: dict[str, dict[str, dict[str, float]]]) -> None:
 
 def train_and_report(cfg: TrainConfig) -> int:
     """Train ``cfg``, then print the run directory, its metrics and (an adapter run) its parameters."""
-    from ..model.adapters import print_parameters
-    from ..training.loop import train
-
     t0 = time.perf_counter()
     run_dir = train(cfg)
     if os.environ.get("RANK", "0") != "0":  # a torchrun job: rank 0 reports

@@ -7,6 +7,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..api import load_run
+from ..reports import write_report
+from ..run_dir import write_json
 from .common import print_metrics
 
 
@@ -26,18 +29,14 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import load_run
-
     run_ = load_run(args.run_dir, device=args.device)
     tasks = [t for t in args.tasks.split(",") if t] if args.tasks else None
     result = run_.evaluation(tasks, data_dir=args.data_dir, batch_size=args.batch_size,
                              max_eval_examples=args.max_eval_examples)
     print_metrics(result.metrics)
     if args.output:
-        from ..run_dir import write_json
         write_json(args.output, result.metrics)
     if args.reports:
-        from ..reports import write_report
         for name, splits in result.reports.items():
             task = run_.task(name)
             for split, report in splits.items():

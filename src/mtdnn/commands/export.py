@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..export import export_run
 from .common import add_epoch_flags
 
 
@@ -25,8 +26,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_run
-
     for line in export_run(args.run_dir, args.output, fmt=args.format, task=args.task, epoch=args.epoch,
                            per_task_epochs=args.per_task_epochs, quantize=args.quantize):
         print(line)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..api import load_run
+
 
 def add_parser(sub: Any) -> None:
     r = sub.add_parser("predict", help="predict a file with a saved run")
@@ -21,8 +23,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import load_run
-
     n = load_run(args.run_dir, device=args.device).predict_file(
         args.task, args.input, args.output, text_a=args.text_a, text_b=args.text_b, id_column=args.id_column,
         batch_size=args.batch_size)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..serve import ServeOptions
+from ..serve import ServeOptions, require_serve, run_server
 from .common import add_epoch_flags
 
 
@@ -29,8 +29,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..serve import require_serve, run_server
-
     require_serve()
     options = ServeOptions(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                            max_inputs=args.max_inputs, max_text_chars=args.max_text_chars)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..model.shrink import parse_layers, shrink_encoder
+
 
 def add_parser(sub: Any) -> None:
     s = sub.add_parser("shrink-encoder", help="save an encoder with only some of its layers (a smaller student)")
@@ -15,8 +17,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model.shrink import parse_layers, shrink_encoder
-
     out = shrink_encoder(args.encoder, parse_layers(args.layers), args.output)
     print(f"wrote {out}")
     return 0

@@ -12,6 +12,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..tasks.check import check_task_file, format_report
+from ..tasks.registry import TaskRegistry
+from ..tasks.wizard import InitOptions, init_task
+
 
 def _names(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
@@ -76,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from ..tasks.registry import TaskRegistry
-
     reg = TaskRegistry([f for f in (args.task_file or "").split(",") if f])
     for name in reg.names():
         t = reg.get(name)
@@ -87,8 +89,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from ..tasks.wizard import InitOptions, init_task
-
     opts = InitOptions(source=args.source, name=args.name, output=args.output, text=args.text, label=args.label,
                        id=args.id, group=args.group, dev=args.dev, test=args.test, label_names=args.label_names,
                        header=args.header, dataset_config=args.dataset_config, force=args.force,
@@ -103,8 +103,6 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ..tasks.check import check_task_file, format_report
-
     report = check_task_file(args.task_file, data_dir=args.data_dir, encoder=args.encoder,
                              max_seq_len=args.max_seq_len, allow_hub=args.allow_hub, tasks=args.tasks)
     print(format_report(report))

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import ConfigError
+from .hf import write_hf_folder, write_task_folder
+from .onnx import write_onnx_folder
 from .plan import plan_export, report
 
 
@@ -29,14 +31,10 @@ def export_run(run_dir: str | Path, output: str | Path, fmt: Literal["hf", "onnx
     if fmt == "hf":
         if quantize:
             raise ConfigError("--quantize is for --format onnx", field="quantize")
-        from .hf import write_hf_folder, write_task_folder
-
         diffs = write_task_folder(plan, task, output) if task else write_hf_folder(plan, output)
     elif fmt == "onnx":
         if task:
             raise ConfigError("--task is for --format hf (an ONNX export holds every task)", field="task")
-        from .onnx import write_onnx_folder
-
         diffs, notes = write_onnx_folder(plan, output, quantize=quantize)
     else:
         raise ConfigError(f"unknown format '{fmt}' (hf or onnx)", field="format")

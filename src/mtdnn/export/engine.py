@@ -27,7 +27,12 @@ import torch
 
 from ..errors import ConfigError
 from ..kinds import get_kind
+from ..model.multitask import load_tokenizer
+from . import modeling_mtdnn as modeling
 from .folder import export_format, register_config
+from .hf import build_hf_model, export_tokenizer
+from .onnx import write_onnx_model
+from .plan import plan_export
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +157,8 @@ class TorchEngine(_Tokenizing):
 
 class OnnxEngine(_Tokenizing):
     def __init__(self, folder: Path, int8: bool = False, threads: int = 1) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # the optional onnx extra, needed only by --backend onnx
 
-        from ..model.multitask import load_tokenizer
 
         meta = json.loads((folder / "tasks.json").read_text(encoding="utf-8"))
         name = "model.int8.onnx" if int8 else "model.onnx"
@@ -201,15 +205,9 @@ def load_engine(path: str | Path, backend: Backend = "torch", epoch: int | None 
 
 
 def _torch_model(path: Path, fmt: str | None, epoch: int | None, per_task_epochs: bool):
-    from ..model.multitask import load_tokenizer
-    from . import modeling_mtdnn as modeling
-
     if fmt == "hf":
         register_config()
         return modeling.MtdnnMultiTaskModel.from_pretrained(str(path)).eval(), load_tokenizer(str(path))
-    from .hf import build_hf_model, export_tokenizer
-    from .plan import plan_export
-
     plan = plan_export(path, epoch=epoch, per_task_epochs=per_task_epochs)
     tokenizer = export_tokenizer(plan)
     return build_hf_model(plan, tokenizer), tokenizer
@@ -218,8 +216,6 @@ def _torch_model(path: Path, fmt: str | None, epoch: int | None, per_task_epochs
 def _convert_to_onnx(path: Path, fmt: str | None, epoch: int | None, per_task_epochs: bool, int8: bool) -> Path:
     """An ONNX folder made from a run directory or a whole-model export, in a temporary folder (kept
     until the process ends)."""
-    from .onnx import write_onnx_model
-
     model, tokenizer = _torch_model(path, fmt, epoch, per_task_epochs)
     out = Path(tempfile.mkdtemp(prefix="mtdnn-serve-onnx-"))
     log.info("converting %s to ONNX in %s", path, out)

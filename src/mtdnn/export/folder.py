@@ -25,11 +25,15 @@ from typing import Any, Iterator
 
 import torch
 import yaml
+from transformers import AutoConfig, AutoModel
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from ..errors import CheckpointError, ConfigError
 from ..model.encoders import attention_implementation
 from ..run_dir import RunDir, atomic_write, load_weights
 from ..tasks.schema import TaskDef, parse_task
+from .adapters import merged_encoder
+from .modeling_mtdnn import MtdnnConfig
 
 MARKER = "mtdnn_export.json"
 
@@ -131,8 +135,6 @@ class ExportedModel:
 
     def build_encoder(self) -> torch.nn.Module:
         """The encoder architecture (random weights; ``load_into`` fills them)."""
-        from transformers import AutoConfig, AutoModel
-
         enc = dict(self._hf_config["encoder"])
         cfg = AutoConfig.for_model(enc.pop("model_type"), **enc)
         attn = attention_implementation(cfg)  # SDPA where the class has it (not DeBERTa), else eager
@@ -150,8 +152,6 @@ class ExportedModel:
 
     def load_into(self, model: torch.nn.Module, weights: ExportedWeights) -> None:
         """Load an encoder (with an adapter merged into it) and every head into mtdnn's ``MultiTaskModel``."""
-        from .adapters import merged_encoder
-
         state = load_weights(self.path / "model.safetensors")
         prefix = f"encoders.{weights.encoder}."
         encoder = merged_encoder({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)},
@@ -167,11 +167,6 @@ class ExportedModel:
 def register_config() -> None:
     """Let ``AutoConfig`` (and so ``AutoTokenizer``) of this process read an export's config.json
     with mtdnn's copy of the modelling code, instead of asking whether to run the folder's copy."""
-    from transformers import AutoConfig
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
-    from .modeling_mtdnn import MtdnnConfig
-
     if MtdnnConfig.model_type not in CONFIG_MAPPING:
         AutoConfig.register(MtdnnConfig.model_type, MtdnnConfig)
 

@@ -25,11 +25,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from ..errors import CheckpointError, ConfigError
 from ..model.multitask import load_tokenizer
 from ..tasks.schema import TaskDef
 from . import modeling_mtdnn as modeling
+from .adapters import merged_encoder
 from .card import model_card
 from .folder import staged_folder, write_metadata
 from .plan import ExportPlan, export_state
@@ -54,8 +56,6 @@ def task_spec(plan: ExportPlan, t: TaskDef) -> dict:
 
 
 def hf_config(plan: ExportPlan, tokenizer) -> modeling.MtdnnConfig:
-    from transformers import AutoConfig
-
     encoder = AutoConfig.from_pretrained(str(plan.run.encoder_dir)).to_dict()
     for key in ("architectures", "transformers_version", "_name_or_path"):
         encoder.pop(key, None)
@@ -118,8 +118,6 @@ def _task(plan: ExportPlan, name: str) -> TaskDef:
 def sequence_classifier(plan: ExportPlan, t: TaskDef) -> nn.Module:
     """The encoder family's ``...ForSequenceClassification`` holding the run's encoder and the task's
     linear head (see the module docstring)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
     cfg = AutoConfig.from_pretrained(str(plan.run.encoder_dir))
     id2label, problem_type = t.kind.standard_folder(t)
     cfg.num_labels = len(id2label)
@@ -132,8 +130,6 @@ def sequence_classifier(plan: ExportPlan, t: TaskDef) -> nn.Module:
     key = f"encoders.{plan.encoder_of(t.name)}."
     encoder = {k[len(key):]: v for k, v in state.items() if k.startswith(key)}
     if plan.lora is not None:  # the task's adapter merged into the encoder's weights
-        from .adapters import merged_encoder
-
         encoder = merged_encoder(encoder, plan.lora.specs, plan.adapter_of(t.name))
     base = getattr(model, model.base_model_prefix)
     missing, unexpected = base.load_state_dict(encoder, strict=False)

@@ -14,6 +14,7 @@ int8, the dev metric of each task with fp32 and int8 weights, reported, not requ
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..errors import ConfigError
 from ..metrics import compute_metrics
 from .card import model_card
 from .folder import staged_folder, write_metadata
+from .hf import build_hf_model, export_tokenizer
 from .plan import ExportPlan, check_rows
 from .verify import check_against_mtdnn, require_close, tokenizer_batch
 
@@ -37,8 +39,6 @@ OPSET = 18
 
 def require_onnx() -> None:
     """A one-line error naming the extra when the ONNX libraries are missing."""
-    import importlib.util
-
     missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError(f"ONNX export and serving need {', '.join(missing)}: pip install 'mtdnn[onnx]'",
@@ -75,7 +75,7 @@ def export_graph(model: nn.Module, tokenizer, path: Path) -> list[str]:
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # the optional onnx extra
 
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
 
@@ -101,7 +101,7 @@ def write_onnx_model(model: nn.Module, tokenizer, folder: Path, quantize: str | 
 
 def _session_outputs(path: Path):
     """``candidate(inputs, task)`` of ``check_against_mtdnn`` on onnxruntime."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # the optional onnx extra (require_onnx checked it)
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
@@ -136,8 +136,6 @@ def write_onnx_folder(plan: ExportPlan, output: str | Path, quantize: str | None
                       n_rows: int = 32) -> tuple[dict[str, float], list[str]]:
     """The ONNX export of a run, checked against mtdnn's model; returns each task's largest
     difference (fp32) and lines reporting the int8 metric change."""
-    from .hf import build_hf_model, export_tokenizer
-
     require_onnx()
     tokenizer = export_tokenizer(plan)
     model = build_hf_model(plan, tokenizer)

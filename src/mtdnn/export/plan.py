@@ -16,17 +16,16 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..data.readers import RawSplit, data_dir_default, read_split
 from ..errors import CheckpointError, ConfigError, MtdnnError
+from ..model.adapters import load_adapter_model
 from ..run_dir import RunDir, load_weights
 from ..tasks.schema import TaskDef
-
-if TYPE_CHECKING:
-    from .adapters import LoraExport
+from .adapters import LoraExport, lora_export
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +140,6 @@ def _plan_adapter_run(run: RunDir, config: dict[str, Any], tasks: list[TaskDef],
     if epoch is not None:
         raise ConfigError("an adapter run keeps each task's adapter and head of the epoch that task selected, "
                           "not whole epochs: export it without --epoch", field="epoch")
-    from ..model.adapters import load_adapter_model
-    from .adapters import lora_export
-
     lora = lora_export(load_adapter_model(run, tasks), config.get("init_from"))
     kept = selection.get("tasks", {})
     epochs: dict[str, int | None] = {}

@@ -16,6 +16,7 @@ from ..data.batching import collate
 from ..data.readers import RawSplit
 from ..data.tokenized import tokenize_split
 from ..errors import CheckpointError
+from ..model.adapters import load_adapter_model
 from ..model.multitask import MultiTaskModel, encoder_from_config
 from ..tasks.schema import TaskDef
 from ..model.weights import load_model_weights
@@ -35,8 +36,6 @@ Candidate = Callable[[dict[str, torch.Tensor], str], torch.Tensor]
 def reference_model(plan: ExportPlan, task: TaskDef) -> MultiTaskModel:
     """mtdnn's model of the weights ``task`` is exported from (an adapter run: all its tasks)."""
     if plan.lora is not None:
-        from ..model.adapters import load_adapter_model
-
         return load_adapter_model(plan.run, plan.tasks).eval()
     epoch = plan.epochs[task.name]
     assert epoch is not None, "a plain run's tasks all have an epoch"

@@ -37,15 +37,20 @@ The hooks, by stage (each has a default here where one fits most kinds):
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..metrics import compute_metrics
+from ..model.heads import LinearHead, SANHead
+from .classes import class_report
 
 if TYPE_CHECKING:  # the schema imports the kinds
     from pathlib import Path
-
-    import torch
-    from torch import nn
 
     from ..data.readers import RawSplit
     from ..data.tokenized import TokenizedSplit
@@ -178,8 +183,6 @@ class TaskKind:
     # ---- model ---------------------------------------------------------------------
     def build_head(self, task: TaskDef, hidden: int) -> nn.Module:
         """The task's output module (``model/heads.py``): SAN where the task names it, else linear."""
-        from ..model.heads import LinearHead, SANHead
-
         if task.head.kind == "san":
             return SANHead(hidden, self.num_outputs(task), task.head.steps, task.head.step_dropout, task.dropout)
         return LinearHead(hidden, self.num_outputs(task), task.dropout)
@@ -201,8 +204,6 @@ class TaskKind:
 
     def stack_outputs(self, outs: list[Any]) -> np.ndarray:
         """The kept outputs of all batches as one array, a row per split row."""
-        import torch
-
         return torch.cat(outs).cpu().numpy()
 
     def decide(self, task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
@@ -211,8 +212,6 @@ class TaskKind:
 
     def score(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
         """The split's metrics in percent, and ``score`` (GLUE's figure: their mean)."""
-        from ..metrics import compute_metrics
-
         return compute_metrics(task.metric_names, preds, split.labels)
 
     def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
@@ -272,8 +271,6 @@ class TaskKind:
         names = self.class_names(task)
         if names is None:
             return None
-        from .classes import class_report
-
         return class_report(task.name, names, gold, preds)
 
     # ---- export and serving ----------------------------------------------------------
@@ -297,8 +294,6 @@ class TaskKind:
     # ---- tasks check ---------------------------------------------------------------
     def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
         """Fill ``out`` with what the labels of a labeled split look like."""
-        from collections import Counter
-
         counts = Counter(raw.labels)
         out.labels = {label: counts.get(label, 0) for label in task.labels}
 
@@ -367,6 +362,4 @@ class TaskKind:
 
     def refuse(self, what: str) -> Exception:
         """The one-line error of a method this kind does not support."""
-        from ..errors import ConfigError
-
         return ConfigError(f"{what} is not available for {self.name} tasks")

@@ -8,14 +8,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..model.objectives import symmetric_kl
 from .base import TaskKind
 from .labels import class_label_names, label_values, parse_class_label, positive_last
 
 if TYPE_CHECKING:
-    import torch
-
     from ..data.tokenized import TokenizedSplit
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
@@ -49,13 +50,9 @@ class Classification(TaskKind):
 
     def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
              reduction: str = "mean") -> torch.Tensor:
-        import torch.nn.functional as F
-
         return F.cross_entropy(output.float(), batch["labels"], reduction=reduction)
 
     def eval_outputs(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        import torch
-
         return torch.softmax(out, dim=-1)
 
     def decide(self, task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
@@ -75,10 +72,6 @@ class Classification(TaskKind):
 
     def output_divergence(self, task: TaskDef, divergence: str, a: torch.Tensor, b: torch.Tensor,
                           batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        from ..model.objectives import symmetric_kl
-
         if divergence == "mse":
             return ((F.softmax(a.float(), -1) - F.softmax(b.float(), -1)) ** 2).sum()
         return symmetric_kl(a, b).sum()
@@ -86,15 +79,11 @@ class Classification(TaskKind):
     def distill_targets(self, task: TaskDef, outputs: list[tuple[np.ndarray, float]], groups: np.ndarray,
                         temperature: float) -> torch.Tensor:
         """The teachers' class probabilities re-tempered (softmax(log p / T)), averaged."""
-        import torch
-
         probs = [torch.from_numpy(o).double() for o, _ in outputs]
         return torch.stack([torch.softmax(p.clamp_min(1e-30).log() / temperature, -1) for p in probs]).mean(0).float()
 
     def distill_divergence(self, task: TaskDef, output: torch.Tensor, target: torch.Tensor,
                            batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
-        import torch
-
         log_q = torch.log_softmax(output.float() / temperature, dim=-1)
         kl = torch.special.xlogy(target, target) - target * log_q
         return temperature ** 2 * kl.sum()

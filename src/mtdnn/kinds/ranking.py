@@ -12,14 +12,14 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from ..model.objectives import group_log_softmax, group_symmetric_kl, rank_predictions, ranking_loss
 from .base import TaskKind
 from .labels import class_label_names, label_values, parse_class_label, positive_last, show
 
 if TYPE_CHECKING:
-    import torch
-
     from ..data.readers import RawSplit
     from ..data.tokenized import TokenizedSplit
     from ..tasks.check import SplitCheck
@@ -60,14 +60,10 @@ class Ranking(TaskKind):
 
     def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
              reduction: str = "mean") -> torch.Tensor:
-        from ..model.objectives import ranking_loss
-
         return ranking_loss(output.squeeze(-1), batch["labels"], batch["groups"], task.ranking_gamma, reduction)
 
     def loss_units(self, labels: torch.Tensor, groups: torch.Tensor) -> int:
         """Questions with a positive answer."""
-        import torch
-
         return int(torch.unique(groups[labels == 1]).numel())
 
     def decide(self, task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
@@ -84,8 +80,6 @@ class Ranking(TaskKind):
                           batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """On the gamma-scaled scores: squared difference, or the symmetric KL of each group's
         softmax."""
-        from ..model.objectives import group_symmetric_kl
-
         sa, sb = task.ranking_gamma * a.float().squeeze(-1), task.ranking_gamma * b.float().squeeze(-1)
         if divergence == "mse":
             return ((sa - sb) ** 2).sum()
@@ -94,10 +88,6 @@ class Ranking(TaskKind):
     def distill_targets(self, task: TaskDef, outputs: list[tuple[np.ndarray, float]], groups: np.ndarray,
                         temperature: float) -> torch.Tensor:
         """Each teacher's within-group softmax of its gamma-scaled scores at ``temperature``, averaged."""
-        import torch
-
-        from ..model.objectives import group_log_softmax
-
         g = torch.from_numpy(groups)
         per_teacher = [group_log_softmax(gamma * torch.from_numpy(o).double() / temperature, g).exp()
                        for o, gamma in outputs]
@@ -105,10 +95,6 @@ class Ranking(TaskKind):
 
     def distill_divergence(self, task: TaskDef, output: torch.Tensor, target: torch.Tensor,
                            batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
-        import torch
-
-        from ..model.objectives import group_log_softmax
-
         log_q = group_log_softmax(task.ranking_gamma * output.float().squeeze(-1) / temperature, batch["groups"])
         kl = torch.special.xlogy(target, target) - target * log_q
         return temperature ** 2 * kl.sum()
@@ -117,8 +103,6 @@ class Ranking(TaskKind):
         return "score (higher: more relevant)"
 
     def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str]:
-        from ..errors import ConfigError
-
         raise ConfigError(f"task '{task.name}' ranks the candidate answers of a question, which a standard "
                           f"text-classification folder cannot (its score means something only against the "
                           f"question's other candidates): export the whole model instead (mtdnn export RUN_DIR "
@@ -133,8 +117,6 @@ class Ranking(TaskKind):
         return "given with --type; the rows of one question (text_a) are one candidate group"
 
     def init_labels(self, train: Source, label: Column, opts: InitOptions) -> tuple[list[str], dict[str, str], str]:
-        from ..errors import ConfigError
-
         if label.name in train.class_names:
             return class_label_names(train, label)
         values = label_values(label)
@@ -169,10 +151,6 @@ class Ranking(TaskKind):
 
 def _best_of_groups(scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """1 for the best-scored candidate of each group, 0 for the others."""
-    import torch
-
-    from ..model.objectives import rank_predictions
-
     return rank_predictions(torch.from_numpy(scores), torch.from_numpy(groups)).numpy()
 
 

@@ -9,13 +9,13 @@ import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from .base import SCORE_METRICS, TaskKind
 from .labels import show
 
 if TYPE_CHECKING:
-    import torch
-
     from ..data.readers import RawSplit
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
@@ -68,8 +68,6 @@ class Regression(TaskKind):
 
     def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
              reduction: str = "mean") -> torch.Tensor:
-        import torch.nn.functional as F
-
         return F.mse_loss(output.float().squeeze(-1), batch["labels"].float(), reduction=reduction)
 
     def api_values(self, task: TaskDef, labels: list[str]) -> list[Any]:
@@ -104,8 +102,6 @@ class Regression(TaskKind):
     def distill_targets(self, task: TaskDef, outputs: list[tuple[np.ndarray, float]], groups: np.ndarray,
                         temperature: float) -> torch.Tensor:
         """The teachers' mean score (no temperature)."""
-        import torch
-
         return torch.from_numpy(np.mean([o for o, _ in outputs], axis=0).astype(np.float32))
 
     def distill_divergence(self, task: TaskDef, output: torch.Tensor, target: torch.Tensor,

@@ -15,20 +15,28 @@ tags. The per-class report gives each entity type's figures and the confusion of
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ..errors import DataError
+from ..model.heads import TokenHead
+from ..tagging.alignment import encode_words, merge_windows
+from ..tagging.entities import split_words, tags_and_scores, tags_to_entities
+from ..tagging.metrics import entity_metrics, entity_report, report_dict, token_accuracy, type_confusion
+from ..tagging.readers import check_tags, read_conll, read_tagged_jsonl
+from ..tagging.schemes import iob1_to_iob2, parse_tag, validate
 from .base import SEG_SPECIAL, TaskKind
+from .classes import class_report
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import torch
-    from torch import nn
 
     from ..data.readers import RawSplit
     from ..data.tokenized import TokenizedSplit
@@ -107,8 +115,6 @@ class Tagging(TaskKind):
                 "lines": [s.line for s in sentences], "words": [list(s.words) for s in sentences]}
 
     def tokenize(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, Any]:
-        from ..tagging.alignment import encode_words
-
         index = {tag: i for i, tag in enumerate(task.labels)}
         tagged = bool(raw.labels) and raw.labels[0] is not None
         tag_ids = [[index[t] for t in tags] for tags in raw.labels] if tagged else None
@@ -129,15 +135,11 @@ class Tagging(TaskKind):
 
     # ---- model ---------------------------------------------------------------------
     def build_head(self, task: TaskDef, hidden: int) -> nn.Module:
-        from ..model.heads import TokenHead
-
         return TokenHead(hidden, len(task.labels), task.dropout)
 
     def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
              reduction: str = "mean") -> torch.Tensor:
         """Cross-entropy at the tokens with a label (each word's first sub-word)."""
-        import torch.nn.functional as F
-
         labels = batch["labels"]
         if not (labels != IGNORE).any():
             return output.float().sum() * 0.0
@@ -151,8 +153,6 @@ class Tagging(TaskKind):
     # ---- evaluation ----------------------------------------------------------------
     def eval_outputs(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> Any:
         """Each row's tag probabilities at its tokens, (length, tags), on the host."""
-        import torch
-
         probs = torch.softmax(out, dim=-1).cpu().numpy()
         lengths = batch["attention_mask"].sum(dim=1).cpu().numpy()
         return [probs[r, :int(n)] for r, n in enumerate(lengths)]
@@ -173,8 +173,6 @@ class Tagging(TaskKind):
         return decided
 
     def score(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
-        from ..tagging.metrics import entity_metrics, token_accuracy
-
         gold, pred = _tag_names(task, split.word_labels or []), _tag_names(task, preds)
         entity = entity_metrics(gold, pred) if any(m in ENTITY_METRICS for m in task.metrics) else {}
         out = {m: (token_accuracy(gold, pred) if m == "accuracy" else float(entity[m])) for m in task.metrics}
@@ -188,8 +186,6 @@ class Tagging(TaskKind):
     def api_rows(self, task: TaskDef, text_a: list[str], text_b: list[str] | None) -> dict[str, Any]:
         """The texts split into words (``tagging.entities.split_words``); texts without words are
         left out (their answer is empty)."""
-        from ..tagging.entities import split_words
-
         kept = [(i, [w.word for w in split_words(text)]) for i, text in enumerate(text_a)]
         kept = [(i, words) for i, words in kept if words]
         return {"ids": [str(i) for i, _ in kept], "text_a": [text_a[i] for i, _ in kept],
@@ -200,8 +196,6 @@ class Tagging(TaskKind):
                     preds: Predictions | None) -> list[Any]:
         """Each text's entities (type, character start and end, text, score), or with plain tags
         each word with its tag and score."""
-        from ..tagging.entities import split_words, tags_and_scores, tags_to_entities
-
         out: list[Any] = [[] for _ in texts]
         if split is None or preds is None:
             return out
@@ -226,8 +220,6 @@ class Tagging(TaskKind):
     def prediction_file_lines(self, task: TaskDef, raw: RawSplit, preds: Predictions, path: Path) -> list[str]:
         """The input file with each word's predicted tag: a last column of a CoNLL file (separated
         as the line's columns are), a ``predicted_tags`` field of a JSON-lines record."""
-        import json
-
         lines = path.read_text(encoding="utf-8-sig").splitlines()
         tags = _tag_names(task, preds.preds)
         if path.suffix in (".jsonl", ".json"):
@@ -247,8 +239,6 @@ class Tagging(TaskKind):
     def split_report(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, Any] | None:
         gold, pred = _tag_names(task, split.word_labels or []), _tag_names(task, preds)
         if task.scheme == "plain":
-            from .classes import class_report
-
             flat = [np.concatenate([np.asarray(s, dtype=np.int64) for s in x]) if len(x) else np.zeros(0)
                     for x in (split.word_labels or [], preds)]
             return class_report(task.name, list(task.labels), flat[0], flat[1])
@@ -270,8 +260,6 @@ class Tagging(TaskKind):
 def _check_entity_labels(labels: list[str], scheme: str) -> None:
     """The labels of an entity scheme: ``O`` and ``P-TYPE`` tags with the prefixes the model
     predicts (B, I; with IOBES also E, S)."""
-    from ..tagging.schemes import parse_tag
-
     if "O" not in labels:
         raise ValueError(f"a tagging task with scheme: {scheme} needs the label O")
     prefixes = SCHEME_PREFIXES[scheme]
@@ -286,9 +274,6 @@ def _check_entity_labels(labels: list[str], scheme: str) -> None:
 def _read_sentences(task: TaskDef, split: SplitDef, path: Path) -> list[TaggedSentence]:
     """The split's sentences, IOB1 tags read into IOB2, every tag one of the task's labels;
     sentences whose tags break the scheme are counted in the log (conlleval reads them)."""
-    from ..tagging.readers import check_tags, read_conll, read_tagged_jsonl
-    from ..tagging.schemes import iob1_to_iob2, validate
-
     cols = split.columns
     tag_col = cols.label if split.labeled else None
     if split.format == "conll":
@@ -336,8 +321,6 @@ def _tokenized(task: TaskDef, raw: RawSplit, tokenizer: Any, windows: list, tag_
 
 def word_probabilities(outputs: np.ndarray, split: TokenizedSplit) -> list[np.ndarray]:
     """Each sentence's (words, tags) probabilities from its windows' kept outputs."""
-    from ..tagging.alignment import merge_windows
-
     merged = merge_windows(split.windows or [], list(outputs))
     return [np.stack(words) if words else np.zeros((0, 0)) for words in merged]
 
@@ -350,8 +333,6 @@ def entity_split_report(task: str, gold: list[list[str]], pred: list[list[str]])
     """The entity report of a split: precision, recall and F1 per type and micro, and the confusion
     of types among span-matched entities (row ``(none)``: predicted entities with no gold entity of
     that span; column ``(none)``: gold entities no prediction matches)."""
-    from ..tagging.metrics import entity_report, report_dict, type_confusion
-
     report = report_dict(entity_report(gold, pred))
     confusion = type_confusion(gold, pred)
     types = confusion.rows[:-1]

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from transformers import AutoConfig
 
 from ..data.readers import RawSplit, data_dir_default, read_split
 from ..errors import ConfigError, DataError
+from ..model.multitask import load_tokenizer, resolve_encoder_name
 from .schema import TaskDef, load_task_file
 
 TOKEN_SAMPLE = 20_000      # rows tokenised per split for the length percentiles
@@ -184,8 +186,6 @@ def check_task_file(path: str | Path, *, data_dir: str | Path | None = None, enc
                     max_seq_len: int = 128, allow_hub: bool = True, tasks: list[str] | None = None) -> CheckReport:
     """Check every task of a task file (or the named ones). A task file that does not load is a
     ``ConfigError``, as for ``mtdnn train``."""
-    from ..model.multitask import load_tokenizer, resolve_encoder_name
-
     defs = load_task_file(path)
     if tasks:
         unknown = sorted(set(tasks) - {t.name for t in defs})
@@ -204,8 +204,6 @@ def check_task_file(path: str | Path, *, data_dir: str | Path | None = None, enc
 
 
 def _position_limit(encoder: str) -> int | None:
-    from transformers import AutoConfig
-
     return getattr(AutoConfig.from_pretrained(encoder), "max_position_embeddings", None)
 
 

@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data import readers
 from ..errors import ConfigError, DataError
 from ..kinds import get_kind
+from ..run_dir import atomic_write
 from .schema import load_task_file
 
 ROWS_READ = 50_000          # rows of a split read for the guesses
@@ -117,8 +119,6 @@ def _text(value: Any) -> str | None:
 
 def _read_table(path: Path, fmt: str, header: bool) -> tuple[list[str], list[dict[str, Any]]]:
     """Columns and rows of a CSV/TSV/JSON-lines file, through mtdnn's own readers."""
-    from ..data import readers
-
     if fmt == "jsonl":
         rows = [rec for _, rec in _first(readers._jsonl_records(path))]
         columns = list(dict.fromkeys(k for rec in rows for k in rec))
@@ -140,7 +140,7 @@ def _first(items: Any) -> list[Any]:
 
 
 def _load_dataset(*args: Any, **kwargs: Any) -> Any:
-    try:
+    try:  # only hub datasets need the datasets package (0.12-0.16 s to import, on top of the CLI's)
         import datasets
     except ImportError as e:  # pragma: no cover - datasets is a dependency
         raise DataError(f"the 'datasets' package is needed: {e}") from None
@@ -452,8 +452,6 @@ def render(draft: Draft, sources: list[Source], folder: Path, opts: InitOptions)
 def init_task(opts: InitOptions) -> tuple[Path, Draft, list[Source]]:
     """Read the data, guess the task, write the draft (refusing to replace a file unless
     ``opts.force``) and load it back as ``mtdnn train`` will. Returns (draft file, draft, sources)."""
-    from ..run_dir import atomic_write
-
     src = Path(opts.source)
     if src.is_file():
         sources = file_sources(opts)

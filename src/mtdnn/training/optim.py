@@ -6,6 +6,11 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+try:  # torch's own list of devices with fused kernels; older torch has none
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+except ImportError:  # pragma: no cover - older torch
+    _get_fused_kernels_supported_devices = None
+
 from ..config import TrainConfig
 
 
@@ -30,11 +35,7 @@ def _fused_ok(model: nn.Module, device: torch.device) -> bool:
     MiniLM's 23M parameters (~0.15 s a step here, as long as a small batch's forward pass)."""
     if device.type == "cuda":
         return True
-    try:  # torch's own list of devices with fused kernels; older torch has none
-        from torch.optim.optimizer import _get_fused_kernels_supported_devices
-        if device.type not in _get_fused_kernels_supported_devices():
-            return False
-    except ImportError:  # pragma: no cover - older torch
+    if _get_fused_kernels_supported_devices is None or device.type not in _get_fused_kernels_supported_devices():
         return False
     params = [p for p in model.parameters() if p.requires_grad]
     return all(type(p.data) is torch.Tensor and p.is_floating_point() and p.device.type == device.type
