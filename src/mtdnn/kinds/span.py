@@ -25,8 +25,15 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch.nn.functional as F
 
 from ..errors import DataError
+from ..span.decoding import SpanPrediction, decode_predictions
+from ..span.head import SpanHead
+from ..span.metrics import squad_scores
+from ..span.readers import (SpanColumns, SpanExample, first_article_titles, gold_answers, read_span_csv,
+                            read_span_jsonl, read_squad_json, split_by_articles)
+from ..span.windows import build_windows
 from .base import SEG_SPECIAL, TaskKind
 
 if TYPE_CHECKING:
@@ -38,8 +45,6 @@ if TYPE_CHECKING:
     from ..data.readers import RawSplit
     from ..data.tokenized import TokenizedSplit
     from ..evaluation import Predictions
-    from ..span.decoding import SpanPrediction
-    from ..span.readers import SpanExample
     from ..tasks.schema import SplitDef, TaskDef
 
 log = logging.getLogger(__name__)
@@ -105,7 +110,6 @@ class Span(TaskKind):
         return _rows(examples, split.labeled)
 
     def tokenize(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, Any]:
-        from ..span.windows import build_windows
 
         examples = raw.examples or []
         stride = task.stride if task.stride is not None else min(DEFAULT_STRIDE, max_len // 4)
@@ -127,14 +131,12 @@ class Span(TaskKind):
 
     # ---- model ---------------------------------------------------------------------
     def build_head(self, task: TaskDef, hidden: int) -> nn.Module:
-        from ..span.head import SpanHead
 
         return SpanHead(hidden, task.dropout)
 
     def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
              reduction: str = "mean") -> torch.Tensor:
         """The mean of the start and end cross-entropies of each window (null: position 0)."""
-        import torch.nn.functional as F
 
         labels, logits = batch["labels"], output.float()
         start = F.cross_entropy(logits[..., 0], labels[:, 0], reduction=reduction)
@@ -165,8 +167,6 @@ class Span(TaskKind):
         return np.asarray([answer_text(task, decoded[ex.id]) for ex in split.examples or []], dtype=object)
 
     def score(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
-        from ..span.metrics import squad_scores
-        from ..span.readers import gold_answers
 
         examples = split.examples or []
         got = squad_scores({ex.id: str(p) for ex, p in zip(examples, preds)}, gold_answers(examples),
@@ -181,7 +181,6 @@ class Span(TaskKind):
     def api_rows(self, task: TaskDef, text_a: list[str], text_b: list[str] | None) -> dict[str, Any]:
         """Questions (``text_a``) on contexts (``text_b``); pairs with an empty question or context
         are left out (their answer is None)."""
-        from ..span.readers import SpanExample
 
         kept = [i for i, (q, c) in enumerate(zip(text_a, text_b or [])) if q.strip() and c.strip()]
         examples = [SpanExample(str(i), "", text_a[i], (text_b or [])[i], (), True) for i in kept]
@@ -232,7 +231,6 @@ def parse_titles(spec: str) -> tuple[str, int]:
 
 
 def _read_examples(split: SplitDef, path: Path) -> list[SpanExample]:
-    from ..span.readers import SpanColumns, read_span_csv, read_span_jsonl, read_squad_json
 
     if split.format == "squad":
         return read_squad_json(path)
@@ -245,7 +243,6 @@ def _read_examples(split: SplitDef, path: Path) -> list[SpanExample]:
 
 def _select_titles(examples: list[SpanExample], titles: str | list[str] | None, path: Path) -> list[SpanExample]:
     """The examples of the split's articles (all without ``titles``)."""
-    from ..span.readers import first_article_titles, split_by_articles
 
     if titles is None:
         return examples
@@ -288,7 +285,6 @@ def _tokenized(raw: RawSplit, tokenizer: Any, windows: Any) -> dict[str, Any]:
 
 def decode(task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> dict[str, SpanPrediction]:
     """``{question id: SpanPrediction}`` from the kept outputs of all windows of a split."""
-    from ..span.decoding import decode_predictions
 
     windows = split.span_windows
     width = windows.offsets.shape[1]
