@@ -893,16 +893,16 @@ def _break_task(spec: dict[str, Any], kind: str) -> tuple[str, str]:
     s, split = _first_split(spec)
     top: dict[str, tuple[Any, str, str]] = {  # kind -> (bad value, field, piece)
         "name": ("bad name!", "name", "should match pattern"),
-        "type": ("other", "type", "'classification', 'regression', 'ranking' or 'tagging'"),
+        "type": ("other", "type", "Input should be 'classification', 'regression', 'ranking'"),
         "dropout": (1.5, "dropout", "less than 1"),
         "steps": ({"kind": "linear", "steps": 0}, "head", "greater than or equal to 1"),
-        "metric": (["bleu"], "metrics", "'spearman', 'precision' or 'recall'"),
+        "metric": (["bleu"], "metrics", "Input should be 'accuracy', 'f1'"),
         "gamma": (0, "ranking_gamma", "greater than 0"),
         "bogus": (1, "bogus", "unknown field"),
         "no_splits": ({}, "splits", "at least one split"),
     }
     in_split: dict[str, tuple[Any, str, str]] = {
-        "format": ("xml", "format", "'tsv', 'csv', 'jsonl', 'parquet' or 'conll'"),
+        "format": ("xml", "format", "Input should be 'tsv', 'csv', 'jsonl', 'parquet'"),
         "split_key": (1, "colour", "unknown field"),
     }
     if kind in top:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mtdnn
 import mtdnn.evaluation
+import mtdnn.reports
 from mtdnn.training.state import LoopState
 
 
@@ -30,6 +31,7 @@ def test_reports_reuse_the_kept_epochs_predictions(tmp_path, tiny_encoder, data_
         return real_predict(model, task, *args, **kwargs)
 
     monkeypatch.setattr(mtdnn.evaluation, "predict", counted)
+    monkeypatch.setattr(mtdnn.reports, "predict", counted)  # the reports' own prediction pass, if any
     reused = _train(tmp_path / "reused", tiny_encoder, data_dir, tmp_path / "cache")
     # three epochs, each evaluating the dev split of rte, mrpc and stsb: nothing more
     assert sorted(calls) == sorted(["rte", "mrpc", "stsb"] * 3)
