@@ -32,6 +32,9 @@ RUNS = settings.ROOT / "runs" / "defaults_check"
 CHECK = settings.CHECK_DIRS / "defaults_check"
 TASKS = ["rte", "mrpc", "stsb"]
 ARMS = {"defaults": {}, "paper_optimizer": {"optimizer": "adamax", "lr": 5e-5}}
+# the recorded runs had SAN pair heads, the default pair head when they were made; the optimisers
+# are what the table compares
+RECORDED = {"pair_head": "san"}
 STREAMS = Streams("(one stream: the cells run in order)", "1", ("1",))
 SUMMARIZE_HELP = "print the table of docs/results.md's Defaults section"
 LABELS = {"rte": "RTE (accuracy)", "mrpc": "MRPC (mean of F1 and accuracy)", "stsb": "STS-B (mean of Pearson and Spearman)"}
@@ -59,7 +62,7 @@ def _train(name: str, threads: int | None, runs: Path) -> dict[str, Any]:
 
     task, arm = name.split("/")
     threads = threads or 1
-    cfg = mtdnn.make_config(overrides={"tasks": task, "max_train_examples": 1000, "epochs": 2, **ARMS[arm],
+    cfg = mtdnn.make_config(overrides={"tasks": task, "max_train_examples": 1000, "epochs": 2, **RECORDED, **ARMS[arm],
                                        "output_dir": str(runs / f"{task}-{arm}"), "threads": threads,
                                        "predict_test": False, "progress": False})
     say(f"{name} ...")
