@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mtdnn.commands.config_flags import default_text
 from mtdnn.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,20 +20,13 @@ README = ROOT / "README.md"
 
 # ----------------------------------------------------------------------------- the options tables
 def _default_text(name: str) -> str:
-    """A field's default as the tables write it (and ``mtdnn train --help`` shows it)."""
+    """A field's default as the tables write it: what ``mtdnn train --help`` shows, else
+    "required" or "unset"."""
     info = TrainConfig.model_fields[name]
-    if info.is_required():
-        return "required"
-    default = info.get_default(call_default_factory=True)
-    if default is None:
-        return "unset"
-    if isinstance(default, bool):
-        return "on" if default else "off"
-    if isinstance(default, dict):
-        return ",".join(f"{k}={v}" for k, v in default.items()) or "none"
-    if isinstance(default, list):
-        return ",".join(map(str, default)) or "none"
-    return str(default)
+    shown = default_text(info)
+    if shown is not None:
+        return shown
+    return "required" if info.is_required() else "unset"
 
 
 def _flag(name: str) -> str:

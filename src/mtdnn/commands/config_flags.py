@@ -67,7 +67,7 @@ def _flag_kind(name: str, annotation: Any) -> dict[str, Any]:
     raise TypeError(f"TrainConfig.{name}: no command-line form for type {annotation!r}")
 
 
-def _default_text(info: FieldInfo) -> str | None:
+def default_text(info: FieldInfo) -> str | None:
     """The default as ``--help`` shows it; None for a required field or a None default (whose
     description says what unset means)."""
     if info.is_required():
@@ -87,7 +87,7 @@ def _default_text(info: FieldInfo) -> str | None:
 def _field_help(info: FieldInfo) -> str:
     """The field's description and its default: the help of its flag."""
     text = info.description or ""
-    default = _default_text(info)
+    default = default_text(info)
     if default is not None:
         text += f" (default: {default})"
     return text.replace("%", "%%")  # argparse %-formats help strings
