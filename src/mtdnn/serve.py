@@ -2,8 +2,12 @@
 
 - ``POST /predict``: ``{"task": "rte"}`` or ``{"tasks": ["rte", "sst2"]}``, and ``"inputs"``: a list of
   ``{"text_a": ..., "text_b": ...}``. Answers ``{"results": {task: [answer per input]}}``: ``label`` and
-  ``probabilities`` for classification, ``score`` for regression and ranking. Single-sentence tasks
-  read ``text_a`` only; pair and ranking tasks need ``text_b``.
+  ``probabilities`` for classification, ``score`` for regression and ranking, and for span tasks
+  (extractive question answering: ``text_a`` the question, ``text_b`` the context) the answer
+  ``text``, its character ``start`` and ``end`` in the context and its ``score`` (start + end logit),
+  as ``mtdnn predict`` gives them (a long context is cut into windows, decoded together; an empty
+  question or context is answered null). Single-sentence tasks read ``text_a`` only; pair, ranking
+  and span tasks need ``text_b``.
 - ``GET /tasks`` (each task's type, labels, input kind, head, epoch, encoder, dev metrics),
   ``GET /health``, the OpenAPI docs at ``/docs``.
 

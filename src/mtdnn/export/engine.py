@@ -10,7 +10,9 @@ encoder pass per input kind (and per encoder, and per LoRA adapter in a run trai
 
 ``present`` turns a task's raw output row into the answer: label and probabilities (softmax of the
 logits, or of the SAN log-probabilities: the probabilities themselves), a score for regression and
-ranking.
+ranking. A kind that cuts its inputs itself (``TaskKind.serve_inputs``: span tasks' windows of
+question + context) has its rows run in the same length-grouped passes and its answers decoded
+from all rows of an input together (``serve_answers``: the answer span of a question).
 """
 
 from __future__ import annotations
@@ -55,22 +57,25 @@ class TaskInfo:
     encoder: str
     dev_metrics: dict[str, Any] = field(default_factory=dict)
     adapter: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def takes_pair(self) -> bool:
-        """Whether its encoder pass takes a pair of texts (pair and ranking tasks)."""
+        """Whether its encoder pass takes a pair of texts (pair, ranking and span tasks)."""
         return get_kind(self.type).reads_pairs(self.input)
 
     @property
     def kind(self) -> str:
-        """The input its encoder pass takes: one text (``single``), or a pair (``pair``)."""
-        return "pair" if self.takes_pair else "single"
+        """The input its encoder pass takes: one text (``single``), a pair (``pair``), or a kind's own
+        (``TaskKind.serve_pass``); tasks with the same one share a pass."""
+        return get_kind(self.type).serve_pass(self.input, self.settings)
 
 
 def task_infos(tasks: dict[str, dict[str, Any]], order: list[str]) -> dict[str, TaskInfo]:
     """From the ``tasks`` and ``task_order`` of an exported config (``modeling_mtdnn.MtdnnConfig``)."""
     return {name: TaskInfo(name, s["type"], s["input"], list(s.get("labels", [])), s.get("head", {}).get("kind", "linear"),
-                           s.get("epoch"), s["encoder"], s.get("metrics") or {}, s.get("adapter"))
+                           s.get("epoch"), s["encoder"], s.get("metrics") or {}, s.get("adapter"),
+                           dict(s.get("settings") or {}))
             for name, s in ((n, tasks[n]) for n in order)}
 
 
@@ -78,8 +83,9 @@ class Engine(Protocol):
     tasks: dict[str, TaskInfo]
     backend: str
 
-    def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, np.ndarray]:
-        """Each task's raw outputs (rows in input order) for one input kind."""
+    def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, Any]:
+        """Each task's raw outputs (rows in input order) for one input kind (a kind that cuts its
+        inputs itself: its answers)."""
 
 
 def length_groups(lengths: list[int], max_rows: int = ROWS_PER_PASS, waste: float = PAD_WASTE) -> list[list[int]]:
@@ -123,7 +129,15 @@ class _Tokenizing:
             out[key] = arr
         return out
 
-    def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, np.ndarray]:
+    def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, Any]:
+        """Each task's raw output rows (one per input, in input order), or, for tasks of a kind that
+        cuts its inputs itself, its list of answers; ``tasks`` share one encoder input (``TaskInfo.kind``)."""
+        info = self.tasks[tasks[0]]
+        kind = get_kind(info.type)
+        own = kind.serve_inputs(info.settings, self.tokenizer, self.max_len, text_a, text_b)
+        if own is not None:
+            outputs = self._row_outputs(own.rows, tasks)
+            return {t: kind.serve_answers(self.tasks[t].settings, own, outputs[t]) for t in tasks}
         enc = self.tokenizer(text_a, text_b, truncation=True, max_length=self.max_len)
         rows = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
         results: dict[str, list[np.ndarray | None]] = {t: [None] * len(text_a) for t in tasks}
@@ -133,6 +147,19 @@ class _Tokenizing:
                 for r, i in enumerate(index):
                     results[t][i] = out[t][r]
         return {t: np.stack(v) for t, v in results.items()}
+
+    def _row_outputs(self, rows: dict[str, list[list[int]]], tasks: list[str]) -> dict[str, list[np.ndarray]]:
+        """Each task's per-token outputs of each row, cut to the row's own tokens."""
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        results: dict[str, list[Any]] = {t: [None] * len(rows["input_ids"]) for t in tasks}
+        for index in length_groups([len(x) for x in rows["input_ids"]]):
+            out = self._forward(self._pad(rows, index), tasks)
+            for t in tasks:
+                width = out[t].shape[1]
+                for r, i in enumerate(index):
+                    n = len(rows["input_ids"][i])
+                    results[t][i] = out[t][r, width - n:] if left else out[t][r, :n]
+        return results
 
     def _forward(self, inputs: dict[str, np.ndarray], tasks: list[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -182,7 +209,7 @@ class OnnxEngine(_Tokenizing):
 
 def present(info: TaskInfo, row: np.ndarray) -> dict[str, Any]:
     """A task's answer for one input from its raw output row, as its kind presents it."""
-    return get_kind(info.type).present(info.labels, np.asarray(row))
+    return get_kind(info.type).present(info.labels, row)
 
 
 def load_engine(path: str | Path, backend: Backend = "torch", epoch: int | None = None,

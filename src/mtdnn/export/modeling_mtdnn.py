@@ -12,6 +12,12 @@ model: ``encoders.<key>.*`` (a Hugging Face encoder), ``heads.<task>.*``:
   (batch, 1) a score for regression and ranking.
 - ``san``: the stochastic answer network over the premise and hypothesis tokens: (batch, labels)
   log-probabilities (the log of the probabilities averaged over the answer steps).
+- span tasks (extractive question answering): dropout + linear on every token, (batch, tokens, 2):
+  ``[..., 0]`` the start logits, ``[..., 1]`` the end logits of one window (question + part of the
+  context) per row; tokens that cannot start or end an answer (outside the second text, i.e. the
+  context) get -1e4, but for the null position 0 ([CLS] or <s>). Decoding a window's answer (the best
+  start <= end within ``settings.max_answer_length`` tokens, pooled over a question's windows) is
+  left to the caller (``mtdnn serve`` does it, as ``mtdnn predict``).
 
 A run trained with per-task LoRA adapters (``mtdnn train --adapter lora``) is exported with its one
 frozen encoder and each task's adapter: the encoder's adapted linear layers become ``LoraLinear``
@@ -94,6 +100,25 @@ class LinearHead(nn.Module):
 
 def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), dim=-1)
+
+
+class SpanHead(nn.Module):
+    """(batch, tokens, 2) start and end logits; ``SPAN_MASKED`` outside the context (seg 1) but at
+    position 0 (the null answer)."""
+
+    def __init__(self, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(hidden, 2)
+
+    def forward(self, hidden_states: torch.Tensor, seg: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = self.proj(self.dropout(hidden_states))
+        first = torch.arange(seg.shape[1], device=seg.device) == 0
+        keep = (seg == 1) | first.unsqueeze(0)
+        return logits.masked_fill(~keep.unsqueeze(-1), SPAN_MASKED)
+
+
+SPAN_MASKED = -1e4  # mtdnn's span head gives this logit to tokens that cannot start or end an answer
 
 
 class SANHead(nn.Module):
@@ -268,6 +293,8 @@ def _build_encoder(encoder_config: Any) -> nn.Module:
 
 
 def _build_head(spec: dict, hidden: int) -> nn.Module:
+    if spec["type"] == "span":
+        return SpanHead(hidden, float(spec.get("dropout", 0.1)))
     n_out = len(spec["labels"]) if spec["type"] == "classification" else 1
     head = spec.get("head", {})
     if head.get("kind") == "san":

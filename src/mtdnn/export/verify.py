@@ -2,7 +2,9 @@
 checkpoint of the exported epoch, or an adapter run's encoder with each task's adapter; the plain
 encoder without the [CLS]-only pruning) on real dev rows of each task, tokenised as mtdnn tokenises
 them. The exported model gets only what a tokenizer gives (input ids, attention mask, token type
-ids): the segments SAN reads are derived by it."""
+ids): the segments SAN and span heads read are derived by it. The values compared are those the
+task's kind says decoding reads (``compared_outputs``: all of a sentence head's, a span head's at
+the context tokens and the null position)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import torch
 
 from ..data.batching import collate
 from ..data.readers import RawSplit
-from ..data.tokenized import tokenize_split
+from ..data.tokenized import TokenizedSplit, tokenize_split
 from ..errors import CheckpointError
 from ..model.adapters import load_adapter_model
 from ..model.multitask import MultiTaskModel, encoder_from_config
@@ -46,15 +48,19 @@ def reference_model(plan: ExportPlan, task: TaskDef) -> MultiTaskModel:
 
 def sample_rows(task: TaskDef) -> RawSplit:
     a = [p[0] for p in SAMPLE_PAIRS]
-    b = [p[1] for p in SAMPLE_PAIRS] if task.has_text_b else [None] * len(a)
-    return RawSplit(task.name, "sample", "<samples>", ids=[str(i) for i in range(len(a))], text_a=a, text_b=b,
-                    labels=[None] * len(a), lines=list(range(1, len(a) + 1)))
+    b = [p[1] for p in SAMPLE_PAIRS] if task.has_text_b else None
+    return RawSplit(task.name, "sample", "<samples>", **task.kind.api_rows(task, a, b))
 
 
 def tokenizer_batch(task: TaskDef, raw: RawSplit, tokenizer, max_len: int) -> dict[str, torch.Tensor]:
     """mtdnn's batch of the rows (``seg`` included, as mtdnn computes it)."""
+    return tokenized_batch(task, raw, tokenizer, max_len)[1]
+
+
+def tokenized_batch(task: TaskDef, raw: RawSplit, tokenizer, max_len: int) -> tuple[TokenizedSplit, dict[str, torch.Tensor]]:
+    """The rows tokenised as mtdnn tokenises them (span tasks: their windows) and their batch."""
     split = tokenize_split(task, raw, tokenizer, max_len, cache_dir=None)
-    return collate(split, np.arange(len(split)), tokenizer.pad_token_id or 0)
+    return split, collate(split, np.arange(len(split)), tokenizer.pad_token_id or 0)
 
 
 def check_against_mtdnn(plan: ExportPlan, candidate: Candidate, tokenizer, n_rows: int = 32,
@@ -76,8 +82,9 @@ def check_against_mtdnn(plan: ExportPlan, candidate: Candidate, tokenizer, n_row
             inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
             with torch.inference_mode():
                 want = ref(t.name, batch).float()
-                got = torch.as_tensor(np.asarray(candidate(inputs, t.name), dtype=np.float32))
-            diffs[t.name] = float((got.reshape(want.shape) - want).abs().max())
+                got = torch.as_tensor(np.asarray(candidate(inputs, t.name), dtype=np.float32)).reshape(want.shape)
+            diffs[t.name] = float((t.kind.compared_outputs(t, got, batch) - t.kind.compared_outputs(t, want, batch))
+                                  .abs().max())
     return diffs
 
 

@@ -25,8 +25,12 @@ The hooks, by stage (each has a default here where one fits most kinds):
 - predictions of saved runs: ``api_rows``/``api_answers``/``api_values`` (``Run.predict``),
   ``predict_split``, ``prediction_file_lines``, ``prediction_columns``/``prediction_extras``
   (``Run.predict_file``, ``mtdnn predict``).
-- export and serving: ``present`` (the server's answer), ``card_labels`` (the model card),
-  ``standard_folder`` (``export --task``), ``onnx_predictions`` (the int8 check).
+- export and serving: ``export_settings`` (what an exported config keeps of the task),
+  ``compared_outputs`` (what the export's self-check compares), ``present`` (the server's answer),
+  ``serve_pass``/``serve_inputs``/``serve_answers`` (kinds that cut and decode served inputs
+  themselves), ``card_labels``/``pipeline_tag``/``card_usage`` (the model card), ``standard_folder``
+  and ``standard_folder_class`` (``export --task``), ``onnx_predictions``/``onnx_scores`` (the int8
+  check).
 - ``tasks check``: ``label_stats`` (what the split's labels look like), ``check_warnings``,
   ``long_rows``; ``tasks init``: ``init_type_note``, ``init_label_problem``, ``init_labels``,
   ``init_metrics``, ``init_texts_needed``, ``init_input``, ``init_text_note``.
@@ -38,6 +42,7 @@ The hooks, by stage (each has a default here where one fits most kinds):
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -66,6 +71,17 @@ CLASS_METRICS: tuple[str, ...] = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_
 SCORE_METRICS: tuple[str, ...] = ("pearson", "spearman")
 # the task fields of span tasks (extractive question answering) only
 SPAN_FIELDS: tuple[str, ...] = ("stride", "max_answer_length", "n_best", "version")
+
+
+@dataclass
+class EncodedInputs:
+    """A kind's own encoder rows for a batch of served inputs (``TaskKind.serve_inputs``):
+    ``rows``: ``input_ids``, ``attention_mask`` (and ``token_type_ids``), one unpadded list of ids per
+    row, several rows per input where the kind cuts an input into windows; ``state``: what
+    ``serve_answers`` needs to turn the rows' outputs into one answer per input."""
+
+    rows: dict[str, list[list[int]]]
+    state: Any
 
 
 class TaskKind:
@@ -274,22 +290,72 @@ class TaskKind:
         return class_report(task.name, names, gold, preds)
 
     # ---- export and serving ----------------------------------------------------------
-    def present(self, labels: list[str], row: np.ndarray) -> dict[str, Any]:
-        """The server's answer for one input from the head's raw output row (a score by default)."""
+    # the Hugging Face pipeline a standard folder of the kind's tasks is used with (the model card)
+    pipeline_tag: ClassVar[str] = "text-classification"
+
+    def export_settings(self, task: TaskDef, max_len: int) -> dict[str, Any]:
+        """The kind's own settings of a task that an exported config keeps (``settings`` of its
+        entry in ``tasks``; what serving the task needs beyond its labels), for inputs of at most
+        ``max_len`` tokens."""
+        return {}
+
+    def compared_outputs(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The values of a head output on mtdnn's ``batch`` that an export must reproduce (its
+        self-check, ``export/verify.py``): all of them by default."""
+        return output
+
+    def present(self, labels: list[str], row: Any) -> dict[str, Any]:
+        """The server's answer for one input from the head's raw output row (a score by default);
+        for a kind with ``serve_inputs``, from its ``serve_answers`` item."""
         return {"score": float(np.asarray(row).reshape(-1)[0])}
+
+    def serve_pass(self, input_kind: str, settings: dict[str, Any]) -> str:
+        """The encoder input of a served task (``input``, ``export_settings``): tasks with the same
+        one share an encoder pass, and concurrent requests' inputs of it are batched together."""
+        return "pair" if self.reads_pairs(input_kind) else "single"
+
+    def serve_inputs(self, settings: dict[str, Any], tokenizer: Any, max_len: int, text_a: list[str],
+                     text_b: list[str] | None) -> EncodedInputs | None:
+        """A kind's own encoder rows for served inputs, or None: one row per input, its texts
+        tokenised and truncated to ``max_len`` (sentence kinds)."""
+        return None
+
+    def serve_answers(self, settings: dict[str, Any], encoded: EncodedInputs, outputs: list[np.ndarray]) -> list[Any]:
+        """One answer per input from the head's outputs on each of ``encoded.rows`` (cut to the
+        row's tokens); for kinds with ``serve_inputs``."""
+        raise NotImplementedError
 
     def card_labels(self, task: TaskDef) -> str:
         """What the model card's task table says the task predicts."""
         return "score"
 
-    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str]:
-        """(id2label, problem_type) of the task's standard ``...ForSequenceClassification`` folder
-        (``mtdnn export --task``); a kind without one raises the one-line ConfigError saying why."""
+    def card_usage(self, task: TaskDef, name: str, max_len: int) -> list[str] | None:
+        """The model card's lines on using the task's standard folder (``export --task``) named
+        ``name``, of inputs up to ``max_len`` tokens, or None: a text-classification pipeline."""
+        return None
+
+    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str | None]:
+        """(id2label, problem_type) of the task's standard folder (``mtdnn export --task``); a kind
+        without one raises the one-line ConfigError saying why."""
         raise self.refuse("a standard Hugging Face folder (export --task)")
+
+    def standard_folder_class(self, task: TaskDef) -> tuple[str, str]:
+        """(transformers auto class, its output layer) of the task's standard folder. The
+        sequence-classification ``classifier`` reads the pooler, which the export sets to pass the
+        [CLS] vector through; any other class's output layer reads every token's vector and takes
+        the head's linear weights as they are."""
+        return "AutoModelForSequenceClassification", "classifier"
 
     def onnx_predictions(self, task: TaskDef, out: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """Predictions from the ONNX model's raw outputs of a batch (scores by default)."""
         return out.reshape(-1)
+
+    def onnx_scores(self, task: TaskDef, out: np.ndarray, batch: dict[str, torch.Tensor],
+                    split: TokenizedSplit) -> dict[str, float]:
+        """The metrics of dev rows (``split``, collated as ``batch``) from the ONNX model's raw
+        outputs ``out`` on them (the int8 check): ``onnx_predictions`` against the labels by default."""
+        preds = self.onnx_predictions(task, out, batch["groups"].numpy())
+        return compute_metrics(task.metrics, preds, batch["labels"].numpy())
 
     # ---- tasks check ---------------------------------------------------------------
     def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:

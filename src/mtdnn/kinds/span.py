@@ -25,6 +25,7 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
@@ -34,12 +35,11 @@ from ..span.metrics import squad_scores
 from ..span.readers import (SpanColumns, SpanExample, first_article_titles, gold_answers, read_span_csv,
                             read_span_jsonl, read_squad_json, split_by_articles)
 from ..span.windows import build_windows
-from .base import SEG_SPECIAL, TaskKind
+from .base import SEG_SPECIAL, EncodedInputs, TaskKind
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    import torch
     from torch import nn
 
     from ..data.readers import RawSplit
@@ -55,6 +55,7 @@ DEFAULT_N_BEST = 20
 MAX_QUESTION_TOKENS = 64
 SPAN_METRICS = ("exact", "f1")
 PAD_LOGIT = -1e9  # the logits of a window's padding (never a candidate)
+NULL_INDEX = 0  # the null answer's position in every window ([CLS] or <s>)
 
 
 class Span(TaskKind):
@@ -67,9 +68,8 @@ class Span(TaskKind):
     long_rows: ClassVar[str] = "are split into overlapping windows (answers pooled per question)"
     refused_methods: ClassVar[dict[str, str]] = {
         "smart": "SMART (--adv) compares one output per row; span tasks have a start and an end per token",
-        "distillation": "distillation (--teachers) averages one output per row; span tasks have one per token",
-        "export": "exports, their server and ONNX graphs give one output per input; span tasks' answer "
-                  "decoding is not exported (predict with the run directory)"}
+        "distillation": "distillation (--teachers) averages one output per row; span tasks have one per token"}
+    pipeline_tag: ClassVar[str] = "question-answering"
 
     # ---- schema --------------------------------------------------------------------
     def validate(self, task: TaskDef) -> None:
@@ -112,9 +112,8 @@ class Span(TaskKind):
     def tokenize(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, Any]:
 
         examples = raw.examples or []
-        stride = task.stride if task.stride is not None else min(DEFAULT_STRIDE, max_len // 4)
-        windows = build_windows(examples, tokenizer, max_length=max_len, stride=stride,
-                                max_question_tokens=min(MAX_QUESTION_TOKENS, max_len // 2))
+        windows = build_windows(examples, tokenizer, max_length=max_len, stride=window_stride(task, max_len),
+                                max_question_tokens=question_tokens(max_len))
         per_example = np.bincount(windows.example_index, minlength=len(examples))
         log.info("%s/%s: %d questions in %d windows of %d tokens (%d questions in several windows, at most %d "
                  "each); answers that no window targets (all its windows target null): %d unmappable, %d longer "
@@ -194,12 +193,7 @@ class Span(TaskKind):
         if split is None or preds is None:
             return out
         for uid, p in decode(task, preds.outputs, split).items():
-            best = p.best
-            if best is None or answer_text(task, p) == "":
-                out[int(uid)] = {"text": "", "start": None, "end": None, "score": -p.null_margin}
-            else:
-                out[int(uid)] = {"text": best.text, "start": best.char_start, "end": best.char_end,
-                                 "score": best.score}
+            out[int(uid)] = answer_dict(task.version or "v1.1", p)
         return out
 
     def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> dict[str, Any] | None:
@@ -217,6 +211,89 @@ class Span(TaskKind):
         ``span.metrics.write_predictions_json`` writes it."""
         answers = {str(uid): str(p) for uid, p in zip(raw.ids, preds.preds)}
         return [json.dumps(answers, ensure_ascii=False)]
+
+    # ---- export and serving ----------------------------------------------------------
+    def export_settings(self, task: TaskDef, max_len: int) -> dict[str, Any]:
+        """The windows and decoding of the task's questions: ``stride``, ``max_question_tokens``,
+        ``max_answer_length``, ``n_best`` and ``version``, defaults filled in."""
+        return {"stride": window_stride(task, max_len), "max_question_tokens": question_tokens(max_len),
+                "max_answer_length": task.max_answer_length or DEFAULT_MAX_ANSWER_LENGTH,
+                "n_best": task.n_best or DEFAULT_N_BEST, "version": task.version or "v1.1"}
+
+    def compared_outputs(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The (tokens, 2) start and end logits of the tokens an answer can start or end at (the
+        context tokens with characters) and of the null position: the only ones decoding reads."""
+        keep = batch["seg"] == 1
+        keep[:, NULL_INDEX] = True
+        return output.reshape(*keep.shape, 2)[keep]
+
+    def present(self, labels: list[str], row: Any) -> dict[str, Any] | None:
+        """The decoded answer (``serve_answers``) as it is; None for an empty question or context."""
+        if row is None:
+            return None
+        score = row["score"]
+        return {**row, "score": float(score) if np.isfinite(score) else None}  # no span at all: JSON has no inf
+
+    def serve_pass(self, input_kind: str, settings: dict[str, Any]) -> str:
+        return f"question_context (stride {settings['stride']}, question tokens {settings['max_question_tokens']})"
+
+    def serve_inputs(self, settings: dict[str, Any], tokenizer: Any, max_len: int, text_a: list[str],
+                     text_b: list[str] | None) -> EncodedInputs:
+        """The windows of every question (``text_a``) on its context (``text_b``), cut as for
+        training and ``Run.predict``; pairs with an empty question or context have none."""
+        contexts = list(text_b or [""] * len(text_a))
+        kept = [i for i, (q, c) in enumerate(zip(text_a, contexts)) if q.strip() and c.strip()]
+        examples = [SpanExample(str(i), "", text_a[i], contexts[i], (), True) for i in kept]
+        if not examples:
+            return EncodedInputs({"input_ids": [], "attention_mask": []}, (len(text_a), examples, None))
+        windows = build_windows(examples, tokenizer, max_length=max_len, stride=int(settings["stride"]),
+                                max_question_tokens=int(settings["max_question_tokens"]))
+        lengths = windows.attention_mask.sum(axis=1)
+        names = ["input_ids", "attention_mask"] + (["token_type_ids"] if windows.token_type_ids is not None else [])
+        rows = {n: [getattr(windows, n)[w, :int(k)].tolist() for w, k in enumerate(lengths)] for n in names}
+        return EncodedInputs(rows, (len(text_a), examples, windows))
+
+    def serve_answers(self, settings: dict[str, Any], encoded: EncodedInputs, outputs: list[np.ndarray]) -> list[Any]:
+        """Each question's answer from the (tokens, 2) logits of its windows, decoded together as
+        ``Run.predict`` decodes them (``api_answers``); None for an empty question or context."""
+        n, examples, windows = encoded.state
+        out: list[Any] = [None] * n
+        if not examples:
+            return out
+        decoded = decode_windows(outputs, windows, examples, int(settings["n_best"]),
+                                 int(settings["max_answer_length"]))
+        for uid, p in decoded.items():
+            out[int(uid)] = answer_dict(str(settings["version"]), p)
+        return out
+
+    def card_labels(self, task: TaskDef) -> str:
+        return "answer span (start and end logits per token)"
+
+    def card_usage(self, task: TaskDef, name: str, max_len: int) -> list[str] | None:
+        s = self.export_settings(task, max_len)
+        return ["```python", "from transformers import pipeline  # transformers 4.x (5.0 removed this pipeline)", "",
+                f'qa = pipeline("question-answering", model="{name}")',
+                'qa(question="Where is the treasure?", context="The treasure is under the old oak tree.",',
+                f"   max_seq_len={max_len}, doc_stride={s['stride']}, max_answer_len={s['max_answer_length']},",
+                f"   handle_impossible_answer={s['version'] == 'v2.0'}, align_to_words=False)", "```", "",
+                "With these settings the pipeline cuts a context into the windows mtdnn cuts it into and "
+                "picks, in each window, the best span mtdnn's decoding can pick; a question whose context "
+                "takes several windows may get another answer (the pipeline compares spans of different "
+                "windows by their probabilities within their own window, mtdnn by the sum of their start "
+                "and end logits) and its `score` is a probability, not mtdnn's logit sum. "
+                "`AutoModelForQuestionAnswering` gives the start and end logits themselves."]
+
+    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str | None]:
+        return {0: "start", 1: "end"}, None
+
+    def standard_folder_class(self, task: TaskDef) -> tuple[str, str]:
+        return "AutoModelForQuestionAnswering", "qa_outputs"
+
+    def onnx_scores(self, task: TaskDef, out: np.ndarray, batch: dict[str, torch.Tensor],
+                    split: TokenizedSplit) -> dict[str, float]:
+        """Exact match and F1 of the questions of ``split`` decoded from the ONNX logits of its windows."""
+        outputs = self.stack_outputs([self.eval_outputs(torch.from_numpy(np.asarray(out)), batch)])
+        return self.score(task, split, self.decide(task, outputs, split))
 
     def refuses(self, method: str) -> str | None:
         return self.refused_methods.get(method)
@@ -283,17 +360,43 @@ def _tokenized(raw: RawSplit, tokenizer: Any, windows: Any) -> dict[str, Any]:
             "examples": list(raw.examples or []), "span_windows": windows}
 
 
+def window_stride(task: TaskDef, max_len: int) -> int:
+    """The context tokens two windows of the task's questions share (``stride``; unset: 128, at
+    most a quarter of ``max_len``)."""
+    return task.stride if task.stride is not None else min(DEFAULT_STRIDE, max_len // 4)
+
+
+def question_tokens(max_len: int) -> int:
+    """The tokens a question keeps in windows of ``max_len`` tokens (the rest is cut)."""
+    return min(MAX_QUESTION_TOKENS, max_len // 2)
+
+
 def decode(task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> dict[str, SpanPrediction]:
     """``{question id: SpanPrediction}`` from the kept outputs of all windows of a split."""
+    return decode_windows(outputs, split.span_windows, split.examples or [], task.n_best or DEFAULT_N_BEST,
+                          task.max_answer_length or DEFAULT_MAX_ANSWER_LENGTH)
 
-    windows = split.span_windows
+
+def decode_windows(outputs: Any, windows: Any, examples: list[SpanExample], n_best: int,
+                   max_answer_length: int) -> dict[str, SpanPrediction]:
+    """``{question id: SpanPrediction}`` from the (tokens, 2) logits of each of ``windows`` (a
+    ``SpanWindows``; rows cut to their tokens), the windows of one question decoded together."""
     width = windows.offsets.shape[1]
     logits = np.full((len(outputs), width, 2), PAD_LOGIT, dtype=np.float64)
     for w, row in enumerate(outputs):
         logits[w, :len(row)] = row
-    return decode_predictions(split.examples or [], windows.example_index, windows.offsets,
-                              logits[..., 0], logits[..., 1], n_best=task.n_best or DEFAULT_N_BEST,
-                              max_answer_length=task.max_answer_length or DEFAULT_MAX_ANSWER_LENGTH)
+    return decode_predictions(examples, windows.example_index, windows.offsets, logits[..., 0], logits[..., 1],
+                              n_best=n_best, max_answer_length=max_answer_length)
+
+
+def answer_dict(version: str, prediction: SpanPrediction) -> dict[str, Any]:
+    """A question's answer as ``Run.predict`` and the server give it: ``text``, character ``start``
+    and ``end`` in its context, ``score`` (start + end logit); with v2.0 an unanswered question gets
+    text "", no start or end, and the negated null margin as its score."""
+    best = prediction.best
+    if best is None or prediction.answer(0.0 if version == "v2.0" else None) == "":
+        return {"text": "", "start": None, "end": None, "score": -prediction.null_margin}
+    return {"text": best.text, "start": best.char_start, "end": best.char_end, "score": best.score}
 
 
 def answer_text(task: TaskDef, prediction: SpanPrediction) -> str:
