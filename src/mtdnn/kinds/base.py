@@ -29,7 +29,8 @@ The hooks, by stage (each has a default here where one fits most kinds):
   ``standard_folder`` (``export --task``), ``onnx_predictions`` (the int8 check).
 - ``tasks check``: ``label_stats`` (what the split's labels look like), ``check_warnings``,
   ``long_rows``; ``tasks init``: ``init_type_note``, ``init_label_problem``, ``init_labels``,
-  ``init_metrics``, ``init_texts_needed``, ``init_input``, ``init_text_note``.
+  ``init_metrics``, ``init_texts_needed``, ``init_input``, ``init_text_note``; kinds that read
+  their own files: ``init_detect`` (a file of their shape) and ``init_draft`` (the whole draft).
 - training methods: ``refuses`` (a method, or export, that cannot take the kind's tasks),
   ``adv_divergence`` and ``output_divergence`` (SMART), ``uncertainty_scale`` (uncertainty
   weighting), ``distill_targets``/``distill_divergence`` (knowledge distillation).
@@ -38,6 +39,7 @@ The hooks, by stage (each has a default here where one fits most kinds):
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -66,6 +68,19 @@ CLASS_METRICS: tuple[str, ...] = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_
 SCORE_METRICS: tuple[str, ...] = ("pearson", "spearman")
 # the task fields of span tasks (extractive question answering) only
 SPAN_FIELDS: tuple[str, ...] = ("stride", "max_answer_length", "n_best", "version")
+
+
+@dataclass
+class InitDraft:
+    """The tasks a kind that reads its own files drafts (``TaskKind.init_draft``): the YAML lines
+    after the draft's header comment (one task, or a list of tasks), the tasks' names, the
+    training file's unit (``sentences``, ``questions``) and how many of each split were read."""
+
+    lines: list[str]
+    names: list[str]
+    unit: str
+    counts: dict[str, int] = field(default_factory=dict)  # split -> units read
+    summary: str = ""                                      # what the command prints of the tasks
 
 
 class TaskKind:
@@ -329,6 +344,17 @@ class TaskKind:
     def init_text_note(self) -> str:
         """What the draft's comment on ``input`` adds about the text columns."""
         return ""
+
+    def init_detect(self, path: Path) -> bool:
+        """Whether the file ``path`` has the shape of this kind's own files (a kind that
+        ``reads_own_files``: ``tasks init`` drafts it with ``init_draft`` without ``--type``)."""
+        return False
+
+    def init_draft(self, opts: InitOptions, files: dict[str, Path], name: str, folder: Path) -> InitDraft:
+        """The draft of a kind that reads its own files: ``files`` role -> file (train first),
+        ``name`` the task's name, ``folder`` where the draft is written (its paths are relative to
+        it)."""
+        raise self.refuse("tasks init")
 
     # ---- training methods ----------------------------------------------------------
     def adv_divergence(self, task: TaskDef) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,14 +26,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..model.heads import TokenHead
 from ..tagging.alignment import encode_words, merge_windows
+from ..tagging.draft import (TAGGED_SUFFIXES, column_count, looks_like_tagged_jsonl, read_tagged_file, tag_column,
+                             task_lines, word_column)
 from ..tagging.entities import split_words, tags_and_scores, tags_to_entities
 from ..tagging.metrics import entity_metrics, entity_report, report_dict, token_accuracy, type_confusion
 from ..tagging.readers import check_tags, read_conll, read_tagged_jsonl
 from ..tagging.schemes import iob1_to_iob2, parse_tag, validate
-from .base import SEG_SPECIAL, TaskKind
+from .base import SEG_SPECIAL, InitDraft, TaskKind
 from .classes import class_report
 
 if TYPE_CHECKING:
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     from ..tagging.readers import TaggedSentence
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
+    from ..tasks.wizard import InitOptions
 
 log = logging.getLogger(__name__)
 
@@ -253,8 +257,69 @@ class Tagging(TaskKind):
         unseen = [label for label, n in train.labels.items() if n == 0]
         return [f"{task.name}/{train.split}: no training words tagged {', '.join(unseen)}"] if unseen else []
 
+    # ---- tasks init ----------------------------------------------------------------
+    def init_detect(self, path: Path) -> bool:
+        """A CoNLL-style column file, or JSON lines with two lists of strings of equal length."""
+        if path.suffix.lower() in (".jsonl", ".ndjson"):
+            return looks_like_tagged_jsonl(path)
+        suffix = path.suffix.lower()
+        return suffix in TAGGED_SUFFIXES and column_count(path, need_blank=suffix in (".txt", ".tsv")) is not None
+
+    def init_draft(self, opts: InitOptions, files: dict[str, Path], name: str, folder: Path) -> InitDraft:
+        """A task per tag column asked (``--label C[,C...]``; default: the last column), words from
+        ``--text`` or the most varied column (``tagging/draft.py``)."""
+        train_path = next(iter(files.values()))
+        if opts.id:
+            raise ConfigError("--id is not for tagging tasks (sentences are numbered)", field="id")
+        fmt = "jsonl" if train_path.suffix.lower() in (".jsonl", ".ndjson", ".json") else "conll"
+        read = [read_tagged_file(role, p, fmt) for role, p in files.items()]
+        train = read[0]
+
+        def column(text: str, flag: str) -> Any:
+            value: Any = int(text) if fmt == "conll" and text.lstrip("-").isdigit() else text
+            if value not in train.columns:
+                raise ConfigError(f"{flag}: no column {text} (the file's columns: "
+                                  f"{', '.join(map(str, train.columns))})", path=str(train_path))
+            return value
+
+        if opts.text:
+            word, word_note = column(opts.text[0], "--text"), "given with --text"
+        else:
+            word, word_note = word_column(train)
+        tag_columns = [c for c in train.columns if c != word]
+        if not tag_columns:
+            raise ConfigError("no tag column beside the words", path=str(train_path))
+        if opts.label:
+            asked = [column(c.strip(), "--label") for c in opts.label.split(",") if c.strip()]
+            label_note = "given with --label"
+        else:
+            asked = [tag_columns[-1]]
+            others = [str(c) for c in tag_columns[:-1]]
+            label_note = (f"the last {'column' if fmt == 'conll' else 'list field'}"
+                          + (f" (also tags: {', '.join(others)}; --label {','.join(others + [str(asked[0])])} "
+                             "drafts a task each)" if others else ""))
+        if word in asked:
+            raise ConfigError(f"--label: column {word} holds the words", path=str(train_path))
+        paths = {f.role: _relative(f.path, folder) for f in read}
+        drafted = [(name if len(asked) == 1 else f"{name}_{c}", tag_column(c, read)) for c in asked]
+        lines: list[str] = []
+        for task_name, col in drafted:
+            body = task_lines(task_name, col, word, word_note, label_note, read, paths)
+            lines += body if len(drafted) == 1 else [f"- {body[0]}"] + [f"  {x}" for x in body[1:]]
+        summary = "; ".join(f"task {n}, tagging (scheme {c.scheme}, "
+                            f"{'column' if fmt == 'conll' else 'field'} {c.column}), input words, "
+                            f"{len(c.labels)} labels" for n, c in drafted)
+        return InitDraft(lines, [n for n, _ in drafted], "sentences", {f.role: f.sentences for f in read}, summary)
+
     def refuses(self, method: str) -> str | None:
         return self.refused_methods.get(method)
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return os.path.relpath(path.resolve(), folder.resolve())
+    except ValueError:  # another drive (Windows)
+        return str(path.resolve())
 
 
 def _check_entity_labels(labels: list[str], scheme: str) -> None:
