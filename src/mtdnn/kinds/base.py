@@ -28,7 +28,8 @@ The hooks, by stage (each has a default here where one fits most kinds):
 - export and serving: ``present`` (the server's answer), ``card_labels`` (the model card),
   ``standard_folder`` (``export --task``), ``onnx_predictions`` (the int8 check).
 - ``tasks check``: ``label_stats`` (what the split's labels look like), ``check_warnings``,
-  ``long_rows``; ``tasks init``: ``init_type_note``, ``init_label_problem``, ``init_labels``,
+  ``split_warnings``, ``long_rows``, ``window_stats`` and ``row_unit``, ``check_lines`` (the
+  kind's own report lines), ``explain_read_error``; ``tasks init``: ``init_type_note``, ``init_label_problem``, ``init_labels``,
   ``init_metrics``, ``init_texts_needed``, ``init_input``, ``init_text_note``; kinds that read
   their own files: ``init_detect`` (a file of their shape) and ``init_draft`` (the whole draft).
 - training methods: ``refuses`` (a method, or export, that cannot take the kind's tasks),
@@ -99,6 +100,8 @@ class TaskKind:
     long_rows: ClassVar[str] = "get cut"
     # the integer label of an unlabeled row (float kinds: NaN)
     missing_label: ClassVar[int] = -1
+    # what a row of the kind's splits is (``tasks check`` counts them)
+    row_unit: ClassVar[str] = "rows"
 
     # ---- schema --------------------------------------------------------------------
     def validate(self, task: TaskDef) -> None:
@@ -315,6 +318,27 @@ class TaskKind:
     def check_warnings(self, task: TaskDef, train: SplitCheck) -> list[str]:
         """Warnings about a readable training split."""
         return []
+
+    def split_warnings(self, task: TaskDef, split: SplitCheck, train: SplitCheck | None) -> list[str]:
+        """Warnings about a readable labeled split (``train``: the labeled training split's check,
+        None without one)."""
+        return []
+
+    def window_stats(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, float]:
+        """Kinds that split a long row into overlapping windows instead of cutting it: ``rows``,
+        ``windows``, ``split`` (rows in several windows) and ``max`` (the most windows of one row)
+        at ``max_len`` tokens; empty: rows longer than ``max_len`` get cut."""
+        return {}
+
+    def check_lines(self, task: TaskDef, split: SplitCheck) -> list[str]:
+        """The lines the kind adds to a split's report (from what ``label_stats`` put in
+        ``split.extra``), indented by four spaces."""
+        return []
+
+    def explain_read_error(self, task: TaskDef, name: str, path: Path | None, error: str) -> str:
+        """What ``tasks check`` says of a split that cannot be read (``path``: its file, where
+        found): the reader's error, to which a kind may add what else is wrong in the file."""
+        return error
 
     # ---- tasks init ----------------------------------------------------------------
     def init_type_note(self) -> str:
