@@ -148,6 +148,22 @@ def test_span_trains_evaluates_and_predicts_beside_rte(tmp_path, tiny_encoder, d
     got = json.loads((tmp_path / "predictions.json").read_text(encoding="utf-8"))
     assert n == 6 and set(got) == {f"Dev-{i}" for i in range(6)}
     assert all(got[f"Dev-{i}"] in FACTS[i][2] for i in range(6))
+    # files without answers: SQuAD JSON whose questions have no "answers", JSON lines of question and context
+    bare = _squad(FACTS[:3], "Bare")
+    for article in bare["data"]:
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                qa.pop("answers", None)
+                qa.pop("is_impossible", None)
+    (tmp_path / "bare.json").write_text(json.dumps(bare), encoding="utf-8")
+    assert run.predict_file("qa", tmp_path / "bare.json", tmp_path / "bare_predictions.json") == 3
+    bare_got = json.loads((tmp_path / "bare_predictions.json").read_text(encoding="utf-8"))
+    assert set(bare_got) == {f"Bare-{i}" for i in range(3)} and all(bare_got[f"Bare-{i}"] in FACTS[i][2]
+                                                                     for i in range(3))
+    (tmp_path / "bare.jsonl").write_text("".join(json.dumps({"id": f"j{i}", "question": q, "context": c}) + "\n"
+                                                 for i, (_, q, c) in enumerate(FACTS[:2])), encoding="utf-8")
+    assert run.predict_file("qa", tmp_path / "bare.jsonl", tmp_path / "bare_jsonl.json") == 2
+    assert set(json.loads((tmp_path / "bare_jsonl.json").read_text(encoding="utf-8"))) == {"j0", "j1"}
 
 
 @pytest.mark.slow
