@@ -181,3 +181,24 @@ def test_squad11_splits_the_dev_file_by_articles(data_dir):
     assert (len(train), len(dev)) == (8981, 1589)
     assert tuple(article_titles(train.examples)) == SQUAD11_DEV_TRAIN_TITLES
     assert tuple(article_titles(dev.examples)) == SQUAD11_DEV_EVAL_TITLES
+
+
+def test_null_threshold_of_the_task_file():
+    from mtdnn.errors import ConfigError
+    from mtdnn.kinds.span import answer_text
+    from mtdnn.span.decoding import SpanCandidate, SpanPrediction
+    from mtdnn.tasks.schema import parse_task
+
+    # best span 2.0 + 3.0 = 5.0, null 6.0: the null answer wins by a margin of 1.0
+    pred = SpanPrediction("q", (SpanCandidate("the cat", 5.0, 0, 7, 0, 1, 2),), null_score=6.0)
+    v2 = parse_task(_task(version="v2.0"), "t.yaml")
+    assert v2.null_threshold is None and answer_text(v2, pred) == ""           # threshold 0 < 1.0
+    assert answer_text(parse_task(_task(version="v2.0", null_threshold=1.5), "t.yaml"), pred) == "the cat"
+    assert answer_text(parse_task(_task(version="v2.0", null_threshold=0.5), "t.yaml"), pred) == ""
+    assert answer_text(parse_task(_task(), "t.yaml"), pred) == "the cat"          # v1.1: always a span
+    with pytest.raises(ConfigError, match="null_threshold is for tasks with version: v2.0"):
+        parse_task(_task(null_threshold=1.0), "t.yaml")
+    with pytest.raises(ConfigError, match="null_threshold is for span tasks only"):
+        parse_task({"name": "c", "type": "classification", "input": "single", "labels": ["a", "b"],
+                    "null_threshold": 1.0, "splits": {"train": {"path": "x.tsv", "role": "train",
+                                                                "columns": {"text_a": "t", "label": "l"}}}}, "t.yaml")

@@ -68,7 +68,7 @@ SEG_SPECIAL = 2
 CLASS_METRICS: tuple[str, ...] = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc")
 SCORE_METRICS: tuple[str, ...] = ("pearson", "spearman")
 # the task fields of span tasks (extractive question answering) only
-SPAN_FIELDS: tuple[str, ...] = ("stride", "max_answer_length", "n_best", "version")
+SPAN_FIELDS: tuple[str, ...] = ("stride", "max_answer_length", "n_best", "version", "null_threshold")
 
 
 @dataclass

@@ -88,6 +88,8 @@ class Span(TaskKind):
             raise ValueError("scheme is for tagging tasks only")
         if task.head.kind != "linear":
             raise ValueError("a span task has its own head (start and end logits): leave out head")
+        if task.null_threshold is not None and task.version != "v2.0":
+            raise ValueError("null_threshold is for tasks with version: v2.0 (unanswerable questions)")
 
     def validate_split(self, task: TaskDef, name: str, split: SplitDef) -> None:
         if split.format not in ("squad", "jsonl", "csv"):
@@ -309,7 +311,8 @@ class Span(TaskKind):
                 unanswerable += sum(1 for ex in examples if ex.is_impossible)
                 total += len(examples)
             n_articles = len(article_titles(examples))
-            where = (f"  # {len(examples)} questions in {n_articles} article{'' if n_articles == 1 else 's'}" if squad else
+            where = (f"  # {len(examples)} questions in {n_articles} article{'' if n_articles == 1 else 's'}"
+                     if squad else
                      f"  # {len(examples)} questions")
             split_lines += [f"  {role}:", f"    role: {role}",
                             f"    path: {json.dumps(_relative(path, folder), ensure_ascii=False)}"
@@ -319,8 +322,9 @@ class Span(TaskKind):
                 split_lines.append(f"    columns: {flow(cols)}" + (f"  # {notes['columns']}" if role == "train" else ""))
             if not labeled:
                 split_lines.append("    labeled: false  # no answers: predictions only")
-        version = ("v2.0", f"{unanswerable} of {total} questions are unanswerable") if unanswerable else             ("v1.1", "every question has an answer")
-        shape = "a SQuAD JSON file (data > paragraphs > qas)" if squad else             "a question and a context per row"
+        version = (("v2.0", f"{unanswerable} of {total} questions are unanswerable") if unanswerable
+                   else ("v1.1", "every question has an answer"))
+        shape = "a SQuAD JSON file (data > paragraphs > qas)" if squad else "a question and a context per row"
         lines = [f"name: {name}", f"type: span  # {shape}", "input: question_context",
                  f"version: {version[0]}  # {version[1]}",
                  "metrics: [exact, f1]  # SQuAD exact match and F1 of the answer texts (f1 selects the epoch)",
@@ -453,5 +457,8 @@ def decode(task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> dict[st
 
 
 def answer_text(task: TaskDef, prediction: SpanPrediction) -> str:
-    """The answer of a question: its best span; with v2.0 "" where the null score is higher."""
-    return prediction.answer(0.0 if task.version == "v2.0" else None)
+    """The answer of a question: its best span; with v2.0 "" where the null score beats it by more
+    than the task's ``null_threshold`` (unset: 0)."""
+    if task.version != "v2.0":
+        return prediction.answer(None)
+    return prediction.answer(task.null_threshold if task.null_threshold is not None else 0.0)
