@@ -32,8 +32,10 @@ The hooks, by stage (each has a default here where one fits most kinds):
   and ``standard_folder_class`` (``export --task``), ``onnx_predictions``/``onnx_scores`` (the int8
   check).
 - ``tasks check``: ``label_stats`` (what the split's labels look like), ``check_warnings``,
-  ``long_rows``; ``tasks init``: ``init_type_note``, ``init_label_problem``, ``init_labels``,
-  ``init_metrics``, ``init_texts_needed``, ``init_input``, ``init_text_note``.
+  ``split_warnings``, ``long_rows``, ``window_stats`` and ``row_unit``, ``check_lines`` (the
+  kind's own report lines), ``explain_read_error``; ``tasks init``: ``init_type_note``, ``init_label_problem``, ``init_labels``,
+  ``init_metrics``, ``init_texts_needed``, ``init_input``, ``init_text_note``; kinds that read
+  their own files: ``init_detect`` (a file of their shape) and ``init_draft`` (the whole draft).
 - training methods: ``refuses`` (a method, or export, that cannot take the kind's tasks),
   ``adv_divergence`` and ``output_divergence`` (SMART), ``uncertainty_scale`` (uncertainty
   weighting), ``distill_targets``/``distill_divergence`` (knowledge distillation).
@@ -42,7 +44,7 @@ The hooks, by stage (each has a default here where one fits most kinds):
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -70,7 +72,20 @@ SEG_SPECIAL = 2
 CLASS_METRICS: tuple[str, ...] = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc")
 SCORE_METRICS: tuple[str, ...] = ("pearson", "spearman")
 # the task fields of span tasks (extractive question answering) only
-SPAN_FIELDS: tuple[str, ...] = ("stride", "max_answer_length", "n_best", "version")
+SPAN_FIELDS: tuple[str, ...] = ("stride", "max_answer_length", "n_best", "version", "null_threshold")
+
+
+@dataclass
+class InitDraft:
+    """The tasks a kind that reads its own files drafts (``TaskKind.init_draft``): the YAML lines
+    after the draft's header comment (one task, or a list of tasks), the tasks' names, the
+    training file's unit (``sentences``, ``questions``) and how many of each split were read."""
+
+    lines: list[str]
+    names: list[str]
+    unit: str
+    counts: dict[str, int] = field(default_factory=dict)  # split -> units read
+    summary: str = ""                                      # what the command prints of the tasks
 
 
 @dataclass
@@ -100,6 +115,8 @@ class TaskKind:
     long_rows: ClassVar[str] = "get cut"
     # the integer label of an unlabeled row (float kinds: NaN)
     missing_label: ClassVar[int] = -1
+    # what a row of the kind's splits is (``tasks check`` counts them)
+    row_unit: ClassVar[str] = "rows"
 
     # ---- schema --------------------------------------------------------------------
     def validate(self, task: TaskDef) -> None:
@@ -367,6 +384,27 @@ class TaskKind:
         """Warnings about a readable training split."""
         return []
 
+    def split_warnings(self, task: TaskDef, split: SplitCheck, train: SplitCheck | None) -> list[str]:
+        """Warnings about a readable labeled split (``train``: the labeled training split's check,
+        None without one)."""
+        return []
+
+    def window_stats(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, float]:
+        """Kinds that split a long row into overlapping windows instead of cutting it: ``rows``,
+        ``windows``, ``split`` (rows in several windows) and ``max`` (the most windows of one row)
+        at ``max_len`` tokens; empty: rows longer than ``max_len`` get cut."""
+        return {}
+
+    def check_lines(self, task: TaskDef, split: SplitCheck) -> list[str]:
+        """The lines the kind adds to a split's report (from what ``label_stats`` put in
+        ``split.extra``), indented by four spaces."""
+        return []
+
+    def explain_read_error(self, task: TaskDef, name: str, path: Path | None, error: str) -> str:
+        """What ``tasks check`` says of a split that cannot be read (``path``: its file, where
+        found): the reader's error, to which a kind may add what else is wrong in the file."""
+        return error
+
     # ---- tasks init ----------------------------------------------------------------
     def init_type_note(self) -> str:
         """The draft's comment on ``type`` when ``--type`` named the kind."""
@@ -395,6 +433,17 @@ class TaskKind:
     def init_text_note(self) -> str:
         """What the draft's comment on ``input`` adds about the text columns."""
         return ""
+
+    def init_detect(self, path: Path) -> bool:
+        """Whether the file ``path`` has the shape of this kind's own files (a kind that
+        ``reads_own_files``: ``tasks init`` drafts it with ``init_draft`` without ``--type``)."""
+        return False
+
+    def init_draft(self, opts: InitOptions, files: dict[str, Path], name: str, folder: Path) -> InitDraft:
+        """The draft of a kind that reads its own files: ``files`` role -> file (train first),
+        ``name`` the task's name, ``folder`` where the draft is written (its paths are relative to
+        it)."""
+        raise self.refuse("tasks init")
 
     # ---- training methods ----------------------------------------------------------
     def adv_divergence(self, task: TaskDef) -> str:

@@ -22,20 +22,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..span.decoding import SpanPrediction, decode_predictions
+from ..span.draft import (ANSWER_FIELDS, CONTEXT_FIELDS, ID_FIELDS, QUESTION_FIELDS, START_FIELDS, TABLE_FORMATS,
+                          flow, looks_like_span_table, looks_like_squad, named, table_fields)
 from ..span.head import SpanHead
 from ..span.metrics import squad_scores
-from ..span.readers import (SpanColumns, SpanExample, first_article_titles, gold_answers, read_span_csv,
-                            read_span_jsonl, read_squad_json, split_by_articles)
+from ..span.readers import (SpanColumns, SpanExample, article_titles, first_article_titles, gold_answers,
+                            misplaced_answers, read_span_csv, read_span_jsonl, read_squad_json, split_by_articles)
 from ..span.windows import build_windows
-from .base import SEG_SPECIAL, EncodedInputs, TaskKind
+from .base import SEG_SPECIAL, EncodedInputs, InitDraft, TaskKind
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -45,7 +49,9 @@ if TYPE_CHECKING:
     from ..data.readers import RawSplit
     from ..data.tokenized import TokenizedSplit
     from ..evaluation import Predictions
+    from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
+    from ..tasks.wizard import InitOptions
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,7 @@ class Span(TaskKind):
     default_metrics: ClassVar[tuple[str, ...]] = SPAN_METRICS
     reads_own_files: ClassVar[bool] = True
     long_rows: ClassVar[str] = "are split into overlapping windows (answers pooled per question)"
+    row_unit: ClassVar[str] = "questions"
     refused_methods: ClassVar[dict[str, str]] = {
         "smart": "SMART (--adv) compares one output per row; span tasks have a start and an end per token",
         "distillation": "distillation (--teachers) averages one output per row; span tasks have one per token"}
@@ -81,6 +88,8 @@ class Span(TaskKind):
             raise ValueError("scheme is for tagging tasks only")
         if task.head.kind != "linear":
             raise ValueError("a span task has its own head (start and end logits): leave out head")
+        if task.null_threshold is not None and task.version != "v2.0":
+            raise ValueError("null_threshold is for tasks with version: v2.0 (unanswerable questions)")
 
     def validate_split(self, task: TaskDef, name: str, split: SplitDef) -> None:
         if split.format not in ("squad", "jsonl", "csv"):
@@ -295,8 +304,153 @@ class Span(TaskKind):
         outputs = self.stack_outputs([self.eval_outputs(torch.from_numpy(np.asarray(out)), batch)])
         return self.score(task, split, self.decide(task, outputs, split))
 
+    # ---- tasks check ---------------------------------------------------------------
+    def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
+        """Questions, unanswerable ones and gold answers."""
+        examples = raw.examples or []
+        out.extra["unanswerable"] = sum(1 for ex in examples if ex.is_impossible)
+        out.extra["answers"] = sum(len(ex.answers) for ex in examples)
+
+    def window_stats(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, float]:
+        """Windows per question, and the answers no window can target (their windows target null)."""
+        examples = raw.examples or []
+        windows = build_windows(examples, tokenizer, max_length=max_len, stride=window_stride(task, max_len),
+                                max_question_tokens=question_tokens(max_len))
+        per = np.bincount(windows.example_index, minlength=len(examples))
+        return {"rows": len(examples), "windows": len(windows), "split": int((per > 1).sum()), "max": int(per.max()),
+                "unmappable": len(windows.unmappable), "unheld": len(windows.unheld),
+                "inexact": len(windows.inexact)}
+
+    def check_lines(self, task: TaskDef, split: SplitCheck) -> list[str]:
+        lines = []
+        if "unanswerable" in split.extra:
+            n, rows = split.extra["unanswerable"], max(split.rows, 1)
+            lines.append(f"    answers: {split.extra['answers']} gold answers; unanswerable questions: {n} "
+                         f"({100.0 * n / rows:.1f}%)")
+        w = split.windows
+        if w and split.labeled:
+            lines.append(f"    answers no window can target: {int(w['unmappable'] + w['unheld'])} (not on token "
+                         f"boundaries: {int(w['unmappable'])}, longer than a window holds: {int(w['unheld'])}); "
+                         f"answers that start or end inside a token: {int(w['inexact'])}")
+        return lines
+
+    def split_warnings(self, task: TaskDef, split: SplitCheck, train: SplitCheck | None) -> list[str]:
+        where, w, out = f"{task.name}/{split.split}", split.windows, []
+        lost = int(w.get("unmappable", 0) + w.get("unheld", 0))
+        if lost:
+            out.append(f"{where}: {lost} answers no window can target (their windows are trained to answer null)")
+        if split is train and task.version == "v2.0" and not split.extra.get("unanswerable"):
+            out.append(f"{where}: version v2.0 but no unanswerable question in training")
+        return out
+
+    def explain_read_error(self, task: TaskDef, name: str, path: Path | None, error: str) -> str:
+        """With the count of every answer whose text is not the context's at its start."""
+        if path is None or not path.is_file() or "differs from the context" not in error:
+            return error
+        try:
+            examples = _read_examples(task.splits[name], path, strict=False)
+        except DataError:
+            return error
+        bad = misplaced_answers(examples)
+        total = sum(len(ex.answers) for ex in examples)
+        shown = ", ".join(str(ex.line) for ex, _ in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        return f"{error} (in all, {len(bad)} of {total} answers are not found at their start: {shown})"
+
+    # ---- tasks init ----------------------------------------------------------------
+    def init_detect(self, path: Path) -> bool:
+        """A SQuAD JSON file, or JSON lines / CSV with a question and a context field."""
+        return looks_like_squad(path) or (path.suffix.lower() in TABLE_FORMATS and looks_like_span_table(path))
+
+    def init_draft(self, opts: InitOptions, files: dict[str, Path], name: str, folder: Path) -> InitDraft:
+        """One task: the SQuAD version from the unanswerable questions; for JSON lines and CSV the
+        question, context, answer text, answer start and id columns by name (or ``--text Q,C``,
+        ``--label``, ``--id``)."""
+        train = next(iter(files.values()))
+        squad = train.suffix.lower() == ".json"
+        if not squad and train.suffix.lower() not in TABLE_FORMATS:
+            raise ConfigError("a span task reads a SQuAD JSON file (.json), JSON lines (.jsonl) or CSV (.csv)",
+                              path=str(train))
+        if squad and (opts.text or opts.label or opts.id):
+            raise ConfigError("a SQuAD JSON file names its fields itself: leave out --text, --label and --id",
+                              path=str(train))
+        columns, notes = ({}, {}) if squad else _span_columns(train, opts)
+        split_lines, counts, unanswerable, total = [], {}, 0, 0
+        for role, path in files.items():
+            fmt = "squad" if squad else TABLE_FORMATS.get(path.suffix.lower(), "jsonl")
+            labeled = squad or columns["label"] in table_fields(path)
+            split = _draft_split(fmt, columns if not squad else None, labeled=False)
+            try:
+                examples = _read_examples(split, path, strict=False)
+            except DataError as e:
+                raise DataError(str(e).split(": ", 1)[-1], path=str(path)) from None
+            labeled = labeled and (not squad or any(ex.answers or ex.is_impossible for ex in examples))
+            counts[role] = len(examples)
+            if labeled:
+                unanswerable += sum(1 for ex in examples if ex.is_impossible)
+                total += len(examples)
+            n_articles = len(article_titles(examples))
+            where = (f"  # {len(examples)} questions in {n_articles} article{'' if n_articles == 1 else 's'}"
+                     if squad else
+                     f"  # {len(examples)} questions")
+            split_lines += [f"  {role}:", f"    role: {role}",
+                            f"    path: {json.dumps(_relative(path, folder), ensure_ascii=False)}"
+                            "  # relative to this file's folder", f"    format: {fmt}{where}"]
+            if not squad:
+                cols = {k: v for k, v in columns.items() if labeled or k not in ("label", "answer_start")}
+                split_lines.append(f"    columns: {flow(cols)}" + (f"  # {notes['columns']}" if role == "train" else ""))
+            if not labeled:
+                split_lines.append("    labeled: false  # no answers: predictions only")
+        version = (("v2.0", f"{unanswerable} of {total} questions are unanswerable") if unanswerable
+                   else ("v1.1", "every question has an answer"))
+        shape = "a SQuAD JSON file (data > paragraphs > qas)" if squad else "a question and a context per row"
+        lines = [f"name: {name}", f"type: span  # {shape}", "input: question_context",
+                 f"version: {version[0]}  # {version[1]}",
+                 "metrics: [exact, f1]  # SQuAD exact match and F1 of the answer texts (f1 selects the epoch)",
+                 "dropout: 0.1", "splits:" + ("" if "dev" in files else "  # no dev split found: training keeps the "
+                                               "last epoch"), *split_lines]
+        summary = f"task {name}, span ({version[0]}), input question_context"
+        return InitDraft(lines, [name], "questions", counts, summary)
+
     def refuses(self, method: str) -> str | None:
         return self.refused_methods.get(method)
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return os.path.relpath(path.resolve(), folder.resolve())
+    except ValueError:  # another drive (Windows)
+        return str(path.resolve())
+
+
+def _span_columns(train: Path, opts: InitOptions) -> tuple[dict[str, str], dict[str, str]]:
+    """The columns of a JSON-lines or CSV span file, and the comment saying where they come from."""
+    fields = table_fields(train)
+    given = list(opts.text or [])
+    question = given[0] if given else named(fields, QUESTION_FIELDS)
+    context = given[1] if len(given) > 1 else named(fields, CONTEXT_FIELDS)
+    answer = opts.label or named(fields, ANSWER_FIELDS)
+    start = named(fields, START_FIELDS)
+    qid = opts.id or named(fields, ID_FIELDS)
+    for flag, value in (("--text QUESTION,CONTEXT", question), ("--text QUESTION,CONTEXT", context),
+                        ("--label ANSWER_TEXT", answer)):
+        if value is None or value not in fields:
+            raise ConfigError(f"cannot tell the {'answer text' if flag.startswith('--label') else 'question or context'}"
+                              f" column: pass {flag} (fields: {', '.join(fields)})", path=str(train))
+    if start is None:
+        raise ConfigError(f"no answer start column (named {', '.join(START_FIELDS)}; fields: {', '.join(fields)})",
+                          path=str(train))
+    columns = {"text_a": question, "text_b": context, "label": answer, "answer_start": start}
+    if qid is not None:
+        columns["id"] = qid
+    how = "given with --text" if given else "by their names"
+    return columns, {"columns": f"question, context: {how}; answer text{' (--label)' if opts.label else ''} "
+                                "and start: by their names"}
+
+
+def _draft_split(fmt: str, columns: dict[str, str] | None, labeled: bool) -> Any:
+    """A stand-in for a split definition, enough for ``_read_examples``."""
+    cols = SimpleNamespace(**{**dict.fromkeys(("text_a", "text_b", "label", "answer_start", "id")), **(columns or {})})
+    return SimpleNamespace(format=fmt, columns=cols, labeled=labeled)
 
 
 def parse_titles(spec: str) -> tuple[str, int]:
@@ -307,15 +461,17 @@ def parse_titles(spec: str) -> tuple[str, int]:
     return which, int(n)
 
 
-def _read_examples(split: SplitDef, path: Path) -> list[SpanExample]:
+def _read_examples(split: SplitDef, path: Path, strict: bool = True) -> list[SpanExample]:
+    """The split's questions (``strict=False``: unchecked, ``tasks check`` counts what is wrong)."""
 
     if split.format == "squad":
-        return read_squad_json(path)
+        return read_squad_json(path, strict=strict, labeled=split.labeled)
     c = split.columns
     names = {"question": c.text_a, "context": c.text_b, "answer_text": c.label, "answer_start": c.answer_start,
              "id": c.id}
     columns = SpanColumns(**{k: str(v) for k, v in names.items() if v is not None})
-    return (read_span_csv if split.format == "csv" else read_span_jsonl)(path, columns)
+    return (read_span_csv if split.format == "csv" else read_span_jsonl)(path, columns, strict=strict,
+                                                                        labeled=split.labeled)
 
 
 def _select_titles(examples: list[SpanExample], titles: str | list[str] | None, path: Path) -> list[SpanExample]:
@@ -400,5 +556,8 @@ def answer_dict(version: str, prediction: SpanPrediction) -> dict[str, Any]:
 
 
 def answer_text(task: TaskDef, prediction: SpanPrediction) -> str:
-    """The answer of a question: its best span; with v2.0 "" where the null score is higher."""
-    return prediction.answer(0.0 if task.version == "v2.0" else None)
+    """The answer of a question: its best span; with v2.0 "" where the null score beats it by more
+    than the task's ``null_threshold`` (unset: 0)."""
+    if task.version != "v2.0":
+        return prediction.answer(None)
+    return prediction.answer(task.null_threshold if task.null_threshold is not None else 0.0)
