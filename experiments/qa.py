@@ -14,14 +14,16 @@ Budget (``--plan`` prints the estimate of every cell): the embedded MiniLM (all-
 uncased), batch 32, AdamW lr 1e-4, 10% warm-up, **2 epochs** evaluated after each, squad11
 keeping the epoch with its best F1 on the 8 held-out articles (1,589 questions; there is no other
 split to choose on, so the reported figures are chosen on the reported split, like the GLUE dev
-figures of dev selection). **max_seq_len 256** (windows of 256 tokens, stride 64: about 1.13
-windows per question) and **a fixed subset of 2,500 of the 8,981 training questions** (QA_TRAIN,
-subset seed 0), chosen so that the grid fits about 6 hours of one core: a short measured run on
-the 2-core AMD EPYC VM (nice -n 10 taskset -c 1 beside two experiment streams, load 5; process
-CPU time) gave 0.30 s per trained window of 256 tokens and epoch and 0.031 s per evaluated window;
-at 384 tokens (stride 96, 1.03 windows per question) a question cost 1.4 times as much, and the
-whole training set for 2 epochs would take about 1.9 hours per cell alone. The GLUE tasks run at
-max_seq_len 256 too in ``squad/glue`` (their rows are rarely longer than 128 tokens).
+figures of dev selection). **max_seq_len 384** (windows of 384 tokens, stride 96: 1.03 windows
+per question) and **a fixed subset of 2,500 of the 8,981 training questions** (QA_TRAIN, subset
+seed 0), chosen so that the grid fits about 6 hours of one core. Sized from short runs on the
+2-core AMD EPYC VM (200 training and 200 held-out questions, 1 epoch, nice -n 10 taskset -c 1
+beside two experiment streams, load 5 to 7, so process CPU time rather than wall time): about
+0.28 s per trained question and epoch and at most 0.09 s per evaluated question, the same per
+question at 256 and 384 tokens (batches are padded to their longest row, and few contexts exceed
+256 tokens); all 8,981 questions for 2 epochs would take about 1.5 hours per cell for squad11
+alone. The GLUE tasks run at max_seq_len 384 too in ``squad/glue`` (their rows are rarely longer
+than 128 tokens, so this changes little).
 
 Records add the per-question answers, exact match and F1 at the kept epoch (experiments.examples),
 so that ``--summarize`` gives paired bootstrap intervals over the held-out questions between rows
@@ -54,12 +56,11 @@ STREAMS = Streams("with --run: this process's name in the lock files", "A")
 SUMMARIZE_HELP = "summary.json 'qa', the table of docs/results.md"
 
 EPOCHS = GLUE_EPOCHS
-MAX_LEN = 256
+MAX_LEN = 384
 QA_TRAIN = 2500                  # training questions (of 8,981)
 BUDGET_HOURS = 6.0
 QUESTIONS = {"train": 8981, "dev": 1589}
-WINDOWS_PER_QUESTION = 1.13      # at MAX_LEN 256, stride 64 (measured on 200 questions of each split)
-WINDOW_SECONDS = (0.30, 0.031)   # per trained window and epoch, per evaluated window (module docstring)
+QUESTION_SECONDS = (0.28, 0.09)  # per trained question and epoch, per evaluated question (module docstring)
 ROW_TASKS = {"squad/alone": ["squad11"], "squad/ner": ["squad11", "conll03_ner_aux"],
              "squad/glue": ["squad11", *GLUE_TASKS]}
 ROW_LABELS = {"squad/alone": "squad11 alone", "squad/ner": "squad11 + CoNLL-2003 NER (auxiliary)",
@@ -73,7 +74,7 @@ PUBLISHED = [{"task": "squad11", "exact": 80.8, "f1": 88.5,
 
 # ----------------------------------------------------------------------------- the grid
 def qa_config(tasks: list[str], seed: int) -> dict[str, Any]:
-    """A cell's config: the GLUE setting (experiments.settings.BASE) at max_seq_len 256, 2 epochs
+    """A cell's config: the GLUE setting (experiments.settings.BASE) at max_seq_len 384, 2 epochs
     evaluated after each, squad11 keeping its best epoch; squad11 on QA_TRAIN questions, NER on the
     tagging runner's sentences, the GLUE tasks on their subsets."""
     caps = {"squad11": QA_TRAIN, **{t: NER_TRAIN for t in tasks if t.startswith("conll03")}}
@@ -89,14 +90,13 @@ def cells() -> list[Cell]:
 
 
 def seconds(cell: Cell) -> float:
-    """Seconds on one thread: squad11's trained and evaluated windows (evaluated after every epoch
-    and once more for the kept epoch's predictions), NER's trained sentences (experiments.tagging's
-    rates), the GLUE tasks from the GLUE time table."""
+    """Seconds on one thread: squad11's trained and evaluated questions (evaluated after every
+    epoch and once more for the kept epoch's predictions), NER's trained sentences
+    (experiments.tagging's rates), the GLUE tasks from the GLUE time table."""
     cfg = cell.config
-    train, evaluate = WINDOW_SECONDS
+    train, evaluate = QUESTION_SECONDS
     questions = min(cfg["max_train_examples_per_task"].get("squad11", QUESTIONS["train"]), QUESTIONS["train"])
-    total = WINDOWS_PER_QUESTION * (train * questions * cfg["epochs"]
-                                    + evaluate * QUESTIONS["dev"] * (cfg["epochs"] + 1))
+    total = train * questions * cfg["epochs"] + evaluate * QUESTIONS["dev"] * (cfg["epochs"] + 1)
     for task in cfg["tasks"]:
         if task.startswith("conll03"):
             total += TAG_SECONDS["conll03"][0] * cfg["max_train_examples_per_task"][task] * cfg["epochs"]
