@@ -132,7 +132,7 @@ def kept_predictions(run_dir: Path, epochs: dict[str, int],
     tasks = [run.task(t) for t in epochs]
     data = load_task_data(tasks, run.tokenizer, data_dir=run.config.get("data_dir") or data_dir_default(),
                           max_len=run.max_len, cache_dir=run.config.get("cache_dir"), allow_hub=False,
-                          with_train=False, with_tests=False)
+                          max_eval_examples=run.config.get("max_eval_examples"), with_train=False, with_tests=False)
     out: dict[str, Any] = {}
     for name, td in data.items():
         weights = run_dir / "checkpoints" / f"epoch-{epochs[name]}.safetensors"

@@ -293,3 +293,28 @@ def test_a_tiny_qa_cell_records_answers_and_their_scores(tmp_path, tiny_encoder,
             record["metrics"]["qa_tiny"]["dev"][metric], abs=0.02)
     for answer, fact in zip(entry["answers"], FACTS):  # answers are spans of their contexts
         assert answer in fact[2]
+
+
+def test_every_cell_config_is_a_valid_run_config():
+    import mtdnn
+
+    for cell in tg.cells() + qa.cells():
+        cfg = mtdnn.make_config({**cell.config, "output_dir": "unused"})
+        tasks = TaskRegistry(cfg.task_files).resolve(cfg.tasks, cfg.pair_head)
+        assert tasks[0].name == cell.report and tasks[0].selection_split == "dev"
+
+
+def test_a_cell_with_an_auxiliary_task_records_the_reported_task_only(tmp_path, tiny_encoder, data_dir, monkeypatch):
+    monkeypatch.setattr(examples, "ENTITIES", tmp_path / "entities.json")
+    cell = next(c for c in tg.cells() if c.name == "wnut/ner/s1")
+    config = {**cell.config, "encoder": tiny_encoder, "data_dir": str(data_dir), "cache_dir": str(tmp_path / "cache"),
+              "max_seq_len": 32, "epochs": 1, "threads": 1, "max_eval_examples": 12,
+              "max_train_examples_per_task": {"wnut17": 24, "conll03_ner_aux": 24}}
+    small = Cell(cell.name, config, cell.report, cell.meta)
+    grid = _tiny_grid(tmp_path, small, examples.tagging_entry)
+    assert grid.one_cell(small.name, threads=1) == 0
+    record = json.loads((tmp_path / "records" / "wnut__ner__s1.json").read_text())
+    assert set(record["metrics"]) == {"wnut17"} and set(record["predictions"]) == {"wnut17"}
+    assert set(record["predictions"]["wnut17"]) == {"dev", "test"}
+    assert record["selected"] == {"wnut17": 1, "conll03_ner_aux": 1}
+    assert len(record["predictions"]["wnut17"]["test"]["entities"]) == 12
