@@ -16,6 +16,24 @@ a multi-task mix of RTE, MRPC, STS-B, CoLA and SST-2: mtdnn trains all five in o
 Algorithm 1); Trainer, a single-task trainer, runs the five tasks one after the other on the same
 subsets and its times are summed.
 
+Two scenarios with heads of their own (each system's usual head on the same encoder):
+
+- CoNLL-2003 NER (a seeded subset of train, the first dev sentences, IOB2): mtdnn's tagging task
+  (windows of whole words, each word's tag at its first sub-word) against ``Trainer`` with
+  ``AutoModelForTokenClassification`` and ``DataCollatorForTokenClassification`` (the usual
+  preprocessing: ``is_split_into_words``, cut to the max length), with the default sampler
+  (``trainer_default``) and with ``group_by_length`` (``trainer_dynamic``); entity F1 on dev.
+- squad11 QA (the first questions of its training and of its held-out articles, windows of
+  ``--qa-max-length`` tokens): mtdnn's span task against ``Trainer`` with
+  ``AutoModelForQuestionAnswering`` and the usual windowed preprocessing (``truncation="only_second"``,
+  ``return_overflowing_tokens``, the same stride, offsets; n-best decoding of start + end logits),
+  windows padded to the max length with ``default_data_collator`` (``trainer_default``, run_qa's
+  way) or padded per batch with ``group_by_length`` (``trainer_dynamic``); exact match and F1.
+
+Their examples are sentences and questions, the same for every system (QA windows differ slightly:
+each system cuts its own); Trainer's evaluation time includes its decoding and metrics, as mtdnn's
+does. ``--ner-examples 0`` / ``--qa-examples 0`` skip them.
+
 Reported: training examples/s and real-token/s (non-pad tokens), evaluation examples/s, peak
 memory (RSS high-water mark of the phase, sampled every 10 ms; on CUDA also max_memory_allocated),
 the dev metric after the same number of epochs, and each system's model FLOP utilisation (MFU)
@@ -28,7 +46,8 @@ system does but not useful work; attention-score FLOPs are not counted.
     python bench/throughput.py                            # the full run
     python bench/throughput.py --device cuda --precision bf16 --batch-size 64 [--compile]
 
-The last line printed is one JSON object (speed-ups, MFU, all measurements).
+The last line printed is one JSON object (speed-ups, MFU, all measurements; ``scenarios``: the NER
+and QA ratios of train and eval examples/s, mtdnn over each Trainer system).
 """
 
 from __future__ import annotations
@@ -80,6 +99,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="training rows per task of the mix; default 16 (--quick), 200; 0 = skip the mix")
     p.add_argument("--mix-eval-examples", type=int, default=None,
                    help="first N dev rows per task of the mix; default 16 (--quick), 300")
+    p.add_argument("--ner-examples", type=int, default=None,
+                   help="CoNLL-2003 NER training sentences (seeded subset); default 64 (--quick), 1000; 0 = skip NER")
+    p.add_argument("--ner-eval-examples", type=int, default=None, help="first N dev sentences; default 64 (--quick), 500")
+    p.add_argument("--qa-examples", type=int, default=None,
+                   help="squad11 training questions (the first of its training articles); default 24 (--quick), 300; "
+                        "0 = skip QA")
+    p.add_argument("--qa-eval-examples", type=int, default=None,
+                   help="first N questions of squad11's held-out articles; default 24 (--quick), 200")
+    p.add_argument("--qa-max-length", type=int, default=384, help="QA window length (stride: a quarter of it, at most 128)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads, the same for every system (CPU; default: all cores, or 1 when the "
                         "load average is above half the cores)")
@@ -100,6 +128,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         a.mix_examples = 16 if quick else 200
     if a.mix_eval_examples is None:
         a.mix_eval_examples = 16 if quick else 300
+    for name, quick_n, full_n in (("ner_examples", 64, 1000), ("ner_eval_examples", 64, 500),
+                                  ("qa_examples", 24, 300), ("qa_eval_examples", 24, 200)):
+        if getattr(a, name) is None:
+            setattr(a, name, quick_n if quick else full_n)
     if a.num_workers is None:
         a.num_workers = 2 if a.device == "cuda" else 0
     a.systems = [s.strip() for s in a.systems.split(",") if s.strip()]
@@ -281,21 +313,13 @@ def trainer_model(task, encoder_path: str):
     return model
 
 
-def run_trainer(args, task, train_split, eval_split, dynamic: bool, pad_id: int, tokenizer, work: Path,
-                tag: str) -> dict:
-    """One Trainer run: train ``args.epochs`` epochs, then predict the dev split (timed)."""
-    from transformers import (DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments,
-                              default_data_collator)
-
-    from mtdnn.metrics import compute_metrics
-    from mtdnn.model.multitask import default_encoder_path
+def trainer_fit_predict(args, model, train_ds, eval_ds, collator, group_by_length: bool, work: Path, tag: str):
+    """Train ``model`` with ``Trainer`` for ``args.epochs`` epochs (the epochs' own seconds), then
+    predict ``eval_ds`` (timed). Returns (train seconds, prediction output, eval seconds, PeakMemory)."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    pad_to = None if dynamic else args.max_length
-    train_ds, eval_ds = hf_dataset(train_split, pad_to, pad_id), hf_dataset(eval_split, pad_to, pad_id)
-    torch.manual_seed(args.seed)
-    model = trainer_model(task, default_encoder_path())
 
     class EpochTimer(TrainerCallback):  # the epochs' own time, like mtdnn's train_seconds
         def __init__(self) -> None:
@@ -311,7 +335,7 @@ def run_trainer(args, task, train_split, eval_split, dynamic: bool, pad_id: int,
 
     steps = math.ceil(len(train_ds) / args.batch_size) * args.epochs
     grouping = {}
-    if dynamic:  # group_by_length=True (transformers 5 names it train_sampling_strategy)
+    if group_by_length:  # group_by_length=True (transformers 5 names it train_sampling_strategy)
         grouping = ({"train_sampling_strategy": "group_by_length"}
                     if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__ else {"group_by_length": True})
     targs = TrainingArguments(**grouping,
@@ -321,7 +345,6 @@ def run_trainer(args, task, train_split, eval_split, dynamic: bool, pad_id: int,
         seed=args.seed, save_strategy="no", eval_strategy="no", report_to="none",
         disable_tqdm=True, use_cpu=device.type == "cpu", bf16=args.precision == "bf16",
         torch_compile=args.compile, dataloader_num_workers=0)
-    collator = DataCollatorWithPadding(tokenizer) if dynamic else default_data_collator
     timer = EpochTimer()
     trainer = Trainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=eval_ds,
                       data_collator=collator, callbacks=[timer])
@@ -335,13 +358,262 @@ def run_trainer(args, task, train_split, eval_split, dynamic: bool, pad_id: int,
         out = trainer.predict(eval_ds)
         sync()
         eval_seconds = time.perf_counter() - t0
+    del trainer
+    return timer.seconds, out, eval_seconds, mem
+
+
+def run_trainer(args, task, train_split, eval_split, dynamic: bool, pad_id: int, tokenizer, work: Path,
+                tag: str) -> dict:
+    """One Trainer run: train ``args.epochs`` epochs, then predict the dev split (timed)."""
+    from transformers import DataCollatorWithPadding, default_data_collator
+
+    from mtdnn.metrics import compute_metrics
+    from mtdnn.model.multitask import default_encoder_path
+
+    pad_to = None if dynamic else args.max_length
+    train_ds, eval_ds = hf_dataset(train_split, pad_to, pad_id), hf_dataset(eval_split, pad_to, pad_id)
+    torch.manual_seed(args.seed)
+    model = trainer_model(task, default_encoder_path())
+    collator = DataCollatorWithPadding(tokenizer) if dynamic else default_data_collator
+    train_seconds, out, eval_seconds, mem = trainer_fit_predict(args, model, train_ds, eval_ds, collator, dynamic,
+                                                                work, tag)
     logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
     preds = logits.reshape(-1) if task.type == "regression" else logits.argmax(-1)
     metrics = compute_metrics(task.metrics, preds, eval_split.labels)
-    del trainer, model
-    return {"train_seconds": timer.seconds, "eval_seconds": eval_seconds,
+    del model
+    return {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
             "train_examples": len(train_ds) * args.epochs, "dev": {task.name: metrics},
             "peak_rss_mib": mem.peak_rss_mib, "cuda_peak_mib": mem.cuda_peak_mib}
+
+
+# ----------------------------------------------------------------------------- NER and QA scenarios
+NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+
+
+def ner_files(data_dir: Path, work: Path, n_train: int, n_eval: int, seed: int) -> tuple[Path, list, list]:
+    """A seeded random subset of CoNLL-2003 NER train and the first ``n_eval`` dev sentences, in
+    IOB2, written as two-column files with a task file for mtdnn (train and dev only); the same
+    sentences feed Trainer. Returns (task file, train sentences, dev sentences)."""
+    from mtdnn.tagging.readers import read_conll
+    from mtdnn.tagging.schemes import iob1_to_iob2
+
+    def read(name: str) -> list:
+        sentences = read_conll(data_dir / "conll2003" / name, word_column=0, tag_column=3)
+        for x in sentences:
+            x.tags = iob1_to_iob2(x.tags)
+        return sentences
+
+    train = read("eng.train")
+    train = [train[i] for i in sorted(np.random.default_rng(seed).choice(len(train), min(n_train, len(train)), replace=False))]
+    dev = read("eng.testa")[:n_eval]
+    folder = work / "ner"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, sentences in (("train.conll", train), ("dev.conll", dev)):
+        (folder / name).write_text("".join("".join(f"{w} {t}\n" for w, t in zip(x.words, x.tags)) + "\n"
+                                           for x in sentences), encoding="utf-8")
+    task = {"name": "ner_bench", "type": "tagging", "input": "words", "scheme": "iob2", "labels": NER_LABELS,
+            "metrics": ["f1", "precision", "recall"],
+            "splits": {r: {"role": r, "path": str(folder / f"{r}.conll"), "format": "conll", "columns": {"text_a": 0, "label": 1}}
+                       for r in ("train", "dev")}}
+    path = folder / "tasks.yaml"
+    path.write_text(yaml.safe_dump([task], sort_keys=False), encoding="utf-8")
+    return path, train, dev
+
+
+def ner_hf_dataset(sentences: list, tokenizer, max_length: int):
+    """The usual token-classification preprocessing: words tokenised with ``is_split_into_words``,
+    cut to ``max_length``, each word's tag on its first sub-word (-100 elsewhere); no padding
+    (``DataCollatorForTokenClassification`` pads). Returns the dataset and each sentence's
+    first sub-word positions."""
+    from datasets import Dataset
+
+    index = {t: i for i, t in enumerate(NER_LABELS)}
+    enc = tokenizer([x.words for x in sentences], is_split_into_words=True, truncation=True, max_length=max_length)
+    labels, firsts = [], []
+    for i, x in enumerate(sentences):
+        row, prev = [], None
+        for w in enc.word_ids(i):
+            row.append(-100 if w is None or w == prev else index[x.tags[w]])
+            prev = w
+        labels.append(row)
+        firsts.append([j for j, t in enumerate(row) if t != -100])
+    return Dataset.from_dict({**{k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc},
+                              "labels": labels}), firsts
+
+
+def run_trainer_ner(args, train: list, dev: list, group_by_length: bool, tokenizer, work: Path, tag: str) -> dict:
+    """Trainer with ``AutoModelForTokenClassification`` and ``DataCollatorForTokenClassification``;
+    eval time includes reading each word's tag at its first sub-word and the entity F1."""
+    from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
+
+    from mtdnn.model.multitask import default_encoder_path
+    from mtdnn.tagging.metrics import entity_metrics
+
+    train_ds, _ = ner_hf_dataset(train, tokenizer, args.max_length)
+    eval_ds, firsts = ner_hf_dataset(dev, tokenizer, args.max_length)
+    torch.manual_seed(args.seed)
+    model = AutoModelForTokenClassification.from_pretrained(default_encoder_path(), num_labels=len(NER_LABELS),
+                                                            attn_implementation="sdpa")
+    train_seconds, out, eval_seconds, mem = trainer_fit_predict(
+        args, model, train_ds, eval_ds, DataCollatorForTokenClassification(tokenizer), group_by_length, work, tag)
+    t0 = time.perf_counter()
+    pred = []
+    for logits, positions, x in zip(out.predictions, firsts, dev):
+        tags = [NER_LABELS[int(k)] for k in logits[positions].argmax(-1)]
+        pred.append(tags + ["O"] * (len(x.words) - len(tags)))  # words cut by max_length: O
+    metrics = entity_metrics([x.tags for x in dev], pred)
+    eval_seconds += time.perf_counter() - t0
+    del model
+    return {"train_seconds": train_seconds, "eval_seconds": eval_seconds, "train_examples": len(train) * args.epochs,
+            "dev": {"ner": {"f1": metrics["f1"]}}, "peak_rss_mib": mem.peak_rss_mib, "cuda_peak_mib": mem.cuda_peak_mib}
+
+
+def qa_files(data_dir: Path, work: Path, n_train: int, n_eval: int) -> tuple[Path, list, list]:
+    """The first ``n_train`` questions of squad11's training articles and the first ``n_eval`` of
+    its held-out ones, written as SQuAD files with a task file for mtdnn; the same questions feed
+    Trainer. Returns (task file, train examples, dev examples)."""
+    from mtdnn.span.readers import SQUAD11_DEV_N_TRAIN_ARTICLES, read_squad_json
+
+    everything = read_squad_json(data_dir / "squad/v1.1/dev-v1.1.json")
+    train_titles = set(list(dict.fromkeys(x.title for x in everything))[:SQUAD11_DEV_N_TRAIN_ARTICLES])
+    train = [x for x in everything if x.title in train_titles][:n_train]
+    dev = [x for x in everything if x.title not in train_titles][:n_eval]
+    folder = work / "qa"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, examples in (("train.json", train), ("dev.json", dev)):
+        data = [{"title": x.title, "paragraphs": [{"context": x.context, "qas": [
+            {"id": x.id, "question": x.question, "answers": [{"text": a, "answer_start": st} for a, st in x.answers]}]}]}
+            for x in examples]
+        (folder / name).write_text(json.dumps({"version": "1.1", "data": data}), encoding="utf-8")
+    task = {"name": "qa_bench", "type": "span", "input": "question_context", "metrics": ["exact", "f1"],
+            "splits": {r: {"role": r, "path": str(folder / f"{r}.json"), "format": "squad"} for r in ("train", "dev")}}
+    path = folder / "tasks.yaml"
+    path.write_text(yaml.safe_dump([task], sort_keys=False), encoding="utf-8")
+    return path, train, dev
+
+
+def qa_features(examples: list, tokenizer, max_length: int, stride: int, pad: bool, train: bool):
+    """The usual windowed QA preprocessing: question and context tokenised together, the context cut
+    into windows (``truncation="only_second"``, ``return_overflowing_tokens``, ``stride``) with
+    offsets; training windows get start/end positions ([CLS] when the answer is outside),
+    evaluation windows keep their example and the offsets of context tokens only."""
+    from datasets import Dataset
+
+    enc = tokenizer([x.question for x in examples], [x.context for x in examples], truncation="only_second",
+                    max_length=max_length, stride=stride, return_overflowing_tokens=True,
+                    return_offsets_mapping=True, padding="max_length" if pad else False)
+    keep = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
+    starts, ends, owners, offsets = [], [], [], []
+    for f, sample in enumerate(enc["overflow_to_sample_mapping"]):
+        seq = enc.sequence_ids(f)
+        offs = enc["offset_mapping"][f]
+        x = examples[sample]
+        if train:
+            text, char = x.answers[0]
+            first = seq.index(1)
+            last = len(seq) - 1 - seq[::-1].index(1)
+            s_tok = e_tok = 0
+            if offs[first][0] <= char and offs[last][1] >= char + len(text):
+                s_tok = next(i for i in range(first, last + 1) if offs[i][1] > char)
+                e_tok = next(i for i in range(last, first - 1, -1) if offs[i][0] < char + len(text))
+            starts.append(s_tok)
+            ends.append(e_tok)
+        else:
+            owners.append(sample)
+            offsets.append([o if seq[i] == 1 else None for i, o in enumerate(offs)])
+    if train:
+        return Dataset.from_dict({**keep, "start_positions": starts, "end_positions": ends}), None
+    return Dataset.from_dict(keep), (owners, offsets)
+
+
+def qa_answers(examples: list, owners: list, offsets: list, start_logits, end_logits, n_best: int = 20,
+               max_answer: int = 30) -> dict[str, str]:
+    """Each question's best span over its windows: the n-best starts and ends of every window,
+    spans within the context of at most ``max_answer`` tokens, scored by start + end logit."""
+    best: dict[int, tuple[float, str]] = {}
+    for f, sample in enumerate(owners):
+        s_log, e_log, offs = start_logits[f], end_logits[f], offsets[f]
+        for s in np.argsort(s_log)[::-1][:n_best]:
+            for e in np.argsort(e_log)[::-1][:n_best]:
+                if s >= len(offs) or e >= len(offs) or offs[s] is None or offs[e] is None or e < s or e - s + 1 > max_answer:
+                    continue
+                score = float(s_log[s] + e_log[e])
+                if sample not in best or score > best[sample][0]:
+                    best[sample] = (score, examples[sample].context[offs[s][0]:offs[e][1]])
+    return {x.id: best.get(i, (0.0, ""))[1] for i, x in enumerate(examples)}
+
+
+def run_trainer_qa(args, train: list, dev: list, dynamic: bool, tokenizer, work: Path, tag: str, max_length: int,
+                   stride: int) -> dict:
+    """Trainer with ``AutoModelForQuestionAnswering``: run_qa's way (windows padded to max_length,
+    ``default_data_collator``) or dynamic padding with ``group_by_length``; eval time includes the
+    windows' tokenisation, the n-best decoding and the SQuAD metrics."""
+    from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, default_data_collator
+
+    from mtdnn.model.multitask import default_encoder_path
+    from mtdnn.span.metrics import squad_scores
+
+    train_ds, _ = qa_features(train, tokenizer, max_length, stride, not dynamic, True)
+    eval_ds, (owners, offsets) = qa_features(dev, tokenizer, max_length, stride, not dynamic, False)
+    torch.manual_seed(args.seed)
+    model = AutoModelForQuestionAnswering.from_pretrained(default_encoder_path(), attn_implementation="sdpa")
+    collator = DataCollatorWithPadding(tokenizer) if dynamic else default_data_collator
+    qargs = argparse.Namespace(**{**vars(args), "max_length": max_length})
+    train_seconds, out, eval_seconds, mem = trainer_fit_predict(qargs, model, train_ds, eval_ds, collator, dynamic,
+                                                                work, tag)
+    t0 = time.perf_counter()
+    start_logits, end_logits = out.predictions[:2]
+    answers = qa_answers(dev, owners, offsets, start_logits, end_logits)
+    metrics = squad_scores(answers, {x.id: x.answer_texts for x in dev}, rules="v1.1")
+    eval_seconds += time.perf_counter() - t0
+    del model
+    return {"train_seconds": train_seconds, "eval_seconds": eval_seconds, "train_examples": len(train) * args.epochs,
+            "dev": {"qa": {"exact": metrics["exact"], "f1": metrics["f1"]}},
+            "peak_rss_mib": mem.peak_rss_mib, "cuda_peak_mib": mem.cuda_peak_mib}
+
+
+def run_scenario(args, name: str, task_file: Path, n_train: int, n_eval: int, work: Path, max_length: int,
+                 trainer: dict) -> dict:
+    """mtdnn and the Trainer systems on one task of ``task_file`` (its own head); examples are
+    sentences or questions, the same for every system. Returns system -> measurements."""
+    out = {}
+    for system in args.systems:
+        if system not in ("mtdnn", *trainer):
+            continue
+        t0 = time.perf_counter()
+        if system == "mtdnn":
+            margs = argparse.Namespace(**{**vars(args), "max_length": max_length})
+            r = run_mtdnn(margs, task_file, [f"{name}_bench"], None, None, work, f"mtdnn-{name}")
+            r["train_examples"] = n_train * args.epochs
+        else:
+            r = trainer[system]()
+        r["wall_seconds"] = time.perf_counter() - t0
+        r["eval_examples"] = n_eval
+        r["train_ex_s"], r["eval_ex_s"] = r["train_examples"] / r["train_seconds"], n_eval / r["eval_seconds"]
+        out[system] = r
+        print(f"# {system} {name}: train {r['train_seconds']:.1f} s, eval {r['eval_seconds']:.1f} s, "
+              f"wall {r['wall_seconds']:.0f} s, dev {json.dumps(r['dev'])}", flush=True)
+    return out
+
+
+def scenario_ratios(tab: dict) -> dict:
+    """mtdnn's train and eval examples/s over each Trainer system's."""
+    out = {}
+    for other in ("trainer_default", "trainer_dynamic"):
+        if "mtdnn" in tab and other in tab:
+            for key, word in (("train_ex_s", "train"), ("eval_ex_s", "eval")):
+                out[f"{word}_speedup_vs_{other}"] = round(tab["mtdnn"][key] / tab[other][key], 3)
+    return out
+
+
+def fmt_scenario(title: str, unit: str, tab: dict) -> str:
+    head = f"{'system':<18} {'train ' + unit + '/s':>16} {'eval ' + unit + '/s':>16} {'peak MiB':>9}  dev"
+    lines = [title, head, "-" * len(head)]
+    for system, r in tab.items():
+        mem = r["cuda_peak_mib"] if r.get("cuda_peak_mib") is not None else r["peak_rss_mib"]
+        lines.append(f"{system:<18} {r['train_ex_s']:>16.1f} {r['eval_ex_s']:>16.1f} {mem:>9.0f}  "
+                     + ", ".join(f"{k} {v:.1f}" for m in r["dev"].values() for k, v in m.items()))
+    return "\n".join(lines)
 
 
 def warm_up(args, device: torch.device) -> None:
@@ -414,6 +686,7 @@ def main(argv=None) -> int:
         disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
+    from mtdnn.data.readers import data_dir_default
     from mtdnn.model.multitask import default_encoder_path, load_encoder, load_tokenizer
 
     device = torch.device(args.device)
@@ -516,6 +789,22 @@ def main(argv=None) -> int:
             print(f"# {system} mix: train {r['train_seconds']:.1f} s, eval {r['eval_seconds']:.1f} s, "
                   f"wall {r['wall_seconds']:.0f} s", flush=True)
 
+    scenarios: dict[str, dict] = {}
+    data_dir = Path(args.data_dir or data_dir_default())
+    if args.ner_examples:
+        ner_file, ner_train, ner_dev = ner_files(data_dir, work, args.ner_examples, args.ner_eval_examples, args.seed)
+        scenarios["ner"] = run_scenario(args, "ner", ner_file, len(ner_train), len(ner_dev), work, args.max_length, {
+            "trainer_default": lambda: run_trainer_ner(args, ner_train, ner_dev, False, tokenizer, work, "default-ner"),
+            "trainer_dynamic": lambda: run_trainer_ner(args, ner_train, ner_dev, True, tokenizer, work, "dynamic-ner")})
+    if args.qa_examples:
+        qa_file, qa_train, qa_dev = qa_files(data_dir, work, args.qa_examples, args.qa_eval_examples)
+        stride = min(128, args.qa_max_length // 4)  # the span kind's default stride
+        scenarios["qa"] = run_scenario(args, "qa", qa_file, len(qa_train), len(qa_dev), work, args.qa_max_length, {
+            "trainer_default": lambda: run_trainer_qa(args, qa_train, qa_dev, False, tokenizer, work, "default-qa",
+                                                      args.qa_max_length, stride),
+            "trainer_dynamic": lambda: run_trainer_qa(args, qa_train, qa_dev, True, tokenizer, work, "dynamic-qa",
+                                                      args.qa_max_length, stride)})
+
     print()
     print(f"MRPC ({len(mrpc_data.train)} train rows x {args.epochs} epoch(s), {eval_rows} dev rows), "
           f"{device}, {args.precision}, batch {args.batch_size}, {torch.get_num_threads()} threads")
@@ -525,6 +814,17 @@ def main(argv=None) -> int:
         print(f"Multi-task mix {'+'.join(MIX)} ({args.mix_examples} train rows per task x {args.epochs} epoch(s), "
               f"first {args.mix_eval_examples} dev rows per task); Trainer = the 5 single-task runs back to back")
         print(fmt_table(list(mix.items()), "mean dev score"))
+
+    if "ner" in scenarios:
+        print()
+        print(fmt_scenario(f"CoNLL-2003 NER ({args.ner_examples} train sentences x {args.epochs} epoch(s), "
+                           f"{args.ner_eval_examples} dev sentences, max length {args.max_length}); Trainer: "
+                           "DataCollatorForTokenClassification, default sampler / group_by_length", "sent", scenarios["ner"]))
+    if "qa" in scenarios:
+        print()
+        print(fmt_scenario(f"squad11 QA ({args.qa_examples} train questions x {args.epochs} epoch(s), "
+                           f"{args.qa_eval_examples} held-out questions, windows of {args.qa_max_length}); Trainer: "
+                           "windows padded to max length (default) / dynamic padding + group_by_length", "q", scenarios["qa"]))
 
     def ratio(tab: dict, key: str, other: str) -> float | None:
         if "mtdnn" not in tab or other not in tab:
@@ -545,6 +845,9 @@ def main(argv=None) -> int:
                 "eval_speedup_vs_trainer_dynamic": ratio(mix, "eval_ex_s", "trainer_dynamic"),
                 "systems": {s: {k: v for k, v in r.items() if k in keep} for s, r in mix.items()}} if mix else None,
         "systems": {s: {k: v for k, v in r.items() if k in keep} for s, r in table.items()},
+        "scenarios": {name: {**scenario_ratios(tab), "systems": {s: {k: v for k, v in r.items() if k in keep + ("eval_examples",)}
+                                                                 for s, r in tab.items()}}
+                      for name, tab in scenarios.items()},
         "matmul_flops": peaks, "peak_flops_used": peak, "mfu_params": n_params,
         "mfu_definition": "train 6*N*real_tokens/s, eval 2*N*real_tokens/s over the measured dense matmul "
                           f"FLOP/s ({args.precision}); N = non-embedding parameters (encoder layers + head)",

@@ -224,10 +224,10 @@ def commit() -> str:
     return head + ("+dirty" if changes else "")
 
 
-def code_version() -> str:
-    """The training code a run depends on: the git tree hashes of src/mtdnn and the task file, with
-    ``+dirty`` where they have uncommitted changes (runs with equal ``code`` ran the same code)."""
-    paths = ["src/mtdnn", "experiments/tasks.yaml"]
+def code_version(paths: tuple[str, ...] = ("src/mtdnn", "experiments/tasks.yaml")) -> str:
+    """The training code a run depends on: the git tree hashes of src/mtdnn and the task file
+    (``paths``), with ``+dirty`` where they have uncommitted changes (runs with equal ``code`` ran
+    the same code)."""
     try:
         trees = [_git("rev-parse", f"HEAD:{p}")[:12] for p in paths]
         changes = _git("status", "--porcelain", "--", *paths)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -86,11 +86,51 @@ def paired_bootstrap(metrics: Sequence[str], labels: Sequence[float], row_a: Seq
     for p in (*a, *b):
         if p.shape != y.shape:
             raise ValueError(f"a run has {p.shape[0]} predictions for {y.shape[0]} examples")
+    return bootstrap_difference(len(y), lambda index: row_score(metrics, y, a, index),
+                                lambda index: row_score(metrics, y, b, index),
+                                resamples=resamples, level=level, seed=seed)
+
+
+def bootstrap_difference(n: int, score_a: Callable[[np.ndarray | None], float],
+                         score_b: Callable[[np.ndarray | None], float], *, resamples: int = 1000,
+                         level: float = 0.95, seed: int = 0) -> Interval:
+    """The paired bootstrap of any two rows' scores over ``n`` examples: ``score_a(index)`` and
+    ``score_b(index)`` give each row's seed-mean score on the examples ``index`` (all with None);
+    each resample draws the same indices for both rows."""
     rng = np.random.default_rng(seed)
     diffs = np.empty(resamples)
     for i in range(resamples):
-        index = rng.integers(0, len(y), len(y))
-        diffs[i] = row_score(metrics, y, a, index) - row_score(metrics, y, b, index)
+        index = rng.integers(0, n, n)
+        diffs[i] = score_a(index) - score_b(index)
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(diffs, [tail, 100 - tail])
-    return Interval(row_score(metrics, y, a) - row_score(metrics, y, b), float(low), float(high), level, resamples)
+    return Interval(score_a(None) - score_b(None), float(low), float(high), level, resamples)
+
+
+def f1_of_counts(counts: np.ndarray, index: np.ndarray | None = None) -> float:
+    """Micro F1 (percent) of per-example ``(correct, predicted, gold)`` counts, an (n, 3) array,
+    summed over the examples ``index`` (all with None): entity F1 over resampled sentences."""
+    c, p, g = (counts if index is None else counts[index]).sum(axis=0)
+    return float(200.0 * c / (p + g)) if p + g else 0.0
+
+
+def mean_of(values: np.ndarray, index: np.ndarray | None = None) -> float:
+    """The mean (percent) of per-example scores in [0, 1] over the examples ``index`` (all with
+    None): SQuAD exact match and F1 over resampled questions."""
+    return float(100.0 * (values if index is None else values[index]).mean())
+
+
+def counts_bootstrap(row_a: Sequence[np.ndarray], row_b: Sequence[np.ndarray], score: Callable[..., float],
+                     *, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> Interval:
+    """``bootstrap_difference`` of two rows whose runs each give a per-example array (entity
+    counts, per-question scores) of the same examples; a row's score is the mean over its runs of
+    ``score(array, index)`` (``f1_of_counts``, ``mean_of``)."""
+    a, b = [np.asarray(x) for x in row_a], [np.asarray(x) for x in row_b]
+    if not a or not b:
+        raise ValueError("each row needs the predictions of at least one run")
+    n = len(a[0])
+    if any(len(x) != n for x in (*a, *b)):
+        raise ValueError("the runs of both rows must score the same examples")
+    return bootstrap_difference(n, lambda index: float(np.mean([score(x, index) for x in a])),
+                                lambda index: float(np.mean([score(x, index) for x in b])),
+                                resamples=resamples, level=level, seed=seed)

@@ -109,7 +109,7 @@ def test_summary_shape_and_values_from_records(summarize):
     json.dumps(out)  # serialisable
 
 
-RUNNERS = ["run", "interference", "adapters", "smart_distill", "defaults_check", "glue_seeds"]
+RUNNERS = ["run", "interference", "adapters", "smart_distill", "defaults_check", "glue_seeds", "tagging", "qa"]
 
 
 def test_experiments_is_one_package_with_one_command_line():
@@ -122,7 +122,7 @@ def test_experiments_is_one_package_with_one_command_line():
 
     package = ROOT / "experiments"
     modules = {p.stem for p in package.glob("*.py")} - {"__init__"}
-    assert set(RUNNERS) <= modules and modules - set(RUNNERS) == {"cells", "settings", "stats"}
+    assert set(RUNNERS) <= modules and modules - set(RUNNERS) == {"cells", "settings", "stats", "seed_grid", "examples"}
     for path in package.glob("*.py"):
         text = path.read_text()
         assert "sys.path" not in text and "noqa: E402" not in text, path.name
