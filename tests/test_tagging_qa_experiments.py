@@ -45,7 +45,7 @@ def test_qa_cells_and_their_caps():
     cells = {c.name: c for c in qa.cells()}
     assert list(cells) == [f"{row}/s{k}" for row in ("squad/alone", "squad/ner", "squad/glue") for k in (1, 2, 3)]
     cfg = cells["squad/glue/s3"].config
-    assert cfg["max_seq_len"] == 384 and cfg["seed"] == 3 and cfg["selection"] == "best"
+    assert cfg["max_seq_len"] == 384 and cfg["seed"] == 3 and cfg["selection"] == "last"
     assert cfg["max_train_examples_per_task"] == {"squad11": 2500, **GLUE_SUBSETS}
     assert cells["squad/ner/s1"].config["max_train_examples_per_task"] == {"squad11": 2500, "conll03_ner_aux": 3000}
     assert {c.report for c in cells.values()} == {"squad11"}
