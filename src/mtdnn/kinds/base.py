@@ -73,6 +73,8 @@ CLASS_METRICS: tuple[str, ...] = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_
 SCORE_METRICS: tuple[str, ...] = ("pearson", "spearman")
 # the task fields of span tasks (extractive question answering) only
 SPAN_FIELDS: tuple[str, ...] = ("stride", "max_answer_length", "n_best", "version", "null_threshold")
+# the evaluation split of the held-out training rows (--selection-split holdout, data/holdout.py)
+HOLDOUT_SPLIT = "holdout"
 
 
 @dataclass
@@ -246,6 +248,20 @@ class TaskKind:
     def score(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
         """The split's metrics in percent, and ``score`` (GLUE's figure: their mean)."""
         return compute_metrics(task.metric_names, preds, split.labels)
+
+    def score_splits(self, task: TaskDef, evaluated: dict[str, tuple[TokenizedSplit, Predictions]]
+                     ) -> dict[str, dict[str, float]]:
+        """The metrics of each of a task's evaluated labeled splits at one evaluation
+        (``evaluation.evaluate_tasks``), given all their predictions at once: each split's own
+        ``score`` by default. A kind that chooses a decision setting on held-out predictions (span
+        v2.0: the null threshold) chooses it here, re-decides every split's ``preds`` with it and
+        records it in the metrics (``chosen_fields`` reads it back)."""
+        return {name: self.score(task, split, preds.preds) for name, (split, preds) in evaluated.items()}
+
+    def chosen_fields(self, task: TaskDef, metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
+        """The task fields that ``score_splits`` chose at the evaluation whose metrics (split ->
+        metric -> value) are given, which a finished run records in its tasks.yaml: none by default."""
+        return {}
 
     def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
         """Predictions as submission files hold them."""
