@@ -96,18 +96,21 @@ def evaluate_tasks(model: MultiTaskModel, data: dict[str, TaskData], *, batch_si
     metrics, tasks in ``data``'s order and splits in definition order; a task without such splits
     is left out. ``before_task(name)`` runs before a task's splits are predicted (the API loads the
     weights the task keeps); ``keep(task, split, predictions)`` is given each split's predictions
-    (the loop keeps them for the per-class reports); ``dist`` as in ``predict``."""
+    (the loop keeps them for the per-class reports); ``dist`` as in ``predict``. A task's splits
+    are predicted first and scored together (``TaskKind.score_splits``: span v2.0 tasks choose
+    their null threshold on held-out predictions there)."""
     out: Metrics = {}
     for name, td in data.items():
         if not td.evals:
             continue
         if before_task is not None:
             before_task(name)
-        for split_name, split in td.evals.items():
-            preds = predict(model, td.task, split, batch_size=batch_size, device=device, precision=precision,
-                            pad_id=pad_id, progress=progress, dist=dist)
-            out.setdefault(name, {})[split_name] = score(td.task, split, preds)
-            if keep is not None:
+        evaluated = {split_name: (split, predict(model, td.task, split, batch_size=batch_size, device=device,
+                                                 precision=precision, pad_id=pad_id, progress=progress, dist=dist))
+                     for split_name, split in td.evals.items()}
+        out[name] = td.task.kind.score_splits(td.task, evaluated)  # the splits together: a setting chosen on one
+        if keep is not None:
+            for split_name, (_, preds) in evaluated.items():
                 keep(name, split_name, preds)
     return out
 

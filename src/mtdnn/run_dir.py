@@ -4,7 +4,9 @@
 
     RUN_DIR/
       config.yaml              the resolved TrainConfig
-      tasks.yaml               the resolved task definitions
+      tasks.yaml               the resolved task definitions; when the run finishes, with the
+                               fields chosen in training at each task's kept epoch (a span
+                               v2.0 task's null_threshold, kinds/span.py)
       encoder/                 encoder config.json + tokenizer files (weights are in checkpoints)
       checkpoints/epoch-N.safetensors   model weights (encoder + all heads), safetensors only
       selection.json           {"tasks": {task: epoch}, "last": epoch}: which epoch each task keeps
@@ -137,9 +139,18 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.config_file) as f:
             yaml.safe_dump(config, f, sort_keys=False)
+        self._write_tasks(tasks)
+        self._write_encoder_files(tokenizer, encoder_config)
+
+    def _write_tasks(self, tasks: list[TaskDef]) -> None:
         with atomic_write(self.tasks_file) as f:
             yaml.safe_dump([t.model_dump(mode="json", exclude_defaults=False) for t in tasks], f, sort_keys=False)
-        self._write_encoder_files(tokenizer, encoder_config)
+
+    def record_task_fields(self, fields: dict[str, dict[str, Any]]) -> None:
+        """Set the task fields a finished run chose while it trained (``TaskKind.chosen_fields``,
+        e.g. a span task's ``null_threshold``; task -> field -> value) in tasks.yaml, where every
+        later use of the run reads its tasks."""
+        self._write_tasks([t.model_copy(update=fields.get(t.name, {})) for t in self.read_tasks()])
 
     def _write_encoder_files(self, tokenizer, encoder_config) -> None:
         """The encoder config and tokenizer files, saved into a temporary folder beside and then

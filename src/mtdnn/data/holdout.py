@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kinds.base import HOLDOUT_SPLIT
 from ..tasks.schema import TaskDef
 from .readers import RawSplit
 
-HOLDOUT = "holdout"  # the evaluation split's name in history.jsonl, metrics.json and TensorBoard
+HOLDOUT = HOLDOUT_SPLIT  # the evaluation split's name in history.jsonl, metrics.json and TensorBoard
 
 
 def strata(raw: RawSplit, task: TaskDef) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 The cache key covers the tokenizer (its full serialised definition), the max length, the task's
 label set and the split's content (every text, label and group value read), so changing any of
-them invalidates it. Caches are ``.npz`` files of plain integer arrays (loaded with
+them invalidates it. A kind with its own tokenisation (tagging's windows of words) is cached the
+same way where it gives a key of its rows and settings (``TaskKind.tokenize_key``). Caches are ``.npz`` files of plain integer arrays (loaded with
 ``allow_pickle=False``) written atomically.
 """
 
@@ -107,7 +108,11 @@ def encode_labels(task: TaskDef, raw: RawSplit) -> tuple[np.ndarray, np.ndarray]
 
 def tokenize_split(task: TaskDef, raw: RawSplit, tokenizer, max_len: int,
                    cache_dir: str | Path | None = None) -> TokenizedSplit:
-    """Tokenise (or load from the cache) one split; a kind with its own tokenisation does it."""
+    """Tokenise (or load from the cache) one split; a kind with its own tokenisation does it (and
+    caches it where it gives a ``tokenize_key``)."""
+    own_key = task.kind.tokenize_key(task, raw, max_len) if cache_dir is not None else None
+    if own_key is not None:
+        return _own_cached(task, raw, tokenizer, max_len, Path(cache_dir), own_key)  # type: ignore[arg-type]
     own = task.kind.tokenize(task, raw, tokenizer, max_len)
     if own is not None:
         return TokenizedSplit(task.name, raw.split, **own)
@@ -125,6 +130,28 @@ def tokenize_split(task: TaskDef, raw: RawSplit, tokenizer, max_len: int,
     if cache_path is not None:
         _save(cache_path, tok)
     return tok
+
+
+def _own_cached(task: TaskDef, raw: RawSplit, tokenizer, max_len: int, cache_dir: Path, own_key: str) -> TokenizedSplit:
+    """A kind's own tokenisation, from the cache when it holds this tokenizer, max length and
+    ``own_key`` (the kind's rows and settings), else computed and written there."""
+    meta = {"v": CACHE_VERSION, "max_len": max_len, "tok": tokenizer_fingerprint(tokenizer), "type": task.type,
+            "own": own_key}
+    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:32]
+    path = cache_dir / f"{task.name}.{raw.split}.{key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {name: z[name] for name in z.files}
+            log.info("%s/%s: tokenised windows from the cache %s", task.name, raw.split, path)
+            return TokenizedSplit(task.name, raw.split, **task.kind.from_tokenized_arrays(task, raw, arrays))
+        except Exception as e:  # a damaged cache is rebuilt, not trusted
+            log.warning("ignoring unreadable cache %s (%s)", path, e)
+    own = task.kind.tokenize(task, raw, tokenizer, max_len)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **task.kind.tokenized_arrays(own))
+    return TokenizedSplit(task.name, raw.split, **own)
 
 
 def _tokenize(task: TaskDef, raw: RawSplit, tokenizer, max_len: int) -> TokenizedSplit:

@@ -13,7 +13,8 @@ The hooks, by stage (each has a default here where one fits most kinds):
   ``check_metrics`` and ``reported_metric_names``, ``num_outputs``, ``takes_pair_head`` (SAN
   fits it), ``has_text_b``/``reads_pairs``.
 - data: ``reads_own_files``/``read_file`` (a kind's own file formats), ``tokenize`` (its own
-  encoder inputs, e.g. windows of words), ``parse_label`` (one raw label -> value or problem),
+  encoder inputs, e.g. windows of words; cached with ``tokenize_key``, ``tokenized_arrays`` and
+  ``from_tokenized_arrays``), ``parse_label`` (one raw label -> value or problem),
   ``after_read`` (rules over the whole split, e.g. ranking groups), ``keeps_groups`` (subsets,
   batches and held-out parts keep candidate groups whole), ``holdout_strata``, ``encode_labels``
   (label values -> arrays, with the group of each row).
@@ -73,6 +74,8 @@ CLASS_METRICS: tuple[str, ...] = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_
 SCORE_METRICS: tuple[str, ...] = ("pearson", "spearman")
 # the task fields of span tasks (extractive question answering) only
 SPAN_FIELDS: tuple[str, ...] = ("stride", "max_answer_length", "n_best", "version", "null_threshold")
+# the evaluation split of the held-out training rows (--selection-split holdout, data/holdout.py)
+HOLDOUT_SPLIT = "holdout"
 
 
 @dataclass
@@ -182,10 +185,25 @@ class TaskKind:
         raise NotImplementedError
 
     def tokenize(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, Any] | None:
-        """The kind's own tokenisation of a split (not cached): the fields of its
-        ``TokenizedSplit`` beyond task and split; or None: texts (and pairs) are tokenised and
-        cached the one way (``data/tokenized.py``)."""
+        """The kind's own tokenisation of a split: the fields of its ``TokenizedSplit`` beyond task
+        and split (cached where ``tokenize_key`` says how); or None: texts (and pairs) are
+        tokenised and cached the one way (``data/tokenized.py``)."""
         return None
+
+    def tokenize_key(self, task: TaskDef, raw: RawSplit, max_len: int) -> str | None:
+        """What, beside the tokenizer and ``max_len``, the kind's own tokenisation of ``raw``
+        depends on (its rows and settings, as a digest), for the cache key; None: not cached.
+        A cached kind turns its ``tokenize`` fields into plain arrays (``tokenized_arrays``) and
+        back (``from_tokenized_arrays``)."""
+        return None
+
+    def tokenized_arrays(self, fields: dict[str, Any]) -> dict[str, np.ndarray]:
+        """``tokenize``'s fields as plain integer arrays, for the cache."""
+        raise NotImplementedError
+
+    def from_tokenized_arrays(self, task: TaskDef, raw: RawSplit, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        """``tokenize``'s fields again from ``tokenized_arrays`` and the split's rows."""
+        raise NotImplementedError
 
     def parse_label(self, task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
         """One raw label -> (value, problem); problem is None, 'missing', or a message."""
@@ -246,6 +264,20 @@ class TaskKind:
     def score(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
         """The split's metrics in percent, and ``score`` (GLUE's figure: their mean)."""
         return compute_metrics(task.metric_names, preds, split.labels)
+
+    def score_splits(self, task: TaskDef, evaluated: dict[str, tuple[TokenizedSplit, Predictions]]
+                     ) -> dict[str, dict[str, float]]:
+        """The metrics of each of a task's evaluated labeled splits at one evaluation
+        (``evaluation.evaluate_tasks``), given all their predictions at once: each split's own
+        ``score`` by default. A kind that chooses a decision setting on held-out predictions (span
+        v2.0: the null threshold) chooses it here, re-decides every split's ``preds`` with it and
+        records it in the metrics (``chosen_fields`` reads it back)."""
+        return {name: self.score(task, split, preds.preds) for name, (split, preds) in evaluated.items()}
+
+    def chosen_fields(self, task: TaskDef, metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
+        """The task fields that ``score_splits`` chose at the evaluation whose metrics (split ->
+        metric -> value) are given, which a finished run records in its tasks.yaml: none by default."""
+        return {}
 
     def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
         """Predictions as submission files hold them."""

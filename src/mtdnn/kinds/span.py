@@ -16,7 +16,11 @@ head gives each token a start and an end logit, masked outside the context but f
 position; the loss is the mean of the start and end cross-entropies per window. Evaluation pools
 the n-best spans of a question's windows (``span/decoding.py``) and scores the best answers with
 the official SQuAD exact match and F1 (``rules`` by ``version``; F1 selects epochs). With v2.0 a
-question is answered "" when its null score exceeds its best span's score (threshold 0)."""
+question is answered "" when its null score exceeds its best span's score by more than the task's
+``null_threshold``. Without one, each evaluation chooses it (``score_splits``): on the held-out
+training questions (``--selection-split holdout``), else on a fixed quarter of the articles of the
+selection split (``span.decoding.threshold_part``), whose other questions alone are reported; a
+finished run records the kept epoch's threshold in its tasks.yaml (``chosen_fields``)."""
 
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
-from ..span.decoding import SpanPrediction, decode_predictions
+from ..span.decoding import SpanPrediction, choose_null_threshold, decode_predictions, threshold_part
 from ..span.draft import (ANSWER_FIELDS, CONTEXT_FIELDS, ID_FIELDS, QUESTION_FIELDS, START_FIELDS, TABLE_FORMATS,
                           flow, looks_like_span_table, looks_like_squad, named, table_fields)
 from ..span.head import SpanHead
@@ -39,7 +43,7 @@ from ..span.metrics import squad_scores
 from ..span.readers import (SpanColumns, SpanExample, article_titles, first_article_titles, gold_answers,
                             misplaced_answers, read_span_csv, read_span_jsonl, read_squad_json, split_by_articles)
 from ..span.windows import build_windows
-from .base import SEG_SPECIAL, EncodedInputs, InitDraft, TaskKind
+from .base import HOLDOUT_SPLIT, SEG_SPECIAL, EncodedInputs, InitDraft, TaskKind
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -175,13 +179,43 @@ class Span(TaskKind):
         return np.asarray([answer_text(task, decoded[ex.id]) for ex in split.examples or []], dtype=object)
 
     def score(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
+        return question_metrics(task, split.examples or [], preds)
 
-        examples = split.examples or []
-        got = squad_scores({ex.id: str(p) for ex, p in zip(examples, preds)}, gold_answers(examples),
-                           rules=task.version or "v1.1")
-        out = {m: float(got[m]) for m in task.metrics}
-        out["score"] = out["f1"] if "f1" in out else out["exact"]
+    def score_splits(self, task: TaskDef, evaluated: dict[str, tuple[TokenizedSplit, Predictions]]
+                     ) -> dict[str, dict[str, float]]:
+        """With v2.0 and no ``null_threshold``, the threshold that maximises F1
+        (``choose_null_threshold``) is chosen on the held-out training questions (split
+        ``holdout``) where they are evaluated, else on ``threshold_part`` of the selection split
+        (its first dev split), whose other questions alone are then scored. Every split is decided
+        with it; its metrics add ``null_threshold``, ``null_threshold_questions`` (the questions it
+        was chosen on) and ``questions`` (those scored)."""
+        if task.version != "v2.0" or task.null_threshold is not None or not evaluated:
+            return super().score_splits(task, evaluated)
+        decoded = {name: decode(task, preds.outputs, split) for name, (split, preds) in evaluated.items()}
+        held = HOLDOUT_SPLIT in evaluated
+        source = HOLDOUT_SPLIT if held else \
+            task.selection_split if task.selection_split in evaluated else next(iter(evaluated))
+        examples = evaluated[source][0].examples or []
+        part = np.ones(len(examples), dtype=bool) if held else threshold_part(examples)
+        chosen = [ex for ex, m in zip(examples, part) if m]
+        threshold = choose_null_threshold(decoded[source], gold_answers(chosen))[0] if chosen else 0.0
+        tuned = task.model_copy(update={"null_threshold": threshold})
+        out = {}
+        for name, (split, preds) in evaluated.items():
+            exs = split.examples or []
+            preds.preds = np.asarray([answer_text(tuned, decoded[name][ex.id]) for ex in exs], dtype=object)
+            scored = ~part if name == source and not held else np.ones(len(exs), dtype=bool)
+            got = question_metrics(task, [ex for ex, k in zip(exs, scored) if k], preds.preds[scored])
+            out[name] = {**got, "null_threshold": threshold, "null_threshold_questions": float(len(chosen)),
+                         "questions": float(scored.sum())}
         return out
+
+    def chosen_fields(self, task: TaskDef, metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
+        """``null_threshold``, where ``score_splits`` chose it."""
+        if task.version != "v2.0" or task.null_threshold is not None:
+            return {}
+        found = next((m["null_threshold"] for m in metrics.values() if "null_threshold" in m), None)
+        return {} if found is None else {"null_threshold": float(found)}
 
     def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
         return [str(p) for p in preds]
@@ -202,7 +236,7 @@ class Span(TaskKind):
         if split is None or preds is None:
             return out
         for uid, p in decode(task, preds.outputs, split).items():
-            out[int(uid)] = answer_dict(task.version or "v1.1", p)
+            out[int(uid)] = answer_dict(task.version or "v1.1", p, task.null_threshold)
         return out
 
     def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> dict[str, Any] | None:
@@ -224,10 +258,12 @@ class Span(TaskKind):
     # ---- export and serving ----------------------------------------------------------
     def export_settings(self, task: TaskDef, max_len: int) -> dict[str, Any]:
         """The windows and decoding of the task's questions: ``stride``, ``max_question_tokens``,
-        ``max_answer_length``, ``n_best`` and ``version``, defaults filled in."""
+        ``max_answer_length``, ``n_best`` and ``version``, defaults filled in; with v2.0 also
+        ``null_threshold`` (a saved run's recorded one; unset: 0)."""
         return {"stride": window_stride(task, max_len), "max_question_tokens": question_tokens(max_len),
                 "max_answer_length": task.max_answer_length or DEFAULT_MAX_ANSWER_LENGTH,
-                "n_best": task.n_best or DEFAULT_N_BEST, "version": task.version or "v1.1"}
+                "n_best": task.n_best or DEFAULT_N_BEST, "version": task.version or "v1.1",
+                **({"null_threshold": task.null_threshold or 0.0} if task.version == "v2.0" else {})}
 
     def compared_outputs(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The (tokens, 2) start and end logits of the tokens an answer can start or end at (the
@@ -272,7 +308,7 @@ class Span(TaskKind):
         decoded = decode_windows(outputs, windows, examples, int(settings["n_best"]),
                                  int(settings["max_answer_length"]))
         for uid, p in decoded.items():
-            out[int(uid)] = answer_dict(str(settings["version"]), p)
+            out[int(uid)] = answer_dict(str(settings["version"]), p, settings.get("null_threshold"))
         return out
 
     def card_labels(self, task: TaskDef) -> str:
@@ -545,14 +581,25 @@ def decode_windows(outputs: Any, windows: Any, examples: list[SpanExample], n_be
                               n_best=n_best, max_answer_length=max_answer_length)
 
 
-def answer_dict(version: str, prediction: SpanPrediction) -> dict[str, Any]:
+def answer_dict(version: str, prediction: SpanPrediction, null_threshold: float | None = None) -> dict[str, Any]:
     """A question's answer as ``Run.predict`` and the server give it: ``text``, character ``start``
-    and ``end`` in its context, ``score`` (start + end logit); with v2.0 an unanswered question gets
-    text "", no start or end, and the negated null margin as its score."""
+    and ``end`` in its context, ``score`` (start + end logit); with v2.0 an unanswered question (null
+    margin above ``null_threshold``, unset: 0) gets text "", no start or end, and the negated null
+    margin as its score."""
     best = prediction.best
-    if best is None or prediction.answer(0.0 if version == "v2.0" else None) == "":
+    threshold = (null_threshold if null_threshold is not None else 0.0) if version == "v2.0" else None
+    if best is None or prediction.answer(threshold) == "":
         return {"text": "", "start": None, "end": None, "score": -prediction.null_margin}
     return {"text": best.text, "start": best.char_start, "end": best.char_end, "score": best.score}
+
+
+def question_metrics(task: TaskDef, examples: list[SpanExample], preds: Any) -> dict[str, float]:
+    """The task's metrics (and ``score``: F1, else exact match) of the answers ``preds`` to ``examples``."""
+    got = squad_scores({ex.id: str(p) for ex, p in zip(examples, preds)}, gold_answers(examples),
+                       rules=task.version or "v1.1")
+    out = {m: float(got[m]) for m in task.metrics}
+    out["score"] = out["f1"] if "f1" in out else out["exact"]
+    return out
 
 
 def answer_text(task: TaskDef, prediction: SpanPrediction) -> str:

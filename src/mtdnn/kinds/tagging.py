@@ -15,6 +15,7 @@ tags. The per-class report gives each entity type's figures and the confusion of
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from torch import nn
 
 from ..errors import ConfigError, DataError
 from ..model.heads import TokenHead
-from ..tagging.alignment import encode_words, merge_windows
+from ..tagging.alignment import Window, encode_words, merge_windows
 from ..tagging.draft import (TAGGED_SUFFIXES, column_count, looks_like_tagged_jsonl, read_tagged_file, tag_column,
                              task_lines, word_column)
 from ..tagging.entities import split_words, tags_and_scores, tags_to_entities
@@ -119,17 +120,51 @@ class Tagging(TaskKind):
                 "lines": [s.line for s in sentences], "words": [list(s.words) for s in sentences]}
 
     def tokenize(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, Any]:
-        index = {tag: i for i, tag in enumerate(task.labels)}
-        tagged = bool(raw.labels) and raw.labels[0] is not None
-        tag_ids = [[index[t] for t in tags] for tags in raw.labels] if tagged else None
-        # consecutive windows share up to a quarter of a window's words
-        overlap = min(WINDOW_OVERLAP, max(1, (max_len - 2) // 4))
-        windows, stats = encode_words(tokenizer, raw.words or [], tag_ids, max_length=max_len, overlap=overlap)
+        tag_ids = _tag_ids(task, raw)
+        windows, stats = encode_words(tokenizer, raw.words or [], tag_ids, max_length=max_len,
+                                      overlap=window_overlap(max_len))
         log.info("%s/%s: %d sentences in %d windows of at most %d tokens (%d sentences split, at most %d windows "
                  "each; %d words given the unknown token, %d words cut to a window)", task.name, raw.split,
                  stats.sentences, stats.windows, max_len, stats.split_sentences, stats.max_windows,
                  stats.empty_words, stats.truncated_words)
         return _tokenized(task, raw, tokenizer, windows, tag_ids)
+
+    def tokenize_key(self, task: TaskDef, raw: RawSplit, max_len: int) -> str:
+        """A digest of the window overlap, the tag list and every sentence's id, words and tags."""
+        h = hashlib.sha256(json.dumps({"overlap": window_overlap(max_len), "labels": list(task.labels)}).encode())
+        for uid, words, tags in zip(raw.ids, raw.words or [], raw.labels):
+            h.update(json.dumps([uid, words, tags], ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        return h.hexdigest()
+
+    def tokenized_arrays(self, fields: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The token arrays, and each window's sentence, word range, word ids (-1: none), first
+        sub-words and owned words (flat, with offsets)."""
+        windows = fields["windows"]
+        arrays = {k: fields[k] for k in ("ids", "seg", "offsets", "labels", "groups", "token_labels")}
+        if fields["type_ids"] is not None:
+            arrays["type_ids"] = fields["type_ids"]
+        arrays["places"] = np.asarray([[w.sentence, w.start, w.end] for w in windows], dtype=np.int64).reshape(-1, 3)
+        arrays["word_ids"] = np.asarray([-1 if i is None else i for w in windows for i in w.word_ids], dtype=np.int64)
+        for name in ("first_tokens", "owned"):
+            arrays[name], arrays[f"{name}_offsets"] = _flat([getattr(w, name) for w in windows])
+        arrays["tagged"] = np.asarray([bool(windows) and windows[0].labels is not None])
+        return arrays
+
+    def from_tokenized_arrays(self, task: TaskDef, raw: RawSplit, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        offsets, tagged = arrays["offsets"], bool(arrays["tagged"][0])
+        if len(arrays["places"]) != len(offsets) - 1 or int(arrays["places"][:, 0].max(initial=-1)) >= len(raw):
+            raise ValueError("windows differ from the data")
+        windows = []
+        for w, (sentence, start, end) in enumerate(arrays["places"].tolist()):
+            lo, hi = int(offsets[w]), int(offsets[w + 1])
+            windows.append(Window(
+                sentence, start, end, arrays["ids"][lo:hi].tolist(),
+                [None if i < 0 else i for i in arrays["word_ids"][lo:hi].tolist()],
+                _row(arrays, "first_tokens", w), _row(arrays, "owned", w),
+                arrays["token_labels"][lo:hi].tolist() if tagged else None))
+        return {**{k: arrays[k] for k in ("ids", "seg", "offsets", "labels", "groups", "token_labels")},
+                "type_ids": arrays.get("type_ids"), "uids": list(raw.ids), "windows": windows,
+                "word_labels": _tag_ids(task, raw)}
 
     def label_array(self, task: TaskDef, labels: list[Any]) -> np.ndarray:
         return np.zeros(len(labels), dtype=np.int64)
@@ -287,8 +322,8 @@ class Tagging(TaskKind):
         return out
 
     def window_stats(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, float]:
-        overlap = min(WINDOW_OVERLAP, max(1, (max_len - 2) // 4))
-        _, stats = encode_words(tokenizer, raw.words or [], None, max_length=max_len, overlap=overlap)
+        _, stats = encode_words(tokenizer, raw.words or [], None, max_length=max_len,
+                                overlap=window_overlap(max_len))
         return {"rows": stats.sentences, "windows": stats.windows, "split": stats.split_sentences,
                 "max": stats.max_windows}
 
@@ -413,6 +448,30 @@ def _read_sentences(task: TaskDef, split: SplitDef, path: Path) -> list[TaggedSe
         log.warning("%s: %d sentences break scheme %s, read by conlleval's rules (first: line %d, tag %r: %s)",
                     path, len(broken), scheme, line, issue.tag, issue.message)
     return sentences
+
+
+def window_overlap(max_len: int) -> int:
+    """The most words consecutive windows of a sentence share: up to a quarter of a window's."""
+    return min(WINDOW_OVERLAP, max(1, (max_len - 2) // 4))
+
+
+def _tag_ids(task: TaskDef, raw: RawSplit) -> list[list[int]] | None:
+    """Each sentence's tag ids (None: an untagged split)."""
+    index = {tag: i for i, tag in enumerate(task.labels)}
+    tagged = bool(raw.labels) and raw.labels[0] is not None
+    return [[index[t] for t in tags] for tags in raw.labels] if tagged else None
+
+
+def _flat(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged integer rows as (values, offsets)."""
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in rows], out=offsets[1:])
+    return np.asarray([v for r in rows for v in r], dtype=np.int64), offsets
+
+
+def _row(arrays: dict[str, np.ndarray], name: str, i: int) -> list[int]:
+    offsets = arrays[f"{name}_offsets"]
+    return arrays[name][int(offsets[i]):int(offsets[i + 1])].tolist()
 
 
 def _tokenized(task: TaskDef, raw: RawSplit, tokenizer: Any, windows: list, tag_ids: list | None) -> dict[str, Any]:

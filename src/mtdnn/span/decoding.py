@@ -11,7 +11,10 @@ Unanswerable questions (SQuAD v2.0): an example's null score is the lowest, over
 start logit + end logit at the null position (index 0): the window most sure that the answer is
 somewhere in it speaks for the example. The prediction is "" when null score - best span score
 > ``threshold``; ``choose_null_threshold`` picks the threshold that maximises F1 on a set of
-examples, which must be held out from the examples whose scores are reported.
+examples, which must be held out from the examples whose scores are reported. Where no held-out
+training questions are evaluated, ``threshold_part`` draws the questions of an evaluation split to
+choose it on: a quarter (``THRESHOLD_FRACTION``) of its articles, or of its questions when it has
+fewer than two titled articles, with a fixed seed (``THRESHOLD_SEED``), the same for every run.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import numpy as np
 from .metrics import question_scores
 
 NULL_INDEX = 0
+THRESHOLD_FRACTION = 0.25  # the share of an evaluation split's articles (or questions) the threshold is chosen on
+THRESHOLD_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -163,3 +168,25 @@ def choose_null_threshold(predictions: Mapping[str, SpanPrediction],
     best = int(np.argmax(np.round(totals, 9)))  # the first maximum (the lowest threshold); rounded:
     # equal F1 summed in another order must tie
     return float(thresholds[best]), 100.0 * float(totals[best]) / len(ids)
+
+
+def threshold_part(examples: Sequence[Any], fraction: float = THRESHOLD_FRACTION,
+                   seed: int = THRESHOLD_SEED) -> np.ndarray:
+    """A boolean mask over ``examples`` (``id``, ``title``): the questions to choose the null
+    threshold on. ``round(fraction * n)`` of the ``n`` articles (distinct non-empty titles, in
+    order of first appearance) drawn with ``seed``, at least one and never all; with fewer than
+    two titled articles, that share of the questions the same way. A single question: none."""
+    titles = [str(getattr(ex, "title", "") or "") for ex in examples]
+    names = list(dict.fromkeys(t for t in titles if t))
+    rng = np.random.default_rng(seed)
+    if len(names) >= 2 and all(titles):
+        k = min(max(1, round(fraction * len(names))), len(names) - 1)
+        chosen = set(rng.choice(len(names), size=k, replace=False).tolist())
+        picked = {names[i] for i in chosen}
+        return np.asarray([t in picked for t in titles], dtype=bool)
+    n = len(examples)
+    mask = np.zeros(n, dtype=bool)
+    if n >= 2:
+        k = min(max(1, round(fraction * n)), n - 1)
+        mask[rng.choice(n, size=k, replace=False)] = True
+    return mask

@@ -189,6 +189,11 @@ def finish_run(job: Job, state: LoopState) -> Path:
     process group."""
     history = state.history
     metrics = {t: history[e - 1]["dev"][t] for t, e in state.selection.items() if history[e - 1]["dev"].get(t)}
+    # task fields chosen at the kept epoch's evaluation (a span v2.0 task's null threshold): the
+    # submissions use them, and tasks.yaml records them once nothing is left to resume
+    chosen = {n: f for n, td in job.setup.data.items() if (f := td.task.kind.chosen_fields(td.task, metrics.get(n, {})))}
+    for n, fields in chosen.items():
+        job.setup.data[n].task = job.setup.data[n].task.model_copy(update=fields)
     if job.dist.is_main:
         write_json(job.run.metrics_file, metrics)
     write_class_reports(job.setup, job.run, state.selection, dist=job.dist,  # reports/ (mtdnn/reports.py)
@@ -202,6 +207,8 @@ def finish_run(job: Job, state: LoopState) -> Path:
         job.writer.close()
     if job.dist.is_main:
         remove_train_state(job.run)  # the run is complete: nothing left to resume
+        if chosen:
+            job.run.record_task_fields(chosen)
         job.run.release_training()
         job.setup.factory.complete(job.run)
     job.dist.close()  # every rank waits here for the others, then leaves the process group
