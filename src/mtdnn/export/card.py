@@ -28,14 +28,15 @@ def _model_index(plan: ExportPlan, tasks: list[TaskDef], name: str) -> list[dict
             metrics = [{"type": k, "value": round(float(v), 4), "name": f"{t.name} {split} {k}"}
                        for k, v in values.items() if k != "score"]
             if metrics:
-                results.append({"task": {"type": "text-classification", "name": t.name},
+                results.append({"task": {"type": t.kind.pipeline_tag(), "name": t.name},
                                 "dataset": {"name": t.name, "type": t.name, "split": split}, "metrics": metrics})
     return [{"name": name, "results": results}] if results else []
 
 
 def _front_matter(plan: ExportPlan, tasks: list[TaskDef], name: str) -> str:
-    meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "text-classification",
-                            "tags": ["mtdnn", "multi-task", "text-classification"]}
+    pipelines = list(dict.fromkeys(t.kind.pipeline_tag() for t in tasks))
+    meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": pipelines[0],
+                            "tags": ["mtdnn", "multi-task", *pipelines]}
     encoder = _encoder_name(plan)
     if not encoder.startswith(("/", ".", "~")) and "(" not in encoder:
         meta["base_model"] = encoder
@@ -104,8 +105,10 @@ def _usage(name: str, tasks: list[TaskDef], single: bool, onnx: bool = False) ->
     if single:
         call = ('clf({"text": "A man is sleeping.", "text_pair": "Nobody sleeps."})' if pair
                 else 'clf("A man is sleeping.")')
+        tag = t.kind.pipeline_tag()
+        extra = ', aggregation_strategy="first"' if tag == "token-classification" else ""
         return ["```python", "from transformers import pipeline", "",
-                f'clf = pipeline("text-classification", model="{name}")', call, "```"]
+                f'clf = pipeline("{tag}", model="{name}"{extra})', call, "```"]
     args = '"A man is sleeping.", "Nobody sleeps."' if pair else '"A man is sleeping."'
     return ["```python", "from transformers import AutoModel, AutoTokenizer", "",
             f'tok = AutoTokenizer.from_pretrained("{name}", trust_remote_code=True)',
@@ -137,11 +140,12 @@ def model_card(plan: ExportPlan, tasks: list[TaskDef], name: str, single: bool =
     """The card of an export holding ``tasks`` (``single``: a standard one-task folder; ``onnx``: an
     ONNX export)."""
     training = {k: plan.config[k] for k in _TRAINING_KEYS if k in plan.config}
-    kind = ("A standard sequence-classification model for one task" if single else
+    kind = (f"A standard `{tasks[0].kind.standard_model()}` model for one task" if single else
             "One multi-task model: a shared encoder and one head per task")
     outputs = ("`logits` are the head's output: class logits for a linear head, log-probabilities for "
                "a SAN head (the log of the probabilities averaged over its answer steps), a score of "
-               "shape (batch, 1) for regression and ranking.")
+               "shape (batch, 1) for regression and ranking, (batch, tokens, tags) logits for tagging "
+               "(a word's tag is read at its first sub-word).")
     lines = [_front_matter(plan, tasks, name), f"# {name}", "",
              f"{kind}, trained by mtdnn with MT-DNN multi-task fine-tuning "
              f"([Liu et al. 2019](https://arxiv.org/abs/1901.11504)) and exported by `mtdnn export`.", "",

@@ -10,7 +10,11 @@ encoder pass per input kind (and per encoder, and per LoRA adapter in a run trai
 
 ``present`` turns a task's raw output row into the answer: label and probabilities (softmax of the
 logits, or of the SAN log-probabilities: the probabilities themselves), a score for regression and
-ranking.
+ranking. A kind that encodes a text its own way (``TaskKind.serve_encoding``: tagging's windows of
+words) is answered from the outputs of its own rows (``serve_answer``: entities); every distinct
+encoder input of a call runs once, so a sentence task and a tagging task of the same text share the
+encoder pass where their tokens are the same (a text that fits one window, with a WordPiece
+tokenizer).
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class TaskInfo:
     encoder: str
     dev_metrics: dict[str, Any] = field(default_factory=dict)
     adapter: str | None = None
+    scheme: str | None = None
+    output: str = "row"  # the head's output per ``row`` or per ``token`` (``TaskKind.export_head``)
 
     @property
     def takes_pair(self) -> bool:
@@ -70,16 +76,27 @@ class TaskInfo:
 def task_infos(tasks: dict[str, dict[str, Any]], order: list[str]) -> dict[str, TaskInfo]:
     """From the ``tasks`` and ``task_order`` of an exported config (``modeling_mtdnn.MtdnnConfig``)."""
     return {name: TaskInfo(name, s["type"], s["input"], list(s.get("labels", [])), s.get("head", {}).get("kind", "linear"),
-                           s.get("epoch"), s["encoder"], s.get("metrics") or {}, s.get("adapter"))
+                           s.get("epoch"), s["encoder"], s.get("metrics") or {}, s.get("adapter"), s.get("scheme"),
+                           (s.get("output") or {}).get("per", "row"))
             for name, s in ((n, tasks[n]) for n in order)}
+
+
+@dataclass
+class OwnOutput:
+    """A task's outputs for one input that its kind encoded itself (``TaskKind.serve_encoding``):
+    the encoding and the task's output on each of its rows."""
+
+    encoded: Any
+    outputs: list[np.ndarray]
 
 
 class Engine(Protocol):
     tasks: dict[str, TaskInfo]
     backend: str
 
-    def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, np.ndarray]:
-        """Each task's raw outputs (rows in input order) for one input kind."""
+    def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, Any]:
+        """Each task's outputs for one input kind, in input order: its raw output rows, or for a
+        kind that encodes inputs itself an ``OwnOutput`` per input."""
 
 
 def length_groups(lengths: list[int], max_rows: int = ROWS_PER_PASS, waste: float = PAD_WASTE) -> list[list[int]]:
@@ -123,16 +140,63 @@ class _Tokenizing:
             out[key] = arr
         return out
 
-    def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, np.ndarray]:
-        enc = self.tokenizer(text_a, text_b, truncation=True, max_length=self.max_len)
-        rows = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-        results: dict[str, list[np.ndarray | None]] = {t: [None] * len(text_a) for t in tasks}
-        for index in length_groups([len(x) for x in rows["input_ids"]]):
-            out = self._forward(self._pad(rows, index), tasks)
-            for t in tasks:
-                for r, i in enumerate(index):
-                    results[t][i] = out[t][r]
-        return {t: np.stack(v) for t, v in results.items()}
+    tasks: dict[str, TaskInfo]
+
+    def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, Any]:
+        """Each task's outputs in input order (``Engine.run``): the encoder inputs of all tasks
+        (mtdnn's tokenisation of each input, and the rows of kinds that encode inputs themselves)
+        are gathered, each distinct one run once, for the tasks that read it."""
+        rows: list[dict[str, list[int]]] = []
+        index: dict[tuple, int] = {}
+        readers: list[set[str]] = []
+
+        def unit(row: dict[str, list[int]], task: str) -> int:
+            key = tuple((k, tuple(row[k])) for k in sorted(row))
+            if key not in index:
+                index[key] = len(rows)
+                rows.append(row)
+                readers.append(set())
+            readers[index[key]].add(task)
+            return index[key]
+
+        own = {t: get_kind(self.tasks[t].type).serve_encoding(self.tasks[t], text_a, text_b, self.tokenizer,
+                                                              self.max_len) for t in tasks}
+        plain = [t for t in tasks if own[t] is None]
+        where: dict[str, Any] = {}
+        if plain:
+            enc = self.tokenizer(text_a, text_b, truncation=True, max_length=self.max_len)
+            keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+            where.update({t: [unit({k: list(enc[k][i]) for k in keys}, t) for i in range(len(text_a))] for t in plain})
+        for t, encoded in own.items():
+            if encoded is not None:
+                where[t] = [[unit(row, t) for row in e.rows] for e in encoded]
+        out = self._run_rows(rows, readers)
+        results: dict[str, Any] = {t: np.stack([out[u][t] for u in where[t]]) for t in plain}
+        for t, encoded in own.items():
+            if encoded is not None:
+                results[t] = [OwnOutput(e, [out[u][t] for u in units]) for e, units in zip(encoded, where[t])]
+        return results
+
+    def _run_rows(self, rows: list[dict[str, list[int]]], readers: list[set[str]]) -> list[dict[str, np.ndarray]]:
+        """The outputs of each row for the tasks that read it, in length groups (``length_groups``);
+        a per-token output cut to the row's tokens."""
+        out: list[dict[str, np.ndarray]] = [{} for _ in rows]
+        if not rows:
+            return out
+        columns = {k: [r[k] for r in rows] for k in rows[0]}
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        for group in length_groups([len(r["input_ids"]) for r in rows]):
+            tasks = [t for t in self.tasks if any(t in readers[i] for i in group)]
+            got = self._forward(self._pad(columns, group), tasks)
+            width = max(len(rows[i]["input_ids"]) for i in group)
+            for r, i in enumerate(group):
+                n = len(rows[i]["input_ids"])
+                for t in readers[i]:
+                    value = got[t][r]
+                    if self.tasks[t].output == "token":
+                        value = value[width - n:] if left else value[:n]
+                    out[i][t] = value
+        return out
 
     def _forward(self, inputs: dict[str, np.ndarray], tasks: list[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -180,9 +244,13 @@ class OnnxEngine(_Tokenizing):
         return dict(zip(tasks, self.session.run(tasks, feeds)))
 
 
-def present(info: TaskInfo, row: np.ndarray) -> dict[str, Any]:
-    """A task's answer for one input from its raw output row, as its kind presents it."""
-    return get_kind(info.type).present(info.labels, np.asarray(row))
+def present(info: TaskInfo, row: Any) -> Any:
+    """A task's answer for one input from its raw output row (or its ``OwnOutput``), as its kind
+    presents it."""
+    kind = get_kind(info.type)
+    if isinstance(row, OwnOutput):
+        return kind.serve_answer(info, row.encoded, row.outputs)
+    return kind.present(info.labels, np.asarray(row))
 
 
 def load_engine(path: str | Path, backend: Backend = "torch", epoch: int | None = None,

@@ -4,8 +4,10 @@
   ``modeling_mtdnn.py`` (copied into the folder; it needs only torch and transformers),
   ``model.safetensors``, the tokenizer (its ``model_max_length`` is the run's max length, so
   ``truncation=True`` cuts where mtdnn does) and a model card.
-- One task as a standard ``AutoModelForSequenceClassification`` folder (``write_task_folder``): the
-  encoder family's own class, no custom code. Its classifier reads the pooler's output
+- One task as a standard folder (``write_task_folder``): the encoder family's own class of the
+  kind's auto class (``standard_model``), no custom code. ``AutoModelForTokenClassification``
+  (tagging): its classifier is applied to every token's vector, as mtdnn's token head, so it takes
+  the head's weights as they are. ``AutoModelForSequenceClassification``: its classifier reads the pooler's output
   ``tanh(W h + b)``, while mtdnn's linear head reads the [CLS] vector ``h`` itself, so the pooler is
   set to ``W = eps * I``, ``b = 0`` and the classifier to ``V / eps``: ``tanh(eps * h) / eps = h``
   up to ``(eps * h)^2 / 3`` relative (eps = 2^-13: about 1e-7 for |h| <= 4). The export checks the
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 from ..errors import CheckpointError, ConfigError
 from ..model.multitask import load_tokenizer
@@ -50,7 +52,8 @@ def boundary_ids(tokenizer) -> list[int]:
 
 
 def task_spec(plan: ExportPlan, t: TaskDef) -> dict:
-    return {"type": t.type, "input": t.input, "labels": list(t.labels), "head": t.head.model_dump(),
+    return {"type": t.type, "input": t.input, "labels": list(t.labels), "scheme": t.scheme,
+            "head": t.head.model_dump(), "output": t.kind.export_head(t),
             "dropout": t.dropout, "head_of": plan.head_of(t), "encoder": plan.encoder_of(t.name),
             "adapter": plan.adapter_of(t.name), "epoch": plan.epochs[t.name], "metrics": plan.metrics.get(t.name) or {}}
 
@@ -115,9 +118,11 @@ def _task(plan: ExportPlan, name: str) -> TaskDef:
     return t
 
 
-def sequence_classifier(plan: ExportPlan, t: TaskDef) -> nn.Module:
-    """The encoder family's ``...ForSequenceClassification`` holding the run's encoder and the task's
-    linear head (see the module docstring)."""
+def _standard_model(plan: ExportPlan, t: TaskDef, auto_class) -> tuple[nn.Module, dict[str, torch.Tensor],
+                                                                        list[str], list[str]]:
+    """The encoder family's model of ``auto_class`` for the task (its labels, problem type and
+    dropout) holding the run's encoder; with the task's head weights (``proj.weight``/``proj.bias``)
+    and what loading the encoder left missing and unexpected."""
     cfg = AutoConfig.from_pretrained(str(plan.run.encoder_dir))
     id2label, problem_type = t.kind.standard_folder(t)
     cfg.num_labels = len(id2label)
@@ -125,7 +130,7 @@ def sequence_classifier(plan: ExportPlan, t: TaskDef) -> nn.Module:
     cfg.label2id = {v: k for k, v in cfg.id2label.items()}
     cfg.problem_type = problem_type
     cfg.classifier_dropout = t.dropout
-    model = AutoModelForSequenceClassification.from_config(cfg)
+    model = auto_class.from_config(cfg)
     state = export_state(plan)
     key = f"encoders.{plan.encoder_of(t.name)}."
     encoder = {k[len(key):]: v for k, v in state.items() if k.startswith(key)}
@@ -133,6 +138,30 @@ def sequence_classifier(plan: ExportPlan, t: TaskDef) -> nn.Module:
         encoder = merged_encoder(encoder, plan.lora.specs, plan.adapter_of(t.name))
     base = getattr(model, model.base_model_prefix)
     missing, unexpected = base.load_state_dict(encoder, strict=False)
+    head = {k.split(".")[-1]: v for k, v in state.items() if k.startswith(f"heads.{plan.head_of(t)}.proj.")}
+    return model, head, list(missing), list(unexpected)
+
+
+def token_classifier(plan: ExportPlan, t: TaskDef) -> nn.Module:
+    """The encoder family's ``...ForTokenClassification`` holding the run's encoder and the task's
+    token head (dropout + linear on every token, as mtdnn's)."""
+    model, head, missing, unexpected = _standard_model(plan, t, AutoModelForTokenClassification)
+    classifier = getattr(model, "classifier", None)
+    if unexpected or missing or not isinstance(classifier, nn.Linear):
+        raise ConfigError(f"{type(model).__name__} has no linear classifier over the encoder's tokens that can "
+                          "hold mtdnn's head: export the whole model instead (without --task)", field="task")
+    with torch.no_grad():
+        classifier.weight.copy_(head["weight"])
+        classifier.bias.copy_(head["bias"])
+    return model.eval()
+
+
+def sequence_classifier(plan: ExportPlan, t: TaskDef) -> nn.Module:
+    """The encoder family's ``...ForSequenceClassification`` holding the run's encoder and the task's
+    linear head (see the module docstring)."""
+    model, head, missing, unexpected = _standard_model(plan, t, AutoModelForSequenceClassification)
+    cfg = model.config
+    base = getattr(model, model.base_model_prefix)
     pooler = getattr(base, "pooler", None)
     classifier = getattr(model, "classifier", None)
     if unexpected or any(not m.startswith("pooler.") for m in missing) or not (
@@ -141,7 +170,6 @@ def sequence_classifier(plan: ExportPlan, t: TaskDef) -> nn.Module:
             and isinstance(classifier, nn.Linear)):
         raise ConfigError(f"{type(model).__name__} has no [CLS] pooler + linear classifier that can hold mtdnn's "
                           "head: export the whole model instead (without --task)", field="task")
-    head = {k.split(".")[-1]: v for k, v in state.items() if k.startswith(f"heads.{plan.head_of(t)}.proj.")}
     with torch.no_grad():
         pooler.dense.weight.copy_(torch.eye(cfg.hidden_size) * POOLER_EPS)
         pooler.dense.bias.zero_()
@@ -150,17 +178,27 @@ def sequence_classifier(plan: ExportPlan, t: TaskDef) -> nn.Module:
     return model.eval()
 
 
+# the standard folder of each auto class a kind names (``TaskKind.standard_model``)
+STANDARD_MODELS = {"AutoModelForSequenceClassification": sequence_classifier,
+                   "AutoModelForTokenClassification": token_classifier}
+
+
+def standard_model(plan: ExportPlan, t: TaskDef) -> nn.Module:
+    """The task's standard model (``export --task``), of the auto class its kind names."""
+    return STANDARD_MODELS[t.kind.standard_model()](plan, t)
+
+
 def write_task_folder(plan: ExportPlan, task: str, output: str | Path, check_rows: int = 32) -> dict[str, float]:
-    """Write one task as a standard sequence-classification folder; returns its largest difference
-    from mtdnn's model on real dev rows."""
+    """Write one task as a standard folder (sequence or token classification); returns its largest
+    difference from mtdnn's model on real dev rows."""
     t = _task(plan, task)
     one = dataclasses.replace(plan, tasks=[t], epochs={t.name: plan.epochs[t.name]},
                               metrics={t.name: plan.metrics.get(t.name, {})})
     tokenizer = export_tokenizer(plan)
-    model = sequence_classifier(plan, t)
+    model = standard_model(plan, t)
     diffs = check_against_mtdnn(plan, lambda batch, _: model(**batch).logits,
                                 tokenizer, check_rows, tasks=[t])
-    require_close(diffs, 1e-4, "standard sequence-classification model")
+    require_close(diffs, 1e-4, f"standard {t.kind.standard_model()} model")
     with staged_folder(output) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))

@@ -12,6 +12,8 @@ model: ``encoders.<key>.*`` (a Hugging Face encoder), ``heads.<task>.*``:
   (batch, 1) a score for regression and ranking.
 - ``san``: the stochastic answer network over the premise and hypothesis tokens: (batch, labels)
   log-probabilities (the log of the probabilities averaged over the answer steps).
+- a per-token head (a task's ``output.per`` is ``token``: tagging): dropout + linear on every
+  token's vector: (batch, tokens, tags) logits.
 
 A run trained with per-task LoRA adapters (``mtdnn train --adapter lora``) is exported with its one
 frozen encoder and each task's adapter: the encoder's adapted linear layers become ``LoraLinear``
@@ -51,7 +53,8 @@ except ImportError:  # transformers 4
 class MtdnnConfig(_BaseConfig):
     """``encoder``: the shared encoder's config (a dict with its ``model_type``); ``encoder_keys``:
     the names of the encoders the model holds (one per exported epoch); ``tasks``: task name ->
-    ``{type, input, labels, head: {kind, steps, step_dropout}, dropout, head_of, encoder, adapter}``;
+    ``{type, input, labels, scheme, head: {kind, steps, step_dropout}, output: {outputs, per}, dropout,
+    head_of, encoder, adapter}`` (``output``: the head's output per row or per token);
     ``segment_boundary_ids``: the token ids that separate the texts of a pair ([CLS], [SEP], ...);
     ``task_order``: the tasks in the run's order (config.json sorts the keys of ``tasks``);
     ``adapters``: LoRA adapter name -> ``{rank, scaling, layers}`` (the encoder's module paths it
@@ -90,6 +93,16 @@ class LinearHead(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, seg: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.proj(self.dropout(hidden_states[:, 0]))
+
+
+class TokenHead(nn.Module):
+    def __init__(self, hidden: int, n_out: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(hidden, n_out)
+
+    def forward(self, hidden_states: torch.Tensor, seg: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.dropout(hidden_states))
 
 
 def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -268,8 +281,13 @@ def _build_encoder(encoder_config: Any) -> nn.Module:
 
 
 def _build_head(spec: dict, hidden: int) -> nn.Module:
-    n_out = len(spec["labels"]) if spec["type"] == "classification" else 1
+    # ``output``: {outputs, per: row | token}; exports without it hold row heads only
+    output = spec.get("output") or {"outputs": len(spec["labels"]) if spec["type"] == "classification" else 1,
+                                    "per": "row"}
+    n_out = int(output["outputs"])
     head = spec.get("head", {})
+    if output.get("per") == "token":
+        return TokenHead(hidden, n_out, float(spec.get("dropout", 0.1)))
     if head.get("kind") == "san":
         return SANHead(hidden, n_out, int(head.get("steps", 5)), float(head.get("step_dropout", 0.1)),
                        float(spec.get("dropout", 0.1)))

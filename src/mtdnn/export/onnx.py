@@ -2,14 +2,15 @@
 
 Inputs: what the tokenizer gives (``input_ids``, ``attention_mask``, and ``token_type_ids`` where the
 tokenizer has them), int64, with dynamic batch and sequence axes. Outputs: one per task, named after
-the task (the same values as the Hugging Face export's ``logits``); each encoder is in the graph
-once. Beside it, ``tasks.json`` holds each task's type, labels, input kind and encoder, and the max
+the task (the same values as the Hugging Face export's ``logits``; a per-token output, tagging's
+(batch, tokens, tags), has the same dynamic axes); each encoder is in the graph once. Beside it, ``tasks.json`` holds each task's type, labels, input kind and encoder, and the max
 length; the tokenizer files are in the folder. ``--quantize int8`` adds ``model.int8.onnx``
 (onnxruntime's dynamic quantisation: int8 weights of the matrix products).
 
 The graph is made by torch's exporter (``torch.onnx.export(dynamo=True)``, which needs onnxscript)
 and checked: onnxruntime's outputs against mtdnn's own model on real dev rows (fp32: to 1e-4); for
-int8, the dev metric of each task with fp32 and int8 weights, reported, not required to be equal.
+int8, the dev metric of each task with fp32 and int8 weights (``onnx_metrics``: tagging's entity F1
+over words), reported, not required to be equal.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..metrics import compute_metrics
 from .card import model_card
 from .folder import staged_folder, write_metadata
 from .hf import build_hf_model, export_tokenizer
 from .plan import ExportPlan, check_rows
-from .verify import check_against_mtdnn, require_close, tokenizer_batch
+from .verify import check_against_mtdnn, require_close, tokenized_batch
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ def tasks_json(model: nn.Module, inputs: list[str]) -> dict[str, Any]:
     cfg = model.config
     return {"max_seq_len": int(cfg.max_seq_len), "inputs": inputs, "encoders": list(cfg.encoder_keys),
             "tasks": cfg.tasks, "task_order": list(cfg.task_order), "outputs": "one per task, named after it: class logits (linear head), "
-            "log-probabilities (SAN head), or a (batch, 1) score (regression, ranking)"}
+            "log-probabilities (SAN head), a (batch, 1) score (regression, ranking), or (batch, tokens, tags) "
+            "logits (a task whose output is per token: tagging)"}
 
 
 def write_onnx_model(model: nn.Module, tokenizer, folder: Path, quantize: str | None = None) -> None:
@@ -120,14 +121,9 @@ def int8_metric_change(plan: ExportPlan, folder: Path, tokenizer, n_rows: int) -
         raw = check_rows(plan, t, n_rows)
         if raw is None or not raw.labels or raw.labels[0] is None:
             continue
-        batch = tokenizer_batch(t, raw, tokenizer, int(plan.config["max_seq_len"]))
+        split, batch = tokenized_batch(t, raw, tokenizer, int(plan.config["max_seq_len"]))
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-        labels = batch["labels"].numpy()
-        scores = []
-        for run in (fp32, int8):
-            out = run(inputs, t.name)
-            preds = t.kind.onnx_predictions(t, out, batch["groups"].numpy())
-            scores.append(compute_metrics(t.metrics, preds, labels))
+        scores = [t.kind.onnx_metrics(t, split, batch, run(inputs, t.name)) for run in (fp32, int8)]
         change[t.name] = {k: scores[1][k] - scores[0][k] for k in scores[0] if k != "score"}
     return change
 

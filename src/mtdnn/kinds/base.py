@@ -25,8 +25,12 @@ The hooks, by stage (each has a default here where one fits most kinds):
 - predictions of saved runs: ``api_rows``/``api_answers``/``api_values`` (``Run.predict``),
   ``predict_split``, ``prediction_file_lines``, ``prediction_columns``/``prediction_extras``
   (``Run.predict_file``, ``mtdnn predict``).
-- export and serving: ``present`` (the server's answer), ``card_labels`` (the model card),
-  ``standard_folder`` (``export --task``), ``onnx_predictions`` (the int8 check).
+- export and serving: ``export_head`` (the head's output in an exported model: per row or per
+  token), ``present`` (the server's answer from an output row), ``serve_encoding``/``serve_answer``
+  (a kind that encodes a served text its own way, e.g. windows of words, and answers from the
+  outputs of those rows), ``card_labels`` and ``pipeline_tag`` (the model card),
+  ``standard_folder`` and ``standard_model`` (``export --task``), ``onnx_predictions`` and
+  ``onnx_metrics`` (the int8 check).
 - ``tasks check``: ``label_stats`` (what the split's labels look like), ``check_warnings``,
   ``long_rows``; ``tasks init``: ``init_type_note``, ``init_label_problem``, ``init_labels``,
   ``init_metrics``, ``init_texts_needed``, ``init_input``, ``init_text_note``.
@@ -55,6 +59,7 @@ if TYPE_CHECKING:  # the schema imports the kinds
     from ..data.readers import RawSplit
     from ..data.tokenized import TokenizedSplit
     from ..evaluation import Predictions
+    from ..export.engine import TaskInfo
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
     from ..tasks.wizard import Column, InitOptions, Source
@@ -274,22 +279,58 @@ class TaskKind:
         return class_report(task.name, names, gold, preds)
 
     # ---- export and serving ----------------------------------------------------------
+    def export_head(self, task: TaskDef) -> dict[str, Any]:
+        """The head's output in an exported model (``modeling_mtdnn``, the ONNX graph, the
+        server): ``outputs`` values per unit and ``per`` unit: ``row`` (a (batch, outputs) output
+        read from the [CLS] vector or by SAN) or ``token`` (a (batch, tokens, outputs) output, the
+        head applied to every token)."""
+        return {"outputs": self.num_outputs(task), "per": "row"}
+
     def present(self, labels: list[str], row: np.ndarray) -> dict[str, Any]:
         """The server's answer for one input from the head's raw output row (a score by default)."""
         return {"score": float(np.asarray(row).reshape(-1)[0])}
+
+    def serve_encoding(self, info: TaskInfo, text_a: list[str], text_b: list[str] | None, tokenizer: Any,
+                       max_len: int) -> list[Any] | None:
+        """The kind's own encoding of served inputs, one object per input with ``rows``: the
+        encoder inputs it needs (dicts of token lists: ``input_ids``, ``attention_mask``,
+        ``token_type_ids`` where the tokenizer has them), answered by ``serve_answer``; or None:
+        each input is tokenised as ``mtdnn predict`` does (truncated to ``max_len``) and answered
+        by ``present`` from its output row. Rows equal to another task's share its encoder pass."""
+        return None
+
+    def serve_answer(self, info: TaskInfo, encoded: Any, outputs: list[np.ndarray]) -> Any:
+        """The server's answer for one input from its ``serve_encoding`` object and the task's
+        output on each of its rows (per-token outputs cut to the row's tokens)."""
+        raise NotImplementedError
 
     def card_labels(self, task: TaskDef) -> str:
         """What the model card's task table says the task predicts."""
         return "score"
 
+    def pipeline_tag(self) -> str:
+        """The ``transformers.pipeline`` task of the kind's standard folder (the model card's tag)."""
+        return "text-classification"
+
+    def standard_model(self) -> str:
+        """The ``transformers`` auto class of the task's standard folder (``mtdnn export --task``)."""
+        return "AutoModelForSequenceClassification"
+
     def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str]:
-        """(id2label, problem_type) of the task's standard ``...ForSequenceClassification`` folder
-        (``mtdnn export --task``); a kind without one raises the one-line ConfigError saying why."""
+        """(id2label, problem_type) of the task's standard folder (``standard_model``; ``mtdnn
+        export --task``); a kind without one raises the one-line ConfigError saying why."""
         raise self.refuse("a standard Hugging Face folder (export --task)")
 
     def onnx_predictions(self, task: TaskDef, out: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """Predictions from the ONNX model's raw outputs of a batch (scores by default)."""
         return out.reshape(-1)
+
+    def onnx_metrics(self, task: TaskDef, split: TokenizedSplit, batch: dict[str, torch.Tensor],
+                     out: np.ndarray) -> dict[str, float]:
+        """The task's metrics on a tokenised labeled split collated into one ``batch``, from the
+        ONNX model's raw output on it (the int8 check): ``onnx_predictions`` against the labels."""
+        preds = self.onnx_predictions(task, out, batch["groups"].numpy())
+        return compute_metrics(task.metrics, preds, batch["labels"].numpy())
 
     # ---- tasks check ---------------------------------------------------------------
     def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:

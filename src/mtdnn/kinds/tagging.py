@@ -11,13 +11,19 @@ maximum length (``tagging/alignment.py``: merged back per word, counted in the l
 Only each word's first sub-word carries its tag: the loss is the cross-entropy over those
 tokens, and a word's prediction is read there. Metrics follow conlleval: entity precision, recall
 and F1 (exact span and type, micro over types; ``f1`` selects epochs), or token accuracy for plain
-tags. The per-class report gives each entity type's figures and the confusion of types."""
+tags. The per-class report gives each entity type's figures and the confusion of types.
+
+Exports hold the head applied to every token (a (batch, tokens, tags) output); ``export --task``
+writes a standard token-classification folder (``id2label``: the tags as predicted); the server
+splits a text into words and windows as ``Run.predict`` does and answers its entities."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -27,8 +33,8 @@ from torch import nn
 
 from ..errors import DataError
 from ..model.heads import TokenHead
-from ..tagging.alignment import encode_words, merge_windows
-from ..tagging.entities import split_words, tags_and_scores, tags_to_entities
+from ..tagging.alignment import Window, encode_words, merge_windows
+from ..tagging.entities import Word, split_words, tags_and_scores, tags_to_entities
 from ..tagging.metrics import entity_metrics, entity_report, report_dict, token_accuracy, type_confusion
 from ..tagging.readers import check_tags, read_conll, read_tagged_jsonl
 from ..tagging.schemes import iob1_to_iob2, parse_tag, validate
@@ -41,6 +47,7 @@ if TYPE_CHECKING:
     from ..data.readers import RawSplit
     from ..data.tokenized import TokenizedSplit
     from ..evaluation import Predictions
+    from ..export.engine import TaskInfo
     from ..tagging.readers import TaggedSentence
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
@@ -64,9 +71,7 @@ class Tagging(TaskKind):
     # training methods that do not handle per-token outputs yet
     refused_methods: ClassVar[dict[str, str]] = {
         "smart": "SMART (--adv) perturbs and compares one output per row; tagging has one per token",
-        "distillation": "distillation (--teachers) averages one output per row; tagging has one per token",
-        "export": "exports, their server and ONNX graphs give one output per input; tagging's per-token "
-                  "outputs are not exported yet (predict with the run directory)"}
+        "distillation": "distillation (--teachers) averages one output per row; tagging has one per token"}
 
     # ---- schema --------------------------------------------------------------------
     def validate(self, task: TaskDef) -> None:
@@ -118,9 +123,8 @@ class Tagging(TaskKind):
         index = {tag: i for i, tag in enumerate(task.labels)}
         tagged = bool(raw.labels) and raw.labels[0] is not None
         tag_ids = [[index[t] for t in tags] for tags in raw.labels] if tagged else None
-        # consecutive windows share up to a quarter of a window's words
-        overlap = min(WINDOW_OVERLAP, max(1, (max_len - 2) // 4))
-        windows, stats = encode_words(tokenizer, raw.words or [], tag_ids, max_length=max_len, overlap=overlap)
+        windows, stats = encode_words(tokenizer, raw.words or [], tag_ids, max_length=max_len,
+                                      overlap=window_overlap(max_len))
         log.info("%s/%s: %d sentences in %d windows of at most %d tokens (%d sentences split, at most %d windows "
                  "each; %d words given the unknown token, %d words cut to a window)", task.name, raw.split,
                  stats.sentences, stats.windows, max_len, stats.split_sentences, stats.max_windows,
@@ -201,11 +205,7 @@ class Tagging(TaskKind):
             return out
         for uid, probs in zip(raw.ids, word_probabilities(preds.outputs, split)):
             text = texts[int(uid)]
-            words = split_words(text)
-            tags, scores = tags_and_scores(probs, task.labels)
-            out[int(uid)] = ([{"word": w.word, "start": w.start, "end": w.end, "tag": tag, "score": score}
-                              for w, tag, score in zip(words, tags, scores)] if task.scheme == "plain"
-                             else tags_to_entities(text, words, tags, scores))
+            out[int(uid)] = text_answer(task.scheme, task.labels, text, split_words(text), probs)
         return out
 
     def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> dict[str, Any] | None:
@@ -252,6 +252,60 @@ class Tagging(TaskKind):
     def check_warnings(self, task: TaskDef, train: SplitCheck) -> list[str]:
         unseen = [label for label, n in train.labels.items() if n == 0]
         return [f"{task.name}/{train.split}: no training words tagged {', '.join(unseen)}"] if unseen else []
+
+    # ---- export and serving ----------------------------------------------------------
+    def export_head(self, task: TaskDef) -> dict[str, Any]:
+        return {"outputs": len(task.labels), "per": "token"}
+
+    def serve_encoding(self, info: TaskInfo, text_a: list[str], text_b: list[str] | None, tokenizer: Any,
+                       max_len: int) -> list[Any]:
+        """Each text split into words (``split_words``, as ``Run.predict``) and encoded as one
+        window, or overlapping windows when longer than ``max_len`` (as ``mtdnn predict``)."""
+        words = [split_words(text) for text in text_a]
+        kept = [i for i, w in enumerate(words) if w]
+        windows, _ = encode_words(tokenizer, [[w.word for w in words[i]] for i in kept], None, max_length=max_len,
+                                  overlap=window_overlap(max_len))
+        types = "token_type_ids" in tokenizer.model_input_names
+        out = [ServedText(text, words[i], []) for i, text in enumerate(text_a)]
+        for w in windows:
+            row = {"input_ids": list(w.input_ids), "attention_mask": [1] * len(w)}
+            if types:
+                row["token_type_ids"] = [0] * len(w)
+            served = out[kept[w.sentence]]
+            served.windows.append(dataclasses.replace(w, sentence=0))
+            served.rows.append(row)
+        return out
+
+    def serve_answer(self, info: TaskInfo, encoded: Any, outputs: list[np.ndarray]) -> Any:
+        """The text's entities (or, with plain tags, its words with their tags), as ``Run.predict``."""
+        if not encoded.words:
+            return []
+        probs = [_softmax(np.asarray(o, dtype=np.float32)) for o in outputs]
+        (words,) = merge_windows(encoded.windows, probs)
+        return text_answer(info.scheme, info.labels, encoded.text, encoded.words, np.stack(words))
+
+    def card_labels(self, task: TaskDef) -> str:
+        if task.scheme == "plain":
+            return "a tag per word: " + ", ".join(task.labels)
+        types = sorted({parsed[1] for label in task.labels if (parsed := parse_tag(label)) is not None})
+        scheme = "iob2" if task.scheme == "iob1" else task.scheme
+        return f"entities {', '.join(types)} (a tag per word, {scheme}: {', '.join(task.labels)})"
+
+    def pipeline_tag(self) -> str:
+        return "token-classification"
+
+    def standard_model(self) -> str:
+        return "AutoModelForTokenClassification"
+
+    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str]:
+        """The tags the model predicts (IOB2 for an IOB1 file), one per output."""
+        return dict(enumerate(task.labels)), "single_label_classification"
+
+    def onnx_metrics(self, task: TaskDef, split: TokenizedSplit, batch: dict[str, torch.Tensor],
+                     out: np.ndarray) -> dict[str, float]:
+        """Entity F1 (or token accuracy) of the words, as evaluation scores them."""
+        outputs = self.stack_outputs([self.eval_outputs(torch.from_numpy(np.asarray(out, dtype=np.float32)), batch)])
+        return self.score(task, split, self.decide(task, outputs, split))
 
     def refuses(self, method: str) -> str | None:
         return self.refused_methods.get(method)
@@ -317,6 +371,36 @@ def _tokenized(task: TaskDef, raw: RawSplit, tokenizer: Any, windows: list, tag_
     return {"ids": ids, "type_ids": type_ids, "seg": seg, "offsets": offsets, "labels": per_row,
             "groups": np.arange(len(windows), dtype=np.int64), "uids": list(raw.ids), "token_labels": token_labels,
             "windows": windows, "word_labels": tag_ids}
+
+
+def window_overlap(max_len: int) -> int:
+    """How many words consecutive windows of a long sentence share: up to a quarter of a window's."""
+    return min(WINDOW_OVERLAP, max(1, (max_len - 2) // 4))
+
+
+@dataclass
+class ServedText:
+    """A served text (``serve_encoding``): its words, its windows and their encoder rows."""
+
+    text: str
+    words: list[Word]
+    windows: list[Window]
+    rows: list[dict[str, list[int]]] = dataclasses.field(default_factory=list)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def text_answer(scheme: str | None, labels: list[str], text: str, words: list[Word], probs: np.ndarray) -> list:
+    """A text's answer from its words' tag probabilities: its entities (type, character start and
+    end, text, score), or with plain tags each word with its tag and score."""
+    tags, scores = tags_and_scores(probs, labels)
+    if scheme == "plain":
+        return [{"word": w.word, "start": w.start, "end": w.end, "tag": tag, "score": score}
+                for w, tag, score in zip(words, tags, scores)]
+    return tags_to_entities(text, words, tags, scores)
 
 
 def word_probabilities(outputs: np.ndarray, split: TokenizedSplit) -> list[np.ndarray]:
