@@ -287,7 +287,7 @@ class Tagging(TaskKind):
     def card_labels(self, task: TaskDef) -> str:
         if task.scheme == "plain":
             return "a tag per word: " + ", ".join(task.labels)
-        types = sorted({parsed[1] for label in task.labels if (parsed := parse_tag(label)) is not None})
+        types = sorted({parsed[1] for label in task.labels if (parsed := parse_tag(label)) is not None and parsed[1]})
         scheme = "iob2" if task.scheme == "iob1" else task.scheme
         return f"entities {', '.join(types)} (a tag per word, {scheme}: {', '.join(task.labels)})"
 
