@@ -60,6 +60,19 @@ class NamedCell(Protocol):
 C = TypeVar("C", bound=NamedCell)
 
 
+@dataclass
+class TrainCell:
+    """A cell that is one ``mtdnn.train`` run: its config, the cells whose weights it starts from
+    (``needs``), what its tables read (``meta``) and whether other cells start from its weights
+    (``keep``)."""
+
+    name: str
+    config: dict[str, Any]
+    needs: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    keep: bool = False
+
+
 # ----------------------------------------------------------------------------- records
 def result_file(folder: Path, name: str) -> Path:
     """The JSON record of cell ``name`` in ``folder`` (``a/b+c/d`` -> ``a__b_plus_c__d.json``)."""

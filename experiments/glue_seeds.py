@@ -61,14 +61,13 @@ import hashlib
 import json
 import shutil
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from experiments import settings
-from experiments.cells import (ClaimedGrid, PlanRow, PlanTable, Records, Streams, cli, config_record, fill_markers,
+from experiments.cells import (ClaimedGrid, TrainCell, PlanRow, PlanTable, Records, Streams, cli, config_record, fill_markers,
                                load_average, lock_file, machine, package_versions, read_history, read_metrics, say,
                                seconds_left, threads_override, timestamp, train_cell, update_summary, work)
 from experiments.settings import DA_COUNTS, FULL_TRAIN, GLUE_EPOCHS, GLUE_TASKS
@@ -99,15 +98,7 @@ ROWS = {"single2": "single-task, 2 epochs", "single4": "single-task, 4 epochs (e
 # multi-task model alone 2 (2 epochs), MT-DNN 4 (2 multi-task + 2 fine-tuning), the methods 2
 AGAINST = {"mt": "single2", "finetune": "single4", "linear": "single2", "smart": "single2", "kd": "single2"}
 
-
-@dataclass
-class Cell:
-    name: str
-    config: dict[str, Any]
-    needs: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-    keep: bool = False                # keep the weights (other cells start from them)
-
+Cell = TrainCell  # one mtdnn.train run (experiments.cells)
 
 # ----------------------------------------------------------------------------- the grid
 def glue_cell_config(tasks: list[str], seed: int, epochs: int = GLUE_EPOCHS, full: bool = False,

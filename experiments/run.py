@@ -23,12 +23,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from experiments import settings
-from experiments.cells import (PlanRow, PlanTable, cli, config_record, fill_markers, load_average, machine,
+from experiments.cells import (PlanRow, TrainCell, PlanTable, cli, config_record, fill_markers, load_average, machine,
                                package_versions, read_history, read_metrics, say, seconds_left, spread,
                                threads_override, timestamp, train_cell, update_summary)
 from experiments.settings import BASE, DA_COUNTS, GLUE_EPOCHS, GLUE_SUBSETS, GLUE_TASKS, MT_CELL, MT_DIR, SMALL_TASKS
@@ -44,12 +44,7 @@ BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
 
 
 @dataclass
-class Cell:
-    name: str
-    config: dict[str, Any]
-    needs: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-
+class Cell(TrainCell):
     @property
     def stream(self) -> str:
         """``mt``: the multi-task model and the cells that start from it; ``base``: the others."""

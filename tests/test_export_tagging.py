@@ -67,7 +67,7 @@ def test_whole_model_folder_gives_token_logits(tmp_path_factory, run_dir, data_d
     register_config()
     model = modeling.MtdnnMultiTaskModel.from_pretrained(str(folder)).eval()
     spec = model.config.tasks[NER]
-    assert spec["output"] == {"outputs": 9, "per": "token"} and spec["scheme"] == "iob1"
+    assert spec["output"] == {"outputs": 9, "per": "token"} and spec["settings"] == {"scheme": "iob1", "overlap": 11}
     assert model.config.tasks["sst2"]["output"] == {"outputs": 2, "per": "row"}
     run = load_run(run_dir, device="cpu")
     raw = read_split(run.task(NER), "dev", data_dir, allow_hub=False).select(list(range(12)))
@@ -167,6 +167,7 @@ def test_serve_answers_entities_from_shared_passes(run_dir, dev_texts):
         assert _entities(both[NER]) == _entities(run.predict(NER, [dev_texts[0]]))
         tasks = {t["name"]: t for t in client.get("/tasks").json()["tasks"]}
         assert tasks[NER]["output"] == "token" and tasks["sst2"]["output"] == "row"
+        assert tasks[NER]["settings"]["scheme"] == "iob1" and tasks["sst2"]["settings"] == {}
 
 
 class _HandEngine(TorchEngine):
@@ -179,8 +180,8 @@ class _HandEngine(TorchEngine):
     def __init__(self, tokenizer, max_len: int) -> None:  # no model: ``_forward`` is the fake one
         self.tokenizer, self.max_len = tokenizer, max_len
         self.tasks = {"s": TaskInfo("s", "classification", "single", ["a", "b"], "linear", 1, "e"),
-                      "t": TaskInfo("t", "tagging", "words", ["O", "B-X", "I-X"], "linear", 1, "e", scheme="iob2",
-                                    output="token")}
+                      "t": TaskInfo("t", "tagging", "words", ["O", "B-X", "I-X"], "linear", 1, "e",
+                                    settings={"scheme": "iob2", "overlap": 1}, output="token")}
         self.passes: list[tuple[int, int, list[str]]] = []
         self.paris, self.city = tokenizer.convert_tokens_to_ids(["paris", "city"])
 
@@ -196,7 +197,7 @@ class _HandEngine(TorchEngine):
         return {"s": np.stack([lengths, -lengths], 1), "t": tags}
 
 
-def test_served_tagging_by_hand():
+def test_served_tagging_by_hand(monkeypatch):
     from transformers import AutoTokenizer
 
     from mtdnn.model.multitask import default_encoder_path
@@ -210,17 +211,25 @@ def test_served_tagging_by_hand():
     (answer,) = [present(engine.tasks["t"], row) for row in out["t"]]
     assert answer == [{"type": "X", "start": 7, "end": 17, "text": "Paris City", "score": pytest.approx(p)}]
     engine.passes.clear()
+    kind = get_kind("tagging")
+    lengths: list[list[int]] = []
+    answers_of = kind.serve_answers
+    monkeypatch.setattr(kind, "serve_answers", lambda info, encoded, outputs: lengths.append(
+        [len(o) for o in outputs]) or answers_of(info, encoded, outputs))
     long_text = "Paris a b c d e f Paris"  # 8 words: windows of words 0-5 and 5-7 (6 tokens + 2)
     out = engine.run([long_text, ""], None, ["t"])
+    assert lengths == [[8, 5]]  # each window's tokens, padding cut off
     answers = [present(engine.tasks["t"], row) for row in out["t"]]
     assert [(e["start"], e["end"]) for e in answers[0]] == [(0, 5), (18, 23)] and answers[1] == []
-    assert [len(r) for r in out["t"][0].outputs] == [8, 5]  # each window's tokens, padding cut off
-    assert sum(n for n, _, _ in engine.passes) == 2
-    plain = TaskInfo("pos", "tagging", "words", ["O", "B-X", "I-X"], "linear", 1, "e", scheme="plain", output="token")
-    (row,) = engine.run(["Paris now"], None, ["t"])["t"]
-    assert get_kind("tagging").serve_answer(plain, row.encoded, row.outputs) == [
+    assert sum(n for n, _, _ in engine.passes) == 2  # two windows, the empty text none
+    plain = TaskInfo("pos", "tagging", "words", ["O", "B-X", "I-X"], "linear", 1, "e",
+                     settings={"scheme": "plain", "overlap": 1}, output="token")
+    encoded = kind.serve_inputs(plain, engine.tokenizer, 8, ["Paris now"], None)
+    assert encoded.rows["input_ids"] == [engine.tokenizer("Paris now")["input_ids"]]
+    logits = engine._forward({k: np.asarray(v) for k, v in encoded.rows.items()}, ["t"])["t"]
+    assert kind.serve_answers(plain, encoded, list(logits)) == [[
         {"word": "Paris", "start": 0, "end": 5, "tag": "B-X", "score": pytest.approx(p)},
-        {"word": "now", "start": 6, "end": 9, "tag": "O", "score": pytest.approx(p)}]
+        {"word": "now", "start": 6, "end": 9, "tag": "O", "score": pytest.approx(p)}]]
 
 
 def test_tagging_kind_exports_but_refuses_smart_and_distillation():

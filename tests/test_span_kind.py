@@ -80,11 +80,10 @@ def test_other_kinds_refuse_span_fields():
 
 def test_refusals_are_one_line():
     kind = get_kind("span")
-    for method, words in (("smart", "SMART (--adv)"), ("distillation", "distillation (--teachers)"),
-                          ("export", "exports")):
+    for method, words in (("smart", "SMART (--adv)"), ("distillation", "distillation (--teachers)")):
         why = kind.refuses(method)
         assert why is not None and words in why and "\n" not in why
-    assert kind.refuses("lora") is None
+    assert kind.refuses("lora") is None and kind.refuses("export") is None  # tests/test_span_export.py
 
 
 def test_windows_of_a_long_context_merge_per_question(tmp_path, tiny_encoder):
@@ -148,6 +147,22 @@ def test_span_trains_evaluates_and_predicts_beside_rte(tmp_path, tiny_encoder, d
     got = json.loads((tmp_path / "predictions.json").read_text(encoding="utf-8"))
     assert n == 6 and set(got) == {f"Dev-{i}" for i in range(6)}
     assert all(got[f"Dev-{i}"] in FACTS[i][2] for i in range(6))
+    # files without answers: SQuAD JSON whose questions have no "answers", JSON lines of question and context
+    bare = _squad(FACTS[:3], "Bare")
+    for article in bare["data"]:
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                qa.pop("answers", None)
+                qa.pop("is_impossible", None)
+    (tmp_path / "bare.json").write_text(json.dumps(bare), encoding="utf-8")
+    assert run.predict_file("qa", tmp_path / "bare.json", tmp_path / "bare_predictions.json") == 3
+    bare_got = json.loads((tmp_path / "bare_predictions.json").read_text(encoding="utf-8"))
+    assert set(bare_got) == {f"Bare-{i}" for i in range(3)} and all(bare_got[f"Bare-{i}"] in FACTS[i][2]
+                                                                     for i in range(3))
+    (tmp_path / "bare.jsonl").write_text("".join(json.dumps({"id": f"j{i}", "question": q, "context": c}) + "\n"
+                                                 for i, (_, q, c) in enumerate(FACTS[:2])), encoding="utf-8")
+    assert run.predict_file("qa", tmp_path / "bare.jsonl", tmp_path / "bare_jsonl.json") == 2
+    assert set(json.loads((tmp_path / "bare_jsonl.json").read_text(encoding="utf-8"))) == {"j0", "j1"}
 
 
 @pytest.mark.slow
@@ -165,3 +180,24 @@ def test_squad11_splits_the_dev_file_by_articles(data_dir):
     assert (len(train), len(dev)) == (8981, 1589)
     assert tuple(article_titles(train.examples)) == SQUAD11_DEV_TRAIN_TITLES
     assert tuple(article_titles(dev.examples)) == SQUAD11_DEV_EVAL_TITLES
+
+
+def test_null_threshold_of_the_task_file():
+    from mtdnn.errors import ConfigError
+    from mtdnn.kinds.span import answer_text
+    from mtdnn.span.decoding import SpanCandidate, SpanPrediction
+    from mtdnn.tasks.schema import parse_task
+
+    # best span 2.0 + 3.0 = 5.0, null 6.0: the null answer wins by a margin of 1.0
+    pred = SpanPrediction("q", (SpanCandidate("the cat", 5.0, 0, 7, 0, 1, 2),), null_score=6.0)
+    v2 = parse_task(_task(version="v2.0"), "t.yaml")
+    assert v2.null_threshold is None and answer_text(v2, pred) == ""           # threshold 0 < 1.0
+    assert answer_text(parse_task(_task(version="v2.0", null_threshold=1.5), "t.yaml"), pred) == "the cat"
+    assert answer_text(parse_task(_task(version="v2.0", null_threshold=0.5), "t.yaml"), pred) == ""
+    assert answer_text(parse_task(_task(), "t.yaml"), pred) == "the cat"          # v1.1: always a span
+    with pytest.raises(ConfigError, match="null_threshold is for tasks with version: v2.0"):
+        parse_task(_task(null_threshold=1.0), "t.yaml")
+    with pytest.raises(ConfigError, match="null_threshold is for span tasks only"):
+        parse_task({"name": "c", "type": "classification", "input": "single", "labels": ["a", "b"],
+                    "null_threshold": 1.0, "splits": {"train": {"path": "x.tsv", "role": "train",
+                                                                "columns": {"text_a": "t", "label": "l"}}}}, "t.yaml")

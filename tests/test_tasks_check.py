@@ -113,3 +113,46 @@ splits:
     assert sc.groups == {"groups": 3, "min": 1, "median": 2, "max": 3, "single": 1, "no_positive": 0,
                          "several_positive": 1}
     assert "rk/train: 1 of 3 ranking groups have one candidate (always predicted positive)" in report.warnings
+
+
+TAGGING = """\
+name: ner
+type: tagging
+input: words
+scheme: iob2
+labels: [O, B-PER, I-PER, B-LOC, I-LOC]
+splits:
+  train: {role: train, path: train.conll, format: conll, columns: {text_a: 0, label: 1}}
+  dev: {role: dev, path: dev.conll, format: conll, columns: {text_a: 0, label: 1}}
+"""
+
+
+def test_tagging_schemes_entities_and_windows(tmp_path, tiny_encoder):
+    (tmp_path / "train.conll").write_text("John B-PER\nSmith I-PER\nin O\nParis B-LOC\n\nAnn B-PER\nran O\n")
+    # IOB1-style starts in a task declared iob2: Bob (I-PER first) and Oslo (I-LOC after O) break it
+    (tmp_path / "dev.conll").write_text("Bob I-PER\nmet O\nRome B-LOC\nand O\nOslo I-LOC\n")
+    (tmp_path / "task.yaml").write_text(TAGGING)
+    # every word is one token: 4 + 2 and 5 + 2 tokens; a window holds 3 words at --max-seq-len 5
+    report = check_task_file(tmp_path / "task.yaml", encoder=tiny_encoder, max_seq_len=5, allow_hub=False)
+    train, dev = report.tasks[0].splits
+    assert train.labels == {"O": 2, "B-PER": 2, "I-PER": 1, "B-LOC": 1, "I-LOC": 0}
+    assert (train.extra["scheme_found"], train.extra["scheme_breaks"]) == ("iob2", 0)
+    assert train.extra["entities"] == {"PER": 2, "LOC": 1}
+    assert train.windows == {"rows": 2, "windows": 3, "split": 1, "max": 2}
+    assert (dev.extra["scheme_found"], dev.extra["scheme_breaks"]) == ("iob1", 2)
+    assert dev.extra["entities"] == {"LOC": 2, "PER": 1}
+    assert dev.windows == {"rows": 1, "windows": 2, "split": 1, "max": 2}
+    assert report.ok and report.warnings == [
+        "ner/train: 50.0% of rows are longer than --max-seq-len 5 and are split into overlapping windows (merged "
+        "back per word)",
+        "ner/dev: 100.0% of rows are longer than --max-seq-len 5 and are split into overlapping windows (merged "
+        "back per word)",
+        "ner/dev: the tags read as iob1, the task declares scheme iob2: 2 tags break iob2 (first: line 1, tag "
+        "'I-PER': I-PER starts an entity (after O); IOB2 needs B-PER); set scheme: iob1 if the file is iob1",
+        "ner/dev: tags no training word has: I-LOC (1 words)",
+        "ner/train: no training words tagged I-LOC"]
+    text = format_report(report)
+    assert "    labels: O 2 (33.3%), B-PER 2 (33.3%), I-PER 1 (16.7%), B-LOC 1 (16.7%), I-LOC 0 (0.0%)" in text
+    assert "    scheme: iob2 declared, the tags read as iob1; tags breaking iob2: 2" in text
+    assert "    entities: 3 (PER 2, LOC 1)" in text and "    entities: 3 (LOC 2, PER 1)" in text
+    assert "    windows: 3 for 2 sentences; longer than 5 tokens: 1 (50.0%), the most windows of one: 2" in text

@@ -57,6 +57,20 @@ def write_tutorial_data(folder: Path, data_dir: Path) -> None:
         (folder / "qa" / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def _sentences(path: Path, n: int) -> str:
+    """The first ``n`` sentences of a CoNLL-2003 file, as its lines (``-DOCSTART-`` left out)."""
+    blocks = [b for b in path.read_text(encoding="utf-8").split("\n\n") if b.strip() and "-DOCSTART-" not in b]
+    return "\n\n".join(b.strip("\n") for b in blocks[:n]) + "\n"
+
+
+def write_tagging_data(folder: Path, data_dir: Path) -> None:
+    """``ner/``: train.conll (the first 40 sentences of CoNLL-2003's eng.train) and dev.conll (the
+    first 20 of eng.testa), their four columns as they are (word, POS, chunk, NER; IOB1)."""
+    (folder / "ner").mkdir()
+    (folder / "ner" / "train.conll").write_text(_sentences(data_dir / "conll2003" / "eng.train", 40), encoding="utf-8")
+    (folder / "ner" / "dev.conll").write_text(_sentences(data_dir / "conll2003" / "eng.testa", 20), encoding="utf-8")
+
+
 def blocks() -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in FENCE.finditer(DOC.read_text(encoding="utf-8"))]
 
@@ -84,6 +98,7 @@ def test_tutorial_runs_as_written(tmp_path, monkeypatch, data_dir, tiny_encoder)
     data_dir = Path(data_dir).resolve()
     monkeypatch.chdir(tmp_path)
     write_tutorial_data(tmp_path, data_dir)
+    write_tagging_data(tmp_path, data_dir)
     ran: list[str] = []
     last_output = ""
     for kind, body in blocks():
@@ -102,10 +117,16 @@ def test_tutorial_runs_as_written(tmp_path, monkeypatch, data_dir, tiny_encoder)
         elif kind == "text" and last_output:
             for line in (ln for ln in body.splitlines() if ln.strip() and "..." not in ln):
                 assert line.rstrip() in last_output.splitlines(), f"{line!r} not in the output:\n{last_output}"
-    steps = {"tasks init", "tasks check", "draft my_nli", "draft my_qa", "python"}
-    assert steps <= set(ran) and {"train --task-file", "evaluate runs/my_nli", "predict runs/my_nli"} <= set(ran), ran
+    steps = {"tasks init", "tasks check", "draft my_nli", "draft my_qa", "draft my_ner", "python"}
+    assert steps <= set(ran) and {"train --task-file", "evaluate runs/my_nli", "predict runs/my_nli", "predict runs/my_ner"} <= set(ran), ran
     # what the tutorial says it leaves behind
     assert Path("predictions.tsv").read_text().count("\n") == 11  # header + the 10 rows of mydata/test.csv
     assert sorted(p.name for p in Path("runs/my_nli/reports").iterdir()) == [
         "my_nli.dev.confusion.png", "my_nli.dev.json", "rte.dev.confusion.png", "rte.dev.json"]
     assert Path("runs/my_qa/metrics.json").is_file()
+    assert Path("runs/my_ner/reports/my_ner.dev.json").is_file()
+    tagged = Path("ner/dev.predicted.conll").read_text().splitlines()
+    given = Path("ner/dev.conll").read_text().splitlines()
+    assert len(tagged) == len(given) and all(t.startswith(g) and (t == g == "" or len(t.split()) == 5)
+                                              for t, g in zip(tagged, given))
+    assert ran.count("python") == 2 and ran.count("tasks check") == 2

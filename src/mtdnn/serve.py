@@ -4,14 +4,19 @@
   ``{"text_a": ..., "text_b": ...}``. Answers ``{"results": {task: [answer per input]}}``: ``label`` and
   ``probabilities`` for classification, ``score`` for regression and ranking, the text's entities for
   tagging (``type``, ``start``, ``end``, ``text``, ``score``: as ``mtdnn predict``, long texts
-  through overlapping windows). Single-sentence and tagging tasks read ``text_a`` only; pair and
-  ranking tasks need ``text_b``.
-- ``GET /tasks`` (each task's type, labels, input kind, head, epoch, encoder, dev metrics),
+  through overlapping windows), and for span tasks (extractive question answering: ``text_a`` the
+  question, ``text_b`` the context) the answer ``text``, its character ``start`` and ``end`` in the
+  context and its ``score`` (start + end logit), as ``mtdnn predict`` gives them (a long context is
+  cut into windows, decoded together; an empty question or context is answered null).
+  Single-sentence and tagging tasks read ``text_a`` only; pair, ranking and span tasks need
+  ``text_b``.
+- ``GET /tasks`` (each task's type, labels, input kind, head, epoch, encoder, dev metrics, the
+  head's ``output`` per row or per token and the kind's ``settings``),
   ``GET /health``, the OpenAPI docs at ``/docs``.
 
 Tasks that take the same input share one encoder pass (in a run trained with ``--adapter lora``:
-the tasks with the same adapter; a tagging task shares the rows that equal a sentence task's), and concurrent requests are gathered into micro-batches
-(``MicroBatcher``: up to ``max_batch_size`` inputs per encoder pass, waiting at most
+the tasks with the same adapter; a tagging or span task's windows share the rows that equal
+another task's), and concurrent requests are gathered into micro-batches (``MicroBatcher``: up to ``max_batch_size`` inputs per encoder pass, waiting at most
 ``max_wait_ms`` for more after the first). Bad requests get a 4xx whose ``error`` says what is wrong; the server goes on.
 On SIGTERM uvicorn stops accepting connections and lets the requests in flight finish.
 """

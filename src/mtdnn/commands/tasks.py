@@ -33,14 +33,16 @@ def add_parser(sub: Any) -> None:
 
 def _add_init(sub: Any) -> None:
     i = sub.add_parser("init", help="draft a task YAML from a data file or a datasets dataset",
-                       description="Read a CSV/TSV/JSONL/parquet file (and its dev/test files beside it) or a "
-                       "dataset datasets.load_dataset loads, guess the task, and write a commented YAML "
-                       "draft that mtdnn train --task-file accepts.")
+                       description="Read a CSV/TSV/JSONL/parquet file (and its dev/test files beside it), a "
+                       "CoNLL-style column file or JSON lines of words and tags (tagging), a SQuAD JSON file "
+                       "(span), or a dataset datasets.load_dataset loads, guess the task, and write a "
+                       "commented YAML draft that mtdnn train --task-file accepts.")
     i.add_argument("source", metavar="FILE|HF_DATASET", help="the training file, or a dataset name or folder")
     i.add_argument("--name", default=None, help="the task's name (default: from the file name)")
     i.add_argument("--output", default=None, help="the YAML file to write (default: NAME.yaml)")
     i.add_argument("--text", type=_names, default=None, metavar="A[,B]", help="the text column(s)")
-    i.add_argument("--label", default=None, metavar="COLUMN", help="the label column")
+    i.add_argument("--label", default=None, metavar="COLUMN", help="the label column (tagging: the tag column, or C,C,... to draft a task per tag column; "
+                   "span: the answer text column)")
     i.add_argument("--id", default=None, metavar="COLUMN", help="the id column")
     i.add_argument("--group", default=None, metavar="COLUMN",
                    help="the column of candidate groups: makes a ranking task")
@@ -50,9 +52,9 @@ def _add_init(sub: Any) -> None:
                    help="names of integer labels, in numeric order (written as a label_map)")
     i.add_argument("--no-header", dest="header", action="store_false",
                    help="CSV/TSV files without a header line (columns are 0-based indices)")
-    i.add_argument("--type", default=None, choices=["classification", "regression", "ranking"],
-                   help="the task type (default: guessed from the labels; ranking: candidates grouped by "
-                   "--group, else by their question)")
+    i.add_argument("--type", default=None, choices=["classification", "regression", "ranking", "tagging", "span"],
+                   help="the task type (default: guessed from the file's shape and the labels; ranking: candidates "
+                   "grouped by --group, else by their question)")
     i.add_argument("--dataset-config", default=None, metavar="NAME", help="the datasets configuration name")
     i.add_argument("--force", action="store_true", help="replace the output file if it exists")
 
@@ -94,6 +96,11 @@ def _init(args: argparse.Namespace) -> int:
                        header=args.header, dataset_config=args.dataset_config, force=args.force,
                        type=args.type)
     out, draft, sources = init_task(opts)
+    if draft.summary:
+        print(f"wrote {out}: {draft.summary}")
+        print(f"next: mtdnn tasks check {out}")
+        print(f"      mtdnn train --task-file {out} --tasks {draft.name}")
+        return 0
     labels = f", labels {', '.join(draft.labels)}" if draft.labels else ""
     splits = ", ".join(f"{s.split} ({len(s.rows)} rows)" for s in sources)
     print(f"wrote {out}: task {draft.name}, {draft.type}, input {draft.input}{labels}; splits {splits}")

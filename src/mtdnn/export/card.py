@@ -28,15 +28,15 @@ def _model_index(plan: ExportPlan, tasks: list[TaskDef], name: str) -> list[dict
             metrics = [{"type": k, "value": round(float(v), 4), "name": f"{t.name} {split} {k}"}
                        for k, v in values.items() if k != "score"]
             if metrics:
-                results.append({"task": {"type": t.kind.pipeline_tag(), "name": t.name},
+                results.append({"task": {"type": t.kind.pipeline_tag, "name": t.name},
                                 "dataset": {"name": t.name, "type": t.name, "split": split}, "metrics": metrics})
     return [{"name": name, "results": results}] if results else []
 
 
 def _front_matter(plan: ExportPlan, tasks: list[TaskDef], name: str) -> str:
-    pipelines = list(dict.fromkeys(t.kind.pipeline_tag() for t in tasks))
-    meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": pipelines[0],
-                            "tags": ["mtdnn", "multi-task", *pipelines]}
+    tags = list(dict.fromkeys(t.kind.pipeline_tag for t in tasks))
+    meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": tags[0],
+                            "tags": ["mtdnn", "multi-task", *tags]}
     encoder = _encoder_name(plan)
     if not encoder.startswith(("/", ".", "~")) and "(" not in encoder:
         meta["base_model"] = encoder
@@ -93,8 +93,11 @@ def _lora_encoders_note(plan: ExportPlan, tasks: list[TaskDef], single: bool) ->
             "above are theirs." + note)
 
 
-def _usage(name: str, tasks: list[TaskDef], single: bool, onnx: bool = False) -> list[str]:
+def _usage(name: str, tasks: list[TaskDef], single: bool, onnx: bool = False, max_len: int = 512) -> list[str]:
     t = tasks[0]
+    own = t.kind.card_usage(t, name, max_len) if single else None
+    if own is not None:
+        return own
     pair = t.has_text_b
     if onnx:
         args = '["A man is sleeping."], ["Nobody sleeps."]' if pair else '["A man is sleeping."]'
@@ -105,10 +108,8 @@ def _usage(name: str, tasks: list[TaskDef], single: bool, onnx: bool = False) ->
     if single:
         call = ('clf({"text": "A man is sleeping.", "text_pair": "Nobody sleeps."})' if pair
                 else 'clf("A man is sleeping.")')
-        tag = t.kind.pipeline_tag()
-        extra = ', aggregation_strategy="first"' if tag == "token-classification" else ""
         return ["```python", "from transformers import pipeline", "",
-                f'clf = pipeline("{tag}", model="{name}"{extra})', call, "```"]
+                f'clf = pipeline("text-classification", model="{name}")', call, "```"]
     args = '"A man is sleeping.", "Nobody sleeps."' if pair else '"A man is sleeping."'
     return ["```python", "from transformers import AutoModel, AutoTokenizer", "",
             f'tok = AutoTokenizer.from_pretrained("{name}", trust_remote_code=True)',
@@ -140,18 +141,21 @@ def model_card(plan: ExportPlan, tasks: list[TaskDef], name: str, single: bool =
     """The card of an export holding ``tasks`` (``single``: a standard one-task folder; ``onnx``: an
     ONNX export)."""
     training = {k: plan.config[k] for k in _TRAINING_KEYS if k in plan.config}
-    kind = (f"A standard `{tasks[0].kind.standard_model()}` model for one task" if single else
+    kind = (f"A standard `{tasks[0].kind.standard_folder_class(tasks[0])[0]}` model for one task" if single else
             "One multi-task model: a shared encoder and one head per task")
     outputs = ("`logits` are the head's output: class logits for a linear head, log-probabilities for "
                "a SAN head (the log of the probabilities averaged over its answer steps), a score of "
                "shape (batch, 1) for regression and ranking, (batch, tokens, tags) logits for tagging "
-               "(a word's tag is read at its first sub-word).")
+               "(a word's tag is read at its first sub-word), and for a span task (batch, tokens, 2): the "
+               "start (`[..., 0]`) and end (`[..., 1]`) logits of each window of question + context, -1e4 "
+               "outside the context but at the first token (the null answer).")
     lines = [_front_matter(plan, tasks, name), f"# {name}", "",
              f"{kind}, trained by mtdnn with MT-DNN multi-task fine-tuning "
              f"([Liu et al. 2019](https://arxiv.org/abs/1901.11504)) and exported by `mtdnn export`.", "",
              f"Encoder it started from: `{_encoder_name(plan)}`. Max sequence length: "
              f"{plan.config.get('max_seq_len')} tokens.", "", "## Tasks", "", *_task_table(plan, tasks), "",
-             _encoders_note(plan, tasks, single), "", "## Use", "", *_usage(name, tasks, single, onnx), "",
+             _encoders_note(plan, tasks, single), "", "## Use", "",
+             *_usage(name, tasks, single, onnx, int(plan.config.get("max_seq_len") or 512)), "",
              outputs if not single else "", "", "## Training config", "", "```yaml",
              yaml.safe_dump(training, sort_keys=False).rstrip(), "```", "", *_trained_on(plan)]
     return "\n".join(lines)

@@ -10,11 +10,12 @@ encoder pass per input kind (and per encoder, and per LoRA adapter in a run trai
 
 ``present`` turns a task's raw output row into the answer: label and probabilities (softmax of the
 logits, or of the SAN log-probabilities: the probabilities themselves), a score for regression and
-ranking. A kind that encodes a text its own way (``TaskKind.serve_encoding``: tagging's windows of
-words) is answered from the outputs of its own rows (``serve_answer``: entities); every distinct
-encoder input of a call runs once, so a sentence task and a tagging task of the same text share the
-encoder pass where their tokens are the same (a text that fits one window, with a WordPiece
-tokenizer).
+ranking. A kind that cuts its inputs itself (``TaskKind.serve_inputs``: tagging's windows of words,
+span tasks' windows of question + context) is answered from the outputs of all rows of an input
+together (``serve_answers``: entities, the answer span of a question). Every distinct encoder input
+of a call runs once, in length-grouped passes, for all the tasks that read it: a sentence task and
+a tagging task of the same text share the encoder pass where their tokens are the same (a text that
+fits one window, with a WordPiece tokenizer).
 """
 
 from __future__ import annotations
@@ -59,35 +60,27 @@ class TaskInfo:
     encoder: str
     dev_metrics: dict[str, Any] = field(default_factory=dict)
     adapter: str | None = None
-    scheme: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # ``TaskKind.export_settings``
     output: str = "row"  # the head's output per ``row`` or per ``token`` (``TaskKind.export_head``)
 
     @property
     def takes_pair(self) -> bool:
-        """Whether its encoder pass takes a pair of texts (pair and ranking tasks)."""
+        """Whether its encoder pass takes a pair of texts (pair, ranking and span tasks)."""
         return get_kind(self.type).reads_pairs(self.input)
 
     @property
     def kind(self) -> str:
-        """The input its encoder pass takes: one text (``single``), or a pair (``pair``)."""
+        """The input its encoder pass takes: one text (``single``) or a pair (``pair``); tasks with
+        the same one are run by one engine call."""
         return "pair" if self.takes_pair else "single"
 
 
 def task_infos(tasks: dict[str, dict[str, Any]], order: list[str]) -> dict[str, TaskInfo]:
     """From the ``tasks`` and ``task_order`` of an exported config (``modeling_mtdnn.MtdnnConfig``)."""
     return {name: TaskInfo(name, s["type"], s["input"], list(s.get("labels", [])), s.get("head", {}).get("kind", "linear"),
-                           s.get("epoch"), s["encoder"], s.get("metrics") or {}, s.get("adapter"), s.get("scheme"),
-                           (s.get("output") or {}).get("per", "row"))
+                           s.get("epoch"), s["encoder"], s.get("metrics") or {}, s.get("adapter"),
+                           dict(s.get("settings") or {}), (s.get("output") or {}).get("per", "row"))
             for name, s in ((n, tasks[n]) for n in order)}
-
-
-@dataclass
-class OwnOutput:
-    """A task's outputs for one input that its kind encoded itself (``TaskKind.serve_encoding``):
-    the encoding and the task's output on each of its rows."""
-
-    encoded: Any
-    outputs: list[np.ndarray]
 
 
 class Engine(Protocol):
@@ -96,7 +89,7 @@ class Engine(Protocol):
 
     def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, Any]:
         """Each task's outputs for one input kind, in input order: its raw output rows, or for a
-        kind that encodes inputs itself an ``OwnOutput`` per input."""
+        kind that cuts its inputs itself (``TaskKind.serve_inputs``) its answers."""
 
 
 def length_groups(lengths: list[int], max_rows: int = ROWS_PER_PASS, waste: float = PAD_WASTE) -> list[list[int]]:
@@ -143,9 +136,9 @@ class _Tokenizing:
     tasks: dict[str, TaskInfo]
 
     def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, Any]:
-        """Each task's outputs in input order (``Engine.run``): the encoder inputs of all tasks
-        (mtdnn's tokenisation of each input, and the rows of kinds that encode inputs themselves)
-        are gathered, each distinct one run once, for the tasks that read it."""
+        """Each task's outputs in input order (``Engine.run``): the encoder rows of all tasks
+        (mtdnn's tokenisation of each input, and the rows of kinds that cut inputs themselves) are
+        gathered, each distinct one run once, for the tasks that read it."""
         rows: list[dict[str, list[int]]] = []
         index: dict[tuple, int] = {}
         readers: list[set[str]] = []
@@ -159,22 +152,25 @@ class _Tokenizing:
             readers[index[key]].add(task)
             return index[key]
 
-        own = {t: get_kind(self.tasks[t].type).serve_encoding(self.tasks[t], text_a, text_b, self.tokenizer,
-                                                              self.max_len) for t in tasks}
+        own = {t: get_kind(self.tasks[t].type).serve_inputs(self.tasks[t], self.tokenizer, self.max_len, text_a,
+                                                            text_b) for t in tasks}
         plain = [t for t in tasks if own[t] is None]
-        where: dict[str, Any] = {}
+        where: dict[str, list[int]] = {}
         if plain:
             enc = self.tokenizer(text_a, text_b, truncation=True, max_length=self.max_len)
             keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
             where.update({t: [unit({k: list(enc[k][i]) for k in keys}, t) for i in range(len(text_a))] for t in plain})
         for t, encoded in own.items():
             if encoded is not None:
-                where[t] = [[unit(row, t) for row in e.rows] for e in encoded]
+                columns = encoded.rows
+                where[t] = [unit({k: columns[k][r] for k in columns}, t) for r in range(len(columns["input_ids"]))]
         out = self._run_rows(rows, readers)
-        results: dict[str, Any] = {t: np.stack([out[u][t] for u in where[t]]) for t in plain}
-        for t, encoded in own.items():
-            if encoded is not None:
-                results[t] = [OwnOutput(e, [out[u][t] for u in units]) for e, units in zip(encoded, where[t])]
+        results: dict[str, Any] = {}
+        for t in tasks:
+            values = [out[u][t] for u in where[t]]
+            encoded = own[t]
+            results[t] = (np.stack(values) if encoded is None
+                          else get_kind(self.tasks[t].type).serve_answers(self.tasks[t], encoded, values))
         return results
 
     def _run_rows(self, rows: list[dict[str, list[int]]], readers: list[set[str]]) -> list[dict[str, np.ndarray]]:
@@ -244,13 +240,9 @@ class OnnxEngine(_Tokenizing):
         return dict(zip(tasks, self.session.run(tasks, feeds)))
 
 
-def present(info: TaskInfo, row: Any) -> Any:
-    """A task's answer for one input from its raw output row (or its ``OwnOutput``), as its kind
-    presents it."""
-    kind = get_kind(info.type)
-    if isinstance(row, OwnOutput):
-        return kind.serve_answer(info, row.encoded, row.outputs)
-    return kind.present(info.labels, np.asarray(row))
+def present(info: TaskInfo, row: np.ndarray) -> dict[str, Any]:
+    """A task's answer for one input from its raw output row, as its kind presents it."""
+    return get_kind(info.type).present(info.labels, row)
 
 
 def load_engine(path: str | Path, backend: Backend = "torch", epoch: int | None = None,

@@ -4,10 +4,13 @@
   ``modeling_mtdnn.py`` (copied into the folder; it needs only torch and transformers),
   ``model.safetensors``, the tokenizer (its ``model_max_length`` is the run's max length, so
   ``truncation=True`` cuts where mtdnn does) and a model card.
-- One task as a standard folder (``write_task_folder``): the encoder family's own class of the
-  kind's auto class (``standard_model``), no custom code. ``AutoModelForTokenClassification``
-  (tagging): its classifier is applied to every token's vector, as mtdnn's token head, so it takes
-  the head's weights as they are. ``AutoModelForSequenceClassification``: its classifier reads the pooler's output
+- One task as a standard folder (``write_task_folder``): the encoder family's own class, no custom
+  code; ``AutoModelForSequenceClassification`` for sentence tasks, the class the task's kind names
+  otherwise (``standard_folder_class``), whose output layer reads every token as mtdnn's head does
+  and takes the head's weights as they are: tagging ``AutoModelForTokenClassification`` (its
+  ``classifier``), span tasks ``AutoModelForQuestionAnswering`` (the head's start/end layer copied
+  into ``qa_outputs``; its logits are not masked outside the context: decoding reads context
+  tokens only). The sequence classifier reads the pooler's output
   ``tanh(W h + b)``, while mtdnn's linear head reads the [CLS] vector ``h`` itself, so the pooler is
   set to ``W = eps * I``, ``b = 0`` and the classifier to ``V / eps``: ``tanh(eps * h) / eps = h``
   up to ``(eps * h)^2 / 3`` relative (eps = 2^-13: about 1e-7 for |h| <= 4). The export checks the
@@ -26,8 +29,9 @@ import shutil
 from pathlib import Path
 
 import torch
+import transformers
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
+from transformers import AutoConfig
 
 from ..errors import CheckpointError, ConfigError
 from ..model.multitask import load_tokenizer
@@ -42,6 +46,7 @@ from .verify import check_against_mtdnn, require_close
 log = logging.getLogger(__name__)
 
 POOLER_EPS = 2.0 ** -13  # a power of two: scaling by it and by its inverse is exact
+SEQUENCE_CLASSIFIER = "AutoModelForSequenceClassification"
 AUTO_MAP = {"AutoConfig": "modeling_mtdnn.MtdnnConfig", "AutoModel": "modeling_mtdnn.MtdnnMultiTaskModel"}
 
 
@@ -52,10 +57,11 @@ def boundary_ids(tokenizer) -> list[int]:
 
 
 def task_spec(plan: ExportPlan, t: TaskDef) -> dict:
-    return {"type": t.type, "input": t.input, "labels": list(t.labels), "scheme": t.scheme,
+    return {"type": t.type, "input": t.input, "labels": list(t.labels),
             "head": t.head.model_dump(), "output": t.kind.export_head(t),
             "dropout": t.dropout, "head_of": plan.head_of(t), "encoder": plan.encoder_of(t.name),
-            "adapter": plan.adapter_of(t.name), "epoch": plan.epochs[t.name], "metrics": plan.metrics.get(t.name) or {}}
+            "adapter": plan.adapter_of(t.name), "epoch": plan.epochs[t.name], "metrics": plan.metrics.get(t.name) or {},
+            "settings": t.kind.export_settings(t, int(plan.config["max_seq_len"]))}
 
 
 def hf_config(plan: ExportPlan, tokenizer) -> modeling.MtdnnConfig:
@@ -118,11 +124,10 @@ def _task(plan: ExportPlan, name: str) -> TaskDef:
     return t
 
 
-def _standard_model(plan: ExportPlan, t: TaskDef, auto_class) -> tuple[nn.Module, dict[str, torch.Tensor],
-                                                                        list[str], list[str]]:
-    """The encoder family's model of ``auto_class`` for the task (its labels, problem type and
-    dropout) holding the run's encoder; with the task's head weights (``proj.weight``/``proj.bias``)
-    and what loading the encoder left missing and unexpected."""
+def standard_model(plan: ExportPlan, t: TaskDef) -> nn.Module:
+    """The encoder family's standard model of the task's kind (``standard_folder_class``) holding the
+    run's encoder and the task's linear head (see the module docstring)."""
+    auto_class, layer = t.kind.standard_folder_class(t)
     cfg = AutoConfig.from_pretrained(str(plan.run.encoder_dir))
     id2label, problem_type = t.kind.standard_folder(t)
     cfg.num_labels = len(id2label)
@@ -130,7 +135,7 @@ def _standard_model(plan: ExportPlan, t: TaskDef, auto_class) -> tuple[nn.Module
     cfg.label2id = {v: k for k, v in cfg.id2label.items()}
     cfg.problem_type = problem_type
     cfg.classifier_dropout = t.dropout
-    model = auto_class.from_config(cfg)
+    model = getattr(transformers, auto_class).from_config(cfg)
     state = export_state(plan)
     key = f"encoders.{plan.encoder_of(t.name)}."
     encoder = {k[len(key):]: v for k, v in state.items() if k.startswith(key)}
@@ -139,66 +144,50 @@ def _standard_model(plan: ExportPlan, t: TaskDef, auto_class) -> tuple[nn.Module
     base = getattr(model, model.base_model_prefix)
     missing, unexpected = base.load_state_dict(encoder, strict=False)
     head = {k.split(".")[-1]: v for k, v in state.items() if k.startswith(f"heads.{plan.head_of(t)}.proj.")}
-    return model, head, list(missing), list(unexpected)
-
-
-def token_classifier(plan: ExportPlan, t: TaskDef) -> nn.Module:
-    """The encoder family's ``...ForTokenClassification`` holding the run's encoder and the task's
-    token head (dropout + linear on every token, as mtdnn's)."""
-    model, head, missing, unexpected = _standard_model(plan, t, AutoModelForTokenClassification)
-    classifier = getattr(model, "classifier", None)
-    if unexpected or missing or not isinstance(classifier, nn.Linear):
-        raise ConfigError(f"{type(model).__name__} has no linear classifier over the encoder's tokens that can "
-                          "hold mtdnn's head: export the whole model instead (without --task)", field="task")
-    with torch.no_grad():
-        classifier.weight.copy_(head["weight"])
-        classifier.bias.copy_(head["bias"])
-    return model.eval()
-
-
-def sequence_classifier(plan: ExportPlan, t: TaskDef) -> nn.Module:
-    """The encoder family's ``...ForSequenceClassification`` holding the run's encoder and the task's
-    linear head (see the module docstring)."""
-    model, head, missing, unexpected = _standard_model(plan, t, AutoModelForSequenceClassification)
-    cfg = model.config
-    base = getattr(model, model.base_model_prefix)
+    output = getattr(model, layer, None)
+    if auto_class != SEQUENCE_CLASSIFIER:  # the output layer reads every token, as the head does
+        if unexpected or any(not m.startswith("pooler.") for m in missing) or not (
+                isinstance(output, nn.Linear) and output.weight.shape == head["weight"].shape):
+            raise ConfigError(f"{type(model).__name__} has no linear {layer} on the encoder's tokens that can hold "
+                              "mtdnn's head: export the whole model instead (without --task)", field="task")
+        with torch.no_grad():
+            output.weight.copy_(head["weight"])
+            output.bias.copy_(head["bias"])
+        return model.eval()
     pooler = getattr(base, "pooler", None)
-    classifier = getattr(model, "classifier", None)
     if unexpected or any(not m.startswith("pooler.") for m in missing) or not (
             isinstance(getattr(pooler, "dense", None), nn.Linear) and isinstance(getattr(pooler, "activation", None),
                                                                                    nn.Tanh)
-            and isinstance(classifier, nn.Linear)):
+            and isinstance(output, nn.Linear)):
         raise ConfigError(f"{type(model).__name__} has no [CLS] pooler + linear classifier that can hold mtdnn's "
                           "head: export the whole model instead (without --task)", field="task")
     with torch.no_grad():
         pooler.dense.weight.copy_(torch.eye(cfg.hidden_size) * POOLER_EPS)
         pooler.dense.bias.zero_()
-        classifier.weight.copy_(head["weight"] / POOLER_EPS)
-        classifier.bias.copy_(head["bias"])
+        output.weight.copy_(head["weight"] / POOLER_EPS)
+        output.bias.copy_(head["bias"])
     return model.eval()
 
 
-# the standard folder of each auto class a kind names (``TaskKind.standard_model``)
-STANDARD_MODELS = {"AutoModelForSequenceClassification": sequence_classifier,
-                   "AutoModelForTokenClassification": token_classifier}
-
-
-def standard_model(plan: ExportPlan, t: TaskDef) -> nn.Module:
-    """The task's standard model (``export --task``), of the auto class its kind names."""
-    return STANDARD_MODELS[t.kind.standard_model()](plan, t)
+def standard_outputs(out) -> torch.Tensor:
+    """A standard model's output as mtdnn's head gives it: the logits, or (batch, tokens, 2) start
+    and end logits of a question-answering model."""
+    if getattr(out, "start_logits", None) is not None:
+        return torch.stack([out.start_logits, out.end_logits], dim=-1)
+    return out.logits
 
 
 def write_task_folder(plan: ExportPlan, task: str, output: str | Path, check_rows: int = 32) -> dict[str, float]:
-    """Write one task as a standard folder (sequence or token classification); returns its largest
-    difference from mtdnn's model on real dev rows."""
+    """Write one task as a standard folder (``standard_model``); returns its largest difference
+    from mtdnn's model on real dev rows."""
     t = _task(plan, task)
     one = dataclasses.replace(plan, tasks=[t], epochs={t.name: plan.epochs[t.name]},
                               metrics={t.name: plan.metrics.get(t.name, {})})
     tokenizer = export_tokenizer(plan)
     model = standard_model(plan, t)
-    diffs = check_against_mtdnn(plan, lambda batch, _: model(**batch).logits,
+    diffs = check_against_mtdnn(plan, lambda batch, _: standard_outputs(model(**batch)),
                                 tokenizer, check_rows, tasks=[t])
-    require_close(diffs, 1e-4, f"standard {t.kind.standard_model()} model")
+    require_close(diffs, 1e-4, f"standard {type(model).__name__}")
     with staged_folder(output) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))

@@ -2,7 +2,9 @@
 checkpoint of the exported epoch, or an adapter run's encoder with each task's adapter; the plain
 encoder without the [CLS]-only pruning) on real dev rows of each task, tokenised as mtdnn tokenises
 them. The exported model gets only what a tokenizer gives (input ids, attention mask, token type
-ids): the segments SAN reads are derived by it."""
+ids): the segments SAN and span heads read are derived by it. The values compared are those the
+task's kind says decoding reads (``compared_outputs``: all of a sentence head's, a span head's at
+the context tokens and the null position)."""
 
 from __future__ import annotations
 
@@ -53,8 +55,8 @@ def sample_rows(task: TaskDef) -> RawSplit:
 
 def tokenized_batch(task: TaskDef, raw: RawSplit, tokenizer, max_len: int) -> tuple[TokenizedSplit,
                                                                                    dict[str, torch.Tensor]]:
-    """The rows tokenised as mtdnn tokenises them, and all of them as one batch (``seg`` included,
-    as mtdnn computes it)."""
+    """The rows tokenised as mtdnn tokenises them (tagging: windows of words; span tasks: windows
+    of question + context), and all of them as one batch (``seg`` included, as mtdnn computes it)."""
     split = tokenize_split(task, raw, tokenizer, max_len, cache_dir=None)
     return split, collate(split, np.arange(len(split)), tokenizer.pad_token_id or 0)
 
@@ -83,8 +85,9 @@ def check_against_mtdnn(plan: ExportPlan, candidate: Candidate, tokenizer, n_row
             inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
             with torch.inference_mode():
                 want = ref(t.name, batch).float()
-                got = torch.as_tensor(np.asarray(candidate(inputs, t.name), dtype=np.float32))
-            diffs[t.name] = float((got.reshape(want.shape) - want).abs().max())
+                got = torch.as_tensor(np.asarray(candidate(inputs, t.name), dtype=np.float32)).reshape(want.shape)
+            diffs[t.name] = float((t.kind.compared_outputs(t, got, batch) - t.kind.compared_outputs(t, want, batch))
+                                  .abs().max())
     return diffs
 
 

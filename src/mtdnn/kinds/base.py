@@ -26,14 +26,17 @@ The hooks, by stage (each has a default here where one fits most kinds):
   ``predict_split``, ``prediction_file_lines``, ``prediction_columns``/``prediction_extras``
   (``Run.predict_file``, ``mtdnn predict``).
 - export and serving: ``export_head`` (the head's output in an exported model: per row or per
-  token), ``present`` (the server's answer from an output row), ``serve_encoding``/``serve_answer``
-  (a kind that encodes a served text its own way, e.g. windows of words, and answers from the
-  outputs of those rows), ``card_labels`` and ``pipeline_tag`` (the model card),
-  ``standard_folder`` and ``standard_model`` (``export --task``), ``onnx_predictions`` and
-  ``onnx_metrics`` (the int8 check).
+  token), ``export_settings`` (what an exported config keeps of the task for serving),
+  ``compared_outputs`` (what the export's self-check compares), ``present`` (the server's answer),
+  ``serve_inputs``/``serve_answers`` (kinds that cut served inputs into rows of their own, e.g.
+  windows, and decode the answers from all rows of an input), ``card_labels``/``pipeline_tag``/
+  ``card_usage`` (the model card), ``standard_folder`` and ``standard_folder_class`` (``export
+  --task``), ``onnx_predictions``/``onnx_metrics`` (the int8 check).
 - ``tasks check``: ``label_stats`` (what the split's labels look like), ``check_warnings``,
-  ``long_rows``; ``tasks init``: ``init_type_note``, ``init_label_problem``, ``init_labels``,
-  ``init_metrics``, ``init_texts_needed``, ``init_input``, ``init_text_note``.
+  ``split_warnings``, ``long_rows``, ``window_stats`` and ``row_unit``, ``check_lines`` (the
+  kind's own report lines), ``explain_read_error``; ``tasks init``: ``init_type_note``, ``init_label_problem``, ``init_labels``,
+  ``init_metrics``, ``init_texts_needed``, ``init_input``, ``init_text_note``; kinds that read
+  their own files: ``init_detect`` (a file of their shape) and ``init_draft`` (the whole draft).
 - training methods: ``refuses`` (a method, or export, that cannot take the kind's tasks),
   ``adv_divergence`` and ``output_divergence`` (SMART), ``uncertainty_scale`` (uncertainty
   weighting), ``distill_targets``/``distill_divergence`` (knowledge distillation).
@@ -42,6 +45,7 @@ The hooks, by stage (each has a default here where one fits most kinds):
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -70,7 +74,31 @@ SEG_SPECIAL = 2
 CLASS_METRICS: tuple[str, ...] = ("accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "mcc")
 SCORE_METRICS: tuple[str, ...] = ("pearson", "spearman")
 # the task fields of span tasks (extractive question answering) only
-SPAN_FIELDS: tuple[str, ...] = ("stride", "max_answer_length", "n_best", "version")
+SPAN_FIELDS: tuple[str, ...] = ("stride", "max_answer_length", "n_best", "version", "null_threshold")
+
+
+@dataclass
+class InitDraft:
+    """The tasks a kind that reads its own files drafts (``TaskKind.init_draft``): the YAML lines
+    after the draft's header comment (one task, or a list of tasks), the tasks' names, the
+    training file's unit (``sentences``, ``questions``) and how many of each split were read."""
+
+    lines: list[str]
+    names: list[str]
+    unit: str
+    counts: dict[str, int] = field(default_factory=dict)  # split -> units read
+    summary: str = ""                                      # what the command prints of the tasks
+
+
+@dataclass
+class EncodedInputs:
+    """A kind's own encoder rows for a batch of served inputs (``TaskKind.serve_inputs``):
+    ``rows``: ``input_ids``, ``attention_mask`` (and ``token_type_ids``), one unpadded list of ids per
+    row, several rows per input where the kind cuts an input into windows; ``state``: what
+    ``serve_answers`` needs to turn the rows' outputs into one answer per input."""
+
+    rows: dict[str, list[list[int]]]
+    state: Any
 
 
 class TaskKind:
@@ -89,6 +117,8 @@ class TaskKind:
     long_rows: ClassVar[str] = "get cut"
     # the integer label of an unlabeled row (float kinds: NaN)
     missing_label: ClassVar[int] = -1
+    # what a row of the kind's splits is (``tasks check`` counts them)
+    row_unit: ClassVar[str] = "rows"
 
     # ---- schema --------------------------------------------------------------------
     def validate(self, task: TaskDef) -> None:
@@ -279,56 +309,74 @@ class TaskKind:
         return class_report(task.name, names, gold, preds)
 
     # ---- export and serving ----------------------------------------------------------
+    # the Hugging Face pipeline a standard folder of the kind's tasks is used with (the model card)
+    pipeline_tag: ClassVar[str] = "text-classification"
+
     def export_head(self, task: TaskDef) -> dict[str, Any]:
         """The head's output in an exported model (``modeling_mtdnn``, the ONNX graph, the
         server): ``outputs`` values per unit and ``per`` unit: ``row`` (a (batch, outputs) output
         read from the [CLS] vector or by SAN) or ``token`` (a (batch, tokens, outputs) output, the
-        head applied to every token)."""
+        head applied to every token; the server cuts it to each row's tokens)."""
         return {"outputs": self.num_outputs(task), "per": "row"}
 
-    def present(self, labels: list[str], row: np.ndarray) -> dict[str, Any]:
-        """The server's answer for one input from the head's raw output row (a score by default)."""
+    def export_settings(self, task: TaskDef, max_len: int) -> dict[str, Any]:
+        """The kind's own settings of a task that an exported config keeps (``settings`` of its
+        entry in ``tasks``; what serving the task needs beyond its labels), for inputs of at most
+        ``max_len`` tokens."""
+        return {}
+
+    def compared_outputs(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The values of a head output on mtdnn's ``batch`` that an export must reproduce (its
+        self-check, ``export/verify.py``): all of them by default."""
+        return output
+
+    def present(self, labels: list[str], row: Any) -> Any:
+        """The server's answer for one input from the head's raw output row (a score by default);
+        for a kind with ``serve_inputs``, from its ``serve_answers`` item."""
         return {"score": float(np.asarray(row).reshape(-1)[0])}
 
-    def serve_encoding(self, info: TaskInfo, text_a: list[str], text_b: list[str] | None, tokenizer: Any,
-                       max_len: int) -> list[Any] | None:
-        """The kind's own encoding of served inputs, one object per input with ``rows``: the
-        encoder inputs it needs (dicts of token lists: ``input_ids``, ``attention_mask``,
-        ``token_type_ids`` where the tokenizer has them), answered by ``serve_answer``; or None:
-        each input is tokenised as ``mtdnn predict`` does (truncated to ``max_len``) and answered
-        by ``present`` from its output row. Rows equal to another task's share its encoder pass."""
+    def serve_inputs(self, info: TaskInfo, tokenizer: Any, max_len: int, text_a: list[str],
+                     text_b: list[str] | None) -> EncodedInputs | None:
+        """The kind's own encoder rows for served inputs (``info``: the exported task, its
+        ``settings`` from ``export_settings``), or None: one row per input, its texts tokenised and
+        truncated to ``max_len`` (sentence kinds), answered by ``present`` from its output row.
+        Rows equal to another task's (of the same call) share its encoder pass."""
         return None
 
-    def serve_answer(self, info: TaskInfo, encoded: Any, outputs: list[np.ndarray]) -> Any:
-        """The server's answer for one input from its ``serve_encoding`` object and the task's
-        output on each of its rows (per-token outputs cut to the row's tokens)."""
+    def serve_answers(self, info: TaskInfo, encoded: EncodedInputs, outputs: list[np.ndarray]) -> list[Any]:
+        """One answer per input from the head's outputs on each of ``encoded.rows`` (a per-token
+        output cut to the row's tokens); for kinds with ``serve_inputs``."""
         raise NotImplementedError
 
     def card_labels(self, task: TaskDef) -> str:
         """What the model card's task table says the task predicts."""
         return "score"
 
-    def pipeline_tag(self) -> str:
-        """The ``transformers.pipeline`` task of the kind's standard folder (the model card's tag)."""
-        return "text-classification"
+    def card_usage(self, task: TaskDef, name: str, max_len: int) -> list[str] | None:
+        """The model card's lines on using the task's standard folder (``export --task``) named
+        ``name``, of inputs up to ``max_len`` tokens, or None: a text-classification pipeline."""
+        return None
 
-    def standard_model(self) -> str:
-        """The ``transformers`` auto class of the task's standard folder (``mtdnn export --task``)."""
-        return "AutoModelForSequenceClassification"
-
-    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str]:
-        """(id2label, problem_type) of the task's standard folder (``standard_model``; ``mtdnn
-        export --task``); a kind without one raises the one-line ConfigError saying why."""
+    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str | None]:
+        """(id2label, problem_type) of the task's standard folder (``mtdnn export --task``); a kind
+        without one raises the one-line ConfigError saying why."""
         raise self.refuse("a standard Hugging Face folder (export --task)")
+
+    def standard_folder_class(self, task: TaskDef) -> tuple[str, str]:
+        """(transformers auto class, its output layer) of the task's standard folder. The
+        sequence-classification ``classifier`` reads the pooler, which the export sets to pass the
+        [CLS] vector through; any other class's output layer reads every token's vector and takes
+        the head's linear weights as they are."""
+        return "AutoModelForSequenceClassification", "classifier"
 
     def onnx_predictions(self, task: TaskDef, out: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """Predictions from the ONNX model's raw outputs of a batch (scores by default)."""
         return out.reshape(-1)
 
-    def onnx_metrics(self, task: TaskDef, split: TokenizedSplit, batch: dict[str, torch.Tensor],
-                     out: np.ndarray) -> dict[str, float]:
-        """The task's metrics on a tokenised labeled split collated into one ``batch``, from the
-        ONNX model's raw output on it (the int8 check): ``onnx_predictions`` against the labels."""
+    def onnx_metrics(self, task: TaskDef, out: np.ndarray, batch: dict[str, torch.Tensor],
+                     split: TokenizedSplit) -> dict[str, float]:
+        """The metrics of dev rows (``split``, collated as ``batch``) from the ONNX model's raw
+        outputs ``out`` on them (the int8 check): ``onnx_predictions`` against the labels by default."""
         preds = self.onnx_predictions(task, out, batch["groups"].numpy())
         return compute_metrics(task.metrics, preds, batch["labels"].numpy())
 
@@ -341,6 +389,27 @@ class TaskKind:
     def check_warnings(self, task: TaskDef, train: SplitCheck) -> list[str]:
         """Warnings about a readable training split."""
         return []
+
+    def split_warnings(self, task: TaskDef, split: SplitCheck, train: SplitCheck | None) -> list[str]:
+        """Warnings about a readable labeled split (``train``: the labeled training split's check,
+        None without one)."""
+        return []
+
+    def window_stats(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, float]:
+        """Kinds that split a long row into overlapping windows instead of cutting it: ``rows``,
+        ``windows``, ``split`` (rows in several windows) and ``max`` (the most windows of one row)
+        at ``max_len`` tokens; empty: rows longer than ``max_len`` get cut."""
+        return {}
+
+    def check_lines(self, task: TaskDef, split: SplitCheck) -> list[str]:
+        """The lines the kind adds to a split's report (from what ``label_stats`` put in
+        ``split.extra``), indented by four spaces."""
+        return []
+
+    def explain_read_error(self, task: TaskDef, name: str, path: Path | None, error: str) -> str:
+        """What ``tasks check`` says of a split that cannot be read (``path``: its file, where
+        found): the reader's error, to which a kind may add what else is wrong in the file."""
+        return error
 
     # ---- tasks init ----------------------------------------------------------------
     def init_type_note(self) -> str:
@@ -370,6 +439,17 @@ class TaskKind:
     def init_text_note(self) -> str:
         """What the draft's comment on ``input`` adds about the text columns."""
         return ""
+
+    def init_detect(self, path: Path) -> bool:
+        """Whether the file ``path`` has the shape of this kind's own files (a kind that
+        ``reads_own_files``: ``tasks init`` drafts it with ``init_draft`` without ``--type``)."""
+        return False
+
+    def init_draft(self, opts: InitOptions, files: dict[str, Path], name: str, folder: Path) -> InitDraft:
+        """The draft of a kind that reads its own files: ``files`` role -> file (train first),
+        ``name`` the task's name, ``folder`` where the draft is written (its paths are relative to
+        it)."""
+        raise self.refuse("tasks init")
 
     # ---- training methods ----------------------------------------------------------
     def adv_divergence(self, task: TaskDef) -> str:

@@ -19,11 +19,12 @@ splits a text into words and windows as ``Run.predict`` does and answers its ent
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -31,19 +32,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..model.heads import TokenHead
 from ..tagging.alignment import Window, encode_words, merge_windows
+from ..tagging.draft import (TAGGED_SUFFIXES, column_count, looks_like_tagged_jsonl, read_tagged_file, tag_column,
+                             task_lines, word_column)
 from ..tagging.entities import Word, split_words, tags_and_scores, tags_to_entities
 from ..tagging.metrics import entity_metrics, entity_report, report_dict, token_accuracy, type_confusion
 from ..tagging.readers import check_tags, read_conll, read_tagged_jsonl
-from ..tagging.schemes import iob1_to_iob2, parse_tag, validate
-from .base import SEG_SPECIAL, TaskKind
+from ..tagging.schemes import PLAIN, detect_scheme, iob1_to_iob2, parse_tag, spans, validate
+from .base import SEG_SPECIAL, EncodedInputs, InitDraft, TaskKind
 from .classes import class_report
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from ..data.readers import RawSplit
     from ..data.tokenized import TokenizedSplit
     from ..evaluation import Predictions
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from ..tagging.readers import TaggedSentence
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
+    from ..tasks.wizard import InitOptions
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class Tagging(TaskKind):
     default_metrics: ClassVar[tuple[str, ...]] = ENTITY_METRICS
     reads_own_files: ClassVar[bool] = True
     long_rows: ClassVar[str] = "are split into overlapping windows (merged back per word)"
+    row_unit: ClassVar[str] = "sentences"
     # training methods that do not handle per-token outputs yet
     refused_methods: ClassVar[dict[str, str]] = {
         "smart": "SMART (--adv) perturbs and compares one output per row; tagging has one per token",
@@ -246,43 +249,155 @@ class Tagging(TaskKind):
 
     # ---- tasks check ---------------------------------------------------------------
     def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
+        """Tag counts; the scheme the file's tags (as written, before IOB1 is read into IOB2) read
+        as and the tags that break the declared one; the entities of each type."""
         counts = Counter(tag for tags in raw.labels for tag in tags)
         out.labels = {label: counts.get(label, 0) for label in task.labels}
+        written = _file_sentences(task.splits[out.split], Path(raw.source))
+        breaks = [(s, issue) for s in written for issue in validate(s.tags or [], task.scheme or PLAIN)]
+        out.extra["scheme_found"] = detect_scheme([s.tags or [] for s in written])
+        out.extra["scheme_breaks"] = len(breaks)
+        if breaks:
+            s, issue = breaks[0]
+            out.extra["first_break"] = f"line {s.line_of(issue.index)}, tag {issue.tag!r}: {issue.message}"
+        if task.scheme != PLAIN:
+            types = Counter(t for tags in raw.labels for t, _, _ in spans(tags))
+            out.extra["entities"] = dict(sorted(types.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def check_warnings(self, task: TaskDef, train: SplitCheck) -> list[str]:
         unseen = [label for label, n in train.labels.items() if n == 0]
         return [f"{task.name}/{train.split}: no training words tagged {', '.join(unseen)}"] if unseen else []
 
+    def split_warnings(self, task: TaskDef, split: SplitCheck, train: SplitCheck | None) -> list[str]:
+        """Tags that break the declared scheme (and a file whose tags read as another scheme);
+        tags of a dev/test split that no training word has."""
+        where, out = f"{task.name}/{split.split}", []
+        found, n = split.extra.get("scheme_found"), split.extra.get("scheme_breaks", 0)
+        first = f" (first: {split.extra['first_break']})" if n else ""
+        if found is not None and found != task.scheme and (n or task.scheme == PLAIN):
+            out.append(f"{where}: the tags read as {found}, the task declares scheme {task.scheme}: {n} tags break "
+                       f"{task.scheme}{first}; set scheme: {found} if the file is {found}")
+        elif n:
+            out.append(f"{where}: {n} tags break scheme {task.scheme}{first}; conlleval's rules read them")
+        if train is not None and split is not train:
+            unseen = [f"{tag} ({k} words)" for tag, k in split.labels.items() if k and not train.labels.get(tag)]
+            if unseen:
+                out.append(f"{where}: tags no training word has: {', '.join(unseen)}")
+        return out
+
+    def window_stats(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, float]:
+        _, stats = encode_words(tokenizer, raw.words or [], None, max_length=max_len, overlap=window_overlap(max_len))
+        return {"rows": stats.sentences, "windows": stats.windows, "split": stats.split_sentences,
+                "max": stats.max_windows}
+
+    def check_lines(self, task: TaskDef, split: SplitCheck) -> list[str]:
+        lines = []
+        if "scheme_found" in split.extra:
+            n = split.extra["scheme_breaks"]
+            lines.append(f"    scheme: {task.scheme} declared, the tags read as {split.extra['scheme_found']}; "
+                         f"tags breaking {task.scheme}: {n}")
+        if "entities" in split.extra:
+            types = split.extra["entities"]
+            lines.append(f"    entities: {sum(types.values())}"
+                         + (f" ({', '.join(f'{t} {k}' for t, k in types.items())})" if types else ""))
+        return lines
+
+    # ---- tasks init ----------------------------------------------------------------
+    def init_detect(self, path: Path) -> bool:
+        """A CoNLL-style column file, or JSON lines with two lists of strings of equal length."""
+        if path.suffix.lower() in (".jsonl", ".ndjson"):
+            return looks_like_tagged_jsonl(path)
+        suffix = path.suffix.lower()
+        return suffix in TAGGED_SUFFIXES and column_count(path, need_blank=suffix in (".txt", ".tsv")) is not None
+
+    def init_draft(self, opts: InitOptions, files: dict[str, Path], name: str, folder: Path) -> InitDraft:
+        """A task per tag column asked (``--label C[,C...]``; default: the last column), words from
+        ``--text`` or the most varied column (``tagging/draft.py``)."""
+        train_path = next(iter(files.values()))
+        if opts.id:
+            raise ConfigError("--id is not for tagging tasks (sentences are numbered)", field="id")
+        fmt = "jsonl" if train_path.suffix.lower() in (".jsonl", ".ndjson", ".json") else "conll"
+        read = [read_tagged_file(role, p, fmt) for role, p in files.items()]
+        train = read[0]
+
+        def column(text: str, flag: str) -> Any:
+            value: Any = int(text) if fmt == "conll" and text.lstrip("-").isdigit() else text
+            if value not in train.columns:
+                raise ConfigError(f"{flag}: no column {text} (the file's columns: "
+                                  f"{', '.join(map(str, train.columns))})", path=str(train_path))
+            return value
+
+        if opts.text:
+            word, word_note = column(opts.text[0], "--text"), "given with --text"
+        else:
+            word, word_note = word_column(train)
+        tag_columns = [c for c in train.columns if c != word]
+        if not tag_columns:
+            raise ConfigError("no tag column beside the words", path=str(train_path))
+        if opts.label:
+            asked = [column(c.strip(), "--label") for c in opts.label.split(",") if c.strip()]
+            label_note = "given with --label"
+        else:
+            asked = [tag_columns[-1]]
+            others = [str(c) for c in tag_columns[:-1]]
+            label_note = (f"the last {'column' if fmt == 'conll' else 'list field'}"
+                          + (f" (also tags: {', '.join(others)}; --label {','.join(others + [str(asked[0])])} "
+                             "drafts a task each)" if others else ""))
+        if word in asked:
+            raise ConfigError(f"--label: column {word} holds the words", path=str(train_path))
+        paths = {f.role: _relative(f.path, folder) for f in read}
+        drafted = [(name if len(asked) == 1 else f"{name}_{c}", tag_column(c, read)) for c in asked]
+        lines: list[str] = []
+        for task_name, col in drafted:
+            body = task_lines(task_name, col, word, word_note, label_note, read, paths)
+            lines += body if len(drafted) == 1 else [f"- {body[0]}"] + [f"  {x}" for x in body[1:]]
+        summary = "; ".join(f"task {n}, tagging (scheme {c.scheme}, "
+                            f"{'column' if fmt == 'conll' else 'field'} {c.column}), input words, "
+                            f"{len(c.labels)} labels" for n, c in drafted)
+        return InitDraft(lines, [n for n, _ in drafted], "sentences", {f.role: f.sentences for f in read}, summary)
+
     # ---- export and serving ----------------------------------------------------------
+    pipeline_tag: ClassVar[str] = "token-classification"
+
     def export_head(self, task: TaskDef) -> dict[str, Any]:
         return {"outputs": len(task.labels), "per": "token"}
 
-    def serve_encoding(self, info: TaskInfo, text_a: list[str], text_b: list[str] | None, tokenizer: Any,
-                       max_len: int) -> list[Any]:
+    def export_settings(self, task: TaskDef, max_len: int) -> dict[str, Any]:
+        """The scheme (``plain``: words with their tags are answered, not entities) and the words
+        consecutive windows of a long text share."""
+        return {"scheme": task.scheme, "overlap": window_overlap(max_len)}
+
+    def present(self, labels: list[str], row: Any) -> Any:
+        """The text's answer (``serve_answers``) as it is."""
+        return row
+
+    def serve_inputs(self, info: TaskInfo, tokenizer: Any, max_len: int, text_a: list[str],
+                     text_b: list[str] | None) -> EncodedInputs:
         """Each text split into words (``split_words``, as ``Run.predict``) and encoded as one
-        window, or overlapping windows when longer than ``max_len`` (as ``mtdnn predict``)."""
+        window, or overlapping windows when longer than ``max_len`` (as ``mtdnn predict``); a text
+        without words has none."""
         words = [split_words(text) for text in text_a]
         kept = [i for i, w in enumerate(words) if w]
+        overlap = int(info.settings.get("overlap", window_overlap(max_len)))
         windows, _ = encode_words(tokenizer, [[w.word for w in words[i]] for i in kept], None, max_length=max_len,
-                                  overlap=window_overlap(max_len))
-        types = "token_type_ids" in tokenizer.model_input_names
-        out = [ServedText(text, words[i], []) for i, text in enumerate(text_a)]
-        for w in windows:
-            row = {"input_ids": list(w.input_ids), "attention_mask": [1] * len(w)}
-            if types:
-                row["token_type_ids"] = [0] * len(w)
-            served = out[kept[w.sentence]]
-            served.windows.append(dataclasses.replace(w, sentence=0))
-            served.rows.append(row)
-        return out
+                                  overlap=overlap)
+        rows = {"input_ids": [list(w.input_ids) for w in windows], "attention_mask": [[1] * len(w) for w in windows]}
+        if "token_type_ids" in tokenizer.model_input_names:
+            rows["token_type_ids"] = [[0] * len(w) for w in windows]
+        return EncodedInputs(rows, ServedTexts(list(text_a), words, kept, windows))
 
-    def serve_answer(self, info: TaskInfo, encoded: Any, outputs: list[np.ndarray]) -> Any:
-        """The text's entities (or, with plain tags, its words with their tags), as ``Run.predict``."""
-        if not encoded.words:
-            return []
-        probs = [_softmax(np.asarray(o, dtype=np.float32)) for o in outputs]
-        (words,) = merge_windows(encoded.windows, probs)
-        return text_answer(info.scheme, info.labels, encoded.text, encoded.words, np.stack(words))
+    def serve_answers(self, info: TaskInfo, encoded: EncodedInputs, outputs: list[np.ndarray]) -> list[Any]:
+        """Each text's entities (or, with plain tags, its words with their tags), as ``Run.predict``,
+        from its windows' tag logits merged per word; [] for a text without words."""
+        served: ServedTexts = encoded.state
+        out: list[Any] = [[] for _ in served.texts]
+        if not served.windows:
+            return out
+        merged = merge_windows(served.windows, [_softmax(np.asarray(o, dtype=np.float32)) for o in outputs])
+        for s, i in enumerate(served.kept):
+            out[i] = text_answer(info.settings.get("scheme"), info.labels, served.texts[i], served.words[i],
+                                 np.stack(merged[s]))
+        return out
 
     def card_labels(self, task: TaskDef) -> str:
         if task.scheme == "plain":
@@ -291,24 +406,34 @@ class Tagging(TaskKind):
         scheme = "iob2" if task.scheme == "iob1" else task.scheme
         return f"entities {', '.join(types)} (a tag per word, {scheme}: {', '.join(task.labels)})"
 
-    def pipeline_tag(self) -> str:
-        return "token-classification"
+    def card_usage(self, task: TaskDef, name: str, max_len: int) -> list[str] | None:
+        return ["```python", "from transformers import pipeline", "",
+                f'tagger = pipeline("token-classification", model="{name}", aggregation_strategy="first")',
+                'tagger("EU rejects German call to boycott British lamb.")', "```", "",
+                "`aggregation_strategy=\"first\"` reads each word's tag at its first sub-word, as mtdnn does."]
 
-    def standard_model(self) -> str:
-        return "AutoModelForTokenClassification"
-
-    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str]:
+    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str | None]:
         """The tags the model predicts (IOB2 for an IOB1 file), one per output."""
         return dict(enumerate(task.labels)), "single_label_classification"
 
-    def onnx_metrics(self, task: TaskDef, split: TokenizedSplit, batch: dict[str, torch.Tensor],
-                     out: np.ndarray) -> dict[str, float]:
+    def standard_folder_class(self, task: TaskDef) -> tuple[str, str]:
+        return "AutoModelForTokenClassification", "classifier"
+
+    def onnx_metrics(self, task: TaskDef, out: np.ndarray, batch: dict[str, torch.Tensor],
+                     split: TokenizedSplit) -> dict[str, float]:
         """Entity F1 (or token accuracy) of the words, as evaluation scores them."""
         outputs = self.stack_outputs([self.eval_outputs(torch.from_numpy(np.asarray(out, dtype=np.float32)), batch)])
         return self.score(task, split, self.decide(task, outputs, split))
 
     def refuses(self, method: str) -> str | None:
         return self.refused_methods.get(method)
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return os.path.relpath(path.resolve(), folder.resolve())
+    except ValueError:  # another drive (Windows)
+        return str(path.resolve())
 
 
 def _check_entity_labels(labels: list[str], scheme: str) -> None:
@@ -325,19 +450,22 @@ def _check_entity_labels(labels: list[str], scheme: str) -> None:
                              f"{'/'.join(p for p in prefixes if p != 'O')}-TYPE){hint}")
 
 
-def _read_sentences(task: TaskDef, split: SplitDef, path: Path) -> list[TaggedSentence]:
-    """The split's sentences, IOB1 tags read into IOB2, every tag one of the task's labels;
-    sentences whose tags break the scheme are counted in the log (conlleval reads them)."""
+def _file_sentences(split: SplitDef, path: Path) -> list[TaggedSentence]:
+    """The split's sentences with their tags as the file writes them (None: unlabeled)."""
     cols = split.columns
     tag_col = cols.label if split.labeled else None
     if split.format == "conll":
-        sentences = read_conll(path, word_column=int(cols.text_a),
-                               tag_column=int(tag_col) if tag_col is not None else None)
-        field = f"column {tag_col}"
-    else:
-        sentences = read_tagged_jsonl(path, tokens_field=str(cols.text_a),
-                                      tags_field=str(tag_col) if tag_col is not None else None)
-        field = str(tag_col)
+        return read_conll(path, word_column=int(cols.text_a), tag_column=int(tag_col) if tag_col is not None else None)
+    return read_tagged_jsonl(path, tokens_field=str(cols.text_a), tags_field=str(tag_col) if tag_col is not None
+                             else None)
+
+
+def _read_sentences(task: TaskDef, split: SplitDef, path: Path) -> list[TaggedSentence]:
+    """The split's sentences, IOB1 tags read into IOB2, every tag one of the task's labels;
+    sentences whose tags break the scheme are counted in the log (conlleval reads them)."""
+    sentences = _file_sentences(split, path)
+    tag_col = split.columns.label if split.labeled else None
+    field = f"column {tag_col}" if split.format == "conll" else str(tag_col)
     if tag_col is None:
         return sentences
     if task.scheme == "iob1":
@@ -379,13 +507,14 @@ def window_overlap(max_len: int) -> int:
 
 
 @dataclass
-class ServedText:
-    """A served text (``serve_encoding``): its words, its windows and their encoder rows."""
+class ServedTexts:
+    """Served texts (``serve_inputs``): their words, the texts that have words (``kept``) and the
+    windows of those (a window's ``sentence`` indexes ``kept``)."""
 
-    text: str
-    words: list[Word]
+    texts: list[str]
+    words: list[list[Word]]
+    kept: list[int]
     windows: list[Window]
-    rows: list[dict[str, list[int]]] = dataclasses.field(default_factory=list)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

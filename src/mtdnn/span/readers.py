@@ -139,17 +139,19 @@ def _squad_questions(data: Any, path: str) -> Iterator[tuple[str, str, dict, str
                     f"{where_p}.qas[{q}]"
 
 
-def read_squad_json(path: str | Path) -> list[SpanExample]:
-    """All questions of a SQuAD v1.1 or v2.0 JSON file, in file order."""
+def read_squad_json(path: str | Path, strict: bool = True, labeled: bool = True) -> list[SpanExample]:
+    """All questions of a SQuAD v1.1 or v2.0 JSON file, in file order (``strict=False``: without
+    ``check_example``, to count what is wrong; ``labeled=False``: questions may have no answers)."""
     path = Path(path)
     src = str(path)
     out = []
     for title, context, qa, where in _squad_questions(_load_json(path), src):
         qid = _require(qa.get("id"), str, src, where, "id")
         question = _require(qa.get("question"), str, src, where, "question")
-        answers, impossible = _squad_answers(qa, src, where)
-        out.append(check_example(SpanExample(qid, title, question, context, answers, impossible,
-                                             src, where)))
+        answers, impossible = (_squad_answers(qa, src, where) if labeled or qa.get("answers") or qa.get("is_impossible")
+                               else ((), False))
+        example = SpanExample(qid, title, question, context, answers, impossible, src, where)
+        out.append(check_example(example) if strict else example)
     return _unique_ids(out)
 
 
@@ -193,9 +195,14 @@ def _row_answers(texts: Any, starts: Any, path: str, line: int,
     return tuple(out)
 
 
-def _row_example(row: dict[str, Any], path: str, line: int, columns: SpanColumns) -> SpanExample:
-    """One JSON lines or CSV row -> a checked example."""
-    for name in (columns.question, columns.context, columns.answer_text, columns.answer_start):
+def _row_example(row: dict[str, Any], path: str, line: int, columns: SpanColumns, strict: bool = True,
+                 labeled: bool = True) -> SpanExample:
+    """One JSON lines or CSV row -> a checked example (``labeled=False``: a row without answer
+    columns is a question without answers)."""
+    answer_columns = (columns.answer_text, columns.answer_start)
+    if not labeled and not any(n in row for n in answer_columns):
+        row = {**row, **dict.fromkeys(answer_columns)}
+    for name in (columns.question, columns.context, *answer_columns):
         if name not in row:
             raise DataError("missing column", path=path, line=line, field=name)
     for name in (columns.question, columns.context):
@@ -208,18 +215,20 @@ def _row_example(row: dict[str, Any], path: str, line: int, columns: SpanColumns
     example = SpanExample(str(line) if qid is None or qid == "" else str(qid),
                           "" if title is None else str(title), row[columns.question],
                           row[columns.context], answers, not answers, path, line)
-    return check_example(example)
+    return check_example(example) if strict else example
 
 
-def read_span_jsonl(path: str | Path, columns: SpanColumns = SpanColumns()) -> list[SpanExample]:
+def read_span_jsonl(path: str | Path, columns: SpanColumns = SpanColumns(), strict: bool = True,
+                    labeled: bool = True) -> list[SpanExample]:
     """A JSON lines file, one object per line (blank lines skipped). The answer text and start
-    columns hold one value each, or lists of equal length (several gold answers)."""
+    columns hold one value each, or lists of equal length (several gold answers); ``labeled=False``:
+    rows may leave them out."""
     path = Path(path)
     out = []
     for line, text in enumerate(_read_text(path).split("\n"), start=1):
         if not text.strip():
             continue
-        out.append(_row_example(json_object_line(text, str(path), line), str(path), line, columns))
+        out.append(_row_example(json_object_line(text, str(path), line), str(path), line, columns, strict, labeled))
     return _unique_ids(out)
 
 
@@ -244,7 +253,8 @@ def _csv_cell(value: str | None, is_list: bool, path: str, line: int, fld: str) 
     return parsed
 
 
-def read_span_csv(path: str | Path, columns: SpanColumns = SpanColumns()) -> list[SpanExample]:
+def read_span_csv(path: str | Path, columns: SpanColumns = SpanColumns(), strict: bool = True,
+                  labeled: bool = True) -> list[SpanExample]:
     """A CSV file with a header line. Several gold answers: an answer start cell holding a JSON
     list (``[3, 10]``) makes the answer text cell a JSON list too (``["a", "b"]``)."""
     path = Path(path)
@@ -260,7 +270,7 @@ def read_span_csv(path: str | Path, columns: SpanColumns = SpanColumns()) -> lis
             for name in (columns.answer_text, columns.answer_start):
                 if name in row:
                     row[name] = _csv_cell(row[name], is_list, src, line, name)
-            out.append(_row_example(row, src, line, columns))
+            out.append(_row_example(row, src, line, columns, strict, labeled))
             line = reader.line_num + 1
     except csv.Error as e:
         raise DataError(f"malformed CSV: {e}", path=src, line=line) from None
@@ -277,6 +287,12 @@ def read_span_file(path: str | Path, columns: SpanColumns = SpanColumns()) -> li
     if suffix == ".csv":
         return read_span_csv(path, columns)
     raise DataError("unknown file type (expected .json, .jsonl or .csv)", path=str(path))
+
+
+def misplaced_answers(examples: Iterable[SpanExample]) -> list[tuple[SpanExample, int]]:
+    """(example, answer index) of every answer whose text is not the context's at its start."""
+    return [(ex, k) for ex in examples for k, (text, start) in enumerate(ex.answers)
+            if not 0 <= start or ex.context[start:start + len(text)] != text]
 
 
 def gold_answers(examples: Iterable[SpanExample]) -> dict[str, list[str]]:

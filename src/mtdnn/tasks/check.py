@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from transformers import AutoConfig
 
-from ..data.readers import RawSplit, data_dir_default, read_split
+from ..data.readers import RawSplit, data_dir_default, read_split, resolve_path
 from ..errors import ConfigError, DataError
 from ..model.multitask import load_tokenizer, resolve_encoder_name
 from .schema import TaskDef, load_task_file
@@ -47,6 +47,8 @@ class SplitCheck:
     conflicting: int = 0                                        # of those, texts seen with another label
     overlap: int | None = None                                  # rows whose texts the train split has
     error: str | None = None
+    windows: dict[str, float] = field(default_factory=dict)     # kinds that window long rows: windows, split rows
+    extra: dict[str, Any] = field(default_factory=dict)         # what a kind adds (``TaskKind.label_stats``)
 
 
 @dataclass
@@ -124,7 +126,8 @@ def check_split(task: TaskDef, name: str, data_dir: Path, tokenizer: Any, max_se
     try:
         raw = read_split(task, name, data_dir, allow_hub=allow_hub)
     except DataError as e:
-        out.error = str(e)
+        path = resolve_path(split, data_dir, task.base_dir) if split.path is not None else None
+        out.error = task.kind.explain_read_error(task, name, path, str(e))
         return out, None
     out.source, out.rows = raw.source, len(raw)
     if raw.dropped_unlabeled:
@@ -133,6 +136,7 @@ def check_split(task: TaskDef, name: str, data_dir: Path, tokenizer: Any, max_se
         out.dropped["in ranking groups without a positive answer"] = raw.dropped_no_positive
     _label_stats(task, raw, out)
     out.lengths = token_lengths(task, raw, tokenizer, max_seq_len)
+    out.windows = task.kind.window_stats(task, raw, tokenizer, max_seq_len)
     out.duplicates, out.conflicting = _duplicates(raw)
     return out, raw
 
@@ -158,6 +162,8 @@ def _judge(tc: TaskCheck, max_seq_len: int) -> None:
         if s.groups and s.groups["single"]:
             tc.warnings.append(f"{where}: {int(s.groups['single'])} of {int(s.groups['groups'])} ranking groups "
                                "have one candidate (always predicted positive)")
+        if s.labeled:
+            tc.warnings += t.kind.split_warnings(t, s, train if train is not None and train.labeled else None)
     if t.head_from is None and train is None and not tc.problems:
         tc.problems.append(f"{t.name}: no training split")
     if train is not None and train.labeled:
@@ -221,7 +227,7 @@ def _shown(source: str) -> str:
         return source
 
 
-def _split_lines(s: SplitCheck, max_seq_len: int) -> list[str]:
+def _split_lines(t: TaskDef, s: SplitCheck, max_seq_len: int) -> list[str]:
     head = f"  {s.split} ({s.role}{'' if s.labeled else ', unlabeled'})"
     if s.error is not None:
         return [head, f"    cannot be read: {s.error}"]
@@ -229,7 +235,8 @@ def _split_lines(s: SplitCheck, max_seq_len: int) -> list[str]:
     dropped = "; ".join(f"{n} {why}" for why, n in s.dropped.items())
     lines.append(f"    rows: {s.rows}" + (f" (dropped: {dropped})" if dropped else " (none dropped)"))
     if s.labels:
-        lines.append("    labels: " + ", ".join(f"{k} {v} ({_pct(v, s.rows)})" for k, v in s.labels.items()))
+        total = sum(s.labels.values())  # a label per row; tagging: a tag per word
+        lines.append("    labels: " + ", ".join(f"{k} {v} ({_pct(v, total)})" for k, v in s.labels.items()))
     if s.scores:
         lines.append("    scores: min {min:.3g}, max {max:.3g}, mean {mean:.3g}, std {std:.3g}".format(**s.scores))
     if s.groups:
@@ -237,11 +244,17 @@ def _split_lines(s: SplitCheck, max_seq_len: int) -> list[str]:
         lines.append(f"    groups: {int(g['groups'])}, candidates per group min {int(g['min'])}, median "
                      f"{g['median']:g}, max {int(g['max'])}; without a positive {int(g['no_positive'])}, "
                      f"with several {int(g['several_positive'])}")
+    lines += t.kind.check_lines(t, s)
     if s.lengths:
         n = s.lengths
         sample = f" (a sample of {int(n['rows'])} rows)" if n["rows"] < s.rows else ""
         lines.append(f"    tokens: p50 {n['p50']:.0f}, p90 {n['p90']:.0f}, p95 {n['p95']:.0f}, p99 {n['p99']:.0f}, "
                      f"max {n['max']:.0f}; longer than {max_seq_len}: {100 * n['truncated']:.1f}%{sample}")
+    if s.windows:
+        w = s.windows
+        lines.append(f"    windows: {int(w['windows'])} for {int(w['rows'])} {t.kind.row_unit}; longer than {max_seq_len} "
+                     f"tokens: {int(w['split'])} ({_pct(w['split'], w['rows'])}), the most windows of one: "
+                     f"{int(w['max'])}")
     dup = f"    duplicates: {s.duplicates}"
     if s.conflicting:
         dup += f" ({s.conflicting} texts with different labels)"
@@ -258,7 +271,7 @@ def format_report(report: CheckReport) -> str:
         labels = f", {len(t.labels)} labels" if t.labels else ""
         lines.append(f"task {t.name}: {t.type}, input {t.input}{labels}, metrics {', '.join(t.metric_names)}")
         for s in tc.splits:
-            lines += _split_lines(s, report.max_seq_len)
+            lines += _split_lines(t, s, report.max_seq_len)
     for title, items in (("problems (training would fail)", report.problems), ("warnings", report.warnings)):
         if items:
             lines.append(f"{title}:")

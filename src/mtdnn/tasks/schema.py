@@ -154,6 +154,9 @@ class TaskDef(_Strict):
     max_answer_length: int | None = Field(None, ge=1)
     n_best: int | None = Field(None, ge=1)
     version: Literal["v1.1", "v2.0"] | None = None
+    # span, v2.0: a question is answered "" when its null score exceeds its best span's score by more
+    # than this (unset: 0)
+    null_threshold: float | None = None
     # a test-only task evaluated with another task's head (GLUE AX uses MNLI's)
     head_from: str | None = None
     description: str = ""

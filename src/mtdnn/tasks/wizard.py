@@ -33,7 +33,7 @@ from typing import Any
 
 from ..data import readers
 from ..errors import ConfigError, DataError
-from ..kinds import get_kind
+from ..kinds import KINDS, TaskKind, get_kind
 from ..run_dir import atomic_write
 from .schema import load_task_file
 
@@ -108,6 +108,7 @@ class Draft:
     label_map: dict[str, str]
     metrics: list[str]
     notes: dict[str, str]
+    summary: str = ""  # a kind that drafts its own files: what the command prints of its tasks
 
 
 # ----------------------------------------------------------------------------- reading the data
@@ -164,8 +165,7 @@ def _dataset_rows(ds: Any) -> tuple[list[str], list[dict[str, Any]], dict[str, l
 def _file_source(path: Path, split: str, role: str, header: bool) -> Source:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        tagged = (" (a CoNLL column file is a tagging task's: write it by hand, docs/tasks.md, "
-                  "'Tagging tasks')") if path.suffix.lower() in TAGGED_ENDINGS else ""
+        tagged = (" (a CoNLL column file: --type tagging)") if path.suffix.lower() in TAGGED_ENDINGS else ""
         raise ConfigError(f"cannot tell the format from the name (known endings: {', '.join(sorted(FORMATS))})"
                           + tagged, path=str(path))
     if fmt == "parquet":
@@ -449,9 +449,64 @@ def render(draft: Draft, sources: list[Source], folder: Path, opts: InitOptions)
     return "\n".join(lines) + "\n"
 
 
+def own_files_kind(opts: InitOptions) -> TaskKind | None:
+    """The kind that drafts ``opts.source`` itself (``--type`` names one that reads its own files,
+    or the file has the shape of one: a CoNLL column file, a SQuAD JSON file, ...), or None."""
+    if opts.type is not None:
+        kind = get_kind(opts.type)
+        return kind if kind.reads_own_files else None
+    src = Path(opts.source)
+    if not src.is_file():
+        return None
+    return next((k for k in KINDS.values() if k.reads_own_files and k.init_detect(src)), None)
+
+
+def _own_files(opts: InitOptions) -> dict[str, Path]:
+    train = Path(opts.source)
+    if not train.is_file():
+        raise DataError("file not found", path=opts.source)
+    files = {"train": train, **_siblings(train)}
+    files.update({role: Path(p) for role, p in (("dev", opts.dev), ("test", opts.test)) if p})
+    for p in files.values():
+        if not p.is_file():
+            raise DataError("file not found", path=str(p))
+    return {role: files[role] for role in ("train", "dev", "test") if role in files}
+
+
+def _init_own(kind: TaskKind, opts: InitOptions) -> tuple[Path, Draft, list[Source]]:
+    """``init_task`` for a kind that drafts its own files (``TaskKind.init_draft``)."""
+    files = _own_files(opts)
+    for flag, value in (("--group", opts.group), ("--label-names", opts.label_names)):
+        if value:
+            raise ConfigError(f"{flag} is not for {kind.name} tasks", field=flag.lstrip("-").replace("-", "_"))
+    name = _default_name(opts, Source("train", "train", [], [], path=files["train"]))
+    out = Path(opts.output or f"{name}.yaml")
+    if out.exists() and not opts.force:
+        raise ConfigError("the file exists: pass --force to replace it, or --output another file", path=str(out))
+    drafted = kind.init_draft(opts, files, name, out.parent)
+    first = drafted.names[0]
+    lines = [f"# {first if len(drafted.names) == 1 else ', '.join(drafted.names)}: drafted by `mtdnn tasks init` "
+             f"from {drafted.counts['train']} training {drafted.unit} of {opts.source}.",
+             "# The comments say what each line is guessed from; check them, then run",
+             f"#   mtdnn tasks check {opts.output or name + '.yaml'}", *drafted.lines]
+    with atomic_write(out) as f:
+        f.write("\n".join(lines) + "\n")
+    tasks = load_task_file(out)  # the draft must load as written
+    t = tasks[0]
+    sources = [Source(role, role, [], [{}] * drafted.counts.get(role, 0), path=p, format=t.splits[role].format)
+               for role, p in files.items()]
+    splits = ", ".join(f"{role} ({drafted.counts.get(role, 0)} {drafted.unit})" for role in files)
+    draft = Draft(t.name, t.type, t.input, {}, list(t.labels), {}, list(t.metrics), {},
+                  summary=f"{drafted.summary}; splits {splits}")
+    return out, draft, sources
+
+
 def init_task(opts: InitOptions) -> tuple[Path, Draft, list[Source]]:
     """Read the data, guess the task, write the draft (refusing to replace a file unless
     ``opts.force``) and load it back as ``mtdnn train`` will. Returns (draft file, draft, sources)."""
+    own = own_files_kind(opts)
+    if own is not None:
+        return _init_own(own, opts)
     src = Path(opts.source)
     if src.is_file():
         sources = file_sources(opts)
