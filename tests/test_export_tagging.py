@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from deploy_fixtures import exported
+from deploy_fixtures import exported, train_run
 from mtdnn.api import load_run
 from mtdnn.data.readers import read_split
 from mtdnn.export.engine import TaskInfo, TorchEngine, load_engine, present
@@ -33,18 +33,11 @@ RAW_TEXTS = ["EU rejects German call to boycott British lamb.", "Peter Blackburn
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_encoder, data_dir) -> Path:
-    import mtdnn
-
     out = tmp_path_factory.getbasetemp() / "tagging-deploy" / "run"
     if (out / "metrics.json").is_file():
         return out
-    cfg = mtdnn.make_config(overrides=dict(
-        tasks=f"{NER},sst2", encoder=tiny_encoder, data_dir=str(Path(data_dir).resolve()),
-        cache_dir=str(out.parent / "cache"), output_dir=str(out), progress=False, max_train_examples=400,
-        max_eval_examples=48, max_seq_len=MAX_LEN, epochs=3, lr=3e-3, batch_size=16, threads=1, seed=3,
-        selection="last", predict_test=False))
-    mtdnn.train(cfg)
-    return out
+    return train_run(out, tiny_encoder, data_dir, f"{NER},sst2", max_train_examples=400, max_eval_examples=48,
+                     max_seq_len=MAX_LEN, epochs=3, lr=3e-3, seed=3)
 
 
 @pytest.fixture(scope="module")

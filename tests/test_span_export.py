@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from deploy_fixtures import HIDE_MTDNN
+from deploy_fixtures import HIDE_MTDNN, train_run
 from mtdnn.api import load_run
 from mtdnn.cli import main
 from mtdnn.data.batching import collate
@@ -44,16 +44,9 @@ N_QUESTIONS = 40  # real SQuAD v1.1 dev questions (the squad11 dev articles) com
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_encoder, data_dir) -> Path:
-    import mtdnn
-
     out = tmp_path_factory.mktemp("span-export") / "run"
-    cfg = mtdnn.make_config(overrides=dict(
-        tasks="rte,squad11", encoder=tiny_encoder, data_dir=str(Path(data_dir).resolve()),
-        cache_dir=str(out.parent / "cache"), output_dir=str(out), progress=False, max_train_examples=48,
-        max_eval_examples=24, max_seq_len=MAX_LEN, epochs=1, lr=1e-3, batch_size=16, threads=1, seed=5,
-        selection="last", predict_test=False))
-    mtdnn.train(cfg)
-    return out
+    return train_run(out, tiny_encoder, data_dir, "rte,squad11", max_train_examples=48, max_eval_examples=24,
+                     max_seq_len=MAX_LEN, epochs=1, lr=1e-3, seed=5)
 
 
 @pytest.fixture(scope="module")
