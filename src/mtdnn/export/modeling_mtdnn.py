@@ -300,9 +300,10 @@ def _build_encoder(encoder_config: Any) -> nn.Module:
 
 
 def _build_head(spec: dict, hidden: int) -> nn.Module:
-    # ``output``: {outputs, per: row | token}; exports without it hold row heads only
-    output = spec.get("output") or {"outputs": len(spec["labels"]) if spec["type"] == "classification" else 1,
-                                    "per": "row"}
+    # ``output``: {outputs, per: row | token, context_only}; exports without it hold row heads, or span heads
+    output = spec.get("output") or (
+        {"outputs": 2, "per": "token", "context_only": True} if spec["type"] == "span" else
+        {"outputs": len(spec["labels"]) if spec["type"] == "classification" else 1, "per": "row"})
     n_out = int(output["outputs"])
     head = spec.get("head", {})
     if output.get("per") == "token":
