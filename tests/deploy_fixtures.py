@@ -46,11 +46,18 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: str, dat
         return out
     task_file = root / "rank.yaml"
     task_file.write_text(RANK_YAML, encoding="utf-8")
+    return train_run(out, tiny_encoder, data_dir, ",".join(TASKS), task_files=str(task_file), max_train_examples=32,
+                     max_eval_examples=48, max_seq_len=48, epochs=2, lr=1e-3, seed=3, pair_head="san")
+
+
+def train_run(out: Path, tiny_encoder: str, data_dir: Path, tasks: str, **overrides) -> Path:
+    """The tiny encoder trained on ``tasks`` into ``out`` (its cache beside it; one thread, batches of
+    16, every task keeping the last epoch, no test predictions); ``overrides``: the run's own
+    sizes, epochs, learning rate and seed."""
     cfg = mtdnn.make_config(overrides=dict(
-        tasks=",".join(TASKS), task_files=str(task_file), encoder=tiny_encoder, data_dir=str(Path(data_dir).resolve()),
-        cache_dir=str(root / "cache"), output_dir=str(out), progress=False, max_train_examples=32,
-        max_eval_examples=48, max_seq_len=48, epochs=2, lr=1e-3, batch_size=16, threads=1, seed=3,
-        selection="last", predict_test=False, pair_head="san"))
+        tasks=tasks, encoder=tiny_encoder, data_dir=str(Path(data_dir).resolve()), cache_dir=str(out.parent / "cache"),
+        output_dir=str(out), progress=False, batch_size=16, threads=1, selection="last", predict_test=False,
+        **overrides))
     mtdnn.train(cfg)
     return out
 

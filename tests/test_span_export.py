@@ -25,13 +25,13 @@ import numpy as np
 import pytest
 import torch
 
-from deploy_fixtures import HIDE_MTDNN
+from deploy_fixtures import HIDE_MTDNN, train_run
 from mtdnn.api import load_run
 from mtdnn.cli import main
 from mtdnn.data.batching import collate
 from mtdnn.data.readers import RawSplit, read_split
 from mtdnn.data.tokenized import tokenize_split
-from mtdnn.export.engine import OnnxEngine, load_engine
+from mtdnn.export.engine import OnnxEngine, TaskInfo, load_engine
 from mtdnn.kinds import get_kind
 from mtdnn.serve import MicroBatcher, ServeOptions, create_app
 from mtdnn.tasks.registry import builtin_tasks
@@ -44,16 +44,9 @@ N_QUESTIONS = 40  # real SQuAD v1.1 dev questions (the squad11 dev articles) com
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_encoder, data_dir) -> Path:
-    import mtdnn
-
     out = tmp_path_factory.mktemp("span-export") / "run"
-    cfg = mtdnn.make_config(overrides=dict(
-        tasks="rte,squad11", encoder=tiny_encoder, data_dir=str(Path(data_dir).resolve()),
-        cache_dir=str(out.parent / "cache"), output_dir=str(out), progress=False, max_train_examples=48,
-        max_eval_examples=24, max_seq_len=MAX_LEN, epochs=1, lr=1e-3, batch_size=16, threads=1, seed=5,
-        selection="last", predict_test=False))
-    mtdnn.train(cfg)
-    return out
+    return train_run(out, tiny_encoder, data_dir, "rte,squad11", max_train_examples=48, max_eval_examples=24,
+                     max_seq_len=MAX_LEN, epochs=1, lr=1e-3, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +99,8 @@ def test_serve_inputs_and_answers_of_a_long_context(tiny_encoder):
     context = filler + " The treasure is buried under the old oak tree. " + filler
     settings = {"stride": 8, "max_question_tokens": 16, "max_answer_length": 30, "n_best": 20, "version": "v1.1"}
     kind = get_kind("span")
-    enc = kind.serve_inputs(settings, tok, 48, ["Where is the treasure?", "  "], [context, "Some context."])
+    info = TaskInfo("qa", "span", "question_context", [], "linear", 1, "e", settings=settings, output="token")
+    enc = kind.serve_inputs(info, tok, 48, ["Where is the treasure?", "  "], [context, "Some context."])
     windows = enc.state[2]
     assert len(windows) > 4 and set(windows.example_index.tolist()) == {0}  # the empty question has none
     assert len(enc.rows["input_ids"]) == len(windows)
@@ -120,10 +114,10 @@ def test_serve_inputs_and_answers_of_a_long_context(tiny_encoder):
             row[starts[0], 0], row[ends[0], 1] = 6.0, 5.0
         outputs.append(row)
     assert sum(o.any() for o in outputs) >= 1
-    got = kind.serve_answers(settings, enc, outputs)
+    got = kind.serve_answers(info, enc, outputs)
     assert got[1] is None
     assert got[0] == {"text": "under the old oak tree", "start": target, "end": target + 22, "score": 11.0}
-    assert kind.serve_pass("question_context", settings) != get_kind("classification").serve_pass("pair", {})
+    assert info.kind == "pair"  # served in the engine calls of pair tasks, its windows rows of its own
 
 
 # ---- the whole-model folder -------------------------------------------------------------------

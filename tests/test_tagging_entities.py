@@ -1,5 +1,6 @@
 """Raw-text words with character offsets and entities from per-word tags, on hand-computed
-offsets (Unicode: accents, combining marks, CJK, emoji, zero-width space; repeated words)."""
+offsets (Unicode: accents, combining marks, CJK, emoji, zero-width space; repeated words), and the
+words against those of a WordPiece tokenizer (BERT's pre-tokenizer)."""
 
 from __future__ import annotations
 
@@ -14,17 +15,21 @@ from mtdnn.tagging.entities import Word, split_words, tags_and_scores, tags_to_e
 def test_split_words_hand_computed():
     text = "Ça va? 東京 e\u0301te\u0301 O'Neill's co-op 🙂 x\u200by"
     assert split_words(text) == [
-        Word("Ça", 0, 2), Word("va", 3, 5), Word("?", 5, 6), Word("東京", 7, 9),
-        Word("e\u0301te\u0301", 10, 15), Word("O'Neill's", 16, 25), Word("co-op", 26, 31),
-        Word("🙂", 32, 33), Word("x", 34, 35), Word("y", 36, 37)]
+        Word("Ça", 0, 2), Word("va", 3, 5), Word("?", 5, 6), Word("東", 7, 8), Word("京", 8, 9),
+        Word("e\u0301te\u0301", 10, 15), Word("O", 16, 17), Word("'", 17, 18), Word("Neill", 18, 23),
+        Word("'", 23, 24), Word("s", 24, 25), Word("co", 26, 28), Word("-", 28, 29), Word("op", 29, 31),
+        Word("🙂", 32, 33), Word("x\u200by", 34, 37)]
 
 
 @pytest.mark.parametrize("text, words", [
     ("U.S. end-", ["U", ".", "S", ".", "end", "-"]),
-    ("'quoted' -- don’t", ["'", "quoted", "'", "-", "-", "don’t"]),
+    ("'quoted' -- don’t", ["'", "quoted", "'", "-", "-", "don", "’", "t"]),
     ("❤\ufe0f!", ["❤\ufe0f", "!"]),
     ("\ufeff  \t\n", []),
     ("$3,000", ["$", "3", ",", "000"]),
+    ("€5 a+b=c x\u00ady \u200bz\u200b", ["€5", "a", "+", "b", "=", "c", "x\u00ady", "z"]),
+    ("かなカナ漢字", ["かなカナ", "漢", "字"]),
+    ("a\x85b\x1cc d\u2028e", ["a\x85b\x1cc", "d", "e"]),
 ])
 def test_split_words_rules(text, words):
     assert [w.word for w in split_words(text)] == words
@@ -67,10 +72,10 @@ def test_entities_of_unicode_words():
     text = "東京とe\u0301te\u0301 🙂 Ærø"
     words = split_words(text)
     assert [(w.word, w.start, w.end) for w in words] == [
-        ("東京とe\u0301te\u0301", 0, 8), ("🙂", 9, 10), ("Ærø", 11, 14)]
-    entities = tags_to_entities(text, words, ["B-LOC", "O", "S-LOC"], [0.5, 1.0, 0.25])
+        ("東", 0, 1), ("京", 1, 2), ("とe\u0301te\u0301", 2, 8), ("🙂", 9, 10), ("Ærø", 11, 14)]
+    entities = tags_to_entities(text, words, ["B-LOC", "E-LOC", "O", "O", "S-LOC"], [0.5, 0.75, 1.0, 1.0, 0.25])
     assert [(e["text"], e["start"], e["end"], e["score"]) for e in entities] == [
-        ("東京とe\u0301te\u0301", 0, 8, 0.5), ("Ærø", 11, 14, 0.25)]
+        ("東京", 0, 2, 0.625), ("Ærø", 11, 14, 0.25)]
 
 
 def test_entities_errors():
@@ -91,3 +96,21 @@ def test_tags_and_scores():
     assert tags_and_scores([[1.0]], ["O"]) == (["O"], [1.0])
     with pytest.raises(ValueError, match="for 2 labels"):
         tags_and_scores(probs, ["O", "B-PER"])
+
+
+def test_words_are_those_of_a_wordpiece_tokenizer():
+    """Each word of the splitter is one word of BERT's pre-tokenizer (the tokens from a token
+    without ``##`` up to the next one), with the same character span, on mixed text."""
+    from transformers import AutoTokenizer
+
+    from mtdnn.model.multitask import default_encoder_path
+
+    tok = AutoTokenizer.from_pretrained(default_encoder_path())
+    text = ("Dr. O'Neill (co-founder of U.S.-based Acme™, née Smith) paid $3,000.50 — €20 — "
+            "in 東京 on 2024/05/01 ;-) x\u200by naïve \ufeffZürich!")
+    enc = tok(text, add_special_tokens=False)
+    spans: dict[int, list[int]] = {}
+    for t, w in enumerate(enc.word_ids()):
+        s, e = enc.token_to_chars(t)
+        spans.setdefault(w, [s, e])[1] = e
+    assert [(w.start, w.end) for w in split_words(text)] == [tuple(v) for v in spans.values()]

@@ -2,18 +2,21 @@
 
 - ``POST /predict``: ``{"task": "rte"}`` or ``{"tasks": ["rte", "sst2"]}``, and ``"inputs"``: a list of
   ``{"text_a": ..., "text_b": ...}``. Answers ``{"results": {task: [answer per input]}}``: ``label`` and
-  ``probabilities`` for classification, ``score`` for regression and ranking, and for span tasks
-  (extractive question answering: ``text_a`` the question, ``text_b`` the context) the answer
-  ``text``, its character ``start`` and ``end`` in the context and its ``score`` (start + end logit),
-  as ``mtdnn predict`` gives them (a long context is cut into windows, decoded together; an empty
-  question or context is answered null). Single-sentence tasks read ``text_a`` only; pair, ranking
-  and span tasks need ``text_b``.
-- ``GET /tasks`` (each task's type, labels, input kind, head, epoch, encoder, dev metrics),
+  ``probabilities`` for classification, ``score`` for regression and ranking, the text's entities for
+  tagging (``type``, ``start``, ``end``, ``text``, ``score``: as ``mtdnn predict``, long texts
+  through overlapping windows), and for span tasks (extractive question answering: ``text_a`` the
+  question, ``text_b`` the context) the answer ``text``, its character ``start`` and ``end`` in the
+  context and its ``score`` (start + end logit), as ``mtdnn predict`` gives them (a long context is
+  cut into windows, decoded together; an empty question or context is answered null).
+  Single-sentence and tagging tasks read ``text_a`` only; pair, ranking and span tasks need
+  ``text_b``.
+- ``GET /tasks`` (each task's type, labels, input kind, head, epoch, encoder, dev metrics, the
+  head's ``output`` per row or per token and the kind's ``settings``),
   ``GET /health``, the OpenAPI docs at ``/docs``.
 
 Tasks that take the same input share one encoder pass (in a run trained with ``--adapter lora``:
-the tasks with the same adapter), and concurrent requests are gathered into micro-batches
-(``MicroBatcher``: up to ``max_batch_size`` inputs per encoder pass, waiting at most
+the tasks with the same adapter; a tagging or span task's windows share the rows that equal
+another task's), and concurrent requests are gathered into micro-batches (``MicroBatcher``: up to ``max_batch_size`` inputs per encoder pass, waiting at most
 ``max_wait_ms`` for more after the first). Bad requests get a 4xx whose ``error`` says what is wrong; the server goes on.
 On SIGTERM uvicorn stops accepting connections and lets the requests in flight finish.
 """
@@ -182,7 +185,7 @@ def check_request(engine: Engine, options: ServeOptions, task: str | None, tasks
 
 
 async def answer(batcher: MicroBatcher, engine: Engine, names: list[str],
-                 inputs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+                 inputs: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """Run the asked tasks (one job per input kind, gathered concurrently) and present the answers."""
     text_a = [row["text_a"] for row in inputs]
     by_kind: dict[str, list[str]] = {}

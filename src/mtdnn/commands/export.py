@@ -19,8 +19,8 @@ def add_parser(sub: Any) -> None:
     e.add_argument("run_dir", help="a run directory")
     e.add_argument("--format", choices=["hf", "onnx"], default="hf")
     e.add_argument("--output", required=True, help="the folder to write (replaced if an earlier export)")
-    e.add_argument("--task", default=None, help="hf only: one task as a standard sequence-classification "
-                   "folder (no custom code)")
+    e.add_argument("--task", default=None, help="hf only: one task as a standard folder (no custom code): "
+                   "sequence classification, token classification (tagging) or question answering (span)")
     e.add_argument("--quantize", choices=["int8"], default=None, help="onnx only: also write model.int8.onnx")
     add_epoch_flags(e)
 

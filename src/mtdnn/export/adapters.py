@@ -11,9 +11,10 @@ Its export holds exactly that:
   tasks borrowing its head) share one encoder pass, tasks of different adapters take one pass each,
   and tasks without an adapter (carried over from a fully fine-tuned run) run the plain encoder.
   The computation is peft's, operation for operation.
-- one task (``--task T``): a standard sequence-classification folder whose encoder has the task's
-  adapter merged into its weights (``W + scaling * B A``: LoRA's merge, as peft's
-  ``merge_and_unload`` does it), so that no peft and no custom code is needed to load it.
+- one task (``--task T``): a standard folder (sequence or token classification, question
+  answering) whose encoder has the task's adapter merged into its weights (``W + scaling * B A``:
+  LoRA's merge, as peft's ``merge_and_unload`` does it), so that no peft and no custom code is
+  needed to load it.
 
 ``LoraExport`` holds what the export takes from the run's model (``lora_export``; the plan of the
 export reads the run through mtdnn's own loading, ``plan.py``); ``merged_encoder`` merges one adapter

@@ -141,13 +141,12 @@ def model_card(plan: ExportPlan, tasks: list[TaskDef], name: str, single: bool =
     """The card of an export holding ``tasks`` (``single``: a standard one-task folder; ``onnx``: an
     ONNX export)."""
     training = {k: plan.config[k] for k in _TRAINING_KEYS if k in plan.config}
-    tag = tasks[0].kind.pipeline_tag
-    kind = (f"A standard {'sequence-classification' if tag == 'text-classification' else tag} model for one task"
-            if single else
+    kind = (f"A standard `{tasks[0].kind.standard_folder_class(tasks[0])[0]}` model for one task" if single else
             "One multi-task model: a shared encoder and one head per task")
     outputs = ("`logits` are the head's output: class logits for a linear head, log-probabilities for "
                "a SAN head (the log of the probabilities averaged over its answer steps), a score of "
-               "shape (batch, 1) for regression and ranking, and for a span task (batch, tokens, 2): the "
+               "shape (batch, 1) for regression and ranking, (batch, tokens, tags) logits for tagging "
+               "(a word's tag is read at its first sub-word), and for a span task (batch, tokens, 2): the "
                "start (`[..., 0]`) and end (`[..., 1]`) logits of each window of question + context, -1e4 "
                "outside the context but at the first token (the null answer).")
     lines = [_front_matter(plan, tasks, name), f"# {name}", "",

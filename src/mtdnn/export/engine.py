@@ -10,9 +10,12 @@ encoder pass per input kind (and per encoder, and per LoRA adapter in a run trai
 
 ``present`` turns a task's raw output row into the answer: label and probabilities (softmax of the
 logits, or of the SAN log-probabilities: the probabilities themselves), a score for regression and
-ranking. A kind that cuts its inputs itself (``TaskKind.serve_inputs``: span tasks' windows of
-question + context) has its rows run in the same length-grouped passes and its answers decoded
-from all rows of an input together (``serve_answers``: the answer span of a question).
+ranking. A kind that cuts its inputs itself (``TaskKind.serve_inputs``: tagging's windows of words,
+span tasks' windows of question + context) is answered from the outputs of all rows of an input
+together (``serve_answers``: entities, the answer span of a question). Every distinct encoder input
+of a call runs once, in length-grouped passes, for all the tasks that read it: a sentence task and
+a tagging task of the same text share the encoder pass where their tokens are the same (a text that
+fits one window, with a WordPiece tokenizer).
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ class TaskInfo:
     encoder: str
     dev_metrics: dict[str, Any] = field(default_factory=dict)
     adapter: str | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # ``TaskKind.export_settings``
+    output: str = "row"  # the head's output per ``row`` or per ``token`` (``TaskKind.export_head``)
 
     @property
     def takes_pair(self) -> bool:
@@ -66,16 +70,16 @@ class TaskInfo:
 
     @property
     def kind(self) -> str:
-        """The input its encoder pass takes: one text (``single``), a pair (``pair``), or a kind's own
-        (``TaskKind.serve_pass``); tasks with the same one share a pass."""
-        return get_kind(self.type).serve_pass(self.input, self.settings)
+        """The input its encoder pass takes: one text (``single``) or a pair (``pair``); tasks with
+        the same one are run by one engine call."""
+        return "pair" if self.takes_pair else "single"
 
 
 def task_infos(tasks: dict[str, dict[str, Any]], order: list[str]) -> dict[str, TaskInfo]:
     """From the ``tasks`` and ``task_order`` of an exported config (``modeling_mtdnn.MtdnnConfig``)."""
     return {name: TaskInfo(name, s["type"], s["input"], list(s.get("labels", [])), s.get("head", {}).get("kind", "linear"),
                            s.get("epoch"), s["encoder"], s.get("metrics") or {}, s.get("adapter"),
-                           dict(s.get("settings") or {}))
+                           dict(s.get("settings") or {}), (s.get("output") or {}).get("per", "row"))
             for name, s in ((n, tasks[n]) for n in order)}
 
 
@@ -84,8 +88,8 @@ class Engine(Protocol):
     backend: str
 
     def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, Any]:
-        """Each task's raw outputs (rows in input order) for one input kind (a kind that cuts its
-        inputs itself: its answers)."""
+        """Each task's outputs for one input kind, in input order: its raw output rows, or for a
+        kind that cuts its inputs itself (``TaskKind.serve_inputs``) its answers."""
 
 
 def length_groups(lengths: list[int], max_rows: int = ROWS_PER_PASS, waste: float = PAD_WASTE) -> list[list[int]]:
@@ -129,37 +133,66 @@ class _Tokenizing:
             out[key] = arr
         return out
 
-    def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, Any]:
-        """Each task's raw output rows (one per input, in input order), or, for tasks of a kind that
-        cuts its inputs itself, its list of answers; ``tasks`` share one encoder input (``TaskInfo.kind``)."""
-        info = self.tasks[tasks[0]]
-        kind = get_kind(info.type)
-        own = kind.serve_inputs(info.settings, self.tokenizer, self.max_len, text_a, text_b)
-        if own is not None:
-            outputs = self._row_outputs(own.rows, tasks)
-            return {t: kind.serve_answers(self.tasks[t].settings, own, outputs[t]) for t in tasks}
-        enc = self.tokenizer(text_a, text_b, truncation=True, max_length=self.max_len)
-        rows = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-        results: dict[str, list[np.ndarray | None]] = {t: [None] * len(text_a) for t in tasks}
-        for index in length_groups([len(x) for x in rows["input_ids"]]):
-            out = self._forward(self._pad(rows, index), tasks)
-            for t in tasks:
-                for r, i in enumerate(index):
-                    results[t][i] = out[t][r]
-        return {t: np.stack(v) for t, v in results.items()}
+    tasks: dict[str, TaskInfo]
 
-    def _row_outputs(self, rows: dict[str, list[list[int]]], tasks: list[str]) -> dict[str, list[np.ndarray]]:
-        """Each task's per-token outputs of each row, cut to the row's own tokens."""
-        left = getattr(self.tokenizer, "padding_side", "right") == "left"
-        results: dict[str, list[Any]] = {t: [None] * len(rows["input_ids"]) for t in tasks}
-        for index in length_groups([len(x) for x in rows["input_ids"]]):
-            out = self._forward(self._pad(rows, index), tasks)
-            for t in tasks:
-                width = out[t].shape[1]
-                for r, i in enumerate(index):
-                    n = len(rows["input_ids"][i])
-                    results[t][i] = out[t][r, width - n:] if left else out[t][r, :n]
+    def run(self, text_a: list[str], text_b: list[str] | None, tasks: list[str]) -> dict[str, Any]:
+        """Each task's outputs in input order (``Engine.run``): the encoder rows of all tasks
+        (mtdnn's tokenisation of each input, and the rows of kinds that cut inputs themselves) are
+        gathered, each distinct one run once, for the tasks that read it."""
+        rows: list[dict[str, list[int]]] = []
+        index: dict[tuple, int] = {}
+        readers: list[set[str]] = []
+
+        def unit(row: dict[str, list[int]], task: str) -> int:
+            key = tuple((k, tuple(row[k])) for k in sorted(row))
+            if key not in index:
+                index[key] = len(rows)
+                rows.append(row)
+                readers.append(set())
+            readers[index[key]].add(task)
+            return index[key]
+
+        own = {t: get_kind(self.tasks[t].type).serve_inputs(self.tasks[t], self.tokenizer, self.max_len, text_a,
+                                                            text_b) for t in tasks}
+        plain = [t for t in tasks if own[t] is None]
+        where: dict[str, list[int]] = {}
+        if plain:
+            enc = self.tokenizer(text_a, text_b, truncation=True, max_length=self.max_len)
+            keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+            where.update({t: [unit({k: list(enc[k][i]) for k in keys}, t) for i in range(len(text_a))] for t in plain})
+        for t, encoded in own.items():
+            if encoded is not None:
+                columns = encoded.rows
+                where[t] = [unit({k: columns[k][r] for k in columns}, t) for r in range(len(columns["input_ids"]))]
+        out = self._run_rows(rows, readers)
+        results: dict[str, Any] = {}
+        for t in tasks:
+            values = [out[u][t] for u in where[t]]
+            encoded = own[t]
+            results[t] = (np.stack(values) if encoded is None
+                          else get_kind(self.tasks[t].type).serve_answers(self.tasks[t], encoded, values))
         return results
+
+    def _run_rows(self, rows: list[dict[str, list[int]]], readers: list[set[str]]) -> list[dict[str, np.ndarray]]:
+        """The outputs of each row for the tasks that read it, in length groups (``length_groups``);
+        a per-token output cut to the row's tokens."""
+        out: list[dict[str, np.ndarray]] = [{} for _ in rows]
+        if not rows:
+            return out
+        columns = {k: [r[k] for r in rows] for k in rows[0]}
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        for group in length_groups([len(r["input_ids"]) for r in rows]):
+            tasks = [t for t in self.tasks if any(t in readers[i] for i in group)]
+            got = self._forward(self._pad(columns, group), tasks)
+            width = max(len(rows[i]["input_ids"]) for i in group)
+            for r, i in enumerate(group):
+                n = len(rows[i]["input_ids"])
+                for t in readers[i]:
+                    value = got[t][r]
+                    if self.tasks[t].output == "token":
+                        value = value[width - n:] if left else value[:n]
+                    out[i][t] = value
+        return out
 
     def _forward(self, inputs: dict[str, np.ndarray], tasks: list[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError

@@ -6,10 +6,11 @@
   ``truncation=True`` cuts where mtdnn does) and a model card.
 - One task as a standard folder (``write_task_folder``): the encoder family's own class, no custom
   code; ``AutoModelForSequenceClassification`` for sentence tasks, the class the task's kind names
-  otherwise (``standard_folder_class``: span tasks ``AutoModelForQuestionAnswering``, the head's
-  start/end layer copied into ``qa_outputs``, which reads every token as mtdnn's head does; its
-  logits are not masked outside the context: decoding reads context tokens only). The
-  sequence classifier reads the pooler's output
+  otherwise (``standard_folder_class``), whose output layer reads every token as mtdnn's head does
+  and takes the head's weights as they are: tagging ``AutoModelForTokenClassification`` (its
+  ``classifier``), span tasks ``AutoModelForQuestionAnswering`` (the head's start/end layer copied
+  into ``qa_outputs``; its logits are not masked outside the context: decoding reads context
+  tokens only). The sequence classifier reads the pooler's output
   ``tanh(W h + b)``, while mtdnn's linear head reads the [CLS] vector ``h`` itself, so the pooler is
   set to ``W = eps * I``, ``b = 0`` and the classifier to ``V / eps``: ``tanh(eps * h) / eps = h``
   up to ``(eps * h)^2 / 3`` relative (eps = 2^-13: about 1e-7 for |h| <= 4). The export checks the
@@ -56,7 +57,8 @@ def boundary_ids(tokenizer) -> list[int]:
 
 
 def task_spec(plan: ExportPlan, t: TaskDef) -> dict:
-    return {"type": t.type, "input": t.input, "labels": list(t.labels), "head": t.head.model_dump(),
+    return {"type": t.type, "input": t.input, "labels": list(t.labels),
+            "head": t.head.model_dump(), "output": t.kind.export_head(t),
             "dropout": t.dropout, "head_of": plan.head_of(t), "encoder": plan.encoder_of(t.name),
             "adapter": plan.adapter_of(t.name), "epoch": plan.epochs[t.name], "metrics": plan.metrics.get(t.name) or {},
             "settings": t.kind.export_settings(t, int(plan.config["max_seq_len"]))}

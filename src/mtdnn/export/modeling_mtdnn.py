@@ -12,12 +12,14 @@ model: ``encoders.<key>.*`` (a Hugging Face encoder), ``heads.<task>.*``:
   (batch, 1) a score for regression and ranking.
 - ``san``: the stochastic answer network over the premise and hypothesis tokens: (batch, labels)
   log-probabilities (the log of the probabilities averaged over the answer steps).
-- span tasks (extractive question answering): dropout + linear on every token, (batch, tokens, 2):
-  ``[..., 0]`` the start logits, ``[..., 1]`` the end logits of one window (question + part of the
-  context) per row; tokens that cannot start or end an answer (outside the second text, i.e. the
-  context) get -1e4, but for the null position 0 ([CLS] or <s>). Decoding a window's answer (the best
-  start <= end within ``settings.max_answer_length`` tokens, pooled over a question's windows) is
-  left to the caller (``mtdnn serve`` does it, as ``mtdnn predict``).
+- a per-token head (a task's ``output.per`` is ``token``): dropout + linear on every token's
+  vector, (batch, tokens, outputs). Tagging: the tags' logits. Span tasks (extractive question
+  answering; ``output.context_only``): ``[..., 0]`` the start logits, ``[..., 1]`` the end logits
+  of one window (question + part of the context) per row; tokens that cannot start or end an
+  answer (outside the second text, i.e. the context) get -1e4, but for the null position 0 ([CLS]
+  or <s>). Decoding a window's answer (the best start <= end within
+  ``settings.max_answer_length`` tokens, pooled over a question's windows) is left to the caller
+  (``mtdnn serve`` does it, as ``mtdnn predict``).
 
 A run trained with per-task LoRA adapters (``mtdnn train --adapter lora``) is exported with its one
 frozen encoder and each task's adapter: the encoder's adapted linear layers become ``LoraLinear``
@@ -57,7 +59,9 @@ except ImportError:  # transformers 4
 class MtdnnConfig(_BaseConfig):
     """``encoder``: the shared encoder's config (a dict with its ``model_type``); ``encoder_keys``:
     the names of the encoders the model holds (one per exported epoch); ``tasks``: task name ->
-    ``{type, input, labels, head: {kind, steps, step_dropout}, dropout, head_of, encoder, adapter}``;
+    ``{type, input, labels, head: {kind, steps, step_dropout}, output: {outputs, per, context_only},
+    dropout, head_of, encoder, adapter, settings}`` (``output``: the head's output per row or per
+    token; ``settings``: what serving the task needs, e.g. a tagging task's scheme);
     ``segment_boundary_ids``: the token ids that separate the texts of a pair ([CLS], [SEP], ...);
     ``task_order``: the tasks in the run's order (config.json sorts the keys of ``tasks``);
     ``adapters``: LoRA adapter name -> ``{rank, scaling, layers}`` (the encoder's module paths it
@@ -98,27 +102,30 @@ class LinearHead(nn.Module):
         return self.proj(self.dropout(hidden_states[:, 0]))
 
 
-def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), dim=-1)
+SPAN_MASKED = -1e4  # mtdnn's span head gives this logit to tokens that cannot start or end an answer
 
 
-class SpanHead(nn.Module):
-    """(batch, tokens, 2) start and end logits; ``SPAN_MASKED`` outside the context (seg 1) but at
-    position 0 (the null answer)."""
+class TokenHead(nn.Module):
+    """(batch, tokens, outputs); ``context_only``: ``SPAN_MASKED`` outside the context (seg 1) but at
+    position 0 (a span task's null answer)."""
 
-    def __init__(self, hidden: int, dropout: float) -> None:
+    def __init__(self, hidden: int, n_out: int, dropout: float, context_only: bool = False) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.proj = nn.Linear(hidden, 2)
+        self.proj = nn.Linear(hidden, n_out)
+        self.context_only = context_only
 
     def forward(self, hidden_states: torch.Tensor, seg: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         logits = self.proj(self.dropout(hidden_states))
+        if not self.context_only:
+            return logits
         first = torch.arange(seg.shape[1], device=seg.device) == 0
         keep = (seg == 1) | first.unsqueeze(0)
         return logits.masked_fill(~keep.unsqueeze(-1), SPAN_MASKED)
 
 
-SPAN_MASKED = -1e4  # mtdnn's span head gives this logit to tokens that cannot start or end an answer
+def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), dim=-1)
 
 
 class SANHead(nn.Module):
@@ -293,10 +300,14 @@ def _build_encoder(encoder_config: Any) -> nn.Module:
 
 
 def _build_head(spec: dict, hidden: int) -> nn.Module:
-    if spec["type"] == "span":
-        return SpanHead(hidden, float(spec.get("dropout", 0.1)))
-    n_out = len(spec["labels"]) if spec["type"] == "classification" else 1
+    # ``output``: {outputs, per: row | token, context_only}; exports without it hold row heads, or span heads
+    output = spec.get("output") or (
+        {"outputs": 2, "per": "token", "context_only": True} if spec["type"] == "span" else
+        {"outputs": len(spec["labels"]) if spec["type"] == "classification" else 1, "per": "row"})
+    n_out = int(output["outputs"])
     head = spec.get("head", {})
+    if output.get("per") == "token":
+        return TokenHead(hidden, n_out, float(spec.get("dropout", 0.1)), bool(output.get("context_only")))
     if head.get("kind") == "san":
         return SANHead(hidden, n_out, int(head.get("steps", 5)), float(head.get("step_dropout", 0.1)),
                        float(spec.get("dropout", 0.1)))

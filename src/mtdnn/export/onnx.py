@@ -2,14 +2,17 @@
 
 Inputs: what the tokenizer gives (``input_ids``, ``attention_mask``, and ``token_type_ids`` where the
 tokenizer has them), int64, with dynamic batch and sequence axes. Outputs: one per task, named after
-the task (the same values as the Hugging Face export's ``logits``: a span task's is (batch, tokens,
-2), the start and end logits of each window); each encoder is in the graph once. Beside it, ``tasks.json`` holds each task's type, labels, input kind and encoder, and the max
+the task (the same values as the Hugging Face export's ``logits``; a per-token output, tagging's
+(batch, tokens, tags) logits or a span task's (batch, tokens, 2) start and end logits of each window,
+has the same dynamic axes); each encoder is in the graph once. Beside it, ``tasks.json`` holds each
+task's type, labels, input kind, encoder, head output and settings, and the max
 length; the tokenizer files are in the folder. ``--quantize int8`` adds ``model.int8.onnx``
 (onnxruntime's dynamic quantisation: int8 weights of the matrix products).
 
 The graph is made by torch's exporter (``torch.onnx.export(dynamo=True)``, which needs onnxscript)
 and checked: onnxruntime's outputs against mtdnn's own model on real dev rows (fp32: to 1e-4); for
-int8, the dev metric of each task with fp32 and int8 weights, reported, not required to be equal.
+int8, the dev metric of each task with fp32 and int8 weights (``onnx_metrics``: tagging's entity F1
+over words, span tasks' exact match and F1 over questions), reported, not required to be equal.
 """
 
 from __future__ import annotations
@@ -83,8 +86,9 @@ def tasks_json(model: nn.Module, inputs: list[str]) -> dict[str, Any]:
     cfg = model.config
     return {"max_seq_len": int(cfg.max_seq_len), "inputs": inputs, "encoders": list(cfg.encoder_keys),
             "tasks": cfg.tasks, "task_order": list(cfg.task_order), "outputs": "one per task, named after it: class logits (linear head), "
-            "log-probabilities (SAN head), a (batch, 1) score (regression, ranking), or (batch, tokens, 2) start "
-            "and end logits (span tasks: one window of question + context per row; decode as mtdnn serve does)"}
+            "log-probabilities (SAN head), a (batch, 1) score (regression, ranking), or per token (the task's "
+            "output.per): (batch, tokens, tags) logits (tagging), (batch, tokens, 2) start and end logits (span "
+            "tasks: one window of question + context per row; decode as mtdnn serve does)"}
 
 
 def write_onnx_model(model: nn.Module, tokenizer, folder: Path, quantize: str | None = None) -> None:
@@ -122,7 +126,7 @@ def int8_metric_change(plan: ExportPlan, folder: Path, tokenizer, n_rows: int) -
             continue
         split, batch = tokenized_batch(t, raw, tokenizer, int(plan.config["max_seq_len"]))
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-        scores = [t.kind.onnx_scores(t, run(inputs, t.name), batch, split) for run in (fp32, int8)]
+        scores = [t.kind.onnx_metrics(t, run(inputs, t.name), batch, split) for run in (fp32, int8)]
         change[t.name] = {k: scores[1][k] - scores[0][k] for k in scores[0] if k != "score"}
     return change
 

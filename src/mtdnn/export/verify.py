@@ -47,20 +47,23 @@ def reference_model(plan: ExportPlan, task: TaskDef) -> MultiTaskModel:
 
 
 def sample_rows(task: TaskDef) -> RawSplit:
+    """The sample sentences as the task's rows, as ``Run.predict`` reads raw texts (``api_rows``)."""
     a = [p[0] for p in SAMPLE_PAIRS]
     b = [p[1] for p in SAMPLE_PAIRS] if task.has_text_b else None
     return RawSplit(task.name, "sample", "<samples>", **task.kind.api_rows(task, a, b))
 
 
+def tokenized_batch(task: TaskDef, raw: RawSplit, tokenizer, max_len: int) -> tuple[TokenizedSplit,
+                                                                                   dict[str, torch.Tensor]]:
+    """The rows tokenised as mtdnn tokenises them (tagging: windows of words; span tasks: windows
+    of question + context), and all of them as one batch (``seg`` included, as mtdnn computes it)."""
+    split = tokenize_split(task, raw, tokenizer, max_len, cache_dir=None)
+    return split, collate(split, np.arange(len(split)), tokenizer.pad_token_id or 0)
+
+
 def tokenizer_batch(task: TaskDef, raw: RawSplit, tokenizer, max_len: int) -> dict[str, torch.Tensor]:
     """mtdnn's batch of the rows (``seg`` included, as mtdnn computes it)."""
     return tokenized_batch(task, raw, tokenizer, max_len)[1]
-
-
-def tokenized_batch(task: TaskDef, raw: RawSplit, tokenizer, max_len: int) -> tuple[TokenizedSplit, dict[str, torch.Tensor]]:
-    """The rows tokenised as mtdnn tokenises them (span tasks: their windows) and their batch."""
-    split = tokenize_split(task, raw, tokenizer, max_len, cache_dir=None)
-    return split, collate(split, np.arange(len(split)), tokenizer.pad_token_id or 0)
 
 
 def check_against_mtdnn(plan: ExportPlan, candidate: Candidate, tokenizer, n_rows: int = 32,

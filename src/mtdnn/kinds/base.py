@@ -26,12 +26,13 @@ The hooks, by stage (each has a default here where one fits most kinds):
 - predictions of saved runs: ``api_rows``/``api_answers``/``api_values`` (``Run.predict``),
   ``predict_split``, ``prediction_file_lines``, ``prediction_columns``/``prediction_extras``
   (``Run.predict_file``, ``mtdnn predict``).
-- export and serving: ``export_settings`` (what an exported config keeps of the task),
+- export and serving: ``export_head`` (the head's output in an exported model: per row or per
+  token), ``export_settings`` (what an exported config keeps of the task for serving),
   ``compared_outputs`` (what the export's self-check compares), ``present`` (the server's answer),
-  ``serve_pass``/``serve_inputs``/``serve_answers`` (kinds that cut and decode served inputs
-  themselves), ``card_labels``/``pipeline_tag``/``card_usage`` (the model card), ``standard_folder``
-  and ``standard_folder_class`` (``export --task``), ``onnx_predictions``/``onnx_scores`` (the int8
-  check).
+  ``serve_inputs``/``serve_answers`` (kinds that cut served inputs into rows of their own, e.g.
+  windows, and decode the answers from all rows of an input), ``card_labels``/``pipeline_tag``/
+  ``card_usage`` (the model card), ``standard_folder`` and ``standard_folder_class`` (``export
+  --task``), ``onnx_predictions``/``onnx_metrics`` (the int8 check).
 - ``tasks check``: ``label_stats`` (what the split's labels look like), ``check_warnings``,
   ``split_warnings``, ``long_rows``, ``window_stats`` and ``row_unit``, ``check_lines`` (the
   kind's own report lines), ``explain_read_error``; ``tasks init``: ``init_type_note``, ``init_label_problem``, ``init_labels``,
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # the schema imports the kinds
     from ..data.readers import RawSplit
     from ..data.tokenized import TokenizedSplit
     from ..evaluation import Predictions
+    from ..export.engine import TaskInfo
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
     from ..tasks.wizard import Column, InitOptions, Source
@@ -342,6 +344,13 @@ class TaskKind:
     # the Hugging Face pipeline a standard folder of the kind's tasks is used with (the model card)
     pipeline_tag: ClassVar[str] = "text-classification"
 
+    def export_head(self, task: TaskDef) -> dict[str, Any]:
+        """The head's output in an exported model (``modeling_mtdnn``, the ONNX graph, the
+        server): ``outputs`` values per unit and ``per`` unit: ``row`` (a (batch, outputs) output
+        read from the [CLS] vector or by SAN) or ``token`` (a (batch, tokens, outputs) output, the
+        head applied to every token; the server cuts it to each row's tokens)."""
+        return {"outputs": self.num_outputs(task), "per": "row"}
+
     def export_settings(self, task: TaskDef, max_len: int) -> dict[str, Any]:
         """The kind's own settings of a task that an exported config keeps (``settings`` of its
         entry in ``tasks``; what serving the task needs beyond its labels), for inputs of at most
@@ -353,25 +362,22 @@ class TaskKind:
         self-check, ``export/verify.py``): all of them by default."""
         return output
 
-    def present(self, labels: list[str], row: Any) -> dict[str, Any]:
+    def present(self, labels: list[str], row: Any) -> Any:
         """The server's answer for one input from the head's raw output row (a score by default);
         for a kind with ``serve_inputs``, from its ``serve_answers`` item."""
         return {"score": float(np.asarray(row).reshape(-1)[0])}
 
-    def serve_pass(self, input_kind: str, settings: dict[str, Any]) -> str:
-        """The encoder input of a served task (``input``, ``export_settings``): tasks with the same
-        one share an encoder pass, and concurrent requests' inputs of it are batched together."""
-        return "pair" if self.reads_pairs(input_kind) else "single"
-
-    def serve_inputs(self, settings: dict[str, Any], tokenizer: Any, max_len: int, text_a: list[str],
+    def serve_inputs(self, info: TaskInfo, tokenizer: Any, max_len: int, text_a: list[str],
                      text_b: list[str] | None) -> EncodedInputs | None:
-        """A kind's own encoder rows for served inputs, or None: one row per input, its texts
-        tokenised and truncated to ``max_len`` (sentence kinds)."""
+        """The kind's own encoder rows for served inputs (``info``: the exported task, its
+        ``settings`` from ``export_settings``), or None: one row per input, its texts tokenised and
+        truncated to ``max_len`` (sentence kinds), answered by ``present`` from its output row.
+        Rows equal to another task's (of the same call) share its encoder pass."""
         return None
 
-    def serve_answers(self, settings: dict[str, Any], encoded: EncodedInputs, outputs: list[np.ndarray]) -> list[Any]:
-        """One answer per input from the head's outputs on each of ``encoded.rows`` (cut to the
-        row's tokens); for kinds with ``serve_inputs``."""
+    def serve_answers(self, info: TaskInfo, encoded: EncodedInputs, outputs: list[np.ndarray]) -> list[Any]:
+        """One answer per input from the head's outputs on each of ``encoded.rows`` (a per-token
+        output cut to the row's tokens); for kinds with ``serve_inputs``."""
         raise NotImplementedError
 
     def card_labels(self, task: TaskDef) -> str:
@@ -399,8 +405,8 @@ class TaskKind:
         """Predictions from the ONNX model's raw outputs of a batch (scores by default)."""
         return out.reshape(-1)
 
-    def onnx_scores(self, task: TaskDef, out: np.ndarray, batch: dict[str, torch.Tensor],
-                    split: TokenizedSplit) -> dict[str, float]:
+    def onnx_metrics(self, task: TaskDef, out: np.ndarray, batch: dict[str, torch.Tensor],
+                     split: TokenizedSplit) -> dict[str, float]:
         """The metrics of dev rows (``split``, collated as ``batch``) from the ONNX model's raw
         outputs ``out`` on them (the int8 check): ``onnx_predictions`` against the labels by default."""
         preds = self.onnx_predictions(task, out, batch["groups"].numpy())

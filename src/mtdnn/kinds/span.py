@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from ..data.readers import RawSplit
     from ..data.tokenized import TokenizedSplit
     from ..evaluation import Predictions
+    from ..export.engine import TaskInfo
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
     from ..tasks.wizard import InitOptions
@@ -256,6 +257,10 @@ class Span(TaskKind):
         return [json.dumps(answers, ensure_ascii=False)]
 
     # ---- export and serving ----------------------------------------------------------
+    def export_head(self, task: TaskDef) -> dict[str, Any]:
+        """Start and end logits of every token, masked outside the context but at the null position."""
+        return {"outputs": 2, "per": "token", "context_only": True}
+
     def export_settings(self, task: TaskDef, max_len: int) -> dict[str, Any]:
         """The windows and decoding of the task's questions: ``stride``, ``max_question_tokens``,
         ``max_answer_length``, ``n_best`` and ``version``, defaults filled in; with v2.0 also
@@ -279,10 +284,7 @@ class Span(TaskKind):
         score = row["score"]
         return {**row, "score": float(score) if np.isfinite(score) else None}  # no span at all: JSON has no inf
 
-    def serve_pass(self, input_kind: str, settings: dict[str, Any]) -> str:
-        return f"question_context (stride {settings['stride']}, question tokens {settings['max_question_tokens']})"
-
-    def serve_inputs(self, settings: dict[str, Any], tokenizer: Any, max_len: int, text_a: list[str],
+    def serve_inputs(self, info: TaskInfo, tokenizer: Any, max_len: int, text_a: list[str],
                      text_b: list[str] | None) -> EncodedInputs:
         """The windows of every question (``text_a``) on its context (``text_b``), cut as for
         training and ``Run.predict``; pairs with an empty question or context have none."""
@@ -291,6 +293,7 @@ class Span(TaskKind):
         examples = [SpanExample(str(i), "", text_a[i], contexts[i], (), True) for i in kept]
         if not examples:
             return EncodedInputs({"input_ids": [], "attention_mask": []}, (len(text_a), examples, None))
+        settings = info.settings
         windows = build_windows(examples, tokenizer, max_length=max_len, stride=int(settings["stride"]),
                                 max_question_tokens=int(settings["max_question_tokens"]))
         lengths = windows.attention_mask.sum(axis=1)
@@ -298,13 +301,14 @@ class Span(TaskKind):
         rows = {n: [getattr(windows, n)[w, :int(k)].tolist() for w, k in enumerate(lengths)] for n in names}
         return EncodedInputs(rows, (len(text_a), examples, windows))
 
-    def serve_answers(self, settings: dict[str, Any], encoded: EncodedInputs, outputs: list[np.ndarray]) -> list[Any]:
+    def serve_answers(self, info: TaskInfo, encoded: EncodedInputs, outputs: list[np.ndarray]) -> list[Any]:
         """Each question's answer from the (tokens, 2) logits of its windows, decoded together as
         ``Run.predict`` decodes them (``api_answers``); None for an empty question or context."""
         n, examples, windows = encoded.state
         out: list[Any] = [None] * n
         if not examples:
             return out
+        settings = info.settings
         decoded = decode_windows(outputs, windows, examples, int(settings["n_best"]),
                                  int(settings["max_answer_length"]))
         for uid, p in decoded.items():
@@ -334,7 +338,7 @@ class Span(TaskKind):
     def standard_folder_class(self, task: TaskDef) -> tuple[str, str]:
         return "AutoModelForQuestionAnswering", "qa_outputs"
 
-    def onnx_scores(self, task: TaskDef, out: np.ndarray, batch: dict[str, torch.Tensor],
+    def onnx_metrics(self, task: TaskDef, out: np.ndarray, batch: dict[str, torch.Tensor],
                     split: TokenizedSplit) -> dict[str, float]:
         """Exact match and F1 of the questions of ``split`` decoded from the ONNX logits of its windows."""
         outputs = self.stack_outputs([self.eval_outputs(torch.from_numpy(np.asarray(out)), batch)])

@@ -11,7 +11,11 @@ maximum length (``tagging/alignment.py``: merged back per word, counted in the l
 Only each word's first sub-word carries its tag: the loss is the cross-entropy over those
 tokens, and a word's prediction is read there. Metrics follow conlleval: entity precision, recall
 and F1 (exact span and type, micro over types; ``f1`` selects epochs), or token accuracy for plain
-tags. The per-class report gives each entity type's figures and the confusion of types."""
+tags. The per-class report gives each entity type's figures and the confusion of types.
+
+Exports hold the head applied to every token (a (batch, tokens, tags) output); ``export --task``
+writes a standard token-classification folder (``id2label``: the tags as predicted); the server
+splits a text into words and windows as ``Run.predict`` does and answers its entities."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import json
 import logging
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -33,17 +38,18 @@ from ..model.heads import TokenHead
 from ..tagging.alignment import Window, encode_words, merge_windows
 from ..tagging.draft import (TAGGED_SUFFIXES, column_count, looks_like_tagged_jsonl, read_tagged_file, tag_column,
                              task_lines, word_column)
-from ..tagging.entities import split_words, tags_and_scores, tags_to_entities
+from ..tagging.entities import Word, split_words, tags_and_scores, tags_to_entities
 from ..tagging.metrics import entity_metrics, entity_report, report_dict, token_accuracy, type_confusion
 from ..tagging.readers import check_tags, read_conll, read_tagged_jsonl
 from ..tagging.schemes import PLAIN, detect_scheme, iob1_to_iob2, parse_tag, spans, validate
-from .base import SEG_SPECIAL, InitDraft, TaskKind
+from .base import SEG_SPECIAL, EncodedInputs, InitDraft, TaskKind
 from .classes import class_report
 
 if TYPE_CHECKING:
     from ..data.readers import RawSplit
     from ..data.tokenized import TokenizedSplit
     from ..evaluation import Predictions
+    from ..export.engine import TaskInfo
     from ..tagging.readers import TaggedSentence
     from ..tasks.check import SplitCheck
     from ..tasks.schema import SplitDef, TaskDef
@@ -69,9 +75,7 @@ class Tagging(TaskKind):
     # training methods that do not handle per-token outputs yet
     refused_methods: ClassVar[dict[str, str]] = {
         "smart": "SMART (--adv) perturbs and compares one output per row; tagging has one per token",
-        "distillation": "distillation (--teachers) averages one output per row; tagging has one per token",
-        "export": "exports, their server and ONNX graphs give one output per input; tagging's per-token "
-                  "outputs are not exported yet (predict with the run directory)"}
+        "distillation": "distillation (--teachers) averages one output per row; tagging has one per token"}
 
     # ---- schema --------------------------------------------------------------------
     def validate(self, task: TaskDef) -> None:
@@ -240,11 +244,7 @@ class Tagging(TaskKind):
             return out
         for uid, probs in zip(raw.ids, word_probabilities(preds.outputs, split)):
             text = texts[int(uid)]
-            words = split_words(text)
-            tags, scores = tags_and_scores(probs, task.labels)
-            out[int(uid)] = ([{"word": w.word, "start": w.start, "end": w.end, "tag": tag, "score": score}
-                              for w, tag, score in zip(words, tags, scores)] if task.scheme == "plain"
-                             else tags_to_entities(text, words, tags, scores))
+            out[int(uid)] = text_answer(task.scheme, task.labels, text, split_words(text), probs)
         return out
 
     def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> dict[str, Any] | None:
@@ -393,6 +393,75 @@ class Tagging(TaskKind):
                             f"{len(c.labels)} labels" for n, c in drafted)
         return InitDraft(lines, [n for n, _ in drafted], "sentences", {f.role: f.sentences for f in read}, summary)
 
+    # ---- export and serving ----------------------------------------------------------
+    pipeline_tag: ClassVar[str] = "token-classification"
+
+    def export_head(self, task: TaskDef) -> dict[str, Any]:
+        return {"outputs": len(task.labels), "per": "token"}
+
+    def export_settings(self, task: TaskDef, max_len: int) -> dict[str, Any]:
+        """The scheme (``plain``: words with their tags are answered, not entities) and the words
+        consecutive windows of a long text share."""
+        return {"scheme": task.scheme, "overlap": window_overlap(max_len)}
+
+    def present(self, labels: list[str], row: Any) -> Any:
+        """The text's answer (``serve_answers``) as it is."""
+        return row
+
+    def serve_inputs(self, info: TaskInfo, tokenizer: Any, max_len: int, text_a: list[str],
+                     text_b: list[str] | None) -> EncodedInputs:
+        """Each text split into words (``split_words``, as ``Run.predict``) and encoded as one
+        window, or overlapping windows when longer than ``max_len`` (as ``mtdnn predict``); a text
+        without words has none."""
+        words = [split_words(text) for text in text_a]
+        kept = [i for i, w in enumerate(words) if w]
+        overlap = int(info.settings.get("overlap", window_overlap(max_len)))
+        windows, _ = encode_words(tokenizer, [[w.word for w in words[i]] for i in kept], None, max_length=max_len,
+                                  overlap=overlap)
+        rows = {"input_ids": [list(w.input_ids) for w in windows], "attention_mask": [[1] * len(w) for w in windows]}
+        if "token_type_ids" in tokenizer.model_input_names:
+            rows["token_type_ids"] = [[0] * len(w) for w in windows]
+        return EncodedInputs(rows, ServedTexts(list(text_a), words, kept, windows))
+
+    def serve_answers(self, info: TaskInfo, encoded: EncodedInputs, outputs: list[np.ndarray]) -> list[Any]:
+        """Each text's entities (or, with plain tags, its words with their tags), as ``Run.predict``,
+        from its windows' tag logits merged per word; [] for a text without words."""
+        served: ServedTexts = encoded.state
+        out: list[Any] = [[] for _ in served.texts]
+        if not served.windows:
+            return out
+        merged = merge_windows(served.windows, [_softmax(np.asarray(o, dtype=np.float32)) for o in outputs])
+        for s, i in enumerate(served.kept):
+            out[i] = text_answer(info.settings.get("scheme"), info.labels, served.texts[i], served.words[i],
+                                 np.stack(merged[s]))
+        return out
+
+    def card_labels(self, task: TaskDef) -> str:
+        if task.scheme == "plain":
+            return "a tag per word: " + ", ".join(task.labels)
+        types = sorted({parsed[1] for label in task.labels if (parsed := parse_tag(label)) is not None and parsed[1]})
+        scheme = "iob2" if task.scheme == "iob1" else task.scheme
+        return f"entities {', '.join(types)} (a tag per word, {scheme}: {', '.join(task.labels)})"
+
+    def card_usage(self, task: TaskDef, name: str, max_len: int) -> list[str] | None:
+        return ["```python", "from transformers import pipeline", "",
+                f'tagger = pipeline("token-classification", model="{name}", aggregation_strategy="first")',
+                'tagger("EU rejects German call to boycott British lamb.")', "```", "",
+                "`aggregation_strategy=\"first\"` reads each word's tag at its first sub-word, as mtdnn does."]
+
+    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str | None]:
+        """The tags the model predicts (IOB2 for an IOB1 file), one per output."""
+        return dict(enumerate(task.labels)), "single_label_classification"
+
+    def standard_folder_class(self, task: TaskDef) -> tuple[str, str]:
+        return "AutoModelForTokenClassification", "classifier"
+
+    def onnx_metrics(self, task: TaskDef, out: np.ndarray, batch: dict[str, torch.Tensor],
+                     split: TokenizedSplit) -> dict[str, float]:
+        """Entity F1 (or token accuracy) of the words, as evaluation scores them."""
+        outputs = self.stack_outputs([self.eval_outputs(torch.from_numpy(np.asarray(out, dtype=np.float32)), batch)])
+        return self.score(task, split, self.decide(task, outputs, split))
+
     def refuses(self, method: str) -> str | None:
         return self.refused_methods.get(method)
 
@@ -491,6 +560,37 @@ def _tokenized(task: TaskDef, raw: RawSplit, tokenizer: Any, windows: list, tag_
     return {"ids": ids, "type_ids": type_ids, "seg": seg, "offsets": offsets, "labels": per_row,
             "groups": np.arange(len(windows), dtype=np.int64), "uids": list(raw.ids), "token_labels": token_labels,
             "windows": windows, "word_labels": tag_ids}
+
+
+def window_overlap(max_len: int) -> int:
+    """How many words consecutive windows of a long sentence share: up to a quarter of a window's."""
+    return min(WINDOW_OVERLAP, max(1, (max_len - 2) // 4))
+
+
+@dataclass
+class ServedTexts:
+    """Served texts (``serve_inputs``): their words, the texts that have words (``kept``) and the
+    windows of those (a window's ``sentence`` indexes ``kept``)."""
+
+    texts: list[str]
+    words: list[list[Word]]
+    kept: list[int]
+    windows: list[Window]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def text_answer(scheme: str | None, labels: list[str], text: str, words: list[Word], probs: np.ndarray) -> list:
+    """A text's answer from its words' tag probabilities: its entities (type, character start and
+    end, text, score), or with plain tags each word with its tag and score."""
+    tags, scores = tags_and_scores(probs, labels)
+    if scheme == "plain":
+        return [{"word": w.word, "start": w.start, "end": w.end, "tag": tag, "score": score}
+                for w, tag, score in zip(words, tags, scores)]
+    return tags_to_entities(text, words, tags, scores)
 
 
 def word_probabilities(outputs: np.ndarray, split: TokenizedSplit) -> list[np.ndarray]:

@@ -1,16 +1,22 @@
 """Raw text to words with character offsets, and per-word tags back to entities in the text.
 
-``split_words`` splits raw text the way tagged corpora are tokenized, closely enough for
-prediction, and keeps where each word is:
+``split_words`` splits raw text into words as BERT's basic tokenizer does (the normaliser's
+cleanup and the pre-tokenizer of WordPiece encoders), so that a WordPiece model's words (its tokens
+without the ``##`` prefix start a word) are exactly these words, and
+``transformers.pipeline("token-classification", aggregation_strategy="first")`` on a standard
+folder of the task sees the words mtdnn predicts:
 
-* a word is a run of letters, digits and combining marks (Unicode categories L, N, M); an
-  apostrophe (``'`` or ``’``) or a hyphen between two such characters joins them into one word
-  (``O'Neill``, ``Urdu-speaking``, ``don't``); scripts written without spaces (Chinese,
-  Japanese) are not segmented: a run of their characters is one word;
-* every other visible character (punctuation, symbols, emoji) is a word of its own; a combining
-  mark right after it (e.g. the emoji variation selector U+FE0F) stays with it;
-* whitespace and invisible format characters (category Cf: zero-width space, BOM, soft hyphen,
-  zero-width joiner) separate words and belong to none.
+* whitespace separates words;
+* every punctuation character (ASCII punctuation, which includes ``$ + < = > ^ ` | ~``, and the
+  Unicode punctuation categories P*) is a word of its own: ``O'Neill`` is three words, ``co-op``
+  three, ``U.S.`` four;
+* every CJK ideograph (the ranges BERT isolates) is a word of its own; other scripts written
+  without spaces (kana, Thai) are not segmented: a run of their characters is one word;
+* control and invisible format characters (categories Cc, Cf, Co, Cn other than tab and line
+  breaks: zero-width space, BOM, soft hyphen, zero-width joiner) are dropped: they neither
+  separate words nor start one, but stay inside a word they interrupt (``text[start:end]``);
+* every other character (letters, digits, combining marks, symbols such as ``€`` or emoji) is
+  part of a word.
 
 Offsets are Python string indices (code points), ``text[start:end] == word``.
 
@@ -31,7 +37,10 @@ import numpy as np
 
 from .schemes import spans
 
-_JOINERS = frozenset("-'\u2019")
+# the ideograph ranges BERT's normaliser surrounds with spaces (``handle_chinese_chars``)
+_CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+        (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+_ASCII_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
 class Word(NamedTuple):
@@ -42,43 +51,38 @@ class Word(NamedTuple):
     end: int
 
 
-def _is_word_char(ch: str) -> bool:
-    return unicodedata.category(ch)[0] in "LNM"
+def _dropped(ch: str) -> bool:
+    """A character BERT's cleanup removes (NUL, U+FFFD, control and format characters)."""
+    return ch in "\0\ufffd" or (ch not in "\t\n\r" and unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cn"))
 
 
-def _word_end(text: str, i: int) -> int:
-    """The end of the word starting at ``i`` (a word character)."""
-    j = i + 1
-    while j < len(text):
-        if _is_word_char(text[j]):
-            j += 1
-        elif text[j] in _JOINERS and j + 1 < len(text) and _is_word_char(text[j + 1]):
-            j += 2
-        else:
-            break
-    return j
+def _alone(ch: str) -> bool:
+    """A character that is a word by itself: punctuation or a CJK ideograph."""
+    if ch in _ASCII_PUNCT or unicodedata.category(ch)[0] == "P":
+        return True
+    code = ord(ch)
+    return any(lo <= code <= hi for lo, hi in _CJK)
 
 
 def split_words(text: str) -> list[Word]:
     """The words of ``text`` with their offsets (rules in the module docstring)."""
     words: list[Word] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        category = unicodedata.category(ch)
-        if ch.isspace() or category == "Cf":
-            i += 1
-        elif category[0] == "M" and words and words[-1].end == i:
-            last = words[-1]
-            words[-1] = Word(last.word + ch, last.start, i + 1)
-            i += 1
-        elif _is_word_char(ch):
-            j = _word_end(text, i)
-            words.append(Word(text[i:j], i, j))
-            i = j
-        else:
-            words.append(Word(ch, i, i + 1))
-            i += 1
+    start = end = -1  # the word being read (start < 0: none)
+    for i, ch in enumerate(text):
+        if _dropped(ch):
+            continue
+        if ch.isspace() or _alone(ch):
+            if start >= 0:
+                words.append(Word(text[start:end], start, end))
+                start = -1
+            if not ch.isspace():
+                words.append(Word(ch, i, i + 1))
+            continue
+        if start < 0:
+            start = i
+        end = i + 1
+    if start >= 0:
+        words.append(Word(text[start:end], start, end))
     return words
 
 
