@@ -562,11 +562,6 @@ def _tokenized(task: TaskDef, raw: RawSplit, tokenizer: Any, windows: list, tag_
             "windows": windows, "word_labels": tag_ids}
 
 
-def window_overlap(max_len: int) -> int:
-    """How many words consecutive windows of a long sentence share: up to a quarter of a window's."""
-    return min(WINDOW_OVERLAP, max(1, (max_len - 2) // 4))
-
-
 @dataclass
 class ServedTexts:
     """Served texts (``serve_inputs``): their words, the texts that have words (``kept``) and the
