@@ -73,7 +73,11 @@ ROW_LABELS = {"ner/alone": "CoNLL-2003 NER alone", "ner/pos_chunk": "NER + POS +
               "wnut/ner": "WNUT-17 + CoNLL-2003 NER (auxiliary)"}
 AGAINST = {"ner/pos_chunk": "ner/alone", "ner/glue": "ner/alone", "wnut/ner": "wnut/alone"}
 PUBLISHED = [{"task": "conll03_ner", "split": "test", "f1": 92.4, "system": "BERT-base (110M parameters), fine-tuned on all 14,041 sentences",
-              "source": "Devlin et al. 2019 (BERT), CoNLL-2003 NER test F1"}]
+              "source": "Devlin et al. 2019 (BERT), CoNLL-2003 NER test F1"},
+             {"task": "wnut17", "split": "test", "f1": 56.5,
+              "system": "BERTweet (BERT-base size, pretrained on 850M English tweets), fine-tuned on the "
+                        "WNUT-17 training set",
+              "source": "Nguyen, Vu and Nguyen 2020 (BERTweet, EMNLP system demonstrations), WNUT-17 entity F1"}]
 
 
 # ----------------------------------------------------------------------------- the grid
