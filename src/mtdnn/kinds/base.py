@@ -104,6 +104,22 @@ class EncodedInputs:
     state: Any
 
 
+def token_rows(values: np.ndarray, batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
+    """Per-token values of a batch (rows, tokens, ...) cut to each row's real tokens (the kept
+    outputs of kinds with an output per token)."""
+    lengths = batch["attention_mask"].sum(dim=1).cpu().numpy()
+    return [values[r, :int(n)] for r, n in enumerate(lengths)]
+
+
+def stack_rows(outs: list[list[np.ndarray]]) -> np.ndarray:
+    """The rows of all batches (arrays of different lengths) as one object array, a row each."""
+    flat = [row for batch in outs for row in batch]
+    stacked = np.empty(len(flat), dtype=object)
+    for i, row in enumerate(flat):
+        stacked[i] = row
+    return stacked
+
+
 class TaskKind:
     """One kind of task. Subclasses set the class attributes and override the hooks that differ;
     kinds keep no state (one shared instance each)."""

@@ -43,7 +43,7 @@ from ..span.metrics import squad_scores
 from ..span.readers import (SpanColumns, SpanExample, article_titles, first_article_titles, gold_answers,
                             misplaced_answers, read_span_csv, read_span_jsonl, read_squad_json, split_by_articles)
 from ..span.windows import build_windows
-from .base import HOLDOUT_SPLIT, SEG_SPECIAL, EncodedInputs, InitDraft, TaskKind
+from .base import HOLDOUT_SPLIT, SEG_SPECIAL, EncodedInputs, InitDraft, TaskKind, stack_rows, token_rows
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -163,16 +163,10 @@ class Span(TaskKind):
     # ---- evaluation ----------------------------------------------------------------
     def eval_outputs(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> Any:
         """Each window's (tokens, 2) start and end logits, on the host."""
-        logits = out.cpu().numpy()
-        lengths = batch["attention_mask"].sum(dim=1).cpu().numpy()
-        return [logits[r, :int(n)] for r, n in enumerate(lengths)]
+        return token_rows(out.cpu().numpy(), batch)
 
     def stack_outputs(self, outs: list[Any]) -> np.ndarray:
-        flat = [row for batch in outs for row in batch]
-        stacked = np.empty(len(flat), dtype=object)
-        for i, row in enumerate(flat):
-            stacked[i] = row
-        return stacked
+        return stack_rows(outs)
 
     def decide(self, task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
         """The answer text of every question (in the order of ``split.uids``)."""

@@ -42,7 +42,7 @@ from ..tagging.entities import Word, split_words, tags_and_scores, tags_to_entit
 from ..tagging.metrics import entity_metrics, entity_report, report_dict, token_accuracy, type_confusion
 from ..tagging.readers import check_tags, read_conll, read_tagged_jsonl
 from ..tagging.schemes import PLAIN, detect_scheme, iob1_to_iob2, parse_tag, spans, validate
-from .base import SEG_SPECIAL, EncodedInputs, InitDraft, TaskKind
+from .base import SEG_SPECIAL, EncodedInputs, InitDraft, TaskKind, stack_rows, token_rows
 from .classes import class_report
 
 if TYPE_CHECKING:
@@ -196,16 +196,10 @@ class Tagging(TaskKind):
     # ---- evaluation ----------------------------------------------------------------
     def eval_outputs(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> Any:
         """Each row's tag probabilities at its tokens, (length, tags), on the host."""
-        probs = torch.softmax(out, dim=-1).cpu().numpy()
-        lengths = batch["attention_mask"].sum(dim=1).cpu().numpy()
-        return [probs[r, :int(n)] for r, n in enumerate(lengths)]
+        return token_rows(torch.softmax(out, dim=-1).cpu().numpy(), batch)
 
     def stack_outputs(self, outs: list[Any]) -> np.ndarray:
-        flat = [row for batch in outs for row in batch]
-        stacked = np.empty(len(flat), dtype=object)
-        for i, row in enumerate(flat):
-            stacked[i] = row
-        return stacked
+        return stack_rows(outs)
 
     def decide(self, task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
         """The tag id of every word of every sentence (an array per sentence)."""
