@@ -504,12 +504,15 @@ class Runner:
 
 def runner_of(module: ModuleType) -> Runner:
     """The Runner of a runner module: its ``cells`` (each with a ``name``), ``plan``, ``run``,
-    ``one_cell``, ``check`` and ``summarize`` callables, its ``STREAMS`` and ``SUMMARIZE_HELP``, and
-    where it has them its ``worker`` and ``FLAGS``; ``--help`` shows its docstring."""
-    def names() -> list[str]:
-        return [c.name for c in module.cells()]
+    ``one_cell`` and ``check`` callables, or a ``GRID`` (experiments.seed_grid.Grid) that has them;
+    its ``summarize``, ``STREAMS`` and ``SUMMARIZE_HELP``, and where it has them its ``worker`` and
+    ``FLAGS``; ``--help`` shows its docstring."""
+    cells = getattr(module, "GRID", module)
 
-    return Runner(module.__doc__ or "", names, module.plan, module.run, module.one_cell, module.check,
+    def names() -> list[str]:
+        return [c.name for c in cells.cells()]
+
+    return Runner(module.__doc__ or "", names, cells.plan, cells.run, cells.one_cell, cells.check,
                   module.summarize, module.SUMMARIZE_HELP, module.STREAMS, getattr(module, "worker", None),
                   getattr(module, "FLAGS", {}))
 

@@ -71,7 +71,7 @@ from experiments.cells import (ClaimedGrid, TrainCell, PlanRow, PlanTable, Recor
                                load_average, lock_file, machine, package_versions, read_history, read_metrics, say,
                                seconds_left, threads_override, timestamp, train_cell, update_summary, work)
 from experiments.settings import DA_COUNTS, FULL_TRAIN, GLUE_EPOCHS, GLUE_TASKS
-from experiments.stats import mean_sd, paired_bootstrap, spread
+from experiments.stats import difference_text, mean_sd, paired_bootstrap, seeds_text, spread
 
 RESULTS = settings.RESULTS
 RECORDS = Records(RESULTS / "glue_seeds")
@@ -603,12 +603,6 @@ def summary(records: dict[str, dict[str, Any]], labels: dict[str, np.ndarray], r
             "cells": sorted(records)}
 
 
-def _fmt(s: dict[str, float] | None) -> str:
-    return "–" if not s else f"{s['mean']:.1f} ± {s['sd']:.1f} (n={s['n']})" if s["n"] > 1 else f"{s['mean']:.1f} (n=1)"
-
-
-def _fmt_diff(d: dict[str, Any] | None) -> str:
-    return "–" if not d else f"{d['difference']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] {d['verdict']}"
 
 
 def _glue_table(part: dict[str, Any], arm: str, tasks: list[str], rows: dict[str, str]) -> list[str]:
@@ -616,12 +610,12 @@ def _glue_table(part: dict[str, Any], arm: str, tasks: list[str], rows: dict[str
     lines = ["| row | " + " | ".join(labels[t] for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
     for row, label in rows.items():
         if row in part[arm]["rows"]:
-            lines.append(f"| {label} | " + " | ".join(_fmt(part[arm]["rows"][row].get(t)) for t in tasks) + " |")
+            lines.append(f"| {label} | " + " | ".join(seeds_text(part[arm]["rows"][row].get(t)) for t in tasks) + " |")
     for row, label in rows.items():
         if row in part[arm]["differences"]:
             against = next(iter(part[arm]["differences"][row].values()))["against"]
             lines.append(f"| {label} − {ROWS[against]} | "
-                         + " | ".join(_fmt_diff(part[arm]["differences"][row].get(t)) for t in tasks) + " |")
+                         + " | ".join(difference_text(part[arm]["differences"][row].get(t)) for t in tasks) + " |")
     return lines
 
 
@@ -644,7 +638,7 @@ def tables(s: dict[str, Any]) -> str:
             "| data | size | plain encoder | MT-DNN encoder | difference |", "|---|---|---|---|---|"]
     for data, sizes in s["domain_adaptation"].items():
         for size, e in sizes.items():
-            out.append(f"| {data} | {size}% | {_fmt(e.get('encoder'))} | {_fmt(e.get('mtdnn'))} | {_fmt_diff(e.get('difference'))} |")
+            out.append(f"| {data} | {size}% | {seeds_text(e.get('encoder'))} | {seeds_text(e.get('mtdnn'))} | {difference_text(e.get('difference'))} |")
     full = s["full_data"]
     if full["holdout"]["rows"]:
         full_rows = {**ROWS, "linear": "linear head (SAN elsewhere)", "smart": "SMART", "kd": "distilled from full/mt/s1"}

@@ -43,7 +43,7 @@ from experiments.cells import Records, Streams, cli, fill_markers, mean_sd, upda
 from experiments.examples import question_values, span_entry
 from experiments.seed_grid import AUX_FILE, SEEDS, Cell, Grid
 from experiments.settings import GLUE_EPOCHS, GLUE_SUBSETS, GLUE_TASKS
-from experiments.stats import counts_bootstrap, mean_of
+from experiments.stats import counts_bootstrap, difference_text, mean_of, seeds_text
 from experiments.tagging import NER_TRAIN
 from experiments.tagging import SECONDS as TAG_SECONDS
 
@@ -105,28 +105,7 @@ def seconds(cell: Cell) -> float:
     return total
 
 
-GRID = Grid("qa", cells, RECORDS, RUNS, CHECK, span_entry, seconds)
-
-
-def one_cell(name: str, threads: int | None = None) -> int:
-    return GRID.one_cell(name, threads)
-
-
-def check(name: str, threads: int | None = None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    return GRID.check(name, threads)
-
-
-def run(stream: str, only: str, threads: int | None) -> int:
-    return GRID.run(stream, only, threads)
-
-
-def planned_seconds() -> float:
-    return sum(seconds(c) for c in cells())
-
-
-def plan() -> int:
-    print("\n".join(GRID.plan_lines(BUDGET_HOURS)))
-    return 0
+GRID = Grid("qa", cells, RECORDS, RUNS, CHECK, span_entry, seconds, BUDGET_HOURS)
 
 
 # ----------------------------------------------------------------------------- summary
@@ -176,12 +155,6 @@ def summary(records: dict[str, dict[str, Any]], resamples: int = 1000) -> dict[s
             "cells": sorted(records)}
 
 
-def _fmt(s: dict[str, float] | None) -> str:
-    return "–" if not s else f"{s['mean']:.1f} ± {s['sd']:.1f} (n={s['n']})" if s["n"] > 1 else f"{s['mean']:.1f} (n=1)"
-
-
-def _fmt_diff(d: dict[str, Any] | None) -> str:
-    return "–" if not d else f"{d['difference']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] {d['verdict']}"
 
 
 def tables(s: dict[str, Any]) -> str:
@@ -190,8 +163,8 @@ def tables(s: dict[str, Any]) -> str:
     lines = ["| row | EM | F1 | − alone: EM | − alone: F1 |", "|---|---|---|---|---|"]
     for row, r in s["rows"].items():
         d = s["differences"].get(row, {})
-        lines.append(f"| {ROW_LABELS.get(row, row)} | {_fmt(r['exact'])} | {_fmt(r['f1'])} | "
-                     f"{_fmt_diff(d.get('exact'))} | {_fmt_diff(d.get('f1'))} |")
+        lines.append(f"| {ROW_LABELS.get(row, row)} | {seeds_text(r['exact'])} | {seeds_text(r['f1'])} | "
+                     f"{difference_text(d.get('exact'))} | {difference_text(d.get('f1'))} |")
     for p in s["published"]:
         lines.append(f"| published: {p['system']} | {p['exact']:.1f} | {p['f1']:.1f} | – | – ({p['source']}) |")
     lines += ["", f"{len(s['cells'])} runs; machine: {'; '.join(s['machines'])}; code: {', '.join(s['code'])}."]

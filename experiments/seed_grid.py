@@ -43,7 +43,9 @@ class Cell:
 @dataclass(frozen=True)
 class Grid:
     """One runner's grid: its cells, where it keeps records and runs, how a split's predictions
-    are kept (``examples.tagging_entry``/``span_entry``) and how long a cell takes."""
+    are kept (``examples.tagging_entry``/``span_entry``), how long a cell takes and the hours the
+    whole grid may take. It carries the runner's ``--plan``, ``--run``, ``--cell`` and ``--check``
+    (``cells.runner_of`` takes them from a runner module's ``GRID``)."""
 
     module: str                                   # python -m experiments.<module>
     cells: Callable[[], list[Cell]]
@@ -52,6 +54,7 @@ class Grid:
     check_dir: Path
     entry: Callable[..., dict[str, Any]]
     seconds: Callable[[Cell], float]
+    budget_hours: float
 
     @property
     def locks(self) -> Path:
@@ -103,15 +106,23 @@ class Grid:
         record = self.records.load(cell.name)
         return float(record["wall_seconds"]) if record is not None else self.seconds(cell)
 
-    def plan_lines(self, budget_hours: float) -> list[str]:
+    def planned_seconds(self) -> float:
+        """The whole grid's estimate from the cells' time model (recorded times not counted)."""
+        return sum(self.seconds(c) for c in self.cells())
+
+    def plan(self) -> int:
+        print("\n".join(self.plan_lines()))
+        return 0
+
+    def plan_lines(self) -> list[str]:
         rows = [PlanRow(c.name, "done" if self.records.path(c.name).is_file() else "todo", c.name.split("/")[0],
                         self.estimate(c)) for c in self.cells()]
         table = PlanTable(f"{'state':<6} {'minutes':>8}  cell", lambda r: f"{r.state:<6} {r.seconds / 60:>8.1f}  {r.name}",
                           lambda rs: [])
-        total = sum(self.seconds(c) for c in self.cells())
+        total = self.planned_seconds()
         left = seconds_left(rows)
         return table.lines(rows) + [
-            "", f"estimate of the whole grid: {total / 3600:.1f} h on one core (budget {budget_hours:.0f} h), about "
+            "", f"estimate of the whole grid: {total / 3600:.1f} h on one core (budget {self.budget_hours:.0f} h), about "
                 f"{total / 7200:.1f} h on two streams",
             "left to run: " + ", ".join(f"{k} {v / 3600:.1f} h" for k, v in left.items())
             + f"; {sum(left.values()) / 3600:.1f} h on one core (done: the recorded time)"]

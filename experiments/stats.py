@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -31,6 +31,16 @@ def mean_sd(values: Sequence[float]) -> dict[str, float] | None:
     """``spread`` rounded as tables show it: mean, sd (2 decimals) and n; None for no values."""
     s = spread(values)
     return None if s is None else {"mean": round(s[0], 2), "sd": round(s[1], 2), "n": s[2]}
+
+
+def seeds_text(s: dict[str, float] | None) -> str:
+    """A ``mean_sd`` as tables show it: "mean ± sd (n=k)", "mean (n=1)", or "–" for none."""
+    return "–" if not s else f"{s['mean']:.1f} ± {s['sd']:.1f} (n={s['n']})" if s["n"] > 1 else f"{s['mean']:.1f} (n=1)"
+
+
+def difference_text(d: dict[str, Any] | None) -> str:
+    """An ``Interval.as_record`` as tables show it: "+d [low, high] verdict", or "–" for none."""
+    return "–" if not d else f"{d['difference']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] {d['verdict']}"
 
 
 def rounded_mean(values: Sequence[float]) -> float | None:

@@ -50,7 +50,7 @@ from experiments.cells import Records, Streams, cli, fill_markers, mean_sd, upda
 from experiments.examples import load_gold, sentence_counts, tagging_entry
 from experiments.seed_grid import AUX_FILE, SEEDS, Cell, Grid
 from experiments.settings import GLUE_EPOCHS, GLUE_SUBSETS, GLUE_TASKS
-from experiments.stats import counts_bootstrap, f1_of_counts
+from experiments.stats import counts_bootstrap, difference_text, f1_of_counts, seeds_text
 
 RECORDS = Records(settings.RESULTS / "tagging")
 RUNS = settings.ROOT / "runs" / "tagging"
@@ -123,28 +123,7 @@ def seconds(cell: Cell) -> float:
     return total
 
 
-GRID = Grid("tagging", cells, RECORDS, RUNS, CHECK, tagging_entry, seconds)
-
-
-def one_cell(name: str, threads: int | None = None) -> int:
-    return GRID.one_cell(name, threads)
-
-
-def check(name: str, threads: int | None = None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    return GRID.check(name, threads)
-
-
-def run(stream: str, only: str, threads: int | None) -> int:
-    return GRID.run(stream, only, threads)
-
-
-def planned_seconds() -> float:
-    return sum(seconds(c) for c in cells())
-
-
-def plan() -> int:
-    print("\n".join(GRID.plan_lines(BUDGET_HOURS)))
-    return 0
+GRID = Grid("tagging", cells, RECORDS, RUNS, CHECK, tagging_entry, seconds, BUDGET_HOURS)
 
 
 # ----------------------------------------------------------------------------- summary
@@ -203,9 +182,6 @@ def summary(records: dict[str, dict[str, Any]], gold: dict[str, list[str]], resa
             "cells": sorted(records)}
 
 
-def _fmt(s: dict[str, float] | None) -> str:
-    return "–" if not s else f"{s['mean']:.1f} ± {s['sd']:.1f} (n={s['n']})" if s["n"] > 1 else f"{s['mean']:.1f} (n=1)"
-
 
 def tables(s: dict[str, Any]) -> str:
     if not s["cells"]:
@@ -213,8 +189,8 @@ def tables(s: dict[str, Any]) -> str:
     lines = ["| row | reported | test F1 | dev F1 | − alone (test), 95% interval |", "|---|---|---|---|---|"]
     for row, r in s["rows"].items():
         d = s["differences"].get(row)
-        diff = "–" if d is None else f"{d['difference']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] {d['verdict']}"
-        lines.append(f"| {ROW_LABELS.get(row, row)} | {r['task']} | {_fmt(r['test'])} | {_fmt(r['dev'])} | {diff} |")
+        lines.append(f"| {ROW_LABELS.get(row, row)} | {r['task']} | {seeds_text(r['test'])} | {seeds_text(r['dev'])} | "
+                     f"{difference_text(d)} |")
     for p in s["published"]:
         lines.append(f"| published: {p['system']} | {p['task']} | {p['f1']:.1f} | – | – ({p['source']}) |")
     lines += ["", f"{len(s['cells'])} runs; machine: {'; '.join(s['machines'])}; code: {', '.join(s['code'])}."]

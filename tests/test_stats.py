@@ -67,3 +67,15 @@ def test_shapes_are_checked():
         paired_bootstrap(["accuracy"], [0, 1, 1], [[0, 1]], [[0, 1, 1]])
     assert Interval(-2.0, -3.0, -1.0, 0.95, 10).verdict == "loss"
     assert Interval(1.0, 0.5, 2.0, 0.95, 10).as_record()["verdict"] == "gain"
+
+
+def test_table_texts_of_seed_spreads_and_differences():
+    from experiments.stats import difference_text, seeds_text
+
+    assert seeds_text(None) == "–"
+    assert seeds_text({"mean": 76.44, "sd": 1.06, "n": 3}) == "76.4 ± 1.1 (n=3)"
+    assert seeds_text({"mean": 4.8, "sd": 0.0, "n": 1}) == "4.8 (n=1)"
+    assert difference_text(None) == "–"
+    assert difference_text({"difference": 1.26, "low": 0.81, "high": 1.74, "verdict": "gain"}) == "+1.3 [+0.8, +1.7] gain"
+    assert difference_text({"difference": -0.04, "low": -1.5, "high": 1.2, "verdict": "within noise"}) == \
+        "-0.0 [-1.5, +1.2] within noise"

@@ -63,8 +63,8 @@ def test_the_auxiliary_tasks_train_and_are_never_evaluated():
 
 
 def test_the_plans_fit_their_budgets_and_one_cell_by_hand(capsys):
-    assert 0.8 * tg.BUDGET_HOURS * 3600 < tg.planned_seconds() <= tg.BUDGET_HOURS * 3600
-    assert 0.8 * qa.BUDGET_HOURS * 3600 < qa.planned_seconds() <= qa.BUDGET_HOURS * 3600
+    assert 0.8 * tg.BUDGET_HOURS * 3600 < tg.GRID.planned_seconds() <= tg.BUDGET_HOURS * 3600
+    assert 0.8 * qa.BUDGET_HOURS * 3600 < qa.GRID.planned_seconds() <= qa.BUDGET_HOURS * 3600
     ner = next(c for c in tg.cells() if c.name == "ner/alone/s1")
     # 3,000 sentences x 2 epochs x 0.031 s, and dev + test (6,703 sentences) evaluated 3 times x 0.0077 s
     assert tg.seconds(ner) == pytest.approx(3000 * 2 * 0.031 + 6703 * 3 * 0.0077)
@@ -74,15 +74,15 @@ def test_the_plans_fit_their_budgets_and_one_cell_by_hand(capsys):
     glue = next(c for c in tg.cells() if c.name == "ner/glue/s1")
     assert tg.seconds(glue) - tg.seconds(ner) == pytest.approx(
         settings.glue_seconds({**glue.config, "tasks": GLUE_TASKS}))
-    assert tg.plan() == 0
+    assert tg.GRID.plan() == 0
     out = capsys.readouterr().out
-    assert "ner/glue/s3" in out and f"{tg.planned_seconds() / 3600:.1f} h on one core (budget 3 h)" in out
+    assert "ner/glue/s3" in out and f"{tg.GRID.planned_seconds() / 3600:.1f} h on one core (budget 3 h)" in out
 
 
 def test_docs_give_the_plans_estimates_and_the_markers():
     text = (settings.ROOT / "docs" / "results.md").read_text()
-    assert f"**about {tg.planned_seconds() / 3600:.1f} hours of one core** for the 15 cells" in text
-    assert f"**about {qa.planned_seconds() / 3600:.1f} hours of one core** for the\n9 cells" in text
+    assert f"**about {tg.GRID.planned_seconds() / 3600:.1f} hours of one core** for the 15 cells" in text
+    assert f"**about {qa.GRID.planned_seconds() / 3600:.1f} hours of one core** for the\n9 cells" in text
     assert "**3,000 of the 14,041 sentences**" in text and "**2,500 of the 8,981 training questions**" in text
     for begin, end in ((tg.BEGIN, tg.END), (qa.BEGIN, qa.END)):
         assert text.index(begin) < text.index(end)
@@ -212,7 +212,7 @@ def _slice(src: Path, dst: Path, sentences: int) -> None:
 
 def _tiny_grid(tmp_path: Path, cell: Cell, entry) -> Grid:
     return Grid("tagging", lambda: [cell], tg.Records(tmp_path / "records"), tmp_path / "runs", tmp_path / "check",
-                entry, lambda c: 1.0)
+                entry, lambda c: 1.0, budget_hours=1.0)
 
 
 def test_a_tiny_tagging_cell_records_entities_at_the_kept_epoch(tmp_path, tiny_encoder, data_dir, monkeypatch):
