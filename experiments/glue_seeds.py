@@ -632,8 +632,8 @@ def tables(s: dict[str, Any]) -> str:
             "| row | " + " | ".join(GLUE_TASKS) + " |", "|---|" + "---|" * len(GLUE_TASKS)]
     for row, label in ROWS.items():
         if row in s["glue"]["flattery"]:
-            out.append(f"| {label} | " + " | ".join(f"{s['glue']['flattery'][row].get(t, float('nan')):+.2f}"
-                                                   for t in GLUE_TASKS) + " |")
+            values = [s["glue"]["flattery"][row].get(t) for t in GLUE_TASKS]
+            out.append(f"| {label} | " + " | ".join("–" if v is None else f"{v:+.2f}" for v in values) + " |")
     out += ["", "### Domain adaptation on the three multi-task seeds (test accuracy; MT-DNN − plain encoder with its interval)", "",
             "| data | size | plain encoder | MT-DNN encoder | difference |", "|---|---|---|---|---|"]
     for data, sizes in s["domain_adaptation"].items():

@@ -87,7 +87,9 @@ def paired_bootstrap(metrics: Sequence[str], labels: Sequence[float], row_a: Seq
                      seed: int = 0) -> Interval:
     """The difference of row A's and row B's seed-mean scores with its paired-bootstrap interval.
     ``row_a``/``row_b``: each run's predictions (class indices or scores) for the examples of
-    ``labels``, in the same order; ``metrics``: the task's metric names (``TaskDef.metric_names``)."""
+    ``labels``, in the same order; ``metrics``: the task's metric names (``TaskDef.metric_names``).
+    The GLUE metrics are scored on all resamples at once (``resample_scores``: a resample is a
+    count per example), with the resamples ``bootstrap_difference`` would draw; others one by one."""
     y = np.asarray(labels)
     a = [np.asarray(p) for p in row_a]
     b = [np.asarray(p) for p in row_b]
@@ -96,9 +98,77 @@ def paired_bootstrap(metrics: Sequence[str], labels: Sequence[float], row_a: Seq
     for p in (*a, *b):
         if p.shape != y.shape:
             raise ValueError(f"a run has {p.shape[0]} predictions for {y.shape[0]} examples")
-    return bootstrap_difference(len(y), lambda index: row_score(metrics, y, a, index),
-                                lambda index: row_score(metrics, y, b, index),
-                                resamples=resamples, level=level, seed=seed)
+    if not set(metrics) <= VECTOR_METRICS:
+        return bootstrap_difference(len(y), lambda index: row_score(metrics, y, a, index),
+                                    lambda index: row_score(metrics, y, b, index),
+                                    resamples=resamples, level=level, seed=seed)
+    n = len(y)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for start in range(0, resamples, 100):  # 100 resamples at a time: n floats each
+        counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n)
+                           for _ in range(min(100, resamples - start))]).astype(np.float64)
+        diffs.append(np.mean([resample_scores(metrics, y, p, counts) for p in a], axis=0)
+                     - np.mean([resample_scores(metrics, y, p, counts) for p in b], axis=0))
+    low, high = np.percentile(np.concatenate(diffs), [(1.0 - level) / 2 * 100, 100 - (1.0 - level) / 2 * 100])
+    return Interval(row_score(metrics, y, a) - row_score(metrics, y, b), float(low), float(high), level, resamples)
+
+
+VECTOR_METRICS = {"accuracy", "f1", "mcc", "pearson", "spearman"}
+
+
+def resample_scores(metrics: Sequence[str], labels: np.ndarray, preds: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """One run's task score (the mean of ``metrics``, in percent, as ``mtdnn.metrics``) on each
+    resample; ``counts``: (resamples, examples), how often each example is drawn. Classification
+    metrics come from each resample's confusion counts; correlations are the count-weighted ones,
+    Spearman's on the average ranks of the resampled values (ties share their rank, as in SciPy);
+    a correlation of constant values is 0, as ``mtdnn.metrics`` reports it."""
+    out = []
+    for name in metrics:
+        if name in ("pearson", "spearman"):
+            x, z = preds.astype(np.float64), labels.astype(np.float64)
+            if name == "spearman":
+                x, z = _resampled_ranks(x, counts), _resampled_ranks(z, counts)
+            out.append(100.0 * _weighted_corr(x, z, counts))
+            continue
+        k = int(max(labels.max(), preds.max())) + 1
+        confusion = counts @ np.eye(k * k)[labels.astype(int) * k + preds.astype(int)]  # (R, true*k + predicted)
+        confusion = confusion.reshape(len(counts), k, k)
+        total, correct = confusion.sum(axis=(1, 2)), np.trace(confusion, axis1=1, axis2=2)
+        if name == "accuracy":
+            out.append(100.0 * correct / total)
+        elif name == "f1":  # binary, positive class 1; 0 where nothing is predicted or gold positive
+            tp, fp, fn = confusion[:, 1, 1], confusion[:, 0, 1], confusion[:, 1, 0]
+            out.append(100.0 * np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=2 * tp + fp + fn > 0))
+        else:  # mcc, scikit-learn's multi-class form
+            t, p = confusion.sum(axis=2), confusion.sum(axis=1)
+            num = correct * total - (t * p).sum(axis=1)
+            den = np.sqrt((total ** 2 - (p * p).sum(axis=1)) * (total ** 2 - (t * t).sum(axis=1)))
+            out.append(100.0 * np.divide(num, den, out=np.zeros_like(num), where=den > 0))
+    return np.mean(out, axis=0)
+
+
+def _resampled_ranks(x: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(R, n): each example's average rank among the values of each resample (1-based)."""
+    order = np.argsort(x, kind="stable")
+    values, starts, group = np.unique(x[order], return_index=True, return_inverse=True)
+    per_value = np.add.reduceat(counts[:, order], starts, axis=1)          # (R, distinct values)
+    rank = np.cumsum(per_value, axis=1) - per_value + (per_value + 1) / 2  # average rank of each value
+    ranks = np.empty_like(counts)
+    ranks[:, order] = rank[:, group]
+    return ranks
+
+
+def _weighted_corr(x: np.ndarray, z: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Pearson's r of x and z over each resample (x, z: (n,) or (R, n)); 0 where either is constant."""
+    x, z = np.broadcast_to(x, counts.shape), np.broadcast_to(z, counts.shape)
+    w = counts / counts.sum(axis=1, keepdims=True)
+    dx = x - (w * x).sum(axis=1, keepdims=True)
+    dz = z - (w * z).sum(axis=1, keepdims=True)
+    vx, vz = (w * dx * dx).sum(axis=1), (w * dz * dz).sum(axis=1)
+    ok = (vx > 1e-12 * np.maximum(1.0, (w * x * x).sum(axis=1))) & (vz > 1e-12 * np.maximum(1.0, (w * z * z).sum(axis=1)))
+    r = np.divide((w * dx * dz).sum(axis=1), np.sqrt(vx * vz), out=np.zeros(len(counts)), where=ok)
+    return r
 
 
 def bootstrap_difference(n: int, score_a: Callable[[np.ndarray | None], float],

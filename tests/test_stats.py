@@ -79,3 +79,27 @@ def test_table_texts_of_seed_spreads_and_differences():
     assert difference_text({"difference": 1.26, "low": 0.81, "high": 1.74, "verdict": "gain"}) == "+1.3 [+0.8, +1.7] gain"
     assert difference_text({"difference": -0.04, "low": -1.5, "high": 1.2, "verdict": "within noise"}) == \
         "-0.0 [-1.5, +1.2] within noise"
+
+
+@pytest.mark.parametrize("metrics,kind", [(["mcc"], 2), (["f1", "accuracy"], 2), (["accuracy"], 3), (["mcc"], 3),
+                                          (["pearson", "spearman"], 0)])
+def test_scoring_all_resamples_at_once_equals_scoring_them_one_by_one(metrics, kind):
+    """paired_bootstrap scores the GLUE metrics on every resample at once; the interval must be the
+    one bootstrap_difference gets by scoring each resample with mtdnn.metrics (same draws)."""
+    from experiments.stats import bootstrap_difference, row_score
+
+    rng = np.random.default_rng(kind)
+    n = 120
+    if kind:
+        y = rng.integers(0, kind, n)
+        a = [rng.integers(0, kind, n) for _ in range(2)]
+        b = [np.where(rng.random(n) < 0.7, y, (y + 1) % kind)]
+    else:  # scores rounded so that ties occur, as STS-B's labels have
+        y = np.round(rng.random(n) * 5, 1)
+        a = [np.round(y + rng.normal(0, 1, n), 1) for _ in range(2)]
+        b = [np.round(y + rng.normal(0, 2, n), 1)]
+    fast = paired_bootstrap(metrics, y, a, b, resamples=60)
+    slow = bootstrap_difference(n, lambda i: row_score(metrics, y, a, i), lambda i: row_score(metrics, y, b, i),
+                                resamples=60)
+    assert fast.difference == pytest.approx(slow.difference, abs=1e-9)
+    assert (fast.low, fast.high) == pytest.approx((slow.low, slow.high), abs=1e-9)
