@@ -312,6 +312,22 @@ def fill_markers(doc: Path, begin: str, end: str, text: str) -> None:
         doc.write_text(content.split(begin)[0] + begin + "\n" + text + "\n" + end + content.split(end)[1])
 
 
+def publish(summary_file: Path, doc: Path, key: str, summary: dict[str, Any], text: str, begin: str, end: str) -> int:
+    """A runner's ``--summarize`` output: its ``summary`` under ``key`` of ``summary_file`` (only
+    once it has records: the file holds measurements only), ``text`` between its markers of
+    ``doc``, and on the screen."""
+    if summary["cells"]:
+        update_summary(summary_file, {key: summary})
+    fill_markers(doc, begin, end, text)
+    print(text)
+    return 0
+
+
+def provenance_line(summary: dict[str, Any]) -> str:
+    """The line under a runner's tables: how many runs, on which machines, with which code."""
+    return f"{len(summary['cells'])} runs; machine: {'; '.join(summary['machines'])}; code: {', '.join(summary['code'])}."
+
+
 # ----------------------------------------------------------------------------- claiming
 def lock_file(locks: Path, result: Path) -> Path:
     """The lock of the cell whose record is ``result``: same stem, in ``locks``."""

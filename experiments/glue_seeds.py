@@ -67,9 +67,9 @@ from typing import Any
 import numpy as np
 
 from experiments import settings
-from experiments.cells import (ClaimedGrid, TrainCell, PlanRow, PlanTable, Records, Streams, cli, config_record, fill_markers,
-                               load_average, lock_file, machine, package_versions, read_history, read_metrics, say,
-                               seconds_left, threads_override, timestamp, train_cell, update_summary, work)
+from experiments.cells import (ClaimedGrid, PlanRow, PlanTable, Records, Streams, TrainCell, cli, config_record, load_average,
+                               lock_file, machine, package_versions, provenance_line, publish, read_history, read_metrics,
+                               say, seconds_left, threads_override, timestamp, train_cell, work)
 from experiments.settings import DA_COUNTS, FULL_TRAIN, GLUE_EPOCHS, GLUE_TASKS
 from experiments.stats import difference_text, mean_sd, paired_bootstrap, seeds_text, spread
 
@@ -648,19 +648,13 @@ def tables(s: dict[str, Any]) -> str:
         out += ["", "Wall minutes: " + ", ".join(f"{k} {v}" for k, v in full["wall_minutes"].items()) + "."]
     else:
         out += ["", "Full data: not run yet."]
-    out += ["", f"{len(s['cells'])} runs; machine: {'; '.join(s['machines'])}; code: {', '.join(s['code'])}."]
+    out += ["", provenance_line(s)]
     return "\n".join(out)
 
 
 def summarize() -> int:
-    records = RECORDS.all()
-    s = summary(records, load_labels())
-    if records:  # summary.json holds measurements only
-        update_summary(settings.SUMMARY, {"glue_seeds": s})
-    text = tables(s)
-    fill_markers(settings.DOC, BEGIN, END, text)
-    print(text)
-    return 0
+    s = summary(RECORDS.all(), load_labels())
+    return publish(settings.SUMMARY, settings.DOC, "glue_seeds", s, tables(s), BEGIN, END)
 
 
 if __name__ == "__main__":

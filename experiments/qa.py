@@ -39,7 +39,7 @@ from __future__ import annotations
 from typing import Any
 
 from experiments import settings
-from experiments.cells import Records, Streams, cli, fill_markers, mean_sd, update_summary
+from experiments.cells import Records, Streams, cli, mean_sd, provenance_line, publish
 from experiments.examples import question_values, span_entry
 from experiments.seed_grid import AUX_FILE, SEEDS, Cell, Grid
 from experiments.settings import GLUE_EPOCHS, GLUE_SUBSETS, GLUE_TASKS
@@ -167,19 +167,13 @@ def tables(s: dict[str, Any]) -> str:
                      f"{difference_text(d.get('exact'))} | {difference_text(d.get('f1'))} |")
     for p in s["published"]:
         lines.append(f"| published: {p['system']} | {p['exact']:.1f} | {p['f1']:.1f} | – | – ({p['source']}) |")
-    lines += ["", f"{len(s['cells'])} runs; machine: {'; '.join(s['machines'])}; code: {', '.join(s['code'])}."]
+    lines += ["", provenance_line(s)]
     return "\n".join(lines)
 
 
 def summarize() -> int:
-    records = RECORDS.all()
-    s = summary(records)
-    if records:  # summary.json holds measurements only
-        update_summary(settings.SUMMARY, {"qa": s})
-    text = tables(s)
-    fill_markers(settings.DOC, BEGIN, END, text)
-    print(text)
-    return 0
+    s = summary(RECORDS.all())
+    return publish(settings.SUMMARY, settings.DOC, "qa", s, tables(s), BEGIN, END)
 
 
 if __name__ == "__main__":

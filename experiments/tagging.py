@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from experiments import settings
-from experiments.cells import Records, Streams, cli, fill_markers, mean_sd, update_summary
+from experiments.cells import Records, Streams, cli, mean_sd, provenance_line, publish
 from experiments.examples import load_gold, sentence_counts, tagging_entry
 from experiments.seed_grid import AUX_FILE, SEEDS, Cell, Grid
 from experiments.settings import GLUE_EPOCHS, GLUE_SUBSETS, GLUE_TASKS
@@ -193,19 +193,13 @@ def tables(s: dict[str, Any]) -> str:
                      f"{difference_text(d)} |")
     for p in s["published"]:
         lines.append(f"| published: {p['system']} | {p['task']} | {p['f1']:.1f} | – | – ({p['source']}) |")
-    lines += ["", f"{len(s['cells'])} runs; machine: {'; '.join(s['machines'])}; code: {', '.join(s['code'])}."]
+    lines += ["", provenance_line(s)]
     return "\n".join(lines)
 
 
 def summarize() -> int:
-    records = RECORDS.all()
-    s = summary(records, load_gold())
-    if records:  # summary.json holds measurements only
-        update_summary(settings.SUMMARY, {"tagging": s})
-    text = tables(s)
-    fill_markers(settings.DOC, BEGIN, END, text)
-    print(text)
-    return 0
+    s = summary(RECORDS.all(), load_gold())
+    return publish(settings.SUMMARY, settings.DOC, "tagging", s, tables(s), BEGIN, END)
 
 
 if __name__ == "__main__":
