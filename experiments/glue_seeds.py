@@ -590,10 +590,45 @@ def da_summary(records: dict[str, dict[str, Any]], labels: dict[str, np.ndarray]
     return out
 
 
+GOALS = {"per_task": 0.0, "average": 3.0, "rte": 68.0, "scitail_0.1": 15.0, "scitail_1": 8.0}
+
+
+def goal_check(glue: dict[str, Any], da: dict[str, Any], arm: str = "holdout") -> list[dict[str, Any]]:
+    """The targets the comparison is held to, measured (held-out selection): MT-DNN at or above the
+    equal-passes control on every GLUE task but WNLI, an average gain of at least +3 over those six,
+    RTE at least 68, SciTail 0.1% at least +15 and 1% at least +8 over the plain encoder. Each entry:
+    the goal, the target, the measured value (with its interval where it is a difference), whether
+    it is met and by how much it falls short."""
+    six = [t for t in GLUE_TASKS if t != "wnli"]
+    diffs = glue.get(arm, {}).get("differences", {}).get("finetune", {})
+    rows = glue.get(arm, {}).get("rows", {}).get("finetune", {})
+    out: list[dict[str, Any]] = []
+
+    def entry(goal: str, target: float, measured: float | None, interval: dict[str, Any] | None = None) -> None:
+        if measured is not None:
+            out.append({"goal": goal, "target": target, "difference": "−" in goal, "measured": round(measured, 2),
+                        "interval": interval,
+                        "met": measured >= target, "short_by": round(max(0.0, target - measured), 2)})
+
+    for t in six:
+        d = diffs.get(t)
+        entry(f"{t}: MT-DNN − single-task 4 epochs", GOALS["per_task"], None if d is None else d["difference"], d)
+    if all(t in diffs for t in six):
+        entry("average over the six: MT-DNN − single-task 4 epochs", GOALS["average"],
+              float(np.mean([diffs[t]["difference"] for t in six])))
+    if rows.get("rte"):
+        entry("rte: MT-DNN", GOALS["rte"], rows["rte"]["mean"])
+    for size in ("0.1", "1"):
+        d = da.get("scitail", {}).get(size, {}).get("difference")
+        entry(f"scitail {size}%: MT-DNN − plain encoder (test)", GOALS[f"scitail_{size}"], None if d is None else d["difference"], d)
+    return out
+
+
 def summary(records: dict[str, dict[str, Any]], labels: dict[str, np.ndarray], resamples: int = 1000) -> dict[str, Any]:
     machines = sorted({r["machine"] for r in records.values()})
     codes = sorted({r.get("code", "unknown") for r in records.values()})
-    return {"glue": glue_summary(records, labels, False, resamples), "domain_adaptation": da_summary(records, labels, resamples),
+    glue, da = glue_summary(records, labels, False, resamples), da_summary(records, labels, resamples)
+    return {"glue": glue, "domain_adaptation": da, "goals": goal_check(glue, da),
             "full_data": glue_summary(records, labels, True, resamples), "machines": machines, "code": codes,
             "units": "percent; GLUE: each task's dev score (MNLI: dev_mismatched) at the epoch each selection arm "
                      "keeps; differences: row − the single-task control with as many passes over each task's data "
@@ -639,6 +674,14 @@ def tables(s: dict[str, Any]) -> str:
     for data, sizes in s["domain_adaptation"].items():
         for size, e in sizes.items():
             out.append(f"| {data} | {size}% | {seeds_text(e.get('encoder'))} | {seeds_text(e.get('mtdnn'))} | {difference_text(e.get('difference'))} |")
+    out += ["", "### The goals, measured (held-out selection; differences with their 95% interval)", "",
+            "| goal | target | measured | met | short by |", "|---|---|---|---|---|"]
+    for g in s["goals"]:
+        measured = difference_text(g["interval"]) if g["interval"] else f"{g['measured']:+.1f}" if g["difference"] \
+            else f"{g['measured']:.1f}"
+        target = f"{g['target']:+.0f}" if g["difference"] else f"{g['target']:.0f}"
+        out.append(f"| {g['goal']} | {target} | {measured} | {'yes' if g['met'] else 'no'} | "
+                   f"{'–' if g['met'] else format(g['short_by'], '.1f')} |")
     full = s["full_data"]
     if full["holdout"]["rows"]:
         full_rows = {**ROWS, "linear": "linear head (SAN elsewhere)", "smart": "SMART", "kd": "distilled from full/mt/s1"}

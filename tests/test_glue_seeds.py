@@ -222,3 +222,26 @@ def test_docs_give_the_plans_estimate_and_its_cut():
     tasks, cut = gs.full_data_tasks()
     assert all(t.upper().replace("COLA", "CoLA").replace("STSB", "STS-B") in text for t in cut + tasks if t != "sst2")
     assert "<!-- glue-seeds:begin -->" in text and "<!-- glue-seeds:end -->" in text
+
+
+def test_the_goals_are_measured_with_what_each_falls_short_by():
+    """goal_check reads the held-out arm: every task but WNLI at or above its equal-passes control,
+    the average over those six at least +3, RTE at least 68, SciTail 0.1% and 1% at least +15 and +8."""
+    from experiments.glue_seeds import goal_check
+
+    def d(x: float) -> dict[str, object]:
+        return {"difference": x, "low": x - 1, "high": x + 1, "verdict": "gain" if x > 1 else "within noise",
+                "against": "single4"}
+
+    diffs = {"cola": d(-1.9), "sst2": d(-1.3), "mrpc": d(2.5), "stsb": d(2.4), "rte": d(7.3), "mnli_aux": d(4.0),
+             "wnli": d(-30.0)}
+    glue = {"holdout": {"differences": {"finetune": diffs}, "rows": {"finetune": {"rte": {"mean": 64.4, "sd": 0.9, "n": 3}}}}}
+    da = {"scitail": {"0.1": {"difference": d(16.0)}, "1": {"difference": d(5.5)}}}
+    goals = {g["goal"].split(":")[0]: g for g in goal_check(glue, da)}
+    assert "wnli" not in goals
+    assert goals["cola"]["met"] is False and goals["cola"]["short_by"] == 1.9
+    assert goals["mrpc"]["met"] is True and goals["mrpc"]["short_by"] == 0.0
+    average = goals["average over the six"]
+    assert average["measured"] == round((-1.9 - 1.3 + 2.5 + 2.4 + 7.3 + 4.0) / 6, 2) and average["short_by"] == round(3 - 2.1667, 2)
+    assert goals["rte"]["measured"] == 64.4 and goals["rte"]["short_by"] == 3.6 and not goals["rte"]["difference"]
+    assert goals["scitail 0.1%"]["met"] and goals["scitail 1%"]["short_by"] == 2.5
