@@ -19,24 +19,7 @@ from mtdnn.kinds import get_kind
 from mtdnn.tasks.registry import builtin_tasks
 from mtdnn.tasks.schema import parse_task
 
-FACTS = [
-    ("Paris", "What is the capital of France?", "The capital of France is Paris, a city on the Seine."),
-    ("Ottawa", "Which city is the capital of Canada?", "Canada has ten provinces and its capital is Ottawa."),
-    ("1969", "When did people first land on the Moon?", "People first landed on the Moon in 1969 with Apollo 11."),
-    ("Jupiter", "What is the largest planet?", "The largest planet of the solar system is Jupiter, a gas giant."),
-    ("Everest", "Which mountain is the highest?", "Mount Everest is the highest mountain above sea level."),
-    ("Nile", "Which river is the longest in Africa?", "The longest river in Africa is the Nile, flowing north."),
-    ("oxygen", "What gas do people breathe in?", "People breathe in oxygen and breathe out carbon dioxide."),
-    ("Tokyo", "What is the capital of Japan?", "Japan's capital and largest city is Tokyo, on Honshu."),
-]
-
-
-def _squad(examples, title: str) -> dict:
-    paragraphs = [{"context": c, "qas": [{"id": f"{title}-{i}", "question": q,
-                                          "answers": [{"text": a, "answer_start": c.index(a)}]}]}
-                  for i, (a, q, c) in enumerate(examples)]
-    return {"version": "1.1", "data": [{"title": title, "paragraphs": paragraphs}]}
-
+from toy_tasks import FACTS, squad_json
 
 def _task(**changes) -> dict:
     split = {"path": "x.json", "format": "squad", "role": "train"}
@@ -94,7 +77,7 @@ def test_windows_of_a_long_context_merge_per_question(tmp_path, tiny_encoder):
     filler = " ".join(f"Sentence {i} says nothing of note here." for i in range(30))
     context = filler + " The treasure is buried under the old oak tree. " + filler
     long = [("under the old oak tree", "Where is the treasure buried?", context)]
-    (tmp_path / "x.json").write_text(json.dumps(_squad(long + FACTS[:2], "Long")), encoding="utf-8")
+    (tmp_path / "x.json").write_text(json.dumps(squad_json(long + FACTS[:2], "Long")), encoding="utf-8")
     task = parse_task({**_task(stride=8), "base_dir": str(tmp_path)}, "t.yaml")
     raw = read_split(task, "train", tmp_path)
     tok = tokenize_split(task, raw, AutoTokenizer.from_pretrained(tiny_encoder), 64)
@@ -116,8 +99,8 @@ def test_windows_of_a_long_context_merge_per_question(tmp_path, tiny_encoder):
 
 def _train_beside_rte(tmp_path: Path, encoder: str, data_dir: Path, cache_dir: str, *extra: str) -> Path:
     """A one-epoch run of RTE and a hand-made SQuAD-shaped task (8 training, 6 dev questions)."""
-    (tmp_path / "train.json").write_text(json.dumps(_squad(FACTS, "Train")), encoding="utf-8")
-    (tmp_path / "dev.json").write_text(json.dumps(_squad(FACTS[:6], "Dev")), encoding="utf-8")
+    (tmp_path / "train.json").write_text(json.dumps(squad_json(FACTS, "Train")), encoding="utf-8")
+    (tmp_path / "dev.json").write_text(json.dumps(squad_json(FACTS[:6], "Dev")), encoding="utf-8")
     qa = _task(name="qa", stride=16, splits={
         "train": {"path": str(tmp_path / "train.json"), "format": "squad", "role": "train"},
         "dev": {"path": str(tmp_path / "dev.json"), "format": "squad", "role": "dev"}})
@@ -148,7 +131,7 @@ def test_span_trains_evaluates_and_predicts_beside_rte(tmp_path, tiny_encoder, d
     assert n == 6 and set(got) == {f"Dev-{i}" for i in range(6)}
     assert all(got[f"Dev-{i}"] in FACTS[i][2] for i in range(6))
     # files without answers: SQuAD JSON whose questions have no "answers", JSON lines of question and context
-    bare = _squad(FACTS[:3], "Bare")
+    bare = squad_json(FACTS[:3], "Bare")
     for article in bare["data"]:
         for para in article["paragraphs"]:
             for qa in para["qas"]:

@@ -20,6 +20,7 @@ from experiments.seed_grid import Cell, Grid
 from experiments.settings import GLUE_SUBSETS, GLUE_TASKS
 from experiments.stats import counts_bootstrap, f1_of_counts, mean_of
 from mtdnn.tasks.registry import TaskRegistry
+from toy_tasks import FACTS, squad_json
 
 
 # ----------------------------------------------------------------------------- the grids
@@ -254,25 +255,9 @@ def test_a_tiny_tagging_cell_records_entities_at_the_kept_epoch(tmp_path, tiny_e
     assert grid.one_cell(cell.name, threads=1) == 0  # recorded: not trained again
 
 
-FACTS = [
-    ("Paris", "What is the capital of France?", "The capital of France is Paris, a city on the Seine."),
-    ("Ottawa", "Which city is the capital of Canada?", "Canada has ten provinces and its capital is Ottawa."),
-    ("1969", "When did people first land on the Moon?", "People first landed on the Moon in 1969 with Apollo 11."),
-    ("Jupiter", "What is the largest planet?", "The largest planet of the solar system is Jupiter, a gas giant."),
-    ("Everest", "Which mountain is the highest?", "Mount Everest is the highest mountain above sea level."),
-    ("Nile", "Which river is the longest in Africa?", "The longest river in Africa is the Nile, flowing north."),
-]
-
-
-def _squad(facts, title: str) -> dict:
-    return {"version": "1.1", "data": [{"title": title, "paragraphs": [
-        {"context": c, "qas": [{"id": f"{title}-{i}", "question": q, "answers": [{"text": a, "answer_start": c.index(a)}]}]}
-        for i, (a, q, c) in enumerate(facts)]}]}
-
-
 def test_a_tiny_qa_cell_records_answers_and_their_scores(tmp_path, tiny_encoder, data_dir):
-    (tmp_path / "train.json").write_text(json.dumps(_squad(FACTS, "Train")), encoding="utf-8")
-    (tmp_path / "dev.json").write_text(json.dumps(_squad(FACTS[:4], "Dev")), encoding="utf-8")
+    (tmp_path / "train.json").write_text(json.dumps(squad_json(FACTS[:6], "Train")), encoding="utf-8")
+    (tmp_path / "dev.json").write_text(json.dumps(squad_json(FACTS[:4], "Dev")), encoding="utf-8")
     task = {"name": "qa_tiny", "type": "span", "input": "question_context", "metrics": ["exact", "f1"], "stride": 16,
             "splits": {"train": {"path": str(tmp_path / "train.json"), "format": "squad", "role": "train"},
                        "dev": {"path": str(tmp_path / "dev.json"), "format": "squad", "role": "dev"}}}
@@ -291,7 +276,7 @@ def test_a_tiny_qa_cell_records_answers_and_their_scores(tmp_path, tiny_encoder,
     for metric in ("exact", "f1"):  # the per-question values give the run's figures at the kept epoch
         assert mean_of(examples.question_values(entry, metric)) == pytest.approx(
             record["metrics"]["qa_tiny"]["dev"][metric], abs=0.02)
-    for answer, fact in zip(entry["answers"], FACTS):  # answers are spans of their contexts
+    for answer, fact in zip(entry["answers"], FACTS[:6]):  # answers are spans of their contexts
         assert answer in fact[2]
 
 

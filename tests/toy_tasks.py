@@ -1,6 +1,7 @@
 """Tiny user-defined tasks and data files for end-to-end CLI tests (errors, resume): a pair
 classification task with a SAN head, a regression task and (on request) a ranking task, a few dozen
-rows each, so that a whole training run on the tiny encoder takes about a second."""
+rows each, so that a whole training run on the tiny encoder takes about a second; and a few
+SQuAD-style facts (question, context, answer) for the span tests."""
 
 from __future__ import annotations
 
@@ -67,3 +68,23 @@ def train_argv(task_file: Path, data_dir: Path, encoder: str, cache_dir: str, ou
             "--encoder", encoder, "--output-dir", str(out), "--epochs", str(epochs), "--batch-size", "4",
             "--max-seq-len", "32", "--threads", "1", "--no-progress", "--no-hub", "--cache-dir", cache_dir,
             "--lr", "1e-3", *extra]
+
+
+FACTS = [  # (answer, question, context): each answer once in its context
+    ("Paris", "What is the capital of France?", "The capital of France is Paris, a city on the Seine."),
+    ("Ottawa", "Which city is the capital of Canada?", "Canada has ten provinces and its capital is Ottawa."),
+    ("1969", "When did people first land on the Moon?", "People first landed on the Moon in 1969 with Apollo 11."),
+    ("Jupiter", "What is the largest planet?", "The largest planet of the solar system is Jupiter, a gas giant."),
+    ("Everest", "Which mountain is the highest?", "Mount Everest is the highest mountain above sea level."),
+    ("Nile", "Which river is the longest in Africa?", "The longest river in Africa is the Nile, flowing north."),
+    ("oxygen", "What gas do people breathe in?", "People breathe in oxygen and breathe out carbon dioxide."),
+    ("Tokyo", "What is the capital of Japan?", "Japan's capital and largest city is Tokyo, on Honshu."),
+]
+
+
+def squad_json(facts, title: str) -> dict:
+    """A SQuAD v1.1 file of one article: one paragraph per fact, question ids ``<title>-<i>``."""
+    paragraphs = [{"context": c, "qas": [{"id": f"{title}-{i}", "question": q,
+                                          "answers": [{"text": a, "answer_start": c.index(a)}]}]}
+                  for i, (a, q, c) in enumerate(facts)]
+    return {"version": "1.1", "data": [{"title": title, "paragraphs": paragraphs}]}
