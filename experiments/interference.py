@@ -305,6 +305,10 @@ def method_rows() -> dict[str, dict[str, Any]]:
                 "average": rounded_mean([row[t] for t in GLUE_TASKS]) if full else None,
                 "average_without_wnli": rounded_mean([row[t] for t in GLUE_TASKS if t != "wnli"]) if full else None,
                 "wall_minutes": rounded_mean([r["wall_seconds"] / 60 for r in recs]) if name.startswith(tuple(METHODS)) else None}
+        row["sd"] = {t: round(statistics.stdev(v), 2) if len(v) > 1 else None for t, v in scores.items()}
+        per_run = [statistics.mean(glue_score(r, t) for t in GLUE_TASKS if t != "wnli") for r in recs
+                   if all(t in r["metrics"] for t in GLUE_TASKS)]  # multi-task runs: one average per seed
+        row["average_without_wnli_sd"] = round(statistics.stdev(per_run), 2) if len(per_run) > 1 else None
         rows[name] = row
     return rows
 
@@ -343,8 +347,11 @@ def recommend_rows() -> dict[str, Any]:
     return out
 
 
-def _cell_text(v: Any) -> str:
-    return "–" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
+def _cell_text(v: Any, sd: float | None = None) -> str:
+    if v is None:
+        return "–"
+    text = f"{v:.1f}" if isinstance(v, float) else str(v)
+    return text if sd is None else f"{text} ± {sd:.1f}"
 
 
 def tables() -> str:
@@ -353,8 +360,11 @@ def tables() -> str:
     lines = ["### Interference: sampling, weighting and PCGrad (GLUE dev, multi-task model without fine-tuning)",
              "", head, "|" + "---|" * (len(GLUE_TASKS) + 5)]
     for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join(_cell_text(r[t]) for t in GLUE_TASKS) + " | " + " | ".join(
-            _cell_text(r[k]) for k in ("average", "average_without_wnli", "n", "wall_minutes")) + " |")
+        lines.append(f"| {name} | " + " | ".join(_cell_text(r[t], r["sd"][t]) for t in GLUE_TASKS) + " | "
+                     + " | ".join([_cell_text(r["average"]), _cell_text(r["average_without_wnli"], r["average_without_wnli_sd"]),
+                                   _cell_text(r["n"]), _cell_text(r["wall_minutes"])]) + " |")
+    lines += ["", "Mean ± sd over the seeds where a row has several (n: the most seeds of any task; a multi-task "
+              "row's sd of the average is over its runs' own averages)."]
     lines += ["", "### Affinity against the measured gain of target + one auxiliary (Spearman per target)", "",
               "| target | auxiliary: affinity / gain | Spearman |", "|---|---|---|"]
     for t, v in affinity_validation().items():

@@ -100,6 +100,8 @@ def test_summary_from_records(exp):
     _write(exp, "methods/pcgrad/s2", {t: v + 4 for t, v in singles.items()}, {"method": "pcgrad", "seed": 2}, wall=1800)
     rows = exp.method_rows()
     assert rows["pcgrad"]["rte"] == 59.0 and rows["pcgrad"]["n"] == 2 and rows["pcgrad"]["wall_minutes"] == 25.0
+    assert rows["pcgrad"]["sd"]["rte"] == 1.41 and rows["pcgrad"]["average_without_wnli_sd"] == 1.41
+    assert rows["single_task_2_epochs"]["sd"]["rte"] is None  # one seed: no sd
     assert rows["single_task_2_epochs"]["average_without_wnli"] == pytest.approx(
         round(sum(v for t, v in singles.items() if t != "wnli") / 6, 2))
     # the affinity ranks rte's auxiliaries as their measured gains do, except one swap
@@ -117,6 +119,6 @@ def test_summary_from_records(exp):
     assert exp.summarize() == 0
     doc = exp.DOC.read_text()
     assert doc.startswith("before\n") and doc.endswith("after\n") and "old" not in doc
-    assert "| pcgrad | 8.0 | 85.0 |" in doc
+    assert "| pcgrad | 8.0 ± 1.4 | 85.0 ± 1.4 |" in doc  # seeds 1 and 2: +2 and +4 over single-task
     summary = json.loads(exp.SUMMARY.read_text())["interference"]
     assert summary["affinity_validation"]["rte"]["spearman"] == pytest.approx(0.943, abs=1e-3)
