@@ -165,3 +165,26 @@ def test_no_code_reads_a_path_outside_the_repository():
              for p in _tracked_text_files() if p.suffix == ".py"
              for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
     assert not found, found
+
+
+# ----------------------------------------------------------------------------- the front page's figures
+README_ROWS = {"single-task, 4 epochs": "single4", "MT-DNN": "finetune"}
+README_TASKS = ["cola", "sst2", "mrpc", "stsb", "rte", "mnli_aux"]
+
+
+def test_readme_result_table_is_the_seeds_grid_summary():
+    """The GLUE table of README.md's Result section is copied from experiments/results/summary.json
+    (the seeds grid, held-out selection): every mean, and every difference with its interval."""
+    import json
+
+    summary = json.loads((ROOT / "experiments" / "results" / "summary.json").read_text())["glue_seeds"]["glue"]["holdout"]
+    section = README.read_text(encoding="utf-8").split("## Result", 1)[1].split("\n## ", 1)[0]
+    rows = {c[0]: c[1:] for c in (_cells(line) for line in section.splitlines() if line.startswith("| "))}
+    for label, row in README_ROWS.items():
+        means = [float(re.match(r"-?[\d.]+", cell).group()) for cell in rows[label][:len(README_TASKS)]]
+        assert means == [round(summary["rows"][row][t]["mean"], 1) for t in README_TASKS], label
+    differences = summary["differences"]["finetune"]
+    shown = [re.findall(r"[-+]?[\d.]+", cell)[:3] for cell in rows["difference [95% interval]"][:len(README_TASKS)]]
+    assert shown == [[f"{differences[t][k]:+.1f}" for k in ("difference", "low", "high")] for t in README_TASKS]
+    average = sum(differences[t]["difference"] for t in README_TASKS) / len(README_TASKS)
+    assert rows["difference [95% interval]"][len(README_TASKS)].startswith(f"{average:+.1f}")
