@@ -638,8 +638,6 @@ def summary(records: dict[str, dict[str, Any]], labels: dict[str, np.ndarray], r
             "cells": sorted(records)}
 
 
-
-
 def _glue_table(part: dict[str, Any], arm: str, tasks: list[str], rows: dict[str, str]) -> list[str]:
     labels = {t: t for t in tasks}
     lines = ["| row | " + " | ".join(labels[t] for t in tasks) + " |", "|---|" + "---|" * len(tasks)]

@@ -155,8 +155,6 @@ def summary(records: dict[str, dict[str, Any]], resamples: int = 1000) -> dict[s
             "cells": sorted(records)}
 
 
-
-
 def tables(s: dict[str, Any]) -> str:
     if not s["cells"]:
         return "Not run yet: no records in experiments/results/qa/ (`python -m experiments.qa --plan`)."

@@ -110,8 +110,7 @@ def paired_bootstrap(metrics: Sequence[str], labels: Sequence[float], row_a: Seq
                            for _ in range(min(100, resamples - start))]).astype(np.float64)
         diffs.append(np.mean([resample_scores(metrics, y, p, counts) for p in a], axis=0)
                      - np.mean([resample_scores(metrics, y, p, counts) for p in b], axis=0))
-    low, high = np.percentile(np.concatenate(diffs), [(1.0 - level) / 2 * 100, 100 - (1.0 - level) / 2 * 100])
-    return Interval(row_score(metrics, y, a) - row_score(metrics, y, b), float(low), float(high), level, resamples)
+    return percentile_interval(np.concatenate(diffs), row_score(metrics, y, a) - row_score(metrics, y, b), level)
 
 
 VECTOR_METRICS = {"accuracy", "f1", "mcc", "pearson", "spearman"}
@@ -182,9 +181,14 @@ def bootstrap_difference(n: int, score_a: Callable[[np.ndarray | None], float],
     for i in range(resamples):
         index = rng.integers(0, n, n)
         diffs[i] = score_a(index) - score_b(index)
+    return percentile_interval(diffs, score_a(None) - score_b(None), level)
+
+
+def percentile_interval(diffs: np.ndarray, difference: float, level: float) -> Interval:
+    """The interval of the resampled differences ``diffs``: their central ``level`` percentiles."""
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(diffs, [tail, 100 - tail])
-    return Interval(score_a(None) - score_b(None), float(low), float(high), level, resamples)
+    return Interval(difference, float(low), float(high), level, len(diffs))
 
 
 def f1_of_counts(counts: np.ndarray, index: np.ndarray | None = None) -> float:

@@ -182,7 +182,6 @@ def summary(records: dict[str, dict[str, Any]], gold: dict[str, list[str]], resa
             "cells": sorted(records)}
 
 
-
 def tables(s: dict[str, Any]) -> str:
     if not s["cells"]:
         return "Not run yet: no records in experiments/results/tagging/ (`python -m experiments.tagging --plan`)."
