@@ -364,7 +364,10 @@ def tables() -> str:
                      + " | ".join([_cell_text(r["average"]), _cell_text(r["average_without_wnli"], r["average_without_wnli_sd"]),
                                    _cell_text(r["n"]), _cell_text(r["wall_minutes"])]) + " |")
     lines += ["", "Mean ± sd over the seeds where a row has several (n: the most seeds of any task; a multi-task "
-              "row's sd of the average is over its runs' own averages)."]
+              "row's sd of the average is over its runs' own averages). No intervals: these records keep "
+              "dev metrics, not per-example predictions, so a difference between two rows here is read "
+              "against the rows' seed sds only; the paired intervals of MT-DNN against the equal-passes "
+              "control are the seeds grid's (GLUE section above)."]
     lines += ["", "### Affinity against the measured gain of target + one auxiliary (Spearman per target)", "",
               "| target | auxiliary: affinity / gain | Spearman |", "|---|---|---|"]
     for t, v in affinity_validation().items():
