@@ -45,8 +45,10 @@ The hooks, by stage (each has a default here where one fits most kinds):
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -59,8 +61,6 @@ from ..model.heads import LinearHead, SANHead
 from .classes import class_report
 
 if TYPE_CHECKING:  # the schema imports the kinds
-    from pathlib import Path
-
     from ..data.readers import RawSplit
     from ..data.tokenized import TokenizedSplit
     from ..evaluation import Predictions
@@ -138,6 +138,8 @@ class TaskKind:
     missing_label: ClassVar[int] = -1
     # what a row of the kind's splits is (``tasks check`` counts them)
     row_unit: ClassVar[str] = "rows"
+    #: method -> why this kind refuses it (one line); see ``refuses``
+    refused_methods: ClassVar[dict[str, str]] = {}
 
     # ---- schema --------------------------------------------------------------------
     def validate(self, task: TaskDef) -> None:
@@ -527,8 +529,16 @@ class TaskKind:
     def refuses(self, method: str) -> str | None:
         """Why ``method`` (the training methods ``smart``, ``distillation``; ``export``, serving
         included) cannot take a task of this kind (one line), or None: it can."""
-        return None
+        return self.refused_methods.get(method)
 
     def refuse(self, what: str) -> Exception:
         """The one-line error of a method this kind does not support."""
         return ConfigError(f"{what} is not available for {self.name} tasks")
+
+
+def relative_path(path: Path, folder: Path) -> str:
+    """``path`` as a task file in ``folder`` names it: relative where it can be, else absolute."""
+    try:
+        return os.path.relpath(path.resolve(), folder.resolve())
+    except ValueError:  # another drive (Windows)
+        return str(path.resolve())

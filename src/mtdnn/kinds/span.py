@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -43,7 +42,7 @@ from ..span.metrics import squad_scores
 from ..span.readers import (SpanColumns, SpanExample, article_titles, first_article_titles, gold_answers,
                             misplaced_answers, read_span_csv, read_span_jsonl, read_squad_json, split_by_articles)
 from ..span.windows import build_windows
-from .base import HOLDOUT_SPLIT, SEG_SPECIAL, EncodedInputs, InitDraft, TaskKind, stack_rows, token_rows
+from .base import HOLDOUT_SPLIT, SEG_SPECIAL, EncodedInputs, InitDraft, TaskKind, relative_path, stack_rows, token_rows
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -427,7 +426,7 @@ class Span(TaskKind):
                      if squad else
                      f"  # {len(examples)} questions")
             split_lines += [f"  {role}:", f"    role: {role}",
-                            f"    path: {json.dumps(_relative(path, folder), ensure_ascii=False)}"
+                            f"    path: {json.dumps(relative_path(path, folder), ensure_ascii=False)}"
                             "  # relative to this file's folder", f"    format: {fmt}{where}"]
             if not squad:
                 cols = {k: v for k, v in columns.items() if labeled or k not in ("label", "answer_start")}
@@ -444,17 +443,6 @@ class Span(TaskKind):
                                                "last epoch"), *split_lines]
         summary = f"task {name}, span ({version[0]}), input question_context"
         return InitDraft(lines, [name], "questions", counts, summary)
-
-    def refuses(self, method: str) -> str | None:
-        return self.refused_methods.get(method)
-
-
-def _relative(path: Path, folder: Path) -> str:
-    try:
-        return os.path.relpath(path.resolve(), folder.resolve())
-    except ValueError:  # another drive (Windows)
-        return str(path.resolve())
-
 
 def _span_columns(train: Path, opts: InitOptions) -> tuple[dict[str, str], dict[str, str]]:
     """The columns of a JSON-lines or CSV span file, and the comment saying where they come from."""

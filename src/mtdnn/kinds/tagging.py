@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from ..tagging.entities import Word, split_words, tags_and_scores, tags_to_entit
 from ..tagging.metrics import entity_metrics, entity_report, report_dict, token_accuracy, type_confusion
 from ..tagging.readers import check_tags, read_conll, read_tagged_jsonl
 from ..tagging.schemes import PLAIN, detect_scheme, iob1_to_iob2, parse_tag, spans, validate
-from .base import SEG_SPECIAL, EncodedInputs, InitDraft, TaskKind, stack_rows, token_rows
+from .base import SEG_SPECIAL, EncodedInputs, InitDraft, TaskKind, relative_path, stack_rows, token_rows
 from .classes import class_report
 
 if TYPE_CHECKING:
@@ -376,7 +375,7 @@ class Tagging(TaskKind):
                              "drafts a task each)" if others else ""))
         if word in asked:
             raise ConfigError(f"--label: column {word} holds the words", path=str(train_path))
-        paths = {f.role: _relative(f.path, folder) for f in read}
+        paths = {f.role: relative_path(f.path, folder) for f in read}
         drafted = [(name if len(asked) == 1 else f"{name}_{c}", tag_column(c, read)) for c in asked]
         lines: list[str] = []
         for task_name, col in drafted:
@@ -455,17 +454,6 @@ class Tagging(TaskKind):
         """Entity F1 (or token accuracy) of the words, as evaluation scores them."""
         outputs = self.stack_outputs([self.eval_outputs(torch.from_numpy(np.asarray(out, dtype=np.float32)), batch)])
         return self.score(task, split, self.decide(task, outputs, split))
-
-    def refuses(self, method: str) -> str | None:
-        return self.refused_methods.get(method)
-
-
-def _relative(path: Path, folder: Path) -> str:
-    try:
-        return os.path.relpath(path.resolve(), folder.resolve())
-    except ValueError:  # another drive (Windows)
-        return str(path.resolve())
-
 
 def _check_entity_labels(labels: list[str], scheme: str) -> None:
     """The labels of an entity scheme: ``O`` and ``P-TYPE`` tags with the prefixes the model

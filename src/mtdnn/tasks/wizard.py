@@ -25,7 +25,6 @@ is (the draft is loaded back before it is kept). Paths in it are relative to the
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 from ..data import readers
 from ..errors import ConfigError, DataError
 from ..kinds import KINDS, TaskKind, get_kind
+from ..kinds.base import relative_path
 from ..run_dir import atomic_write
 from .schema import load_task_file
 
@@ -387,13 +387,6 @@ def _labeled(source: Source, label: str) -> bool:
     return bool(present)
 
 
-def _rel(path: Path, folder: Path) -> str:
-    try:
-        return os.path.relpath(path.resolve(), folder.resolve())
-    except ValueError:  # another drive (Windows)
-        return str(path.resolve())
-
-
 def _split_lines(source: Source, draft: Draft, folder: Path, header: bool, note: str = "") -> list[str]:
     missing = [c for f, c in draft.columns.items() if f in ("text_a", "text_b") and c not in source.columns]
     where = str(source.path or source.hub)
@@ -407,14 +400,14 @@ def _split_lines(source: Source, draft: Draft, folder: Path, header: bool, note:
     cols = {k: v for k, v in cols.items() if v in source.columns}
     lines = [f"  {source.split}:", f"    role: {source.role}"]
     if source.path is not None:
-        lines += [f"    path: {json.dumps(_rel(source.path, folder), ensure_ascii=False)}"
+        lines += [f"    path: {json.dumps(relative_path(source.path, folder), ensure_ascii=False)}"
                   "  # relative to this file's folder", f"    format: {source.format}"]
         if not header and source.format in ("csv", "tsv"):
             lines.append("    header: false  # columns are 0-based indices")
     else:
         hub = dict(source.hub or {})
         if Path(hub["path"]).is_dir():
-            hub["path"] = _rel(Path(hub["path"]), folder)
+            hub["path"] = relative_path(Path(hub["path"]), folder)
         lines.append(f"    hub: {_flow(hub)}  # loaded with datasets.load_dataset")
     lines.append(f"    columns: {_flow(cols, header)}" + (f"  # {note}" if note else ""))
     if draft.label_map and labeled:
