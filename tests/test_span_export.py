@@ -8,8 +8,8 @@ and others several.
 
 The pipeline itself: transformers 5 removed ``pipeline("question-answering")``; where the
 transformers in use has none, the pipeline test runs in a process whose PYTHONPATH starts with
-``MTDNN_QA_PIPELINE_PATH`` (a folder with transformers 4.x installed: ``pip install --target DIR
-"transformers<5" "huggingface_hub<1" "tokenizers<0.23" requests``), and is skipped, saying so, where
+``MTDNN_QA_PIPELINE_PATH`` (a folder with transformers 4.x installed; scripts/test.sh installs
+requirements/qa-pipeline.txt into .venv-qa-pipeline/ and sets it), and is skipped, saying so, where
 neither has it."""
 
 from __future__ import annotations
