@@ -22,12 +22,13 @@ from safetensors.torch import load_file
 
 import mtdnn
 from mtdnn.cli import main
+from mtdnn.data.holdout import holdout_rows
 from mtdnn.config import make_config
 from mtdnn.errors import CheckpointError, ConfigError
 from mtdnn.model.shrink import shrink_encoder
 from mtdnn.tasks.registry import TaskRegistry
 from mtdnn.training.methods.distill import (Teacher, TeacherOutputs, check_teachers, distill_composition,
-                                            distill_divergence, soft_targets)
+                                            distill_divergence, soft_targets, training_rows)
 from mtdnn.training.distributed import Distributed
 from mtdnn.training.setup import build_setup
 from mtdnn.training.step import TaskLoss
@@ -185,6 +186,22 @@ def test_soft_targets_are_the_teachers_mean_and_cached(kw, tmp_path, caplog):
     preds = mtdnn.load_run(kw["root"] / "teacher_a").predict("kw", [line.split("\t")[0] for line in
                                                                (kw["data"] / "kw_noisy.tsv").read_text().splitlines()[1:]])
     assert [labels[i] for i in one.targets["kw"].argmax(-1).tolist()] == preds
+
+
+def test_soft_targets_leave_out_the_rows_held_out_for_selection(kw, tmp_path):
+    """With --selection-split holdout the student trains on the training rows less the held-out
+    ones; the soft targets are the teacher's outputs on exactly those rows, in their order."""
+    cfg = _student_config(kw, ["teacher_a"]).model_copy(
+        update={"selection_split": "holdout", "holdout_fraction": 0.25})
+    setup = build_setup(cfg)
+    train = setup.data["kw"].train
+    assert len(train) == 120  # 160 rows, a quarter held out
+    targets = distill_composition(cfg, setup, Distributed(), TaskLoss()).targets["kw"].numpy()
+    task = next(t for t in setup.tasks if t.name == "kw")
+    held = set(holdout_rows(training_rows(task, _student_config(kw, [])), task, 0.25, cfg.subset_seed).tolist())
+    kept = [i for i in range(160) if i not in held]
+    assert len(kept) == 120
+    assert targets == pytest.approx(_teacher_probs(kw, "teacher_a", tmp_path)[kept], abs=2e-6)
 
 
 def test_exported_and_adapter_run_teachers(kw, tmp_path, caplog):

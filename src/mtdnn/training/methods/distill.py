@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ...config import TrainConfig
+from ...data.holdout import split_off
 from ...data.pipeline import subset_rows
 from ...data.readers import RawSplit, data_dir_default, read_split
 from ...data.tokenized import content_hash, default_cache_dir, tokenizer_fingerprint
@@ -131,13 +132,17 @@ def check_teachers(tasks: list[TaskDef], teachers: list[Teacher]) -> None:
 # ----------------------------------------------------------------------------- the student's rows
 def training_rows(task: TaskDef, cfg: TrainConfig) -> RawSplit:
     """The raw rows of the task's training split exactly as the student's run reads them (the same
-    subset), so that row i here is row i of the student's tokenised split."""
+    subset, without the rows held out for selection), so that row i here is row i of the
+    student's tokenised split."""
     names = [n for n, s in task.splits.items() if s.role == "train"]
     if not names:
         raise ConfigError(f"task '{task.name}' has no training split to distill", field="tasks")
     raw = read_split(task, names[-1], cfg.data_dir or data_dir_default(), allow_hub=cfg.allow_hub)
     n = cfg.train_subset(task.name)
-    return subset_rows(raw, n, cfg.subset_seed, task.kind.keeps_groups) if n else raw
+    raw = subset_rows(raw, n, cfg.subset_seed, task.kind.keeps_groups) if n else raw
+    if cfg.selection_split == "holdout" and cfg.holdout_fraction:
+        raw, _ = split_off(raw, task, cfg.holdout_fraction, cfg.subset_seed)
+    return raw
 
 
 def _file_sha256(path: Path) -> str:
