@@ -520,8 +520,24 @@ def row_runs(records: dict[str, dict[str, Any]], full: bool) -> dict[str, dict[s
             continue
         row = r["meta"]["row"]
         for task in ([r["meta"]["task"]] if "task" in r["meta"] else list(r["selected"].get("holdout", {}))):
-            out.setdefault(row, {}).setdefault(task, []).append(r)
+            out.setdefault(row, {}).setdefault(task, []).append(as_task(r, task))
     return out
+
+
+def as_task(record: dict[str, Any], task: str) -> dict[str, Any]:
+    """A record of a task's twin (``mrpc_linear``: MRPC with the linear head) read under the task's
+    name, so that it sits in the task's column and pairs with its rows (its labels are the same
+    rows: the same key after the task's name)."""
+    if task in record["evaluations"] or len(record["evaluations"]) != 1:
+        return record
+    (own,) = record["evaluations"]
+
+    def renamed(d: dict[str, Any]) -> dict[str, Any]:
+        return {task if k == own else k: v for k, v in d.items()}
+
+    preds = {s: {**e, "labels": task + e["labels"][len(own):]} for s, e in record.get("predictions", {}).get(own, {}).items()}
+    return {**record, "selected": {arm: renamed(v) for arm, v in record["selected"].items()},
+            "evaluations": renamed(record["evaluations"]), "predictions": {task: preds}}
 
 
 def compare_rows(task: str, a: list[dict[str, Any]], b: list[dict[str, Any]], arm: str,

@@ -245,3 +245,15 @@ def test_the_goals_are_measured_with_what_each_falls_short_by():
     assert average["measured"] == round((-1.9 - 1.3 + 2.5 + 2.4 + 7.3 + 4.0) / 6, 2) and average["short_by"] == round(3 - 2.1667, 2)
     assert goals["rte"]["measured"] == 64.4 and goals["rte"]["short_by"] == 3.6 and not goals["rte"]["difference"]
     assert goals["scitail 0.1%"]["met"] and goals["scitail 1%"]["short_by"] == 2.5
+
+
+def test_a_twin_task_record_reads_under_its_task():
+    from experiments.glue_seeds import as_task
+
+    r = {"meta": {"row": "linear", "task": "mrpc"}, "selected": {"holdout": {"mrpc_linear": 2}, "dev": {"mrpc_linear": 1}},
+         "evaluations": {"mrpc_linear": {"2": {"dev": {"score": 80.0}}}},
+         "predictions": {"mrpc_linear": {"dev": {"labels": "mrpc_linear/dev/abc", "epochs": {"2": "01"}}}}}
+    t = as_task(r, "mrpc")
+    assert t["selected"] == {"holdout": {"mrpc": 2}, "dev": {"mrpc": 1}}
+    assert list(t["evaluations"]) == ["mrpc"] and t["predictions"]["mrpc"]["dev"]["labels"] == "mrpc/dev/abc"
+    assert as_task(t, "mrpc") is t and r["selected"]["holdout"] == {"mrpc_linear": 2}
