@@ -289,6 +289,10 @@ class TrainConfig(BaseModel):
     def train_subset(self, task: str) -> int | None:
         return self.max_train_examples_per_task.get(task, self.max_train_examples)
 
+    def held_out_fraction(self) -> float | None:
+        """The share of each training split held out for selection; ``None`` when selection is on dev."""
+        return self.holdout_fraction if self.selection_split == "holdout" else None
+
     @field_validator("parallel")
     @classmethod
     def _fsdp_precision(cls, v: str, info: ValidationInfo) -> str:

@@ -41,6 +41,18 @@ def subset_rows(raw: RawSplit, n: int, seed: int, by_group: bool) -> RawSplit:
     return raw.select(keep.tolist())
 
 
+def split_training_rows(raw: RawSplit, task: TaskDef, *, n_train: int | None, seed: int,
+                        holdout_fraction: float | None) -> tuple[RawSplit, RawSplit | None]:
+    """A training split's rows as a run trains on them: the seeded subset of ``n_train`` rows (or
+    question groups), then, with ``holdout_fraction``, that share held out for selection. Returns
+    the rows that train and the held-out rows (``None`` without a holdout)."""
+    if n_train:
+        raw = subset_rows(raw, n_train, seed, task.kind.keeps_groups)
+    if not holdout_fraction:
+        return raw, None
+    return split_off(raw, task, holdout_fraction, seed)
+
+
 def load_task_data(tasks: list[TaskDef], tokenizer, *, data_dir: str | Path, max_len: int,
                    cache_dir: str | Path | None = None, max_train_examples: int | dict[str, int | None] | None = None,
                    max_eval_examples: int | None = None, subset_seed: int = 0, allow_hub: bool = True,
@@ -65,14 +77,14 @@ def load_task_data(tasks: list[TaskDef], tokenizer, *, data_dir: str | Path, max
                     continue
                 raise
             n_train = max_train_examples.get(task.name) if isinstance(max_train_examples, dict) else max_train_examples
-            if split.role == "train" and n_train:
-                raw = subset_rows(raw, n_train, subset_seed, task.kind.keeps_groups)
-            elif split.role != "train" and max_eval_examples and split.labeled:
+            if split.role == "train":
+                raw, held = split_training_rows(raw, task, n_train=n_train, seed=subset_seed,
+                                                holdout_fraction=holdout_fraction)
+                if held is not None:
+                    held_out, td.holdout_lines = tokenize_split(task, held, tokenizer, max_len, cache), held.lines
+                    log.info("%s/%s: %d training rows held out for selection", task.name, name, len(held))
+            elif max_eval_examples and split.labeled:
                 raw = raw.select(list(range(min(max_eval_examples, len(raw)))))
-            if split.role == "train" and holdout_fraction:
-                raw, held = split_off(raw, task, holdout_fraction, subset_seed)
-                held_out, td.holdout_lines = tokenize_split(task, held, tokenizer, max_len, cache), held.lines
-                log.info("%s/%s: %d training rows held out for selection", task.name, name, len(held))
             tok = tokenize_split(task, raw, tokenizer, max_len, cache)
             log.info("%s/%s: %d examples from %s", task.name, name, len(tok), raw.source)
             if split.role == "train":

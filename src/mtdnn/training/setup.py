@@ -97,7 +97,7 @@ def build_setup(cfg: TrainConfig, *, with_train: bool = True, factory: RunHeads 
         cache_dir=cfg.cache_dir, max_train_examples={t.name: cfg.train_subset(t.name) for t in tasks},
         max_eval_examples=cfg.max_eval_examples, subset_seed=cfg.subset_seed, allow_hub=cfg.allow_hub,
         with_train=with_train, with_tests=cfg.predict_test,
-        holdout_fraction=cfg.holdout_fraction if with_train and cfg.selection_split == "holdout" else None)
+        holdout_fraction=cfg.held_out_fraction() if with_train else None)
     if with_train:
         missing = [t.name for t in tasks if t.head_from is None and data[t.name].train is None]
         if missing:

@@ -37,8 +37,7 @@ import torch
 from torch import nn
 
 from ...config import TrainConfig
-from ...data.holdout import split_off
-from ...data.pipeline import subset_rows
+from ...data.pipeline import split_training_rows
 from ...data.readers import RawSplit, data_dir_default, read_split
 from ...data.tokenized import content_hash, default_cache_dir, tokenizer_fingerprint
 from ...errors import CheckpointError, ConfigError
@@ -138,11 +137,9 @@ def training_rows(task: TaskDef, cfg: TrainConfig) -> RawSplit:
     if not names:
         raise ConfigError(f"task '{task.name}' has no training split to distill", field="tasks")
     raw = read_split(task, names[-1], cfg.data_dir or data_dir_default(), allow_hub=cfg.allow_hub)
-    n = cfg.train_subset(task.name)
-    raw = subset_rows(raw, n, cfg.subset_seed, task.kind.keeps_groups) if n else raw
-    if cfg.selection_split == "holdout" and cfg.holdout_fraction:
-        raw, _ = split_off(raw, task, cfg.holdout_fraction, cfg.subset_seed)
-    return raw
+    kept, _ = split_training_rows(raw, task, n_train=cfg.train_subset(task.name), seed=cfg.subset_seed,
+                                  holdout_fraction=cfg.held_out_fraction())
+    return kept
 
 
 def _file_sha256(path: Path) -> str:
