@@ -22,12 +22,22 @@ training (its record says ``reused_from``), and its own weights are kept for the
 
 The order suits a tight budget: one seed of every method first (phase
 1), the affinity matrix and the target+auxiliary pairs (2), the single-task control (3), then seeds
-2 and 3 of proportional and of the two best methods of phase 1 (4, listed once phase 1 is done),
-and each target trained with its recommended auxiliaries (5, listed once the affinity is measured).
+2 and 3 of proportional and of the two best methods of phase 1 (4, listed once phase 1 is done;
+once their seed-2 cells are recorded the choice stays with them, so rerunning phase 1 does not move
+it), and each target trained with its recommended auxiliaries (5, listed once the affinity is
+measured).
+
+The records of the method cells (``methods/``) also keep each task's dev predictions at the epoch
+it keeps (experiments.glue_seeds' format: ``selected``, ``evaluations``, ``predictions``, labels in
+experiments/results/labels.json), the commit and the code hash, so that ``--summarize`` gives each
+method − proportional with the paired bootstrap interval over the dev examples (same seeds). A
+method record without predictions (made before they were kept) counts as not done: ``--plan``
+lists it as ``rerun`` and ``--run`` trains it again.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import statistics
 import time
@@ -40,6 +50,8 @@ from experiments.cells import (ClaimedGrid, PlanRow, PlanTable, Streams, claim, 
                                glue_score, load_average, lock_file, machine, package_versions, read_history,
                                read_metrics, rounded_mean, say, threads_override, timestamp, train_cell, train_or_take,
                                update_summary, work as work_grid)
+from experiments.glue_seeds import code_version, commit, compare_rows, dev_by_epoch, epoch_predictions, load_labels
+from experiments.stats import difference_text
 from experiments.settings import GLUE_EPOCHS, GLUE_TASKS, SMALL_TASKS, glue_config
 
 RECORDS = settings.RECORDS["interference"]
@@ -66,6 +78,7 @@ AFFINITY = {"budget": 200, "every": 10, "lookahead_lr": 1e-3}
 RECOMMEND_K = 2
 CONTROL_EPOCHS = 2 * GLUE_EPOCHS  # the MT-DNN row: 2 multi-task epochs, then 2 of fine-tuning
 BEST_K = 2
+ARM = "last"  # the epoch every cell keeps (the GLUE setting's selection), as glue_seeds' records name it
 SECONDS_PER_FORWARD = 0.1  # a batch of 32 through MiniLM on one thread, for the affinity estimate
 STREAMS = Streams("with --run: this process's name in the lock files", "1")
 SUMMARIZE_HELP = "tables, summary.json 'interference', heatmap"
@@ -99,7 +112,11 @@ def average_without_wnli(record: dict[str, Any]) -> float:
 
 
 def best_methods() -> list[str] | None:
-    """The BEST_K best methods of phase 1 (not proportional) by the average without WNLI, once all ran."""
+    """The BEST_K best methods of phase 1 (not proportional) by the average without WNLI, once all ran;
+    once phase 4 has begun, the methods whose seed-2 cells are recorded (the choice made then)."""
+    chosen = [m for m in METHODS if m != "proportional" and RECORDS.load(f"methods/{m}/s2") is not None]
+    if len(chosen) == BEST_K:
+        return chosen
     records = {m: RECORDS.load(f"methods/{m}/s1") for m in METHODS}
     if any(r is None for r in records.values()):
         return None
@@ -165,10 +182,32 @@ def _plan_footer(rows: list[PlanRow]) -> list[str]:
             f"{total_todo / 7200:.1f} h (estimates from the 2-epoch single-task wall times)"]
 
 
+def keeps_predictions(name: str) -> bool:
+    """The cells whose records keep dev predictions (module docstring)."""
+    return name.startswith("methods/")
+
+
+def recorded(name: str) -> bool:
+    """The cell's record is there, with its predictions where it keeps them."""
+    record = RECORDS.load(name)
+    return record is not None and (not keeps_predictions(name) or "predictions" in record)
+
+
+def _state(cell: Cell) -> str:
+    if recorded(cell.name):
+        return "done"
+    if RECORDS.load(cell.name) is not None:
+        return "rerun"
+    return "pending" if cell.meta.get("pending") else "todo"
+
+
 def plan() -> int:
     seconds = single_seconds()
-    rows = [PlanRow(c.name, "done" if RECORDS.load(c.name) else ("pending" if c.meta.get("pending") else "todo"),
-                    str(c.phase), estimate(c, seconds)) for c in cells()]
+    rows = []
+    for c in cells():
+        old = RECORDS.load(c.name)
+        rows.append(PlanRow(c.name, _state(c), str(c.phase),
+                            float(old["wall_seconds"]) if old and not recorded(c.name) else estimate(c, seconds)))
     table = PlanTable(f"{'state':<8} {'phase':<6} {'estimate':>9}  cell",
                       lambda r: f"{r.state:<8} {r.column:<6} {r.seconds / 60:>7.1f} m  {r.name}", _plan_footer)
     print("\n".join(table.lines(rows)))
@@ -200,9 +239,15 @@ def _train_record(cell: Cell, threads: int | None, run_dir: Path, reuse: bool = 
     else:
         wall, extra = train_cell(cfg, run_dir)
     keep = ("epoch", "train_loss", "mixture", "uncertainty_log_variance")
+    history = read_history(run_dir)
     record = {"metrics": read_metrics(run_dir), "wall_seconds": round(wall, 1),
-              "history": [{k: h[k] for k in keep if k in h} for h in read_history(run_dir)],
+              "history": [{k: h[k] for k in keep if k in h} for h in history],
               "config": config_record(cfg), **extra}
+    if keeps_predictions(cell.name):
+        selected = {t: int(e) for t, e in json.loads((run_dir / "selection.json").read_text())["tasks"].items()}
+        record.update(selected={ARM: selected}, evaluations=dev_by_epoch(history),
+                      predictions=epoch_predictions(run_dir, {t: {e} for t, e in selected.items()}),
+                      commit=commit(), code=code_version())
     if not proportional:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return record
@@ -254,7 +299,7 @@ def _ready(cell: Cell) -> bool:
 def run(stream: str, only: str, threads: int | None, poll: float = 60.0) -> int:
     """``--run``: run cells until none is left: the first runnable one no other stream holds; wait while the
     rest wait for cells other streams are running."""
-    grid = ClaimedGrid(cells=cells, done=lambda name: RECORDS.load(name) is not None, ready=_ready,
+    grid = ClaimedGrid(cells=cells, done=recorded, ready=_ready,
                        lock=_lock, locks=LOCKS, run=lambda c: run_cell(c, threads))
     return work_grid(grid, stream, only, poll)
 
@@ -263,7 +308,7 @@ def one_cell(name: str, threads: int | None) -> int:
     """``--cell``: run the cell unless it is recorded, holding its lock (stream ``cell``); 1 when it
     cannot start (it waits for other cells, or another stream runs it)."""
     cell = {c.name: c for c in cells()}[name]
-    if RECORDS.load(name) is not None:
+    if recorded(name):
         return 0
     if not _ready(cell):
         print(f"{name} waits for {', '.join(cell.needs)}")
@@ -313,6 +358,27 @@ def method_rows() -> dict[str, dict[str, Any]]:
     return rows
 
 
+def method_differences(labels: dict[str, Any], resamples: int = 1000) -> dict[str, dict[str, Any]]:
+    """method -> task -> that method − proportional on the seeds both have recorded with predictions,
+    with the paired bootstrap 95% interval over the dev examples (glue_seeds.compare_rows); a task
+    is left out where a run lacks predictions."""
+    by_method: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in RECORDS.all("methods/").values():
+        if "predictions" in r:
+            by_method.setdefault(r["meta"]["method"], {})[int(r["meta"]["seed"])] = r
+    reference = by_method.get("proportional", {})
+    out: dict[str, dict[str, Any]] = {}
+    for method, runs in by_method.items():
+        seeds = sorted(set(runs) & set(reference))
+        if method == "proportional" or not seeds:
+            continue
+        for t in GLUE_TASKS:
+            c = compare_rows(t, [runs[k] for k in seeds], [reference[k] for k in seeds], ARM, labels, resamples)
+            if c is not None:
+                out.setdefault(method, {})[t] = {**c, "seeds": seeds}
+    return out
+
+
 def affinity_validation() -> dict[str, Any]:
     """Per target: each auxiliary's affinity and the measured gain of target+auxiliary over target
     alone (its 2-epoch single-task score, mean over seeds); the Spearman correlation of the two."""
@@ -354,7 +420,7 @@ def _cell_text(v: Any, sd: float | None = None) -> str:
     return text if sd is None else f"{text} ± {sd:.1f}"
 
 
-def tables() -> str:
+def tables(differences: dict[str, dict[str, Any]] | None = None) -> str:
     rows = method_rows()
     head = "| row | " + " | ".join(GLUE_TASKS) + " | average | avg. without WNLI | n | wall (min) |"
     lines = ["### Interference: sampling, weighting and PCGrad (GLUE dev, multi-task model without fine-tuning)",
@@ -364,10 +430,18 @@ def tables() -> str:
                      + " | ".join([_cell_text(r["average"]), _cell_text(r["average_without_wnli"], r["average_without_wnli_sd"]),
                                    _cell_text(r["n"]), _cell_text(r["wall_minutes"])]) + " |")
     lines += ["", "Mean ± sd over the seeds where a row has several (n: the most seeds of any task; a multi-task "
-              "row's sd of the average is over its runs' own averages). No intervals: these records keep "
-              "dev metrics, not per-example predictions, so a difference between two rows here is read "
-              "against the rows' seed sds only; the paired intervals of MT-DNN against the equal-passes "
-              "control are the seeds grid's (GLUE section above)."]
+              "row's sd of the average is over its runs' own averages). The paired intervals of MT-DNN "
+              "against the equal-passes control are the seeds grid's (GLUE section above)."]
+    lines += ["", "### Each method − proportional sampling (the same seeds; paired bootstrap 95% interval over dev examples)"]
+    if differences:
+        lines += ["", "| method | seeds | " + " | ".join(GLUE_TASKS) + " |", "|---|---|" + "---|" * len(GLUE_TASKS)]
+    for method, diffs in (differences or {}).items():
+        seeds = ",".join(map(str, next(iter(diffs.values()))["seeds"]))
+        lines.append(f"| {method} | {seeds} | " + " | ".join(difference_text(diffs.get(t)) for t in GLUE_TASKS) + " |")
+    missing = [m for m in METHODS if m != "proportional" and m not in (differences or {})]
+    if missing:
+        lines += ["", "Not yet paired (their records, or proportional's of the same seeds, keep no per-example "
+                  "predictions; `--plan` lists them as `rerun`): " + ", ".join(missing) + "."]
     lines += ["", "### Affinity against the measured gain of target + one auxiliary (Spearman per target)", "",
               "| target | auxiliary: affinity / gain | Spearman |", "|---|---|---|"]
     for t, v in affinity_validation().items():
@@ -382,9 +456,11 @@ def tables() -> str:
 
 
 def summarize() -> int:
-    update_summary(SUMMARY, {"interference": {"methods": method_rows(), "affinity_validation": affinity_validation(),
+    differences = method_differences(load_labels())
+    update_summary(SUMMARY, {"interference": {"methods": method_rows(), "against_proportional": differences,
+                                              "affinity_validation": affinity_validation(),
                                               "recommended": recommend_rows()}})
-    text = tables()
+    text = tables(differences)
     fill_markers(DOC, BEGIN, END, text)
     if (RECORDS.folder / "affinity.png").is_file():
         shutil.copyfile(RECORDS.folder / "affinity.png", HEATMAP)

@@ -122,3 +122,74 @@ def test_summary_from_records(exp):
     assert "| pcgrad | 8.0 ± 1.4 | 85.0 ± 1.4 |" in doc  # seeds 1 and 2: +2 and +4 over single-task
     summary = json.loads(exp.SUMMARY.read_text())["interference"]
     assert summary["affinity_validation"]["rte"]["spearman"] == pytest.approx(0.943, abs=1e-3)
+
+
+def _predicted(exp, method: str, seed: int, rte_preds: str, key: str) -> None:
+    _write(exp, f"methods/{method}/s{seed}", {t: 50.0 for t in exp.GLUE_TASKS}, {"method": method, "seed": seed},
+           selected={exp.ARM: {t: 2 for t in exp.GLUE_TASKS}},
+           predictions={"rte": {"dev": {"labels": key, "epochs": {"2": rte_preds}}}})
+
+
+def test_method_records_without_predictions_are_run_again(exp):
+    cells = {c.name: c for c in exp.cells()}
+    _write(exp, "methods/pcgrad/s1", {"rte": 60.0}, {"method": "pcgrad", "seed": 1})
+    _write(exp, "control/single4/rte/s1", {"rte": 60.0}, {"task": "rte", "seed": 1})
+    assert not exp.recorded("methods/pcgrad/s1") and exp._state(cells["methods/pcgrad/s1"]) == "rerun"
+    assert exp.recorded("control/single4/rte/s1")  # the control keeps no predictions
+    assert exp._state(cells["methods/annealed/s1"]) == "todo"
+    _predicted(exp, "pcgrad", 1, "0101", "rte/dev/x")
+    assert exp.recorded("methods/pcgrad/s1") and exp._state(cells["methods/pcgrad/s1"]) == "done"
+
+
+def test_the_choice_of_phase_four_stays_once_its_cells_are_recorded(exp):
+    base = {t: 50.0 for t in exp.GLUE_TASKS}
+    for k, m in enumerate(exp.METHODS):  # phase 1 ranks the last two methods best
+        _write(exp, f"methods/{m}/s1", {**base, "sst2": 50.0 + k}, {"method": m, "seed": 1})
+    assert exp.best_methods() == list(exp.METHODS)[-1:-3:-1]
+    for m in ("annealed", "temperature2"):  # seeds 2 recorded for two others: a rerun phase 1 moved
+        _write(exp, f"methods/{m}/s2", base, {"method": m, "seed": 2})
+    assert exp.best_methods() == ["temperature2", "annealed"]  # in METHODS' order
+    assert "methods/annealed/s3" in {c.name for c in exp.cells()}
+
+
+def test_methods_against_proportional_with_paired_intervals(exp):
+    import numpy as np
+
+    key = "rte/dev/abc"
+    labels = {key: np.array([0, 1, 0, 1, 0, 1, 0, 1])}
+    _predicted(exp, "proportional", 1, "01010101", key)   # 100%
+    _predicted(exp, "proportional", 2, "01010100", key)   # 87.5%
+    _predicted(exp, "pcgrad", 1, "01010000", key)         # 75%: the same seed only
+    _predicted(exp, "uniform", 1, "01010101", key)
+    _predicted(exp, "uniform", 2, "01010101", key)        # 100, 100 against 100, 87.5
+    _write(exp, "methods/annealed/s1", {"rte": 60.0}, {"method": "annealed", "seed": 1})  # no predictions
+    d = exp.method_differences(labels, resamples=200)
+    assert set(d) == {"pcgrad", "uniform"} and set(d["pcgrad"]) == {"rte"}  # only rte has predictions
+    assert d["pcgrad"]["rte"]["seeds"] == [1] and d["pcgrad"]["rte"]["difference"] == -25.0
+    assert d["uniform"]["rte"]["seeds"] == [1, 2] and d["uniform"]["rte"]["difference"] == 6.25
+    assert d["uniform"]["rte"]["low"] <= 6.25 <= d["uniform"]["rte"]["high"]
+    text = exp.tables(d)
+    assert "| pcgrad | 1 | – | – | – | – | -25.0 [" in text and "Not yet paired" in text and "annealed" in text
+
+
+def test_a_tiny_method_cell_records_its_kept_epochs_predictions(exp, tmp_path, tiny_encoder, monkeypatch):
+    import experiments.glue_seeds as gs
+    from tests.toy_tasks import write_toy_data
+
+    task_file, data_dir = write_toy_data(tmp_path / "toy", n_cls=40, n_reg=30)
+    monkeypatch.setattr(gs, "LABELS", tmp_path / "labels.json")
+    config = {**settings.BASE, "encoder": tiny_encoder, "task_files": [str(task_file)], "data_dir": str(data_dir),
+              "cache_dir": str(tmp_path / "cache"), "tasks": ["toycls", "toyreg"], "epochs": 2, "seed": 1,
+              "max_seq_len": 32, "batch_size": 8, "threads": 1, "sampling": "uniform"}
+    cell = exp.Cell("methods/uniform/s1", config, 1, meta={"method": "uniform", "seed": 1})
+    record = exp._train_record(cell, 1, tmp_path / "run")
+    assert record["selected"] == {"last": {"toycls": 2, "toyreg": 2}}  # the GLUE setting keeps the last epoch
+    assert record["commit"] and record["code"]
+    for task in ("toycls", "toyreg"):
+        entry = record["predictions"][task]["dev"]
+        assert entry["labels"].startswith(f"{task}/dev/")
+        # the stored predictions give the score the run measured at its kept epoch
+        assert entry["scores"]["2"] == pytest.approx(record["metrics"][task]["dev"]["score"], abs=1e-6)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # weights removed once recorded (not proportional)
+    exp.RECORDS.path(cell.name).write_text(json.dumps({**record, "cell": cell.name, "meta": cell.meta}))
+    assert exp.recorded(cell.name)
