@@ -105,7 +105,8 @@ def history(run_dir: Path) -> dict[int, dict]:
 
 
 # The start of a script run in a fresh interpreter where importing mtdnn fails (the venv has it
-# installed in editable mode, so a meta-path finder refuses it): exported folders with transformers only.
+# installed in editable mode, so a meta-path finder refuses it): exported folders with transformers
+# only. ``blocked`` says that the import did fail, for the script to report.
 HIDE_MTDNN = r'''
 import importlib.abc, json, sys
 class _NoMtdnn(importlib.abc.MetaPathFinder):
@@ -113,4 +114,9 @@ class _NoMtdnn(importlib.abc.MetaPathFinder):
         if name == "mtdnn" or name.startswith("mtdnn."):
             raise ImportError("mtdnn is hidden in this process")
 sys.meta_path.insert(0, _NoMtdnn())
+try:
+    import mtdnn  # noqa
+    blocked = False
+except ImportError:
+    blocked = True
 '''

@@ -29,11 +29,6 @@ pytestmark = pytest.mark.slow
 # Run in a fresh interpreter: mtdnn is made unimportable (the venv has it installed in editable
 # mode, so a meta-path finder refuses it), then the exported folders are used with transformers only.
 OUTSIDE = HIDE_MTDNN + r'''
-try:
-    import mtdnn  # noqa
-    blocked = False
-except ImportError:
-    blocked = True
 import torch
 from transformers import AutoModel, AutoTokenizer, pipeline
 torch.set_num_threads(1)

@@ -170,11 +170,6 @@ def test_mtdnn_predict_on_export_equals_run(tmp_path, run_dir, hf_dir, questions
 # ---- the standard question-answering folder ---------------------------------------------------
 
 OUTSIDE = HIDE_MTDNN + r'''
-try:
-    import mtdnn  # noqa
-    blocked = False
-except ImportError:
-    blocked = True
 import torch, transformers
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 torch.set_num_threads(1)

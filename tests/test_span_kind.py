@@ -19,7 +19,7 @@ from mtdnn.kinds import get_kind
 from mtdnn.tasks.registry import builtin_tasks
 from mtdnn.tasks.schema import parse_task
 
-from toy_tasks import FACTS, squad_json
+from toy_tasks import FACTS, squad_json, train_argv
 
 def _task(**changes) -> dict:
     split = {"path": "x.json", "format": "squad", "role": "train"}
@@ -107,10 +107,9 @@ def _train_beside_rte(tmp_path: Path, encoder: str, data_dir: Path, cache_dir: s
     task_file = tmp_path / "tasks.yaml"
     task_file.write_text(json.dumps([qa]), encoding="utf-8")
     out = tmp_path / "run"
-    assert main(["train", "--task-file", str(task_file), "--tasks", "rte,qa", "--data-dir", str(data_dir),
-                 "--encoder", encoder, "--output-dir", str(out), "--epochs", "1", "--batch-size", "8",
-                 "--max-seq-len", "48", "--threads", "1", "--no-progress", "--no-hub", "--cache-dir", cache_dir,
-                 "--lr", "1e-3", "--max-train-examples", "16", "--max-eval-examples", "16", *extra]) in (0, None)
+    assert main(train_argv(task_file, data_dir, encoder, cache_dir, out, "--max-train-examples", "16",
+                           "--max-eval-examples", "16", *extra, tasks="rte,qa", epochs=1, batch_size=8,
+                           max_seq_len=48)) in (0, None)
     return out
 
 

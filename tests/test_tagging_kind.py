@@ -15,6 +15,7 @@ from mtdnn.data.readers import read_split
 from mtdnn.errors import ConfigError, DataError
 from mtdnn.tasks.registry import builtin_tasks
 from mtdnn.tasks.schema import parse_task
+from toy_tasks import train_argv
 
 NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 
@@ -89,10 +90,9 @@ def _train_beside_rte(tmp_path: Path, encoder: str, data_dir: Path, cache_dir: s
     task_file = tmp_path / "tasks.yaml"
     task_file.write_text(json.dumps([ner]), encoding="utf-8")
     out = tmp_path / "run"
-    assert main(["train", "--task-file", str(task_file), "--tasks", "rte,ner_slice", "--data-dir", str(data_dir),
-                 "--encoder", encoder, "--output-dir", str(out), "--epochs", "1", "--batch-size", "8",
-                 "--max-seq-len", "16", "--threads", "1", "--no-progress", "--no-hub", "--cache-dir", cache_dir,
-                 "--lr", "1e-3", "--max-train-examples", "48", "--max-eval-examples", "16", *extra]) in (0, None)
+    assert main(train_argv(task_file, data_dir, encoder, cache_dir, out, "--max-train-examples", "48",
+                           "--max-eval-examples", "16", *extra, tasks="rte,ner_slice", epochs=1, batch_size=8,
+                           max_seq_len=16)) in (0, None)
     return out
 
 

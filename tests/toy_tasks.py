@@ -63,10 +63,10 @@ def write_toy_data(root: Path, seed: int = 0, n_cls: int = 24, n_reg: int = 16) 
 
 
 def train_argv(task_file: Path, data_dir: Path, encoder: str, cache_dir: str, out: Path, *extra: str,
-               tasks: str = "toycls,toyreg", epochs: int = 2) -> list[str]:
+               tasks: str = "toycls,toyreg", epochs: int = 2, batch_size: int = 4, max_seq_len: int = 32) -> list[str]:
     return ["train", "--task-file", str(task_file), "--tasks", tasks, "--data-dir", str(data_dir),
-            "--encoder", encoder, "--output-dir", str(out), "--epochs", str(epochs), "--batch-size", "4",
-            "--max-seq-len", "32", "--threads", "1", "--no-progress", "--no-hub", "--cache-dir", cache_dir,
+            "--encoder", encoder, "--output-dir", str(out), "--epochs", str(epochs), "--batch-size", str(batch_size),
+            "--max-seq-len", str(max_seq_len), "--threads", "1", "--no-progress", "--no-hub", "--cache-dir", cache_dir,
             "--lr", "1e-3", *extra]
 
 
