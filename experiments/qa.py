@@ -139,7 +139,8 @@ def summary(records: dict[str, dict[str, Any]], resamples: int = 1000) -> dict[s
     for r in records.values():
         by_row.setdefault(r["meta"]["row"], []).append(r)
     rows = {row: {**{m: mean_sd([float(r["metrics"]["squad11"]["dev"][m]) for r in rs]) for m in METRICS},
-                  "seeds": sorted(r["meta"]["seed"] for r in rs)}
+                  "seeds": sorted(r["meta"]["seed"] for r in rs),
+                  "wall_minutes": round(sum(float(r["wall_seconds"]) for r in rs) / len(rs) / 60, 1)}
             for row, rs in sorted(by_row.items(), key=lambda kv: list(ROW_LABELS).index(kv[0]))}
     diffs = {}
     for row, against in AGAINST.items():
@@ -150,8 +151,8 @@ def summary(records: dict[str, dict[str, Any]], resamples: int = 1000) -> dict[s
     return {"rows": rows, "differences": diffs, "published": PUBLISHED,
             "machines": sorted({r["machine"] for r in records.values()}),
             "code": sorted({r.get("code", "unknown") for r in records.values()}),
-            "units": "percent: SQuAD v1.1 exact match and F1 on the 8 held-out articles (1,589 questions) at the "
-                     "epoch each run keeps on them; differences: row − squad11 alone, same seeds, with the "
+            "units": "percent: SQuAD v1.1 exact match and F1 on the 8 held-out articles (1,589 questions) after the "
+                     "last epoch (nothing chosen on them); wall_minutes: a cell's mean wall time; differences: row − squad11 alone, same seeds, with the "
                      "paired bootstrap 95% interval over questions and its verdict",
             "cells": sorted(records)}
 
@@ -159,13 +160,14 @@ def summary(records: dict[str, dict[str, Any]], resamples: int = 1000) -> dict[s
 def tables(s: dict[str, Any]) -> str:
     if not s["cells"]:
         return "Not run yet: no records in experiments/results/qa/ (`python -m experiments.qa --plan`)."
-    lines = ["| row | EM | F1 | − alone: EM | − alone: F1 |", "|---|---|---|---|---|"]
+    lines = ["| row | EM | F1 | − alone: EM | − alone: F1 | wall (min) |", "|---|---|---|---|---|---|"]
     for row, r in s["rows"].items():
         d = s["differences"].get(row, {})
         lines.append(f"| {ROW_LABELS.get(row, row)} | {seeds_text(r['exact'])} | {seeds_text(r['f1'])} | "
-                     f"{difference_text(d.get('exact'))} | {difference_text(d.get('f1'))} |")
+                     f"{difference_text(d.get('exact'))} | {difference_text(d.get('f1'))} | {r['wall_minutes']:.1f} |")
     for p in s["published"]:
-        lines.append(f"| published: {p['system']} | {p['exact']:.1f} | {p['f1']:.1f} | – | – ({p['source']}) |")
+        lines.append(f"| published: {p['system']} | {p['exact']:.1f} | {p['f1']:.1f} | – | – | – ({p['source']}) |")
+    lines += ["", "Wall: mean minutes of a cell on one thread (one core of the machine below)."]
     lines += ["", provenance_line(s)]
     return "\n".join(lines)
 

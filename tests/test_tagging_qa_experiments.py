@@ -206,6 +206,7 @@ def test_qa_summary_from_records():
     assert ner["f1"]["difference"] == pytest.approx(50.0 - 50.25)
     text = qa.tables(s)
     assert "| squad11 + the GLUE tasks | 75.4 ± 0.2 (n=2) |" in text and "80.8 | 88.5" in text
+    assert s["rows"]["squad/glue"]["wall_minutes"] == pytest.approx(10.0 / 60, abs=0.05) and "| 0.2 |" in text
 
 
 # ----------------------------------------------------------------------------- real tiny cells
