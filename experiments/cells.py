@@ -39,6 +39,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -588,3 +589,41 @@ def main(runner: Runner, argv: list[str] | None = None) -> int:
     if args.cell is not None:
         return runner.cell(args.cell, args.threads, **flags)
     return runner.run(args.stream, args.only, args.threads, **flags)
+
+
+# ----------------------------------------------------------------------------- a record's provenance
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parents[1]  # the repository (experiments.settings.ROOT)
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def commit() -> str:
+    """``git rev-parse HEAD``, with ``+dirty`` where the tree has changes (experiments/results, where
+    records are written while the grid runs, not counted); ``unknown`` outside a git checkout."""
+    try:
+        head = _git("rev-parse", "HEAD")
+        changes = _git("status", "--porcelain", "--", ".", ":(exclude)experiments/results")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if changes else "")
+
+
+def code_version(paths: tuple[str, ...] = ("src/mtdnn", "experiments/tasks.yaml")) -> str:
+    """The training code a run depends on: the git tree hashes of src/mtdnn and the task file
+    (``paths``), with ``+dirty`` where they have uncommitted changes (runs with equal ``code`` ran
+    the same code)."""
+    try:
+        trees = [_git("rev-parse", f"HEAD:{p}")[:12] for p in paths]
+        changes = _git("status", "--porcelain", "--", *paths)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return "-".join(trees) + ("+dirty" if changes else "")
+
+
+def dev_by_epoch(history: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """task -> epoch -> split -> metrics, every evaluated epoch (unrounded)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for h in history:
+        for task, splits in (h.get("dev") or {}).items():
+            out.setdefault(task, {})[str(h["epoch"])] = splits
+    return out

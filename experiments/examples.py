@@ -1,13 +1,17 @@
-"""Per-example predictions of tagging and span cells (experiments.tagging, experiments.qa): what a
-record keeps of the epoch its reported task keeps, and the per-example figures the paired
-bootstrap resamples (experiments.stats.counts_bootstrap).
+"""Per-example predictions that records keep, and the per-example figures the paired bootstrap
+resamples (experiments.stats).
 
-- Tagging: each sentence's predicted entities as one string, ``TYPE:start,end`` joined by ``;``
+- Sentence-level cells (experiments.glue_seeds, experiments.interference): each evaluated split's
+  predictions at the epochs a record names (class indices as a string of digits, scores rounded to
+  4 decimals); the labels of each split are stored once, in experiments/results/labels.json, under
+  ``task/split/hash``. ``compare_rows`` gives a row − row difference with its paired bootstrap
+  interval (``stats.paired_bootstrap``).
+- Tagging (experiments.tagging): each sentence's predicted entities as one string, ``TYPE:start,end`` joined by ``;``
   (word indices, end exclusive; ``""``: none), read from the predicted tags by conlleval's rules
   (``mtdnn.tagging.schemes.spans``). The gold entities of a split are stored once, in
   experiments/results/entities.json under ``task/split/hash``. A sentence's (correct, predicted,
   gold) entity counts give the entity F1 of any resample of sentences (``stats.f1_of_counts``).
-- Span (extractive QA): each question's predicted answer text, with its exact match (0 or 1) and
+- Span (extractive QA, experiments.qa): each question's predicted answer text, with its exact match (0 or 1) and
   F1 against the gold answers (SQuAD's rules of the task's version); ``questions`` names the
   split's question ids by their hash, so that only rows answering the same questions are compared.
 
@@ -27,8 +31,115 @@ from typing import Any
 import numpy as np
 
 from experiments import settings
+from experiments.stats import paired_bootstrap
 
 ENTITIES = settings.RESULTS / "entities.json"  # gold entities of each split, once
+LABELS = settings.RESULTS / "labels.json"      # labels of each sentence-level split, once
+
+
+# ----------------------------------------------------------------------------- sentence-level (GLUE) cells
+def encode_predictions(values: np.ndarray, regression: bool) -> str | list[float] | list[int]:
+    """Compact predictions: class indices as a string of digits (a list where a class is >= 10),
+    scores rounded to 4 decimals."""
+    if regression:
+        return [round(float(v), 4) for v in values]
+    ints = [int(v) for v in values]
+    return "".join(map(str, ints)) if all(0 <= v < 10 for v in ints) else ints
+
+
+def decode_predictions(stored: str | list[Any]) -> np.ndarray:
+    return np.array([int(c) for c in stored]) if isinstance(stored, str) else np.asarray(stored)
+
+
+def labels_key(task: str, split: str, labels: np.ndarray, uids: list[str]) -> str:
+    """``task/split/hash``: the hash of the split's row ids and labels (12 hex digits)."""
+    h = hashlib.sha256(json.dumps([list(map(str, uids)), [float(x) for x in labels]]).encode())
+    return f"{task}/{split}/{h.hexdigest()[:12]}"
+
+
+def store_labels(key: str, labels: np.ndarray, regression: bool, path: Path | None = None) -> None:
+    """Write a split's labels once into the shared labels file (kept as it is when the key is there)."""
+    from mtdnn.run_dir import write_json
+
+    path = path or LABELS
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    if key not in stored:
+        stored[key] = encode_predictions(labels, regression)
+        write_json(path, dict(sorted(stored.items())))
+
+
+def load_labels(path: Path | None = None) -> dict[str, np.ndarray]:
+    path = path or LABELS
+    return {k: decode_predictions(v) for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
+
+
+def epoch_predictions(run_dir: Path, epochs: dict[str, set[int]], labels_file: Path | None = None) -> dict[str, Any]:
+    """task -> split -> {"labels": key, "epochs": {epoch: predictions}} on every labeled evaluation
+    split (dev, test where labeled) of the run's tasks, for the ``epochs`` of each task (their
+    weights in ``checkpoints/``); each split's labels go to the shared labels file."""
+    import mtdnn
+    from mtdnn.data.pipeline import load_task_data
+    from mtdnn.data.readers import data_dir_default
+    from mtdnn.evaluation import predict
+    from mtdnn.metrics import compute_metrics
+    from mtdnn.model.weights import load_model_weights
+
+    run = mtdnn.load_run(run_dir, device="cpu")
+    tasks = [run.task(t) for t in epochs]
+    data = load_task_data(tasks, run.tokenizer, data_dir=run.config.get("data_dir") or data_dir_default(),
+                          max_len=run.max_len, cache_dir=run.config.get("cache_dir"), allow_hub=False,
+                          with_train=False, with_tests=False)
+    out: dict[str, Any] = {}
+    loaded: Path | None = None
+    for name, td in data.items():
+        regression = td.task.type == "regression"
+        for split_name, split in td.evals.items():
+            key = labels_key(name, split_name, split.labels, split.uids)
+            store_labels(key, split.labels, regression, labels_file)
+            entry: dict[str, Any] = {"labels": key, "epochs": {}, "scores": {}}
+            for epoch in sorted(epochs[name]):
+                weights = run_dir / "checkpoints" / f"epoch-{epoch}.safetensors"
+                if not weights.is_file():
+                    continue
+                if weights != loaded:
+                    load_model_weights(run.model, weights)
+                    loaded = weights
+                preds = predict(run.model, td.task, split, batch_size=int(run.config.get("eval_batch_size", 128)),
+                                device=run.device, pad_id=run.tokenizer.pad_token_id or 0).preds
+                entry["epochs"][str(epoch)] = encode_predictions(preds, regression)
+                entry["scores"][str(epoch)] = compute_metrics(td.task.metric_names, preds, split.labels)["score"]
+            out.setdefault(name, {})[split_name] = entry
+    return out
+
+
+def preds_of(record: dict[str, Any], task: str, arm: str, split: str | None = None) -> tuple[str, np.ndarray] | None:
+    epoch = record["selected"].get(arm, {}).get(task)
+    entry = record.get("predictions", {}).get(task, {})
+    split = split or next(iter(entry), None)
+    if epoch is None or split not in entry or str(epoch) not in entry[split]["epochs"]:
+        return None
+    return entry[split]["labels"], decode_predictions(entry[split]["epochs"][str(epoch)])
+
+
+def metric_names(task: str) -> list[str]:
+    from mtdnn.tasks.registry import TaskRegistry
+
+    return list(TaskRegistry([settings.TASK_FILE]).resolve([task], settings.BASE["pair_head"])[0].metric_names)
+
+
+def compare_rows(task: str, a: list[dict[str, Any]], b: list[dict[str, Any]], arm: str,
+                 labels: dict[str, np.ndarray], resamples: int = 1000) -> dict[str, Any] | None:
+    """Row A − row B on a task, with the paired bootstrap interval over the reported split's
+    examples; None unless every run of both rows has predictions of the same labelled split."""
+    pa = [preds_of(r, task, arm) for r in a]
+    pb = [preds_of(r, task, arm) for r in b]
+    keys = {p[0] for p in pa + pb if p is not None}
+    if not a or not b or any(p is None for p in pa + pb) or len(keys) != 1 or next(iter(keys)) not in labels:
+        return None
+    key = next(iter(keys))
+    interval = paired_bootstrap(metric_names(task), labels[key], [p[1] for p in pa], [p[1] for p in pb],  # type: ignore[index]
+                                resamples=resamples)
+    return interval.as_record()
 
 
 # ----------------------------------------------------------------------------- tagging

@@ -57,26 +57,25 @@ on this machine with this code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from experiments import settings
-from experiments.cells import (ClaimedGrid, PlanRow, PlanTable, Records, Streams, TrainCell, cli, config_record, load_average,
+from experiments.cells import (ClaimedGrid, PlanRow, PlanTable, Records, Streams, TrainCell, cli, code_version, commit,
+                               config_record, dev_by_epoch, load_average,
                                lock_file, machine, package_versions, provenance_line, publish, read_history, read_metrics,
                                say, seconds_left, threads_override, timestamp, train_cell, work)
 from experiments.settings import DA_COUNTS, FULL_TRAIN, GLUE_EPOCHS, GLUE_TASKS
+from experiments.examples import compare_rows, epoch_predictions, load_labels, metric_names, preds_of
 from experiments.stats import difference_text, mean_sd, paired_bootstrap, seeds_text, spread
 
 RESULTS = settings.RESULTS
 RECORDS = Records(RESULTS / "glue_seeds")
 LOCKS = RECORDS.folder / ".locks"
-LABELS = RESULTS / "labels.json"
 RUNS = settings.ROOT / "runs" / "glue_seeds"
 CHECK = settings.CHECK_DIRS / "glue_seeds"
 BEGIN, END = "<!-- glue-seeds:begin -->", "<!-- glue-seeds:end -->"
@@ -209,68 +208,6 @@ def equal_cells(cells: list[Cell]) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- what a record holds
-def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=settings.ROOT, capture_output=True, text=True, check=True).stdout.strip()
-
-
-def commit() -> str:
-    """``git rev-parse HEAD``, with ``+dirty`` where the tree has changes (experiments/results, where
-    records are written while the grid runs, not counted); ``unknown`` outside a git checkout."""
-    try:
-        head = _git("rev-parse", "HEAD")
-        changes = _git("status", "--porcelain", "--", ".", ":(exclude)experiments/results")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if changes else "")
-
-
-def code_version(paths: tuple[str, ...] = ("src/mtdnn", "experiments/tasks.yaml")) -> str:
-    """The training code a run depends on: the git tree hashes of src/mtdnn and the task file
-    (``paths``), with ``+dirty`` where they have uncommitted changes (runs with equal ``code`` ran
-    the same code)."""
-    try:
-        trees = [_git("rev-parse", f"HEAD:{p}")[:12] for p in paths]
-        changes = _git("status", "--porcelain", "--", *paths)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return "-".join(trees) + ("+dirty" if changes else "")
-
-
-def encode_predictions(values: np.ndarray, regression: bool) -> str | list[float] | list[int]:
-    """Compact predictions: class indices as a string of digits (a list where a class is >= 10),
-    scores rounded to 4 decimals."""
-    if regression:
-        return [round(float(v), 4) for v in values]
-    ints = [int(v) for v in values]
-    return "".join(map(str, ints)) if all(0 <= v < 10 for v in ints) else ints
-
-
-def decode_predictions(stored: str | list[Any]) -> np.ndarray:
-    return np.array([int(c) for c in stored]) if isinstance(stored, str) else np.asarray(stored)
-
-
-def labels_key(task: str, split: str, labels: np.ndarray, uids: list[str]) -> str:
-    """``task/split/hash``: the hash of the split's row ids and labels (12 hex digits)."""
-    h = hashlib.sha256(json.dumps([list(map(str, uids)), [float(x) for x in labels]]).encode())
-    return f"{task}/{split}/{h.hexdigest()[:12]}"
-
-
-def store_labels(key: str, labels: np.ndarray, regression: bool, path: Path | None = None) -> None:
-    """Write a split's labels once into the shared labels file (kept as it is when the key is there)."""
-    from mtdnn.run_dir import write_json
-
-    path = path or LABELS
-    stored = json.loads(path.read_text()) if path.is_file() else {}
-    if key not in stored:
-        stored[key] = encode_predictions(labels, regression)
-        write_json(path, dict(sorted(stored.items())))
-
-
-def load_labels(path: Path | None = None) -> dict[str, np.ndarray]:
-    path = path or LABELS
-    return {k: decode_predictions(v) for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
-
-
 def split_score(dev: dict[str, Any], task: str) -> float:
     """A task's score on its reported split in one evaluation (the first split that is not ``holdout``)."""
     return float(next(v for k, v in dev[task].items() if k != "holdout")["score"])
@@ -289,54 +226,6 @@ def arm_epochs(history: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
                 if scores[arm] > best.get((arm, task), float("-inf")):
                     best[(arm, task)] = scores[arm]
                     out[arm][task] = int(h["epoch"])
-    return out
-
-
-def dev_by_epoch(history: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """task -> epoch -> split -> metrics, every evaluated epoch (unrounded)."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for h in history:
-        for task, splits in (h.get("dev") or {}).items():
-            out.setdefault(task, {})[str(h["epoch"])] = splits
-    return out
-
-
-def epoch_predictions(run_dir: Path, epochs: dict[str, set[int]], labels_file: Path | None = None) -> dict[str, Any]:
-    """task -> split -> {"labels": key, "epochs": {epoch: predictions}} on every labeled evaluation
-    split (dev, test where labeled) of the run's tasks, for the ``epochs`` of each task (their
-    weights in ``checkpoints/``); each split's labels go to the shared labels file."""
-    import mtdnn
-    from mtdnn.data.pipeline import load_task_data
-    from mtdnn.data.readers import data_dir_default
-    from mtdnn.evaluation import predict
-    from mtdnn.metrics import compute_metrics
-    from mtdnn.model.weights import load_model_weights
-
-    run = mtdnn.load_run(run_dir, device="cpu")
-    tasks = [run.task(t) for t in epochs]
-    data = load_task_data(tasks, run.tokenizer, data_dir=run.config.get("data_dir") or data_dir_default(),
-                          max_len=run.max_len, cache_dir=run.config.get("cache_dir"), allow_hub=False,
-                          with_train=False, with_tests=False)
-    out: dict[str, Any] = {}
-    loaded: Path | None = None
-    for name, td in data.items():
-        regression = td.task.type == "regression"
-        for split_name, split in td.evals.items():
-            key = labels_key(name, split_name, split.labels, split.uids)
-            store_labels(key, split.labels, regression, labels_file)
-            entry: dict[str, Any] = {"labels": key, "epochs": {}, "scores": {}}
-            for epoch in sorted(epochs[name]):
-                weights = run_dir / "checkpoints" / f"epoch-{epoch}.safetensors"
-                if not weights.is_file():
-                    continue
-                if weights != loaded:
-                    load_model_weights(run.model, weights)
-                    loaded = weights
-                preds = predict(run.model, td.task, split, batch_size=int(run.config.get("eval_batch_size", 128)),
-                                device=run.device, pad_id=run.tokenizer.pad_token_id or 0).preds
-                entry["epochs"][str(epoch)] = encode_predictions(preds, regression)
-                entry["scores"][str(epoch)] = compute_metrics(td.task.metric_names, preds, split.labels)["score"]
-            out.setdefault(name, {})[split_name] = entry
     return out
 
 
@@ -497,21 +386,6 @@ def _score_of(record: dict[str, Any], task: str, arm: str) -> float | None:
     return float(next(v for k, v in splits.items() if k != "holdout")["score"])
 
 
-def _preds_of(record: dict[str, Any], task: str, arm: str, split: str | None = None) -> tuple[str, np.ndarray] | None:
-    epoch = record["selected"].get(arm, {}).get(task)
-    entry = record.get("predictions", {}).get(task, {})
-    split = split or next(iter(entry), None)
-    if epoch is None or split not in entry or str(epoch) not in entry[split]["epochs"]:
-        return None
-    return entry[split]["labels"], decode_predictions(entry[split]["epochs"][str(epoch)])
-
-
-def _metric_names(task: str) -> list[str]:
-    from mtdnn.tasks.registry import TaskRegistry
-
-    return list(TaskRegistry([settings.TASK_FILE]).resolve([task], settings.BASE["pair_head"])[0].metric_names)
-
-
 def row_runs(records: dict[str, dict[str, Any]], full: bool) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """row -> task -> the records of its runs (a multi-task model: one record for every task)."""
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -538,21 +412,6 @@ def as_task(record: dict[str, Any], task: str) -> dict[str, Any]:
     preds = {s: {**e, "labels": task + e["labels"][len(own):]} for s, e in record.get("predictions", {}).get(own, {}).items()}
     return {**record, "selected": {arm: renamed(v) for arm, v in record["selected"].items()},
             "evaluations": renamed(record["evaluations"]), "predictions": {task: preds}}
-
-
-def compare_rows(task: str, a: list[dict[str, Any]], b: list[dict[str, Any]], arm: str,
-                 labels: dict[str, np.ndarray], resamples: int = 1000) -> dict[str, Any] | None:
-    """Row A − row B on a task, with the paired bootstrap interval over the reported split's
-    examples; None unless every run of both rows has predictions of the same labelled split."""
-    pa = [_preds_of(r, task, arm) for r in a]
-    pb = [_preds_of(r, task, arm) for r in b]
-    keys = {p[0] for p in pa + pb if p is not None}
-    if not a or not b or any(p is None for p in pa + pb) or len(keys) != 1 or next(iter(keys)) not in labels:
-        return None
-    key = next(iter(keys))
-    interval = paired_bootstrap(_metric_names(task), labels[key], [p[1] for p in pa], [p[1] for p in pb],  # type: ignore[index]
-                                resamples=resamples)
-    return interval.as_record()
 
 
 def glue_summary(records: dict[str, dict[str, Any]], labels: dict[str, np.ndarray], full: bool = False,
@@ -598,10 +457,10 @@ def da_summary(records: dict[str, dict[str, Any]], labels: dict[str, np.ndarray]
         entry[enc] = mean_sd([r["metrics"][task]["test"]["accuracy"] for r in rs if "test" in r["metrics"][task]])
         other = groups.get((data, size, "encoder"))
         if enc == "mtdnn" and other:
-            pa = [_preds_of(r, task, "last", "test") for r in rs]
-            pb = [_preds_of(r, task, "last", "test") for r in other]
+            pa = [preds_of(r, task, "last", "test") for r in rs]
+            pb = [preds_of(r, task, "last", "test") for r in other]
             if all(p is not None for p in pa + pb) and pa and pb and pa[0][0] in labels:  # type: ignore[index]
-                entry["difference"] = paired_bootstrap(_metric_names(task), labels[pa[0][0]], [p[1] for p in pa],  # type: ignore[index]
+                entry["difference"] = paired_bootstrap(metric_names(task), labels[pa[0][0]], [p[1] for p in pa],  # type: ignore[index]
                                                        [p[1] for p in pb], resamples=resamples).as_record()  # type: ignore[index]
     return out
 

@@ -29,7 +29,7 @@ measured).
 
 The records of the method cells (``methods/``) also keep each task's dev predictions at the epoch
 it keeps (experiments.glue_seeds' format: ``selected``, ``evaluations``, ``predictions``, labels in
-experiments/results/labels.json), the commit and the code hash, so that ``--summarize`` gives each
+experiments/results/labels.json; experiments.examples), the commit and the code hash, so that ``--summarize`` gives each
 method − proportional with the paired bootstrap interval over the dev examples (same seeds). A
 method record without predictions (made before they were kept) counts as not done: ``--plan``
 lists it as ``rerun`` and ``--run`` trains it again.
@@ -46,11 +46,12 @@ from pathlib import Path
 from typing import Any
 
 from experiments import settings
-from experiments.cells import (ClaimedGrid, PlanRow, PlanTable, Streams, claim, cli, config_record, fill_markers,
+from experiments.cells import (ClaimedGrid, PlanRow, PlanTable, Streams, claim, cli, code_version, commit,
+                               config_record, dev_by_epoch, fill_markers,
                                glue_score, load_average, lock_file, machine, package_versions, read_history,
                                read_metrics, rounded_mean, say, threads_override, timestamp, train_cell, train_or_take,
                                update_summary, work as work_grid)
-from experiments.glue_seeds import code_version, commit, compare_rows, dev_by_epoch, epoch_predictions, load_labels
+from experiments.examples import compare_rows, epoch_predictions, load_labels
 from experiments.stats import difference_text
 from experiments.settings import GLUE_EPOCHS, GLUE_TASKS, SMALL_TASKS, glue_config
 
@@ -360,7 +361,7 @@ def method_rows() -> dict[str, dict[str, Any]]:
 
 def method_differences(labels: dict[str, Any], resamples: int = 1000) -> dict[str, dict[str, Any]]:
     """method -> task -> that method − proportional on the seeds both have recorded with predictions,
-    with the paired bootstrap 95% interval over the dev examples (glue_seeds.compare_rows); a task
+    with the paired bootstrap 95% interval over the dev examples (examples.compare_rows); a task
     is left out where a run lacks predictions."""
     by_method: dict[str, dict[int, dict[str, Any]]] = {}
     for r in RECORDS.all("methods/").values():

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from experiments import settings
-from experiments.cells import (ClaimedGrid, PlanRow, PlanTable, Records, config_record, load_average, lock_file,
-                               machine, package_versions, read_history, read_metrics, say, seconds_left,
+from experiments.cells import (ClaimedGrid, PlanRow, PlanTable, Records, code_version, commit, config_record,
+                               dev_by_epoch, load_average, lock_file, machine, package_versions, read_history, read_metrics, say, seconds_left,
                                threads_override, timestamp, train_cell, work)
 from experiments.examples import kept_predictions
-from experiments.glue_seeds import commit, code_version, dev_by_epoch
 
 AUX_FILE = str(settings.HERE / "aux_tasks.yaml")
 CODE_PATHS = ("src/mtdnn", "experiments/tasks.yaml", "experiments/aux_tasks.yaml")

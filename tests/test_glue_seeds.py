@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import experiments.examples as ex
 import experiments.glue_seeds as gs
 from experiments import settings
+from experiments.cells import code_version, commit
 from experiments.settings import GLUE_TASKS
 
 
@@ -103,7 +105,7 @@ def _record(name: str, row: str, task: str, seed: int, epochs: dict[str, dict[st
     return {"cell": name, "meta": {"row": row, "task": task, "seed": seed}, "selected": epochs,
             "evaluations": {task: {str(e): {"dev": {"accuracy": s, "score": s}, "holdout": {"score": held[e]}}
                                    for e, s in scores.items()}},
-            "predictions": {task: {"dev": {"labels": key, "epochs": {str(e): gs.encode_predictions(p, False)
+            "predictions": {task: {"dev": {"labels": key, "epochs": {str(e): ex.encode_predictions(p, False)
                                                                       for e, p in preds.items()}}}},
             "metrics": {}, "wall_seconds": 60.0, "machine": "m", "code": "c"}
 
@@ -161,18 +163,18 @@ def test_a_row_without_predictions_gets_no_interval():
 
 
 def test_predictions_and_labels_are_compact():
-    assert gs.encode_predictions(np.array([0, 2, 1]), False) == "021"
-    assert gs.encode_predictions(np.array([0, 12]), False) == [0, 12]
-    assert gs.encode_predictions(np.array([1.234567, 2.0]), True) == [1.2346, 2.0]
-    assert gs.decode_predictions("021").tolist() == [0, 2, 1]
-    a = gs.labels_key("rte", "dev", np.array([0, 1]), ["1", "2"])
-    assert a.startswith("rte/dev/") and a != gs.labels_key("rte", "dev", np.array([1, 1]), ["1", "2"])
+    assert ex.encode_predictions(np.array([0, 2, 1]), False) == "021"
+    assert ex.encode_predictions(np.array([0, 12]), False) == [0, 12]
+    assert ex.encode_predictions(np.array([1.234567, 2.0]), True) == [1.2346, 2.0]
+    assert ex.decode_predictions("021").tolist() == [0, 2, 1]
+    a = ex.labels_key("rte", "dev", np.array([0, 1]), ["1", "2"])
+    assert a.startswith("rte/dev/") and a != ex.labels_key("rte", "dev", np.array([1, 1]), ["1", "2"])
 
 
 def test_the_commit_is_recorded_with_a_dirty_mark():
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=settings.ROOT, capture_output=True, text=True).stdout.strip()
-    assert gs.commit().removesuffix("+dirty") == head
-    assert gs.code_version() != "unknown"
+    assert commit().removesuffix("+dirty") == head
+    assert code_version() != "unknown"
 
 
 # ----------------------------------------------------------------------------- a real cell
@@ -181,13 +183,13 @@ def test_a_tiny_cell_records_commit_both_arms_and_predictions(tmp_path, tiny_enc
 
     task_file, data_dir = write_toy_data(tmp_path / "toy", n_cls=40, n_reg=30)
     labels_file = tmp_path / "labels.json"
-    monkeypatch.setattr(gs, "LABELS", labels_file)
+    monkeypatch.setattr(ex, "LABELS", labels_file)
     config = {**settings.BASE, **gs.SELECT, "encoder": tiny_encoder, "task_files": [str(task_file)],
               "data_dir": str(data_dir), "cache_dir": str(tmp_path / "cache"), "tasks": ["toycls", "toyreg"],
               "epochs": 3, "seed": 1, "max_seq_len": 32, "batch_size": 8, "threads": 1}
     cell = gs.Cell("mt/toy", config, meta={"row": "mt", "seed": 1})
     record = gs._train(cell, tmp_path / "run", threads=1)
-    assert record["commit"].removesuffix("+dirty") == gs.commit().removesuffix("+dirty") and record["code"]
+    assert record["commit"].removesuffix("+dirty") == commit().removesuffix("+dirty") and record["code"]
     assert record["machine"] and record["versions"]
     assert set(record["selected"]) == {"holdout", "dev"}
     assert set(record["evaluations"]["toycls"]) == {"1", "2", "3"}
@@ -210,7 +212,7 @@ def test_a_tiny_cell_records_commit_both_arms_and_predictions(tmp_path, tiny_enc
     assert not (tmp_path / "run" / "epochs").exists()
     # a second record of the same split adds no labels
     before = labels_file.read_text()
-    gs.store_labels(record["predictions"]["toycls"]["dev"]["labels"], np.zeros(8, int), False)
+    ex.store_labels(record["predictions"]["toycls"]["dev"]["labels"], np.zeros(8, int), False)
     assert labels_file.read_text() == before
     assert Path(tmp_path / "run" / "metrics.json").is_file()
 

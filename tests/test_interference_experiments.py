@@ -173,11 +173,11 @@ def test_methods_against_proportional_with_paired_intervals(exp):
 
 
 def test_a_tiny_method_cell_records_its_kept_epochs_predictions(exp, tmp_path, tiny_encoder, monkeypatch):
-    import experiments.glue_seeds as gs
+    import experiments.examples as ex
     from tests.toy_tasks import write_toy_data
 
     task_file, data_dir = write_toy_data(tmp_path / "toy", n_cls=40, n_reg=30)
-    monkeypatch.setattr(gs, "LABELS", tmp_path / "labels.json")
+    monkeypatch.setattr(ex, "LABELS", tmp_path / "labels.json")
     config = {**settings.BASE, "encoder": tiny_encoder, "task_files": [str(task_file)], "data_dir": str(data_dir),
               "cache_dir": str(tmp_path / "cache"), "tasks": ["toycls", "toyreg"], "epochs": 2, "seed": 1,
               "max_seq_len": 32, "batch_size": 8, "threads": 1, "sampling": "uniform"}
