@@ -191,7 +191,8 @@ def ensemble_metrics(teacher_dirs: list[Path]) -> dict[str, dict[str, dict[str, 
     """Dev metrics of the teachers' averaged outputs (probabilities; scores for regression)."""
     import numpy as np
 
-    from mtdnn.evaluation import Predictions, score
+    from mtdnn.evaluation import score
+    from mtdnn.records import Predictions
 
     per_teacher = [task_outputs(d) for d in teacher_dirs]
     metrics = {}

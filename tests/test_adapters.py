@@ -22,10 +22,11 @@ from safetensors.torch import load_file
 from mtdnn.api import load_run
 from mtdnn.cli import main
 from mtdnn.data.pipeline import load_task_data
-from mtdnn.evaluation import Predictions, predict
+from mtdnn.evaluation import predict
 from mtdnn.model.adapters import (LoraSettings, SourceRun, TaskAdapters, load_adapter_model,
                                   require_peft)
 from mtdnn.model.multitask import MultiTaskModel, encoder_from_config
+from mtdnn.records import Predictions
 from mtdnn.run_dir import RunDir
 from mtdnn.model.weights import load_model_weights
 from toy_tasks import train_argv, write_toy_data
@@ -148,12 +149,11 @@ def _plain_peft_outputs(adapter_run: Path, tiny_encoder: str, task: str,
     from transformers import AutoModel
 
     from mtdnn.data.batching import collate
-    from mtdnn.model.heads import build_head
 
     base = AutoModel.from_pretrained(tiny_encoder, add_pooling_layer=False)
     model = PeftModel.from_pretrained(base, str(adapter_run / "adapters" / task)).eval()
     run_task = load_run(adapter_run, device="cpu").task(task)
-    head = build_head(run_task, HIDDEN)
+    head = run_task.kind.build_head(run_task, HIDDEN)
     head.load_state_dict(load_file(str(adapter_run / "heads" / f"{task}.safetensors")))
     batch = collate(split, np.arange(len(split)), 0)
     with torch.inference_mode():

@@ -14,10 +14,10 @@ import torch
 
 from mtdnn import atomic as atomic_mod
 from mtdnn import run_dir as run_dir_mod
-from mtdnn.data.readers import RawSplit
 from mtdnn.data.tokenized import tokenize_split
 from mtdnn.evaluation import write_submission
 from mtdnn.model.multitask import load_tokenizer
+from mtdnn.records import RawSplit
 from mtdnn.run_dir import RunDir, atomic_path, atomic_write, load_weights, save_weights, write_json
 from mtdnn.tasks.schema import parse_task
 from mtdnn.training import checkpoint

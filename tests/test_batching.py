@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mtdnn.data.batching import collate, epoch_schedule, eval_order, task_batches
-from mtdnn.data.tokenized import TokenizedSplit
+from mtdnn.records import TokenizedSplit
 
 
 def make_split(name: str, lengths, groups=None, seed=0, with_tt=True) -> TokenizedSplit:

@@ -262,7 +262,7 @@ def test_export_matches_the_run(trained, tmp_path, capsys):
 
 def _rte_predictions(run_dir: Path, rows: tuple[list[str], list[str]]):
     """A run's (or an export's) raw RTE predictions on sentence pairs: probabilities and classes."""
-    from mtdnn.data.readers import RawSplit
+    from mtdnn.records import RawSplit
 
     raw = RawSplit("rte", "predict", "<test>", ids=["0", "1"], text_a=rows[0], text_b=rows[1],
                    labels=[None, None], lines=[1, 2])

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from mtdnn.cli import main
-from mtdnn.data.tokenized import TokenizedSplit
 from mtdnn.errors import ConfigError
 from mtdnn.model.encoders import check_token_fit, position_limit, token_type_slots
 from mtdnn.model.multitask import MultiTaskModel, default_encoder_path, encoder_from_config, load_encoder
+from mtdnn.records import TokenizedSplit
 from mtdnn.tasks.registry import builtin_tasks
 from checks import one_error_line
 

@@ -21,8 +21,8 @@ from deploy_fixtures import (HIDE_MTDNN, N_ROWS, TASKS, dev_rows, exported, hist
 from mtdnn.api import load_run
 from mtdnn.cli import main
 from mtdnn.data.batching import collate
-from mtdnn.data.readers import RawSplit
 from mtdnn.data.tokenized import tokenize_split
+from mtdnn.records import RawSplit
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,8 @@ from checks import one_error_line
 from deploy_fixtures import HIDE_MTDNN
 from mtdnn.api import load_run
 from mtdnn.cli import main
-from mtdnn.data.readers import RawSplit, read_split
+from mtdnn.data.readers import read_split
+from mtdnn.records import RawSplit
 from mtdnn.tasks.registry import TaskRegistry
 
 pytestmark = pytest.mark.slow

@@ -39,8 +39,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from mtdnn.config import TrainConfig, load_config_file, make_config
-from mtdnn.data.readers import RawSplit, read_split
+from mtdnn.data.readers import read_split
 from mtdnn.errors import ConfigError, MtdnnError
+from mtdnn.records import RawSplit
 from mtdnn.tasks.schema import DEFAULT_LOSS, DEFAULT_METRICS, TaskDef, load_task_file, parse_task
 
 FUZZ = settings(max_examples=int(os.environ.get("MTDNN_FUZZ_EXAMPLES", "60")), deadline=None,

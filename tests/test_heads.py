@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from mtdnn.data.batching import collate
-from mtdnn.data.readers import RawSplit, read_split
+from mtdnn.data.readers import read_split
 from mtdnn.data.tokenized import tokenize_split
 from mtdnn.model import heads as heads_mod
-from mtdnn.model.heads import LinearHead, SANHead, build_head, step_keep_mask
+from mtdnn.model.heads import LinearHead, SANHead, step_keep_mask
 from mtdnn.model.multitask import MultiTaskModel, load_encoder, load_tokenizer
+from mtdnn.records import RawSplit
 from mtdnn.tasks.registry import TaskRegistry, builtin_tasks
 from mtdnn.tasks.schema import parse_task
 
@@ -116,11 +117,12 @@ def test_build_head_uses_task_settings():
                     "head": {"kind": "san", "steps": 3, "step_dropout": 0.2},
                     "splits": {"train": {"role": "train", "path": "x.tsv",
                                          "columns": {"text_a": 0, "text_b": 1, "label": 2}}}}, "t")
-    h = build_head(t, 16)
+    h = t.kind.build_head(t, 16)
     assert isinstance(h, SANHead)
     assert (h.steps, h.step_dropout, h.dropout.p) == (3, 0.2, 0.25)
     assert h.w3.out_features == 3 and h.w3.in_features == 64
-    lin = build_head(t.model_copy(update={"head": t.head.model_copy(update={"kind": "linear"})}), 16)
+    linear = t.model_copy(update={"head": t.head.model_copy(update={"kind": "linear"})})
+    lin = linear.kind.build_head(linear, 16)
     assert isinstance(lin, LinearHead) and lin.proj.out_features == 3 and lin.dropout.p == 0.25
 
 

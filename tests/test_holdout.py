@@ -15,7 +15,7 @@ import pytest
 
 from mtdnn.cli import main
 from mtdnn.data.holdout import holdout_rows, split_off
-from mtdnn.data.readers import RawSplit
+from mtdnn.records import RawSplit
 from mtdnn.tasks.registry import TaskRegistry
 from mtdnn.training.methods.early_stopping import EarlyStopping, selection_score
 from toy_tasks import train_argv, write_toy_data

@@ -13,6 +13,8 @@ import torch
 from mtdnn.errors import ConfigError
 from mtdnn.kinds import KINDS, TaskKind, get_kind, kind_of, register_kind
 from mtdnn.kinds.classification import Classification
+from mtdnn.kinds.specs import ServedTask, SplitSpec, TaskSpec
+from mtdnn.export.engine import TaskInfo
 from mtdnn.tasks.registry import builtin_tasks
 from mtdnn.tasks.schema import parse_task
 
@@ -69,6 +71,47 @@ def test_every_task_has_its_kind():
     for task in tasks.values():
         assert task.loss_kind == task.kind.loss_name
         assert task.num_outputs == task.kind.num_outputs(task)
+
+
+def _declared(protocol: type) -> set[str]:
+    """The members a protocol declares: its annotated fields, properties and methods."""
+    return set(protocol.__annotations__) | {n for n in vars(protocol) if not n.startswith("_")}
+
+
+def _read_of(annotation: str) -> dict[str, list[str]]:
+    """Each attribute the kinds (and the modules they use) read of a parameter annotated
+    ``annotation``, with where."""
+    read: dict[str, list[str]] = {}
+    for path in sorted((SRC / "kinds").glob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            params = {a.arg for a in fn.args.args + fn.args.kwonlyargs
+                      if a.annotation is not None and annotation in ast.unparse(a.annotation)}
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in params:
+                    read.setdefault(node.attr, []).append(f"{path.name}:{node.lineno}")
+    return read
+
+
+@pytest.mark.parametrize("protocol", [TaskSpec, SplitSpec, ServedTask], ids=lambda p: p.__name__)
+def test_the_specs_declare_what_the_kinds_read(protocol):
+    read = _read_of(protocol.__name__)
+    assert read, f"no kind reads a {protocol.__name__}: the scan found nothing"
+    undeclared = {name: where for name, where in read.items() if name not in _declared(protocol)}
+    assert not undeclared, f"read by the kinds but not declared in kinds/specs.py: {undeclared}"
+
+
+def test_the_schema_and_the_server_give_what_the_kinds_read():
+    tasks = builtin_tasks()
+    assert {t.type for t in tasks.values()} == set(KINDS)  # one task of each kind at least
+    for task in tasks.values():
+        assert isinstance(task, TaskSpec), task.name
+        assert all(isinstance(s, SplitSpec) for s in task.splits.values()), task.name
+    info = TaskInfo("t", "tagging", "words", ["O", "B-X"], "linear", 1, "e", settings={"scheme": "iob2"})
+    assert isinstance(info, ServedTask)
+    # the checks can fail: an object without the fields is no spec
+    assert not isinstance(object(), TaskSpec) and not isinstance(info, SplitSpec)
 
 
 def test_kind_hooks_of_the_built_in_kinds():

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from mtdnn.evaluation import Predictions, prediction_labels, score
+from mtdnn.evaluation import prediction_labels, score
 from mtdnn.metrics import compute_metric, compute_metrics, glue_average, task_score
+from mtdnn.records import Predictions
 from mtdnn.tasks.registry import builtin_tasks
 
 # binary case: TP = 2 (rows 0, 3), FP = 1 (row 1), FN = 1 (row 4), TN = 2 (rows 2, 5)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from mtdnn.data.readers import RawSplit
 from mtdnn.noise import perturb_split, perturb_text
+from mtdnn.records import RawSplit
 
 TEXT = "The quick brown fox jumps over the lazy dog near the river bank today"
 

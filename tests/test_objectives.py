@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from mtdnn.model.objectives import rank_predictions, ranking_loss, task_loss
+from mtdnn.model.objectives import rank_predictions, ranking_loss
 from mtdnn.tasks.registry import builtin_tasks
 
 
@@ -62,16 +62,16 @@ def test_rank_predictions_best_per_group_ties_to_first():
     assert torch.equal(rank_predictions(scores, groups), expected)
 
 
-def test_task_loss_classification_and_regression():
+def test_kind_loss_classification_regression_and_ranking():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     labels = torch.tensor([0, 0])
     expected = (-math.log(math.exp(2) / (math.exp(2) + 1)) - math.log(1 / (1 + math.e))) / 2
     tasks = builtin_tasks()
-    got = task_loss(tasks["rte"], logits, {"labels": labels})
+    got = tasks["rte"].kind.loss(tasks["rte"], logits, {"labels": labels})
     assert math.isclose(got.item(), expected, rel_tol=1e-6)
     out = torch.tensor([[1.0], [3.0]])
-    got = task_loss(tasks["stsb"], out, {"labels": torch.tensor([2.0, 0.5])})
+    got = tasks["stsb"].kind.loss(tasks["stsb"], out, {"labels": torch.tensor([2.0, 0.5])})
     assert math.isclose(got.item(), ((1 - 2) ** 2 + (3 - 0.5) ** 2) / 2, rel_tol=1e-6)
-    got = task_loss(tasks["qnli_rank"], torch.tensor([[1.0], [2.0]]),
-                    {"labels": torch.tensor([0, 1]), "groups": torch.tensor([0, 0])})
+    got = tasks["qnli_rank"].kind.loss(tasks["qnli_rank"], torch.tensor([[1.0], [2.0]]),
+                                        {"labels": torch.tensor([0, 1]), "groups": torch.tensor([0, 0])})
     assert math.isclose(got.item(), _lse([1.0, 2.0]) - 2.0, rel_tol=1e-6)

@@ -8,9 +8,10 @@ import pytest
 
 from mtdnn.api import _guess_columns
 from mtdnn.data.pipeline import subset_rows
-from mtdnn.data.readers import RawSplit, read_split
+from mtdnn.data.readers import read_split
 from mtdnn.data.tokenized import content_hash, encode_labels
 from mtdnn.errors import ConfigError, DataError
+from mtdnn.records import RawSplit
 from mtdnn.tasks.schema import parse_task
 
 # rows 1-3 ask the same question, but rows 1-2 are candidates of group g1 and row 3 of group g2

@@ -51,7 +51,7 @@ def _expected(run_dir: Path, task: str, text_a, text_b) -> np.ndarray:
     """mtdnn's own predictions (``Run``): class probabilities, or scores."""
     run = load_run(run_dir, device="cpu")
     t = run.task(task)
-    from mtdnn.data.readers import RawSplit
+    from mtdnn.records import RawSplit
 
     raw = RawSplit(task, "x", "<test>", ids=[str(i) for i in range(len(text_a))], text_a=list(text_a),
                    text_b=list(text_b), labels=[None] * len(text_a), lines=list(range(len(text_a))))

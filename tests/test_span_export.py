@@ -29,10 +29,11 @@ from deploy_fixtures import HIDE_MTDNN, train_run
 from mtdnn.api import load_run
 from mtdnn.cli import main
 from mtdnn.data.batching import collate
-from mtdnn.data.readers import RawSplit, read_split
+from mtdnn.data.readers import read_split
 from mtdnn.data.tokenized import tokenize_split
 from mtdnn.export.engine import OnnxEngine, TaskInfo, load_engine
 from mtdnn.kinds import get_kind
+from mtdnn.records import RawSplit
 from mtdnn.serve import MicroBatcher, ServeOptions, create_app
 from mtdnn.tasks.registry import builtin_tasks
 

@@ -17,7 +17,7 @@ from mtdnn.api import load_run
 from mtdnn.cli import main
 from mtdnn.data.readers import read_split
 from mtdnn.data.tokenized import tokenize_split
-from mtdnn.evaluation import Predictions
+from mtdnn.records import Predictions
 from mtdnn.span.decoding import SpanCandidate, SpanPrediction, threshold_part
 from mtdnn.tasks.schema import parse_task
 

@@ -8,8 +8,9 @@ import pytest
 
 from mtdnn.data.readers import read_split
 from mtdnn.errors import ConfigError, DataError
-from mtdnn.evaluation import Predictions, score
+from mtdnn.evaluation import score
 from mtdnn.metrics import compute_metric
+from mtdnn.records import Predictions
 from mtdnn.tasks.registry import builtin_tasks
 from mtdnn.tasks.schema import load_task_file, parse_task
 

@@ -11,9 +11,10 @@ import yaml
 from mtdnn.cli import main
 from mtdnn.data.readers import read_split
 from mtdnn.errors import ConfigError, DataError
+from mtdnn.records import InitOptions
 from mtdnn.tasks.check import check_task_file, format_report
 from mtdnn.tasks.schema import load_task_file
-from mtdnn.tasks.wizard import InitOptions, column_stats, init_task
+from mtdnn.tasks.wizard import column_stats, init_task
 
 
 def _write(path, text: str):

@@ -304,7 +304,8 @@ def test_two_groups_with_the_same_question_stay_apart(tmp_path, data_dir):
     text but is its own group; grouped by question, the two merge."""
     args = _ranking_groups_tsv(tmp_path, data_dir)
     assert args[0] == "qa_train.tsv"
-    from mtdnn.tasks.wizard import InitOptions, init_task
+    from mtdnn.records import InitOptions
+    from mtdnn.tasks.wizard import init_task
 
     out, draft, _ = init_task(InitOptions(str(tmp_path / "qa_train.tsv"), group="qid", output=str(tmp_path / "qa.yaml")))
     (task,) = load_task_file(out)

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .data.pipeline import load_task_data
-from .data.readers import RawSplit, data_dir_default, decode_file, read_split
+from .data.readers import data_dir_default, decode_file, read_split
 from .errors import ConfigError
-from .evaluation import Metrics, Predictions, evaluate_tasks, prediction_labels
+from .evaluation import Metrics, evaluate_tasks, prediction_labels
 from .model.encoders import named_splits
+from .records import Predictions, RawSplit
 from .run_dir import atomic_write
 from .saved_model import SavedModel
 from .tasks.schema import Columns, SplitDef, TaskDef

@@ -4,7 +4,6 @@ training and the API), and write GLUE submission files."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,22 +12,11 @@ from tqdm.auto import tqdm
 
 from .data.batching import collate, eval_order
 from .data.pipeline import TaskData
-from .data.tokenized import TokenizedSplit
 from .model.multitask import MultiTaskModel
+from .records import Predictions, TokenizedSplit
 from .run_dir import atomic_write
 from .runtime import autocast, to_device
 from .tasks.schema import TaskDef
-
-
-@dataclass
-class Predictions:
-    """``outputs``: per-row head outputs in file order (class probabilities (N, C), scores (N,);
-    tagging: each window's (tokens, tags) probabilities, an object array). ``preds``: class indices
-    (classification; ranking: 1 = best candidate of its group), scores, or (tagging) each sentence's
-    tag ids; what they are is the task kind's (``mtdnn.kinds``)."""
-
-    outputs: np.ndarray
-    preds: np.ndarray
 
 
 def predict(model: MultiTaskModel, task: TaskDef, split: TokenizedSplit, *, batch_size: int,

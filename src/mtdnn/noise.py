@@ -18,7 +18,7 @@ import dataclasses
 import random
 import string
 
-from .data.readers import RawSplit
+from .records import RawSplit
 
 TYPOS = ("drop", "double", "replace", "exchange")
 

@@ -10,15 +10,15 @@ from typing import Any
 
 import torch
 
-from .data.readers import RawSplit
 from .data.tokenized import tokenize_split
 from .errors import CheckpointError, ConfigError
-from .evaluation import Predictions, predict
+from .evaluation import predict
 from .export.folder import ExportedModel, ExportedWeights, open_model_dir
 from .model.adapters import load_adapter_model
 from .model.encoders import check_token_fit
 from .model.multitask import MultiTaskModel, encoder_from_config, load_tokenizer
 from .model.weights import load_model_weights
+from .records import Predictions, RawSplit
 from .run_dir import RunDir
 from .runtime import pick_device
 from .tasks.schema import TaskDef

@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..records import InitOptions
 from ..tasks.check import check_task_file, format_report
 from ..tasks.registry import TaskRegistry
-from ..tasks.wizard import InitOptions, init_task
+from ..tasks.wizard import init_task
 
 
 def _names(text: str) -> list[str]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .tokenized import TokenizedSplit
+from ..records import TokenizedSplit
 
 # how many batches are sorted by length together when grouping by length
 LENGTH_GROUP_BATCHES = 50

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..kinds.base import HOLDOUT_SPLIT
+from ..records import RawSplit
 from ..tasks.schema import TaskDef
-from .readers import RawSplit
 
 HOLDOUT = HOLDOUT_SPLIT  # the evaluation split's name in history.jsonl, metrics.json and TensorBoard
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..records import TokenizedSplit
 from .batching import Batch, collate
-from .tokenized import TokenizedSplit
 
 
 class _ScheduleDataset(Dataset):

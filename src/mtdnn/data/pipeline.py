@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..records import RawSplit, TokenizedSplit
 from ..tasks.schema import TaskDef
 from .holdout import HOLDOUT, split_off
-from .readers import RawSplit, read_split
-from .tokenized import TokenizedSplit, default_cache_dir, tokenize_split
+from .readers import read_split
+from .tokenized import default_cache_dir, tokenize_split
 
 log = logging.getLogger(__name__)
 

@@ -14,69 +14,18 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 
 from ..errors import DataError
+from ..records import RawSplit
 from ..tasks.schema import Columns, HubSource, SplitDef, TaskDef
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_BAD_ROWS = 5
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-@dataclass
-class RawSplit:
-    """Parallel lists, one entry per kept row. ``labels`` are label names (classification,
-    ranking), floats (regression) or None (unlabeled split). ``group_keys``: each row's value of
-    the split's ``group`` column (ranking), or None when the split names none (rows are then
-    grouped by ``text_a``, the question)."""
-
-    task: str
-    split: str
-    source: str
-    ids: list[str] = field(default_factory=list)
-    text_a: list[str] = field(default_factory=list)
-    text_b: list[str | None] = field(default_factory=list)
-    labels: list[Any] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)
-    dropped_unlabeled: int = 0
-    group_keys: list[str] | None = None
-    dropped_no_positive: int = 0  # ranking training rows dropped with their group (no positive answer)
-    # tagging: each row is a sentence, its words here (``text_a`` holds them joined by spaces, or the
-    # raw text they were split from) and its tags as a tuple in ``labels``
-    words: list[list[str]] | None = None
-    # span: each row is a question, its ``span.readers.SpanExample`` here
-    examples: list[Any] | None = None
-
-    def __len__(self) -> int:
-        return len(self.text_a)
-
-    def select(self, keep: list[int]) -> "RawSplit":
-        out = RawSplit(self.task, self.split, self.source, dropped_unlabeled=self.dropped_unlabeled,
-                       dropped_no_positive=self.dropped_no_positive)
-        for name in ("ids", "text_a", "text_b", "labels", "lines"):
-            src = getattr(self, name)
-            setattr(out, name, [src[i] for i in keep])
-        if self.group_keys is not None:
-            out.group_keys = [self.group_keys[i] for i in keep]
-        if self.words is not None:
-            out.words = [self.words[i] for i in keep]
-        if self.examples is not None:
-            out.examples = [self.examples[i] for i in keep]
-        return out
-
-    def group_ids(self) -> np.ndarray:
-        """The candidate group of each row (ranking), numbered 0, 1, ... in order of first
-        appearance: rows with the same ``group_keys`` value, or without a group column the same
-        ``text_a``, form one group. The one place that builds ranking groups."""
-        keys = self.group_keys if self.group_keys is not None else self.text_a
-        first: dict[str, int] = {}
-        return np.asarray([first.setdefault(k, len(first)) for k in keys], dtype=np.int64)
 
 
 class _BadRows:

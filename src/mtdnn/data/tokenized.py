@@ -13,16 +13,14 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..kinds.base import SEG_SPECIAL
+from ..records import RawSplit, TokenizedSplit
 from ..run_dir import atomic_write
 from ..tasks.schema import TaskDef
-from .readers import RawSplit
 
 log = logging.getLogger(__name__)
 
@@ -33,42 +31,6 @@ CACHE_VERSION = "1"
 def default_cache_dir() -> Path:
     env = os.environ.get("MTDNN_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "mtdnn" / "tokenized"
-
-
-@dataclass
-class TokenizedSplit:
-    """Ragged token arrays (flat + offsets) and encoded labels of one split."""
-
-    task: str
-    split: str
-    ids: np.ndarray          # int32 flat token ids
-    type_ids: np.ndarray | None  # int8 flat token type ids (None: the tokenizer has none)
-    seg: np.ndarray          # int8 flat segment ids (0/1/2)
-    offsets: np.ndarray      # int64, len n+1
-    labels: np.ndarray       # int64 (classification, ranking: 1 = positive) / float32 (regression)
-    groups: np.ndarray       # int64 group id per row (ranking), else arange
-    uids: list[str]          # the id of each row (tagging: of each sentence)
-    # tagging: the label of each token (flat, like ``ids``; -100: none), the encoder windows
-    # (``tagging.alignment.Window``) and the gold tag ids of each sentence's words
-    token_labels: np.ndarray | None = None
-    windows: list | None = None
-    word_labels: list[list[int]] | None = None
-    # span: each question (``span.readers.SpanExample``) and the windows of all of them
-    # (``span.windows.SpanWindows``, a row per window)
-    examples: list | None = None
-    span_windows: Any = None
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def row(self, i: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        s, e = self.offsets[i], self.offsets[i + 1]
-        tt = self.type_ids[s:e] if self.type_ids is not None else None
-        return self.ids[s:e], tt, self.seg[s:e]
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
-from ..data.readers import RawSplit, data_dir_default, read_split
+from ..data.readers import data_dir_default, read_split
 from ..errors import CheckpointError, ConfigError, MtdnnError
 from ..model.adapters import load_adapter_model
+from ..records import RawSplit
 from ..run_dir import RunDir, load_weights
 from ..tasks.schema import TaskDef
 from .adapters import LoraExport, lora_export

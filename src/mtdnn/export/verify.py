@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from ..data.batching import collate
-from ..data.readers import RawSplit
-from ..data.tokenized import TokenizedSplit, tokenize_split
+from ..data.tokenized import tokenize_split
 from ..errors import CheckpointError
 from ..model.adapters import load_adapter_model
 from ..model.multitask import MultiTaskModel, encoder_from_config
+from ..records import RawSplit, TokenizedSplit
 from ..tasks.schema import TaskDef
 from ..model.weights import load_model_weights
 from .plan import ExportPlan, check_rows

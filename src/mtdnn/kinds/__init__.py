@@ -6,17 +6,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .base import CLASS_METRICS, SCORE_METRICS, TaskKind
 from .classification import Classification
 from .ranking import Ranking
 from .regression import Regression
 from .span import Span
+from .specs import TaskSpec
 from .tagging import Tagging
-
-if TYPE_CHECKING:
-    from ..tasks.schema import TaskDef
 
 # type name -> kind; the one registry of kinds
 KINDS: dict[str, TaskKind] = {k.name: k for k in (Classification(), Regression(), Ranking(), Tagging(), Span())}
@@ -32,7 +28,7 @@ def get_kind(name: str) -> TaskKind:
     return KINDS[name]
 
 
-def kind_of(task: TaskDef) -> TaskKind:
+def kind_of(task: TaskSpec) -> TaskKind:
     """The kind of a task."""
     return KINDS[task.type]
 

@@ -49,7 +49,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -58,16 +58,9 @@ from torch import nn
 from ..errors import ConfigError
 from ..metrics import compute_metrics
 from ..model.heads import LinearHead, SANHead
+from ..records import Column, InitOptions, Predictions, RawSplit, Source, SplitCheck, TokenizedSplit
 from .classes import class_report
-
-if TYPE_CHECKING:  # the schema imports the kinds
-    from ..data.readers import RawSplit
-    from ..data.tokenized import TokenizedSplit
-    from ..evaluation import Predictions
-    from ..export.engine import TaskInfo
-    from ..tasks.check import SplitCheck
-    from ..tasks.schema import SplitDef, TaskDef
-    from ..tasks.wizard import Column, InitOptions, Source
+from .specs import ServedTask, SplitSpec, TaskSpec
 
 # the segment id ``data/tokenized.py`` stores for special tokens (0, 1: the first and second text)
 SEG_SPECIAL = 2
@@ -142,7 +135,7 @@ class TaskKind:
     refused_methods: ClassVar[dict[str, str]] = {}
 
     # ---- schema --------------------------------------------------------------------
-    def validate(self, task: TaskDef) -> None:
+    def validate(self, task: TaskSpec) -> None:
         """Rules of the whole task; raise ValueError with the one-line message."""
         if task.input not in self.inputs:
             raise ValueError(f"a {self.name} task takes input: {' or '.join(self.inputs)}, not {task.input}")
@@ -152,7 +145,7 @@ class TaskKind:
             if getattr(task, name) is not None:
                 raise ValueError(f"{name} is for span tasks only")
 
-    def validate_split(self, task: TaskDef, name: str, split: SplitDef) -> None:
+    def validate_split(self, task: TaskSpec, name: str, split: SplitSpec) -> None:
         """Rules of one split (the text columns its input needs, the columns it may name)."""
         if split.format == "conll":
             raise ValueError(f"split '{name}': format conll is for tagging tasks")
@@ -178,7 +171,7 @@ class TaskKind:
         labels is ``f1_macro``)."""
         return list(metrics)
 
-    def num_outputs(self, task: TaskDef) -> int:
+    def num_outputs(self, task: TaskSpec) -> int:
         """The width of the head's output per unit (row, token)."""
         return 1
 
@@ -187,7 +180,7 @@ class TaskKind:
         ``--pair-head san`` applies to one that names no head)."""
         return False
 
-    def has_text_b(self, task: TaskDef) -> bool:
+    def has_text_b(self, task: TaskSpec) -> bool:
         """Whether rows have a second text (pairs, ranking candidates)."""
         return self.reads_pairs(task.input)
 
@@ -199,18 +192,18 @@ class TaskKind:
     # whether the kind reads its split files itself (``read_file``) instead of the table readers
     reads_own_files: ClassVar[bool] = False
 
-    def read_file(self, task: TaskDef, name: str, split: SplitDef, path: Path) -> dict[str, Any]:
+    def read_file(self, task: TaskSpec, name: str, split: SplitSpec, path: Path) -> dict[str, Any]:
         """A split's rows from its local file (kinds with ``reads_own_files``): the fields of its
         ``RawSplit`` beyond task, split and source (ids, text_a, text_b, labels, lines, ...)."""
         raise NotImplementedError
 
-    def tokenize(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, Any] | None:
+    def tokenize(self, task: TaskSpec, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, Any] | None:
         """The kind's own tokenisation of a split: the fields of its ``TokenizedSplit`` beyond task
         and split (cached where ``tokenize_key`` says how); or None: texts (and pairs) are
         tokenised and cached the one way (``data/tokenized.py``)."""
         return None
 
-    def tokenize_key(self, task: TaskDef, raw: RawSplit, max_len: int) -> str | None:
+    def tokenize_key(self, task: TaskSpec, raw: RawSplit, max_len: int) -> str | None:
         """What, beside the tokenizer and ``max_len``, the kind's own tokenisation of ``raw``
         depends on (its rows and settings, as a digest), for the cache key; None: not cached.
         A cached kind turns its ``tokenize`` fields into plain arrays (``tokenized_arrays``) and
@@ -221,19 +214,19 @@ class TaskKind:
         """``tokenize``'s fields as plain integer arrays, for the cache."""
         raise NotImplementedError
 
-    def from_tokenized_arrays(self, task: TaskDef, raw: RawSplit, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    def from_tokenized_arrays(self, task: TaskSpec, raw: RawSplit, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         """``tokenize``'s fields again from ``tokenized_arrays`` and the split's rows."""
         raise NotImplementedError
 
-    def parse_label(self, task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
+    def parse_label(self, task: TaskSpec, split: SplitSpec, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
         """One raw label -> (value, problem); problem is None, 'missing', or a message."""
         raise NotImplementedError
 
-    def after_read(self, task: TaskDef, split: SplitDef, raw: RawSplit) -> RawSplit:
+    def after_read(self, task: TaskSpec, split: SplitSpec, raw: RawSplit) -> RawSplit:
         """Rules over a whole labeled split once read (ranking: every group has a positive)."""
         return raw
 
-    def encode_labels(self, task: TaskDef, raw: RawSplit) -> tuple[np.ndarray, np.ndarray]:
+    def encode_labels(self, task: TaskSpec, raw: RawSplit) -> tuple[np.ndarray, np.ndarray]:
         """(labels, groups) arrays of a split: the label of each row (``missing_label`` where the
         split is unlabeled) and its group (each row its own but for ranking)."""
         n = len(raw)
@@ -241,24 +234,24 @@ class TaskKind:
             return np.full(n, self.missing_label, dtype=np.int64), np.arange(n, dtype=np.int64)
         return self.label_array(task, raw.labels), np.arange(n, dtype=np.int64)
 
-    def holdout_strata(self, task: TaskDef, raw: RawSplit) -> np.ndarray:
+    def holdout_strata(self, task: TaskSpec, raw: RawSplit) -> np.ndarray:
         """The stratum of each row of a labeled split (``data/holdout.py``): its label by default;
         a kind that ``keeps_groups`` gives each row's group."""
         names = sorted({str(v) for v in raw.labels})
         return np.array([names.index(str(v)) for v in raw.labels], dtype=np.int64)
 
-    def label_array(self, task: TaskDef, labels: list[Any]) -> np.ndarray:
+    def label_array(self, task: TaskSpec, labels: list[Any]) -> np.ndarray:
         """The encoded labels of a labeled split."""
         raise NotImplementedError
 
     # ---- model ---------------------------------------------------------------------
-    def build_head(self, task: TaskDef, hidden: int) -> nn.Module:
+    def build_head(self, task: TaskSpec, hidden: int) -> nn.Module:
         """The task's output module (``model/heads.py``): SAN where the task names it, else linear."""
         if task.head.kind == "san":
             return SANHead(hidden, self.num_outputs(task), task.head.steps, task.head.step_dropout, task.dropout)
         return LinearHead(hidden, self.num_outputs(task), task.dropout)
 
-    def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
+    def loss(self, task: TaskSpec, output: torch.Tensor, batch: dict[str, torch.Tensor],
              reduction: str = "mean") -> torch.Tensor:
         """The loss of a batch, averaged over its units or summed (``reduction="sum"``)."""
         raise NotImplementedError
@@ -277,15 +270,15 @@ class TaskKind:
         """The kept outputs of all batches as one array, a row per split row."""
         return torch.cat(outs).cpu().numpy()
 
-    def decide(self, task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
+    def decide(self, task: TaskSpec, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
         """Kept outputs of a whole split -> its predictions (scores by default)."""
         return outputs
 
-    def score(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
+    def score(self, task: TaskSpec, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
         """The split's metrics in percent, and ``score`` (GLUE's figure: their mean)."""
         return compute_metrics(task.metric_names, preds, split.labels)
 
-    def score_splits(self, task: TaskDef, evaluated: dict[str, tuple[TokenizedSplit, Predictions]]
+    def score_splits(self, task: TaskSpec, evaluated: dict[str, tuple[TokenizedSplit, Predictions]]
                      ) -> dict[str, dict[str, float]]:
         """The metrics of each of a task's evaluated labeled splits at one evaluation
         (``evaluation.evaluate_tasks``), given all their predictions at once: each split's own
@@ -294,64 +287,64 @@ class TaskKind:
         records it in the metrics (``chosen_fields`` reads it back)."""
         return {name: self.score(task, split, preds.preds) for name, (split, preds) in evaluated.items()}
 
-    def chosen_fields(self, task: TaskDef, metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def chosen_fields(self, task: TaskSpec, metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
         """The task fields that ``score_splits`` chose at the evaluation whose metrics (split ->
         metric -> value) are given, which a finished run records in its tasks.yaml: none by default."""
         return {}
 
-    def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
+    def prediction_labels(self, task: TaskSpec, preds: np.ndarray) -> list[str]:
         """Predictions as submission files hold them."""
         return [f"{v:.3f}" for v in preds]
 
-    def api_values(self, task: TaskDef, labels: list[str]) -> list[Any]:
+    def api_values(self, task: TaskSpec, labels: list[str]) -> list[Any]:
         """``Run.predict``'s values from ``prediction_labels``."""
         return labels
 
-    def api_rows(self, task: TaskDef, text_a: list[str], text_b: list[str] | None) -> dict[str, Any]:
+    def api_rows(self, task: TaskSpec, text_a: list[str], text_b: list[str] | None) -> dict[str, Any]:
         """``Run.predict``'s raw texts as the fields of a ``RawSplit`` (beyond task, split, source)."""
         n = len(text_a)
         return {"ids": [str(i) for i in range(n)], "text_a": list(text_a),
                 "text_b": list(text_b) if text_b is not None else [None] * n, "labels": [None] * n,
                 "lines": list(range(1, n + 1))}
 
-    def api_answers(self, task: TaskDef, texts: list[str], raw: RawSplit, split: TokenizedSplit | None,
+    def api_answers(self, task: TaskSpec, texts: list[str], raw: RawSplit, split: TokenizedSplit | None,
                     preds: Predictions | None) -> list[Any]:
         """``Run.predict``'s answer for each of ``texts`` from the predictions on ``api_rows``
         (``split`` and ``preds`` are None where those rows are empty)."""
         return self.api_values(task, self.prediction_labels(task, preds.preds)) if preds is not None else []
 
-    def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> dict[str, Any] | None:
+    def predict_split(self, task: TaskSpec, path: Path, text_a: str | int | None) -> dict[str, Any] | None:
         """``format`` and ``columns`` of the split ``predict_file`` reads ``path`` as, or None: a
         table whose columns are guessed."""
         return None
 
-    def prediction_file_lines(self, task: TaskDef, raw: RawSplit, preds: Predictions, path: Path) -> list[str] | None:
+    def prediction_file_lines(self, task: TaskSpec, raw: RawSplit, preds: Predictions, path: Path) -> list[str] | None:
         """The lines of ``predict_file``'s output for the input file ``path``, or None: the TSV of
         ``index``, ``prediction`` and ``prediction_columns``."""
         return None
 
-    def prediction_columns(self, task: TaskDef) -> list[str]:
+    def prediction_columns(self, task: TaskSpec) -> list[str]:
         """Columns ``predict_file`` writes after ``index`` and ``prediction``."""
         return []
 
-    def prediction_extras(self, task: TaskDef, outputs: np.ndarray) -> list[str]:
+    def prediction_extras(self, task: TaskSpec, outputs: np.ndarray) -> list[str]:
         """The values of ``prediction_columns`` for one row's kept outputs."""
         return []
 
-    def class_names(self, task: TaskDef) -> list[str] | None:
+    def class_names(self, task: TaskSpec) -> list[str] | None:
         """The label of each predicted class index; None: the kind predicts no classes and has no
         per-class report."""
         return None
 
-    def has_report(self, task: TaskDef) -> bool:
+    def has_report(self, task: TaskSpec) -> bool:
         """Whether a finished run writes the per-class report of the task's dev/test splits."""
         return self.class_names(task) is not None
 
-    def split_report(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, Any] | None:
+    def split_report(self, task: TaskSpec, split: TokenizedSplit, preds: np.ndarray) -> dict[str, Any] | None:
         """The per-class report of a tokenised split from its predictions (``has_report``)."""
         return self.class_report(task, split.labels, preds)
 
-    def class_report(self, task: TaskDef, gold: np.ndarray, preds: np.ndarray) -> dict[str, Any] | None:
+    def class_report(self, task: TaskSpec, gold: np.ndarray, preds: np.ndarray) -> dict[str, Any] | None:
         """The per-class report of a split (``reports.py``), or None."""
         names = self.class_names(task)
         if names is None:
@@ -362,20 +355,20 @@ class TaskKind:
     # the Hugging Face pipeline a standard folder of the kind's tasks is used with (the model card)
     pipeline_tag: ClassVar[str] = "text-classification"
 
-    def export_head(self, task: TaskDef) -> dict[str, Any]:
+    def export_head(self, task: TaskSpec) -> dict[str, Any]:
         """The head's output in an exported model (``modeling_mtdnn``, the ONNX graph, the
         server): ``outputs`` values per unit and ``per`` unit: ``row`` (a (batch, outputs) output
         read from the [CLS] vector or by SAN) or ``token`` (a (batch, tokens, outputs) output, the
         head applied to every token; the server cuts it to each row's tokens)."""
         return {"outputs": self.num_outputs(task), "per": "row"}
 
-    def export_settings(self, task: TaskDef, max_len: int) -> dict[str, Any]:
+    def export_settings(self, task: TaskSpec, max_len: int) -> dict[str, Any]:
         """The kind's own settings of a task that an exported config keeps (``settings`` of its
         entry in ``tasks``; what serving the task needs beyond its labels), for inputs of at most
         ``max_len`` tokens."""
         return {}
 
-    def compared_outputs(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def compared_outputs(self, task: TaskSpec, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The values of a head output on mtdnn's ``batch`` that an export must reproduce (its
         self-check, ``export/verify.py``): all of them by default."""
         return output
@@ -385,7 +378,7 @@ class TaskKind:
         for a kind with ``serve_inputs``, from its ``serve_answers`` item."""
         return {"score": float(np.asarray(row).reshape(-1)[0])}
 
-    def serve_inputs(self, info: TaskInfo, tokenizer: Any, max_len: int, text_a: list[str],
+    def serve_inputs(self, info: ServedTask, tokenizer: Any, max_len: int, text_a: list[str],
                      text_b: list[str] | None) -> EncodedInputs | None:
         """The kind's own encoder rows for served inputs (``info``: the exported task, its
         ``settings`` from ``export_settings``), or None: one row per input, its texts tokenised and
@@ -393,37 +386,37 @@ class TaskKind:
         Rows equal to another task's (of the same call) share its encoder pass."""
         return None
 
-    def serve_answers(self, info: TaskInfo, encoded: EncodedInputs, outputs: list[np.ndarray]) -> list[Any]:
+    def serve_answers(self, info: ServedTask, encoded: EncodedInputs, outputs: list[np.ndarray]) -> list[Any]:
         """One answer per input from the head's outputs on each of ``encoded.rows`` (a per-token
         output cut to the row's tokens); for kinds with ``serve_inputs``."""
         raise NotImplementedError
 
-    def card_labels(self, task: TaskDef) -> str:
+    def card_labels(self, task: TaskSpec) -> str:
         """What the model card's task table says the task predicts."""
         return "score"
 
-    def card_usage(self, task: TaskDef, name: str, max_len: int) -> list[str] | None:
+    def card_usage(self, task: TaskSpec, name: str, max_len: int) -> list[str] | None:
         """The model card's lines on using the task's standard folder (``export --task``) named
         ``name``, of inputs up to ``max_len`` tokens, or None: a text-classification pipeline."""
         return None
 
-    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str | None]:
+    def standard_folder(self, task: TaskSpec) -> tuple[dict[int, str], str | None]:
         """(id2label, problem_type) of the task's standard folder (``mtdnn export --task``); a kind
         without one raises the one-line ConfigError saying why."""
         raise self.refuse("a standard Hugging Face folder (export --task)")
 
-    def standard_folder_class(self, task: TaskDef) -> tuple[str, str]:
+    def standard_folder_class(self, task: TaskSpec) -> tuple[str, str]:
         """(transformers auto class, its output layer) of the task's standard folder. The
         sequence-classification ``classifier`` reads the pooler, which the export sets to pass the
         [CLS] vector through; any other class's output layer reads every token's vector and takes
         the head's linear weights as they are."""
         return "AutoModelForSequenceClassification", "classifier"
 
-    def onnx_predictions(self, task: TaskDef, out: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    def onnx_predictions(self, task: TaskSpec, out: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """Predictions from the ONNX model's raw outputs of a batch (scores by default)."""
         return out.reshape(-1)
 
-    def onnx_metrics(self, task: TaskDef, out: np.ndarray, batch: dict[str, torch.Tensor],
+    def onnx_metrics(self, task: TaskSpec, out: np.ndarray, batch: dict[str, torch.Tensor],
                      split: TokenizedSplit) -> dict[str, float]:
         """The metrics of dev rows (``split``, collated as ``batch``) from the ONNX model's raw
         outputs ``out`` on them (the int8 check): ``onnx_predictions`` against the labels by default."""
@@ -431,32 +424,32 @@ class TaskKind:
         return compute_metrics(task.metrics, preds, batch["labels"].numpy())
 
     # ---- tasks check ---------------------------------------------------------------
-    def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
+    def label_stats(self, task: TaskSpec, raw: RawSplit, out: SplitCheck) -> None:
         """Fill ``out`` with what the labels of a labeled split look like."""
         counts = Counter(raw.labels)
         out.labels = {label: counts.get(label, 0) for label in task.labels}
 
-    def check_warnings(self, task: TaskDef, train: SplitCheck) -> list[str]:
+    def check_warnings(self, task: TaskSpec, train: SplitCheck) -> list[str]:
         """Warnings about a readable training split."""
         return []
 
-    def split_warnings(self, task: TaskDef, split: SplitCheck, train: SplitCheck | None) -> list[str]:
+    def split_warnings(self, task: TaskSpec, split: SplitCheck, train: SplitCheck | None) -> list[str]:
         """Warnings about a readable labeled split (``train``: the labeled training split's check,
         None without one)."""
         return []
 
-    def window_stats(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, float]:
+    def window_stats(self, task: TaskSpec, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, float]:
         """Kinds that split a long row into overlapping windows instead of cutting it: ``rows``,
         ``windows``, ``split`` (rows in several windows) and ``max`` (the most windows of one row)
         at ``max_len`` tokens; empty: rows longer than ``max_len`` get cut."""
         return {}
 
-    def check_lines(self, task: TaskDef, split: SplitCheck) -> list[str]:
+    def check_lines(self, task: TaskSpec, split: SplitCheck) -> list[str]:
         """The lines the kind adds to a split's report (from what ``label_stats`` put in
         ``split.extra``), indented by four spaces."""
         return []
 
-    def explain_read_error(self, task: TaskDef, name: str, path: Path | None, error: str) -> str:
+    def explain_read_error(self, task: TaskSpec, name: str, path: Path | None, error: str) -> str:
         """What ``tasks check`` says of a split that cannot be read (``path``: its file, where
         found): the reader's error, to which a kind may add what else is wrong in the file."""
         return error
@@ -502,7 +495,7 @@ class TaskKind:
         raise self.refuse("tasks init")
 
     # ---- training methods ----------------------------------------------------------
-    def adv_divergence(self, task: TaskDef) -> str:
+    def adv_divergence(self, task: TaskSpec) -> str:
         """SMART's divergence for a task that names no ``adv_loss``."""
         return "sym_kl"
 
@@ -510,18 +503,18 @@ class TaskKind:
         """The factor of uncertainty weighting: 1/2 for Gaussian likelihoods (scores), 1 else."""
         return 1.0
 
-    def output_divergence(self, task: TaskDef, divergence: str, a: torch.Tensor, b: torch.Tensor,
+    def output_divergence(self, task: TaskSpec, divergence: str, a: torch.Tensor, b: torch.Tensor,
                           batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """SMART: D(a, b) of two head outputs on ``batch`` (``divergence``: sym_kl or mse), summed
         over the batch's units."""
         raise self.refuse("SMART (--adv) and its proximal term")
 
-    def distill_targets(self, task: TaskDef, outputs: list[tuple[np.ndarray, float]], groups: np.ndarray,
+    def distill_targets(self, task: TaskSpec, outputs: list[tuple[np.ndarray, float]], groups: np.ndarray,
                         temperature: float) -> torch.Tensor:
         """Distillation: the soft target of each row from the teachers' (outputs, ranking gamma)."""
         raise self.refuse("knowledge distillation (--teachers)")
 
-    def distill_divergence(self, task: TaskDef, output: torch.Tensor, target: torch.Tensor,
+    def distill_divergence(self, task: TaskSpec, output: torch.Tensor, target: torch.Tensor,
                            batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
         """Distillation: the divergence of the student's output from the soft targets, summed."""
         raise self.refuse("knowledge distillation (--teachers)")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ..tasks.schema import SplitDef, TaskDef
-    from ..tasks.wizard import Column, Source
+from ..records import Column, Source
+from .specs import SplitSpec, TaskSpec
 
 # label values that sound like the positive class (``tasks init`` puts such a label second)
 POSITIVE = {"1", "true", "yes", "y", "pos", "positive", "relevant", "entailment", "entails", "correct",
@@ -26,7 +25,7 @@ def as_text(value: Any) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
-def parse_class_label(task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
+def parse_class_label(task: TaskSpec, split: SplitSpec, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
     """A raw label -> (label name, problem); problem is None, 'missing', or a message.
 
     An integer from datasets (hub, parquet) is a class index (a ClassLabel), unless the split's

@@ -9,22 +9,17 @@ of each group is predicted positive."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
 from ..model.objectives import group_log_softmax, group_symmetric_kl, rank_predictions, ranking_loss
+from ..records import Column, InitOptions, RawSplit, Source, SplitCheck, TokenizedSplit
 from .base import TaskKind
 from .labels import class_label_names, label_values, parse_class_label, positive_last, show
-
-if TYPE_CHECKING:
-    from ..data.readers import RawSplit
-    from ..data.tokenized import TokenizedSplit
-    from ..tasks.check import SplitCheck
-    from ..tasks.schema import SplitDef, TaskDef
-    from ..tasks.wizard import Column, InitOptions, Source
+from .specs import SplitSpec, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,30 +30,30 @@ class Ranking(TaskKind):
     loss_name: ClassVar[str] = "ranking_softmax"
     keeps_groups: ClassVar[bool] = True
 
-    def validate(self, task: TaskDef) -> None:
+    def validate(self, task: TaskSpec) -> None:
         if task.input != "ranking":
             raise ValueError("a ranking task needs input: ranking")
         if len(task.labels) != 2:
             raise ValueError("a ranking task needs labels: [positive_label, negative_label]")
 
-    def parse_label(self, task: TaskDef, split: SplitDef, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
+    def parse_label(self, task: TaskSpec, split: SplitSpec, raw: Any, from_hub: bool) -> tuple[Any, str | None]:
         return parse_class_label(task, split, raw, from_hub)
 
-    def after_read(self, task: TaskDef, split: SplitDef, raw: RawSplit) -> RawSplit:
+    def after_read(self, task: TaskSpec, split: SplitSpec, raw: RawSplit) -> RawSplit:
         return _check_groups(task, split, raw)
 
-    def encode_labels(self, task: TaskDef, raw: RawSplit) -> tuple[np.ndarray, np.ndarray]:
+    def encode_labels(self, task: TaskSpec, raw: RawSplit) -> tuple[np.ndarray, np.ndarray]:
         labels, _ = super().encode_labels(task, raw)
         return labels, raw.group_ids()
 
-    def holdout_strata(self, task: TaskDef, raw: RawSplit) -> np.ndarray:
+    def holdout_strata(self, task: TaskSpec, raw: RawSplit) -> np.ndarray:
         """Each row's question (candidate group)."""
         return raw.group_ids()
 
-    def label_array(self, task: TaskDef, labels: list[Any]) -> np.ndarray:
+    def label_array(self, task: TaskSpec, labels: list[Any]) -> np.ndarray:
         return np.asarray([1 if y == task.labels[0] else 0 for y in labels], dtype=np.int64)
 
-    def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
+    def loss(self, task: TaskSpec, output: torch.Tensor, batch: dict[str, torch.Tensor],
              reduction: str = "mean") -> torch.Tensor:
         return ranking_loss(output.squeeze(-1), batch["labels"], batch["groups"], task.ranking_gamma, reduction)
 
@@ -66,17 +61,17 @@ class Ranking(TaskKind):
         """Questions with a positive answer."""
         return int(torch.unique(groups[labels == 1]).numel())
 
-    def decide(self, task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
+    def decide(self, task: TaskSpec, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
         return _best_of_groups(outputs, split.groups)
 
-    def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
+    def prediction_labels(self, task: TaskSpec, preds: np.ndarray) -> list[str]:
         return [task.labels[0] if p == 1 else task.labels[1] for p in preds]
 
-    def class_names(self, task: TaskDef) -> list[str] | None:
+    def class_names(self, task: TaskSpec) -> list[str] | None:
         """Index 0 = not the best candidate (``labels[1]``), 1 = the best (``labels[0]``)."""
         return [task.labels[1], task.labels[0]]
 
-    def output_divergence(self, task: TaskDef, divergence: str, a: torch.Tensor, b: torch.Tensor,
+    def output_divergence(self, task: TaskSpec, divergence: str, a: torch.Tensor, b: torch.Tensor,
                           batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """On the gamma-scaled scores: squared difference, or the symmetric KL of each group's
         softmax."""
@@ -85,7 +80,7 @@ class Ranking(TaskKind):
             return ((sa - sb) ** 2).sum()
         return group_symmetric_kl(sa, sb, batch["groups"]).sum()
 
-    def distill_targets(self, task: TaskDef, outputs: list[tuple[np.ndarray, float]], groups: np.ndarray,
+    def distill_targets(self, task: TaskSpec, outputs: list[tuple[np.ndarray, float]], groups: np.ndarray,
                         temperature: float) -> torch.Tensor:
         """Each teacher's within-group softmax of its gamma-scaled scores at ``temperature``, averaged."""
         g = torch.from_numpy(groups)
@@ -93,16 +88,16 @@ class Ranking(TaskKind):
                        for o, gamma in outputs]
         return torch.stack(per_teacher).mean(0).float()
 
-    def distill_divergence(self, task: TaskDef, output: torch.Tensor, target: torch.Tensor,
+    def distill_divergence(self, task: TaskSpec, output: torch.Tensor, target: torch.Tensor,
                            batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
         log_q = group_log_softmax(task.ranking_gamma * output.float().squeeze(-1) / temperature, batch["groups"])
         kl = torch.special.xlogy(target, target) - target * log_q
         return temperature ** 2 * kl.sum()
 
-    def card_labels(self, task: TaskDef) -> str:
+    def card_labels(self, task: TaskSpec) -> str:
         return "score (higher: more relevant)"
 
-    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str]:
+    def standard_folder(self, task: TaskSpec) -> tuple[dict[int, str], str]:
         raise ConfigError(f"task '{task.name}' ranks the candidate answers of a question, which a standard "
                           f"text-classification folder cannot (its score means something only against the "
                           f"question's other candidates): export the whole model instead (mtdnn export RUN_DIR "
@@ -110,7 +105,7 @@ class Ranking(TaskKind):
                           "mtdnn predict ranks each question's candidates with it (or with the run itself)",
                           field="task")
 
-    def onnx_predictions(self, task: TaskDef, out: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    def onnx_predictions(self, task: TaskSpec, out: np.ndarray, groups: np.ndarray) -> np.ndarray:
         return _best_of_groups(out.reshape(-1), groups)
 
     def init_type_note(self) -> str:
@@ -138,7 +133,7 @@ class Ranking(TaskKind):
     def init_text_note(self) -> str:
         return " (question, candidate answer)"
 
-    def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
+    def label_stats(self, task: TaskSpec, raw: RawSplit, out: SplitCheck) -> None:
         super().label_stats(task, raw, out)
         gid = raw.group_ids()
         sizes = np.bincount(gid)
@@ -154,7 +149,7 @@ def _best_of_groups(scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return rank_predictions(torch.from_numpy(scores), torch.from_numpy(groups)).numpy()
 
 
-def _check_groups(task: TaskDef, split: SplitDef, raw: RawSplit) -> RawSplit:
+def _check_groups(task: TaskSpec, split: SplitSpec, raw: RawSplit) -> RawSplit:
     """Every training group needs a positive answer (labels[0]); error or drop by the task's rule."""
     positive = task.labels[0]
     groups: dict[int, list[int]] = {}

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
+from ..records import InitOptions, Predictions, RawSplit, SplitCheck, TokenizedSplit
 from ..span.decoding import SpanPrediction, choose_null_threshold, decode_predictions, threshold_part
 from ..span.draft import (ANSWER_FIELDS, CONTEXT_FIELDS, ID_FIELDS, QUESTION_FIELDS, START_FIELDS, TABLE_FORMATS,
                           flow, looks_like_span_table, looks_like_squad, named, table_fields)
@@ -43,19 +44,13 @@ from ..span.readers import (SpanColumns, SpanExample, article_titles, first_arti
                             misplaced_answers, read_span_csv, read_span_jsonl, read_squad_json, split_by_articles)
 from ..span.windows import build_windows
 from .base import HOLDOUT_SPLIT, SEG_SPECIAL, EncodedInputs, InitDraft, TaskKind, relative_path, stack_rows, token_rows
+from .specs import ServedTask, SplitSpec, TaskSpec
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from torch import nn
 
-    from ..data.readers import RawSplit
-    from ..data.tokenized import TokenizedSplit
-    from ..evaluation import Predictions
-    from ..export.engine import TaskInfo
-    from ..tasks.check import SplitCheck
-    from ..tasks.schema import SplitDef, TaskDef
-    from ..tasks.wizard import InitOptions
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +78,7 @@ class Span(TaskKind):
     pipeline_tag: ClassVar[str] = "question-answering"
 
     # ---- schema --------------------------------------------------------------------
-    def validate(self, task: TaskDef) -> None:
+    def validate(self, task: TaskSpec) -> None:
         if task.input != "question_context":
             raise ValueError("a span task needs input: question_context")
         if task.labels:
@@ -95,7 +90,7 @@ class Span(TaskKind):
         if task.null_threshold is not None and task.version != "v2.0":
             raise ValueError("null_threshold is for tasks with version: v2.0 (unanswerable questions)")
 
-    def validate_split(self, task: TaskDef, name: str, split: SplitDef) -> None:
+    def validate_split(self, task: TaskSpec, name: str, split: SplitSpec) -> None:
         if split.format not in ("squad", "jsonl", "csv"):
             raise ValueError(f"split '{name}': a span task reads format squad, jsonl or csv, not {split.format}")
         if split.path is None or split.hub is not None:
@@ -105,11 +100,11 @@ class Span(TaskKind):
         if isinstance(split.titles, str):
             parse_titles(split.titles)
 
-    def num_outputs(self, task: TaskDef) -> int:
+    def num_outputs(self, task: TaskSpec) -> int:
         return 2
 
     # ---- data ----------------------------------------------------------------------
-    def read_file(self, task: TaskDef, name: str, split: SplitDef, path: Path) -> dict[str, Any]:
+    def read_file(self, task: TaskSpec, name: str, split: SplitSpec, path: Path) -> dict[str, Any]:
         """A row per question: ``text_a`` the question, ``text_b`` the context, ``labels`` the
         gold answers ((text, start) pairs) or None (unlabeled)."""
         examples = _select_titles(_read_examples(split, path), split.titles, path)
@@ -122,7 +117,7 @@ class Span(TaskKind):
             raise DataError(f"no questions (task '{task.name}', split '{name}')", path=str(path))
         return _rows(examples, split.labeled)
 
-    def tokenize(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, Any]:
+    def tokenize(self, task: TaskSpec, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, Any]:
 
         examples = raw.examples or []
         windows = build_windows(examples, tokenizer, max_length=max_len, stride=window_stride(task, max_len),
@@ -135,18 +130,18 @@ class Span(TaskKind):
                  len(windows.unmappable), len(windows.unheld), len(windows.inexact), len(windows.truncated_questions))
         return _tokenized(raw, tokenizer, windows)
 
-    def label_array(self, task: TaskDef, labels: list[Any]) -> np.ndarray:
+    def label_array(self, task: TaskSpec, labels: list[Any]) -> np.ndarray:
         return np.zeros(len(labels), dtype=np.int64)
 
-    def holdout_strata(self, task: TaskDef, raw: RawSplit) -> np.ndarray:
+    def holdout_strata(self, task: TaskSpec, raw: RawSplit) -> np.ndarray:
         return np.zeros(len(raw), dtype=np.int64)
 
     # ---- model ---------------------------------------------------------------------
-    def build_head(self, task: TaskDef, hidden: int) -> nn.Module:
+    def build_head(self, task: TaskSpec, hidden: int) -> nn.Module:
 
         return SpanHead(hidden, task.dropout)
 
-    def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
+    def loss(self, task: TaskSpec, output: torch.Tensor, batch: dict[str, torch.Tensor],
              reduction: str = "mean") -> torch.Tensor:
         """The mean of the start and end cross-entropies of each window (null: position 0)."""
 
@@ -167,15 +162,15 @@ class Span(TaskKind):
     def stack_outputs(self, outs: list[Any]) -> np.ndarray:
         return stack_rows(outs)
 
-    def decide(self, task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
+    def decide(self, task: TaskSpec, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
         """The answer text of every question (in the order of ``split.uids``)."""
         decoded = decode(task, outputs, split)
         return np.asarray([answer_text(task, decoded[ex.id]) for ex in split.examples or []], dtype=object)
 
-    def score(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
+    def score(self, task: TaskSpec, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
         return question_metrics(task, split.examples or [], preds)
 
-    def score_splits(self, task: TaskDef, evaluated: dict[str, tuple[TokenizedSplit, Predictions]]
+    def score_splits(self, task: TaskSpec, evaluated: dict[str, tuple[TokenizedSplit, Predictions]]
                      ) -> dict[str, dict[str, float]]:
         """With v2.0 and no ``null_threshold``, the threshold that maximises F1
         (``choose_null_threshold``) is chosen on the held-out training questions (split
@@ -204,17 +199,17 @@ class Span(TaskKind):
                          "questions": float(scored.sum())}
         return out
 
-    def chosen_fields(self, task: TaskDef, metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def chosen_fields(self, task: TaskSpec, metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
         """``null_threshold``, where ``score_splits`` chose it."""
         if task.version != "v2.0" or task.null_threshold is not None:
             return {}
         found = next((m["null_threshold"] for m in metrics.values() if "null_threshold" in m), None)
         return {} if found is None else {"null_threshold": float(found)}
 
-    def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
+    def prediction_labels(self, task: TaskSpec, preds: np.ndarray) -> list[str]:
         return [str(p) for p in preds]
 
-    def api_rows(self, task: TaskDef, text_a: list[str], text_b: list[str] | None) -> dict[str, Any]:
+    def api_rows(self, task: TaskSpec, text_a: list[str], text_b: list[str] | None) -> dict[str, Any]:
         """Questions (``text_a``) on contexts (``text_b``); pairs with an empty question or context
         are left out (their answer is None)."""
 
@@ -222,7 +217,7 @@ class Span(TaskKind):
         examples = [SpanExample(str(i), "", text_a[i], (text_b or [])[i], (), True) for i in kept]
         return {**_rows(examples, labeled=False), "lines": [i + 1 for i in kept]}
 
-    def api_answers(self, task: TaskDef, texts: list[str], raw: RawSplit, split: TokenizedSplit | None,
+    def api_answers(self, task: TaskSpec, texts: list[str], raw: RawSplit, split: TokenizedSplit | None,
                     preds: Predictions | None) -> list[Any]:
         """Each question's answer: ``text``, character ``start`` and ``end`` in its context, and
         ``score`` (start + end logit); with v2.0 an unanswered question gets text "" and no start."""
@@ -233,7 +228,7 @@ class Span(TaskKind):
             out[int(uid)] = answer_dict(task.version or "v1.1", p, task.null_threshold)
         return out
 
-    def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> dict[str, Any] | None:
+    def predict_split(self, task: TaskSpec, path: Path, text_a: str | int | None) -> dict[str, Any] | None:
         """A SQuAD JSON file (``.json``), else JSON lines or CSV with the task's own columns."""
         if path.suffix == ".json":
             return {"format": "squad"}
@@ -243,18 +238,18 @@ class Span(TaskKind):
             {"text_a": "question", "text_b": "context", "label": "answer_text"}
         return {"format": fmt, "columns": {**cols, **({"text_a": text_a} if text_a is not None else {})}}
 
-    def prediction_file_lines(self, task: TaskDef, raw: RawSplit, preds: Predictions, path: Path) -> list[str]:
+    def prediction_file_lines(self, task: TaskSpec, raw: RawSplit, preds: Predictions, path: Path) -> list[str]:
         """The official predictions file: one JSON object ``{question id: answer text}``, as
         ``span.metrics.write_predictions_json`` writes it."""
         answers = {str(uid): str(p) for uid, p in zip(raw.ids, preds.preds)}
         return [json.dumps(answers, ensure_ascii=False)]
 
     # ---- export and serving ----------------------------------------------------------
-    def export_head(self, task: TaskDef) -> dict[str, Any]:
+    def export_head(self, task: TaskSpec) -> dict[str, Any]:
         """Start and end logits of every token, masked outside the context but at the null position."""
         return {"outputs": 2, "per": "token", "context_only": True}
 
-    def export_settings(self, task: TaskDef, max_len: int) -> dict[str, Any]:
+    def export_settings(self, task: TaskSpec, max_len: int) -> dict[str, Any]:
         """The windows and decoding of the task's questions: ``stride``, ``max_question_tokens``,
         ``max_answer_length``, ``n_best`` and ``version``, defaults filled in; with v2.0 also
         ``null_threshold`` (a saved run's recorded one; unset: 0)."""
@@ -263,7 +258,7 @@ class Span(TaskKind):
                 "n_best": task.n_best or DEFAULT_N_BEST, "version": task.version or "v1.1",
                 **({"null_threshold": task.null_threshold or 0.0} if task.version == "v2.0" else {})}
 
-    def compared_outputs(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def compared_outputs(self, task: TaskSpec, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The (tokens, 2) start and end logits of the tokens an answer can start or end at (the
         context tokens with characters) and of the null position: the only ones decoding reads."""
         keep = batch["seg"] == 1
@@ -277,7 +272,7 @@ class Span(TaskKind):
         score = row["score"]
         return {**row, "score": float(score) if np.isfinite(score) else None}  # no span at all: JSON has no inf
 
-    def serve_inputs(self, info: TaskInfo, tokenizer: Any, max_len: int, text_a: list[str],
+    def serve_inputs(self, info: ServedTask, tokenizer: Any, max_len: int, text_a: list[str],
                      text_b: list[str] | None) -> EncodedInputs:
         """The windows of every question (``text_a``) on its context (``text_b``), cut as for
         training and ``Run.predict``; pairs with an empty question or context have none."""
@@ -294,7 +289,7 @@ class Span(TaskKind):
         rows = {n: [getattr(windows, n)[w, :int(k)].tolist() for w, k in enumerate(lengths)] for n in names}
         return EncodedInputs(rows, (len(text_a), examples, windows))
 
-    def serve_answers(self, info: TaskInfo, encoded: EncodedInputs, outputs: list[np.ndarray]) -> list[Any]:
+    def serve_answers(self, info: ServedTask, encoded: EncodedInputs, outputs: list[np.ndarray]) -> list[Any]:
         """Each question's answer from the (tokens, 2) logits of its windows, decoded together as
         ``Run.predict`` decodes them (``api_answers``); None for an empty question or context."""
         n, examples, windows = encoded.state
@@ -308,10 +303,10 @@ class Span(TaskKind):
             out[int(uid)] = answer_dict(str(settings["version"]), p, settings.get("null_threshold"))
         return out
 
-    def card_labels(self, task: TaskDef) -> str:
+    def card_labels(self, task: TaskSpec) -> str:
         return "answer span (start and end logits per token)"
 
-    def card_usage(self, task: TaskDef, name: str, max_len: int) -> list[str] | None:
+    def card_usage(self, task: TaskSpec, name: str, max_len: int) -> list[str] | None:
         s = self.export_settings(task, max_len)
         return ["```python", "from transformers import pipeline  # transformers 4.x (5.0 removed this pipeline)", "",
                 f'qa = pipeline("question-answering", model="{name}")',
@@ -325,26 +320,26 @@ class Span(TaskKind):
                 "and end logits) and its `score` is a probability, not mtdnn's logit sum. "
                 "`AutoModelForQuestionAnswering` gives the start and end logits themselves."]
 
-    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str | None]:
+    def standard_folder(self, task: TaskSpec) -> tuple[dict[int, str], str | None]:
         return {0: "start", 1: "end"}, None
 
-    def standard_folder_class(self, task: TaskDef) -> tuple[str, str]:
+    def standard_folder_class(self, task: TaskSpec) -> tuple[str, str]:
         return "AutoModelForQuestionAnswering", "qa_outputs"
 
-    def onnx_metrics(self, task: TaskDef, out: np.ndarray, batch: dict[str, torch.Tensor],
+    def onnx_metrics(self, task: TaskSpec, out: np.ndarray, batch: dict[str, torch.Tensor],
                     split: TokenizedSplit) -> dict[str, float]:
         """Exact match and F1 of the questions of ``split`` decoded from the ONNX logits of its windows."""
         outputs = self.stack_outputs([self.eval_outputs(torch.from_numpy(np.asarray(out)), batch)])
         return self.score(task, split, self.decide(task, outputs, split))
 
     # ---- tasks check ---------------------------------------------------------------
-    def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
+    def label_stats(self, task: TaskSpec, raw: RawSplit, out: SplitCheck) -> None:
         """Questions, unanswerable ones and gold answers."""
         examples = raw.examples or []
         out.extra["unanswerable"] = sum(1 for ex in examples if ex.is_impossible)
         out.extra["answers"] = sum(len(ex.answers) for ex in examples)
 
-    def window_stats(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, float]:
+    def window_stats(self, task: TaskSpec, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, float]:
         """Windows per question, and the answers no window can target (their windows target null)."""
         examples = raw.examples or []
         windows = build_windows(examples, tokenizer, max_length=max_len, stride=window_stride(task, max_len),
@@ -354,7 +349,7 @@ class Span(TaskKind):
                 "unmappable": len(windows.unmappable), "unheld": len(windows.unheld),
                 "inexact": len(windows.inexact)}
 
-    def check_lines(self, task: TaskDef, split: SplitCheck) -> list[str]:
+    def check_lines(self, task: TaskSpec, split: SplitCheck) -> list[str]:
         lines = []
         if "unanswerable" in split.extra:
             n, rows = split.extra["unanswerable"], max(split.rows, 1)
@@ -367,7 +362,7 @@ class Span(TaskKind):
                          f"answers that start or end inside a token: {int(w['inexact'])}")
         return lines
 
-    def split_warnings(self, task: TaskDef, split: SplitCheck, train: SplitCheck | None) -> list[str]:
+    def split_warnings(self, task: TaskSpec, split: SplitCheck, train: SplitCheck | None) -> list[str]:
         where, w, out = f"{task.name}/{split.split}", split.windows, []
         lost = int(w.get("unmappable", 0) + w.get("unheld", 0))
         if lost:
@@ -376,7 +371,7 @@ class Span(TaskKind):
             out.append(f"{where}: version v2.0 but no unanswerable question in training")
         return out
 
-    def explain_read_error(self, task: TaskDef, name: str, path: Path | None, error: str) -> str:
+    def explain_read_error(self, task: TaskSpec, name: str, path: Path | None, error: str) -> str:
         """With the count of every answer whose text is not the context's at its start."""
         if path is None or not path.is_file() or "differs from the context" not in error:
             return error
@@ -483,7 +478,7 @@ def parse_titles(spec: str) -> tuple[str, int]:
     return which, int(n)
 
 
-def _read_examples(split: SplitDef, path: Path, strict: bool = True) -> list[SpanExample]:
+def _read_examples(split: SplitSpec, path: Path, strict: bool = True) -> list[SpanExample]:
     """The split's questions (``strict=False``: unchecked, ``tasks check`` counts what is wrong)."""
 
     if split.format == "squad":
@@ -538,7 +533,7 @@ def _tokenized(raw: RawSplit, tokenizer: Any, windows: Any) -> dict[str, Any]:
             "examples": list(raw.examples or []), "span_windows": windows}
 
 
-def window_stride(task: TaskDef, max_len: int) -> int:
+def window_stride(task: TaskSpec, max_len: int) -> int:
     """The context tokens two windows of the task's questions share (``stride``; unset: 128, at
     most a quarter of ``max_len``)."""
     return task.stride if task.stride is not None else min(DEFAULT_STRIDE, max_len // 4)
@@ -549,7 +544,7 @@ def question_tokens(max_len: int) -> int:
     return min(MAX_QUESTION_TOKENS, max_len // 2)
 
 
-def decode(task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> dict[str, SpanPrediction]:
+def decode(task: TaskSpec, outputs: np.ndarray, split: TokenizedSplit) -> dict[str, SpanPrediction]:
     """``{question id: SpanPrediction}`` from the kept outputs of all windows of a split."""
     return decode_windows(outputs, split.span_windows, split.examples or [], task.n_best or DEFAULT_N_BEST,
                           task.max_answer_length or DEFAULT_MAX_ANSWER_LENGTH)
@@ -579,7 +574,7 @@ def answer_dict(version: str, prediction: SpanPrediction, null_threshold: float 
     return {"text": best.text, "start": best.char_start, "end": best.char_end, "score": best.score}
 
 
-def question_metrics(task: TaskDef, examples: list[SpanExample], preds: Any) -> dict[str, float]:
+def question_metrics(task: TaskSpec, examples: list[SpanExample], preds: Any) -> dict[str, float]:
     """The task's metrics (and ``score``: F1, else exact match) of the answers ``preds`` to ``examples``."""
     got = squad_scores({ex.id: str(p) for ex, p in zip(examples, preds)}, gold_answers(examples),
                        rules=task.version or "v1.1")
@@ -588,7 +583,7 @@ def question_metrics(task: TaskDef, examples: list[SpanExample], preds: Any) -> 
     return out
 
 
-def answer_text(task: TaskDef, prediction: SpanPrediction) -> str:
+def answer_text(task: TaskSpec, prediction: SpanPrediction) -> str:
     """The answer of a question: its best span; with v2.0 "" where the null score beats it by more
     than the task's ``null_threshold`` (unset: 0)."""
     if task.version != "v2.0":

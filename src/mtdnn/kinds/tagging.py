@@ -25,7 +25,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,25 +34,17 @@ from torch import nn
 
 from ..errors import ConfigError, DataError
 from ..model.heads import TokenHead
+from ..records import InitOptions, Predictions, RawSplit, SplitCheck, TokenizedSplit
 from ..tagging.alignment import Window, encode_words, merge_windows
 from ..tagging.draft import (TAGGED_SUFFIXES, column_count, looks_like_tagged_jsonl, read_tagged_file, tag_column,
                              task_lines, word_column)
 from ..tagging.entities import Word, split_words, tags_and_scores, tags_to_entities
 from ..tagging.metrics import entity_metrics, entity_report, report_dict, token_accuracy, type_confusion
-from ..tagging.readers import check_tags, read_conll, read_tagged_jsonl
+from ..tagging.readers import TaggedSentence, check_tags, read_conll, read_tagged_jsonl
 from ..tagging.schemes import PLAIN, detect_scheme, iob1_to_iob2, parse_tag, spans, validate
 from .base import SEG_SPECIAL, EncodedInputs, InitDraft, TaskKind, relative_path, stack_rows, token_rows
 from .classes import class_report
-
-if TYPE_CHECKING:
-    from ..data.readers import RawSplit
-    from ..data.tokenized import TokenizedSplit
-    from ..evaluation import Predictions
-    from ..export.engine import TaskInfo
-    from ..tagging.readers import TaggedSentence
-    from ..tasks.check import SplitCheck
-    from ..tasks.schema import SplitDef, TaskDef
-    from ..tasks.wizard import InitOptions
+from .specs import ServedTask, SplitSpec, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +69,7 @@ class Tagging(TaskKind):
         "distillation": "distillation (--teachers) averages one output per row; tagging has one per token"}
 
     # ---- schema --------------------------------------------------------------------
-    def validate(self, task: TaskDef) -> None:
+    def validate(self, task: TaskSpec) -> None:
         if task.input != "words":
             raise ValueError("a tagging task needs input: words")
         if task.scheme is None:
@@ -92,7 +84,7 @@ class Tagging(TaskKind):
             return
         _check_entity_labels(task.labels, task.scheme)
 
-    def validate_split(self, task: TaskDef, name: str, split: SplitDef) -> None:
+    def validate_split(self, task: TaskSpec, name: str, split: SplitSpec) -> None:
         cols = split.columns
         if split.format not in ("conll", "jsonl"):
             raise ValueError(f"split '{name}': a tagging task reads format conll or jsonl, not {split.format}")
@@ -106,14 +98,14 @@ class Tagging(TaskKind):
                 raise ValueError(f"split '{name}': format {split.format} names columns.{field} by "
                                  + ("0-based index" if want is int else "field name"))
 
-    def num_outputs(self, task: TaskDef) -> int:
+    def num_outputs(self, task: TaskSpec) -> int:
         return len(task.labels)
 
     def reads_pairs(self, input_kind: str) -> bool:
         return False
 
     # ---- data ----------------------------------------------------------------------
-    def read_file(self, task: TaskDef, name: str, split: SplitDef, path: Path) -> dict[str, Any]:
+    def read_file(self, task: TaskSpec, name: str, split: SplitSpec, path: Path) -> dict[str, Any]:
         """A row per sentence: its words, joined in ``text_a``, and its tags as a tuple."""
         sentences = _read_sentences(task, split, path)
         tagged = split.labeled
@@ -122,7 +114,7 @@ class Tagging(TaskKind):
                 "labels": [tuple(s.tags) if tagged and s.tags is not None else None for s in sentences],
                 "lines": [s.line for s in sentences], "words": [list(s.words) for s in sentences]}
 
-    def tokenize(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, Any]:
+    def tokenize(self, task: TaskSpec, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, Any]:
         tag_ids = _tag_ids(task, raw)
         windows, stats = encode_words(tokenizer, raw.words or [], tag_ids, max_length=max_len,
                                       overlap=window_overlap(max_len))
@@ -132,7 +124,7 @@ class Tagging(TaskKind):
                  stats.empty_words, stats.truncated_words)
         return _tokenized(task, raw, tokenizer, windows, tag_ids)
 
-    def tokenize_key(self, task: TaskDef, raw: RawSplit, max_len: int) -> str:
+    def tokenize_key(self, task: TaskSpec, raw: RawSplit, max_len: int) -> str:
         """A digest of the window overlap, the tag list and every sentence's id, words and tags."""
         h = hashlib.sha256(json.dumps({"overlap": window_overlap(max_len), "labels": list(task.labels)}).encode())
         for uid, words, tags in zip(raw.ids, raw.words or [], raw.labels):
@@ -153,7 +145,7 @@ class Tagging(TaskKind):
         arrays["tagged"] = np.asarray([bool(windows) and windows[0].labels is not None])
         return arrays
 
-    def from_tokenized_arrays(self, task: TaskDef, raw: RawSplit, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    def from_tokenized_arrays(self, task: TaskSpec, raw: RawSplit, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         offsets, tagged = arrays["offsets"], bool(arrays["tagged"][0])
         if len(arrays["places"]) != len(offsets) - 1 or int(arrays["places"][:, 0].max(initial=-1)) >= len(raw):
             raise ValueError("windows differ from the data")
@@ -169,17 +161,17 @@ class Tagging(TaskKind):
                 "type_ids": arrays.get("type_ids"), "uids": list(raw.ids), "windows": windows,
                 "word_labels": _tag_ids(task, raw)}
 
-    def label_array(self, task: TaskDef, labels: list[Any]) -> np.ndarray:
+    def label_array(self, task: TaskSpec, labels: list[Any]) -> np.ndarray:
         return np.zeros(len(labels), dtype=np.int64)
 
-    def holdout_strata(self, task: TaskDef, raw: RawSplit) -> np.ndarray:
+    def holdout_strata(self, task: TaskSpec, raw: RawSplit) -> np.ndarray:
         return np.zeros(len(raw), dtype=np.int64)
 
     # ---- model ---------------------------------------------------------------------
-    def build_head(self, task: TaskDef, hidden: int) -> nn.Module:
+    def build_head(self, task: TaskSpec, hidden: int) -> nn.Module:
         return TokenHead(hidden, len(task.labels), task.dropout)
 
-    def loss(self, task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
+    def loss(self, task: TaskSpec, output: torch.Tensor, batch: dict[str, torch.Tensor],
              reduction: str = "mean") -> torch.Tensor:
         """Cross-entropy at the tokens with a label (each word's first sub-word)."""
         labels = batch["labels"]
@@ -200,7 +192,7 @@ class Tagging(TaskKind):
     def stack_outputs(self, outs: list[Any]) -> np.ndarray:
         return stack_rows(outs)
 
-    def decide(self, task: TaskDef, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
+    def decide(self, task: TaskSpec, outputs: np.ndarray, split: TokenizedSplit) -> np.ndarray:
         """The tag id of every word of every sentence (an array per sentence)."""
         words = word_probabilities(outputs, split)
         decided = np.empty(len(words), dtype=object)
@@ -208,18 +200,18 @@ class Tagging(TaskKind):
             decided[i] = probs.argmax(-1) if len(probs) else np.zeros(0, dtype=np.int64)
         return decided
 
-    def score(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
+    def score(self, task: TaskSpec, split: TokenizedSplit, preds: np.ndarray) -> dict[str, float]:
         gold, pred = _tag_names(task, split.word_labels or []), _tag_names(task, preds)
         entity = entity_metrics(gold, pred) if any(m in ENTITY_METRICS for m in task.metrics) else {}
         out = {m: (token_accuracy(gold, pred) if m == "accuracy" else float(entity[m])) for m in task.metrics}
         out["score"] = out["f1"] if "f1" in out else float(np.mean([out[m] for m in task.metrics]))
         return out
 
-    def prediction_labels(self, task: TaskDef, preds: np.ndarray) -> list[str]:
+    def prediction_labels(self, task: TaskSpec, preds: np.ndarray) -> list[str]:
         """A sentence's tags, separated by spaces."""
         return [" ".join(tags) for tags in _tag_names(task, preds)]
 
-    def api_rows(self, task: TaskDef, text_a: list[str], text_b: list[str] | None) -> dict[str, Any]:
+    def api_rows(self, task: TaskSpec, text_a: list[str], text_b: list[str] | None) -> dict[str, Any]:
         """The texts split into words (``tagging.entities.split_words``); texts without words are
         left out (their answer is empty)."""
         kept = [(i, [w.word for w in split_words(text)]) for i, text in enumerate(text_a)]
@@ -228,7 +220,7 @@ class Tagging(TaskKind):
                 "text_b": [None] * len(kept), "labels": [None] * len(kept),
                 "lines": [i + 1 for i, _ in kept], "words": [words for _, words in kept]}
 
-    def api_answers(self, task: TaskDef, texts: list[str], raw: RawSplit, split: TokenizedSplit | None,
+    def api_answers(self, task: TaskSpec, texts: list[str], raw: RawSplit, split: TokenizedSplit | None,
                     preds: Predictions | None) -> list[Any]:
         """Each text's entities (type, character start and end, text, score), or with plain tags
         each word with its tag and score."""
@@ -240,7 +232,7 @@ class Tagging(TaskKind):
             out[int(uid)] = text_answer(task.scheme, task.labels, text, split_words(text), probs)
         return out
 
-    def predict_split(self, task: TaskDef, path: Path, text_a: str | int | None) -> dict[str, Any] | None:
+    def predict_split(self, task: TaskSpec, path: Path, text_a: str | int | None) -> dict[str, Any] | None:
         """A CoNLL file (JSON lines by their suffix), words where the task's splits have them."""
         fmt = "jsonl" if path.suffix in (".jsonl", ".json") else "conll"
         own = next((s.columns.text_a for s in task.splits.values() if s.format == fmt), None)
@@ -249,7 +241,7 @@ class Tagging(TaskKind):
             word = int(word)
         return {"format": fmt, "columns": {"text_a": word}}
 
-    def prediction_file_lines(self, task: TaskDef, raw: RawSplit, preds: Predictions, path: Path) -> list[str]:
+    def prediction_file_lines(self, task: TaskSpec, raw: RawSplit, preds: Predictions, path: Path) -> list[str]:
         """The input file with each word's predicted tag: a last column of a CoNLL file (separated
         as the line's columns are), a ``predicted_tags`` field of a JSON-lines record."""
         lines = path.read_text(encoding="utf-8-sig").splitlines()
@@ -265,10 +257,10 @@ class Tagging(TaskKind):
                 lines[start - 1 + j] = line + ("\t" if "\t" in line else " ") + tag
         return lines
 
-    def has_report(self, task: TaskDef) -> bool:
+    def has_report(self, task: TaskSpec) -> bool:
         return True
 
-    def split_report(self, task: TaskDef, split: TokenizedSplit, preds: np.ndarray) -> dict[str, Any] | None:
+    def split_report(self, task: TaskSpec, split: TokenizedSplit, preds: np.ndarray) -> dict[str, Any] | None:
         gold, pred = _tag_names(task, split.word_labels or []), _tag_names(task, preds)
         if task.scheme == "plain":
             flat = [np.concatenate([np.asarray(s, dtype=np.int64) for s in x]) if len(x) else np.zeros(0)
@@ -277,7 +269,7 @@ class Tagging(TaskKind):
         return entity_split_report(task.name, gold, pred)
 
     # ---- tasks check ---------------------------------------------------------------
-    def label_stats(self, task: TaskDef, raw: RawSplit, out: SplitCheck) -> None:
+    def label_stats(self, task: TaskSpec, raw: RawSplit, out: SplitCheck) -> None:
         """Tag counts; the scheme the file's tags (as written, before IOB1 is read into IOB2) read
         as and the tags that break the declared one; the entities of each type."""
         counts = Counter(tag for tags in raw.labels for tag in tags)
@@ -293,11 +285,11 @@ class Tagging(TaskKind):
             types = Counter(t for tags in raw.labels for t, _, _ in spans(tags))
             out.extra["entities"] = dict(sorted(types.items(), key=lambda kv: (-kv[1], kv[0])))
 
-    def check_warnings(self, task: TaskDef, train: SplitCheck) -> list[str]:
+    def check_warnings(self, task: TaskSpec, train: SplitCheck) -> list[str]:
         unseen = [label for label, n in train.labels.items() if n == 0]
         return [f"{task.name}/{train.split}: no training words tagged {', '.join(unseen)}"] if unseen else []
 
-    def split_warnings(self, task: TaskDef, split: SplitCheck, train: SplitCheck | None) -> list[str]:
+    def split_warnings(self, task: TaskSpec, split: SplitCheck, train: SplitCheck | None) -> list[str]:
         """Tags that break the declared scheme (and a file whose tags read as another scheme);
         tags of a dev/test split that no training word has."""
         where, out = f"{task.name}/{split.split}", []
@@ -314,13 +306,13 @@ class Tagging(TaskKind):
                 out.append(f"{where}: tags no training word has: {', '.join(unseen)}")
         return out
 
-    def window_stats(self, task: TaskDef, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, float]:
+    def window_stats(self, task: TaskSpec, raw: RawSplit, tokenizer: Any, max_len: int) -> dict[str, float]:
         _, stats = encode_words(tokenizer, raw.words or [], None, max_length=max_len,
                                 overlap=window_overlap(max_len))
         return {"rows": stats.sentences, "windows": stats.windows, "split": stats.split_sentences,
                 "max": stats.max_windows}
 
-    def check_lines(self, task: TaskDef, split: SplitCheck) -> list[str]:
+    def check_lines(self, task: TaskSpec, split: SplitCheck) -> list[str]:
         lines = []
         if "scheme_found" in split.extra:
             n = split.extra["scheme_breaks"]
@@ -389,10 +381,10 @@ class Tagging(TaskKind):
     # ---- export and serving ----------------------------------------------------------
     pipeline_tag: ClassVar[str] = "token-classification"
 
-    def export_head(self, task: TaskDef) -> dict[str, Any]:
+    def export_head(self, task: TaskSpec) -> dict[str, Any]:
         return {"outputs": len(task.labels), "per": "token"}
 
-    def export_settings(self, task: TaskDef, max_len: int) -> dict[str, Any]:
+    def export_settings(self, task: TaskSpec, max_len: int) -> dict[str, Any]:
         """The scheme (``plain``: words with their tags are answered, not entities) and the words
         consecutive windows of a long text share."""
         return {"scheme": task.scheme, "overlap": window_overlap(max_len)}
@@ -401,7 +393,7 @@ class Tagging(TaskKind):
         """The text's answer (``serve_answers``) as it is."""
         return row
 
-    def serve_inputs(self, info: TaskInfo, tokenizer: Any, max_len: int, text_a: list[str],
+    def serve_inputs(self, info: ServedTask, tokenizer: Any, max_len: int, text_a: list[str],
                      text_b: list[str] | None) -> EncodedInputs:
         """Each text split into words (``split_words``, as ``Run.predict``) and encoded as one
         window, or overlapping windows when longer than ``max_len`` (as ``mtdnn predict``); a text
@@ -416,7 +408,7 @@ class Tagging(TaskKind):
             rows["token_type_ids"] = [[0] * len(w) for w in windows]
         return EncodedInputs(rows, ServedTexts(list(text_a), words, kept, windows))
 
-    def serve_answers(self, info: TaskInfo, encoded: EncodedInputs, outputs: list[np.ndarray]) -> list[Any]:
+    def serve_answers(self, info: ServedTask, encoded: EncodedInputs, outputs: list[np.ndarray]) -> list[Any]:
         """Each text's entities (or, with plain tags, its words with their tags), as ``Run.predict``,
         from its windows' tag logits merged per word; [] for a text without words."""
         served: ServedTexts = encoded.state
@@ -429,27 +421,27 @@ class Tagging(TaskKind):
                                  np.stack(merged[s]))
         return out
 
-    def card_labels(self, task: TaskDef) -> str:
+    def card_labels(self, task: TaskSpec) -> str:
         if task.scheme == "plain":
             return "a tag per word: " + ", ".join(task.labels)
         types = sorted({parsed[1] for label in task.labels if (parsed := parse_tag(label)) is not None and parsed[1]})
         scheme = "iob2" if task.scheme == "iob1" else task.scheme
         return f"entities {', '.join(types)} (a tag per word, {scheme}: {', '.join(task.labels)})"
 
-    def card_usage(self, task: TaskDef, name: str, max_len: int) -> list[str] | None:
+    def card_usage(self, task: TaskSpec, name: str, max_len: int) -> list[str] | None:
         return ["```python", "from transformers import pipeline", "",
                 f'tagger = pipeline("token-classification", model="{name}", aggregation_strategy="first")',
                 'tagger("EU rejects German call to boycott British lamb.")', "```", "",
                 "`aggregation_strategy=\"first\"` reads each word's tag at its first sub-word, as mtdnn does."]
 
-    def standard_folder(self, task: TaskDef) -> tuple[dict[int, str], str | None]:
+    def standard_folder(self, task: TaskSpec) -> tuple[dict[int, str], str | None]:
         """The tags the model predicts (IOB2 for an IOB1 file), one per output."""
         return dict(enumerate(task.labels)), "single_label_classification"
 
-    def standard_folder_class(self, task: TaskDef) -> tuple[str, str]:
+    def standard_folder_class(self, task: TaskSpec) -> tuple[str, str]:
         return "AutoModelForTokenClassification", "classifier"
 
-    def onnx_metrics(self, task: TaskDef, out: np.ndarray, batch: dict[str, torch.Tensor],
+    def onnx_metrics(self, task: TaskSpec, out: np.ndarray, batch: dict[str, torch.Tensor],
                      split: TokenizedSplit) -> dict[str, float]:
         """Entity F1 (or token accuracy) of the words, as evaluation scores them."""
         outputs = self.stack_outputs([self.eval_outputs(torch.from_numpy(np.asarray(out, dtype=np.float32)), batch)])
@@ -469,7 +461,7 @@ def _check_entity_labels(labels: list[str], scheme: str) -> None:
                              f"{'/'.join(p for p in prefixes if p != 'O')}-TYPE){hint}")
 
 
-def _file_sentences(split: SplitDef, path: Path) -> list[TaggedSentence]:
+def _file_sentences(split: SplitSpec, path: Path) -> list[TaggedSentence]:
     """The split's sentences with their tags as the file writes them (None: unlabeled)."""
     cols = split.columns
     tag_col = cols.label if split.labeled else None
@@ -479,7 +471,7 @@ def _file_sentences(split: SplitDef, path: Path) -> list[TaggedSentence]:
                              else None)
 
 
-def _read_sentences(task: TaskDef, split: SplitDef, path: Path) -> list[TaggedSentence]:
+def _read_sentences(task: TaskSpec, split: SplitSpec, path: Path) -> list[TaggedSentence]:
     """The split's sentences, IOB1 tags read into IOB2, every tag one of the task's labels;
     sentences whose tags break the scheme are counted in the log (conlleval reads them)."""
     sentences = _file_sentences(split, path)
@@ -506,7 +498,7 @@ def window_overlap(max_len: int) -> int:
     return min(WINDOW_OVERLAP, max(1, (max_len - 2) // 4))
 
 
-def _tag_ids(task: TaskDef, raw: RawSplit) -> list[list[int]] | None:
+def _tag_ids(task: TaskSpec, raw: RawSplit) -> list[list[int]] | None:
     """Each sentence's tag ids (None: an untagged split)."""
     index = {tag: i for i, tag in enumerate(task.labels)}
     tagged = bool(raw.labels) and raw.labels[0] is not None
@@ -525,7 +517,7 @@ def _row(arrays: dict[str, np.ndarray], name: str, i: int) -> list[int]:
     return arrays[name][int(offsets[i]):int(offsets[i + 1])].tolist()
 
 
-def _tokenized(task: TaskDef, raw: RawSplit, tokenizer: Any, windows: list, tag_ids: list | None) -> dict[str, Any]:
+def _tokenized(task: TaskSpec, raw: RawSplit, tokenizer: Any, windows: list, tag_ids: list | None) -> dict[str, Any]:
     """The windows as the fields of a ``TokenizedSplit``: a row per window, token labels at first
     sub-words, a row's ``labels`` its count of labeled tokens."""
     if not windows:
@@ -576,7 +568,7 @@ def word_probabilities(outputs: np.ndarray, split: TokenizedSplit) -> list[np.nd
     return [np.stack(words) if words else np.zeros((0, 0)) for words in merged]
 
 
-def _tag_names(task: TaskDef, tag_ids: Any) -> list[list[str]]:
+def _tag_names(task: TaskSpec, tag_ids: Any) -> list[list[str]]:
     return [[task.labels[int(i)] for i in sentence] for sentence in tag_ids]
 
 

@@ -53,7 +53,6 @@ from ..config import TrainConfig
 from ..errors import CheckpointError, ConfigError
 from ..run_dir import RunDir, load_weights, replace_durably, save_weights, write_json
 from ..tasks.schema import TaskDef
-from .heads import build_head
 from .multitask import MultiTaskModel, encoder_from_config
 from .weights import load_error_line, load_model_weights, load_strict
 
@@ -361,7 +360,7 @@ class LoraHeads:
         return TaskAdapters(encoder, new, self.settings, saved)
 
     def head(self, task: TaskDef, hidden_size: int) -> nn.Module:
-        head = build_head(task, hidden_size)
+        head = task.kind.build_head(task, hidden_size)
         old = self._source_tasks.get(task.name)
         if old is None or self.source is None:
             return head
@@ -399,7 +398,7 @@ class SavedAdapters:
         return TaskAdapters(encoder, [], None, saved)
 
     def head(self, task: TaskDef, hidden_size: int) -> nn.Module:
-        head = build_head(task, hidden_size)
+        head = task.kind.build_head(task, hidden_size)
         path = head_file(self.run, task.name)
         load_strict(head, load_weights(path), path, f"the head of task '{task.name}'")
         return head.requires_grad_(False)

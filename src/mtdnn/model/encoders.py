@@ -25,8 +25,8 @@ import numpy as np
 from torch import nn
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-from ..data.tokenized import TokenizedSplit
 from ..errors import ConfigError
+from ..records import TokenizedSplit
 
 log = logging.getLogger(__name__)
 

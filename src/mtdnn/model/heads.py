@@ -16,11 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # the kinds build the heads; the schema imports the kinds
-    from ..tasks.schema import TaskDef
-
 
 class LinearHead(nn.Module):
     reads_cls_only = True  # only hidden_states[:, 0]: the encoder's last layer may skip the rest
@@ -111,8 +106,3 @@ class SANHead(nn.Module):
         lp = lp.masked_fill(~keep.unsqueeze(-1), float("-inf"))
         n_kept = keep.sum(dim=1, keepdim=True).to(lp.dtype)
         return torch.logsumexp(lp, dim=1) - n_kept.log()
-
-
-def build_head(task: TaskDef, hidden: int) -> nn.Module:
-    """The task's output module, as its kind builds it."""
-    return task.kind.build_head(task, hidden)

@@ -26,8 +26,6 @@ from ..run_dir import RunDir
 from ..tasks.schema import TaskDef
 from .cls_only import LastLayerForward, install, cls_only as pruned_last_layer
 from .encoders import attention_implementation, describe_attention, passes_token_types
-from .heads import build_head
-from .objectives import task_loss
 from .weights import init_from_run
 
 log = logging.getLogger(__name__)
@@ -155,7 +153,7 @@ class PlainHeads:
         return encoder
 
     def head(self, task: TaskDef, hidden_size: int) -> nn.Module:
-        return build_head(task, hidden_size)
+        return task.kind.build_head(task, hidden_size)
 
     def load_init(self, model: nn.Module, run_path: str | Path, tasks: list[TaskDef]) -> None:
         if RunDir(run_path).read_config().get("adapter", "none") != "none":
@@ -243,7 +241,7 @@ class MultiTaskModel(nn.Module):
         for ranking). A distributed rank passes ``world_size / units of the global batch`` for its
         share of the rows (``Distributed.share``)."""
         t = self.tasks[task]
-        summed = task_loss(t, self(task, batch), batch, reduction="sum")
+        summed = t.kind.loss(t, self(task, batch), batch, reduction="sum")
         if per_unit is None:
             per_unit = 1 / max(t.kind.loss_units(batch["labels"], batch["groups"]), 1)
         return summed * per_unit

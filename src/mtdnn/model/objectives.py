@@ -4,13 +4,8 @@ decision live here."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
-
-if TYPE_CHECKING:
-    from ..tasks.schema import TaskDef
 
 
 def ranking_loss(scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor,
@@ -58,13 +53,6 @@ def group_symmetric_kl(a: torch.Tensor, b: torch.Tensor, groups: torch.Tensor) -
     per_row = (la.exp() - lb.exp()) * (la - lb)
     uniq, inverse = torch.unique(groups, return_inverse=True)
     return torch.zeros(len(uniq), device=a.device).index_add(0, inverse, per_row)
-
-
-def task_loss(task: TaskDef, output: torch.Tensor, batch: dict[str, torch.Tensor],
-              reduction: str = "mean") -> torch.Tensor:
-    """The task kind's loss, averaged over the batch's units (rows; questions for ranking), or
-    summed with ``reduction="sum"`` (a distributed run divides the sum by the global batch's units)."""
-    return task.kind.loss(task, output, batch, reduction)
 
 
 def rank_predictions(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

@@ -19,36 +19,14 @@ from typing import Any
 import numpy as np
 from transformers import AutoConfig
 
-from ..data.readers import RawSplit, data_dir_default, read_split, resolve_path
+from ..data.readers import data_dir_default, read_split, resolve_path
 from ..errors import ConfigError, DataError
 from ..model.multitask import load_tokenizer, resolve_encoder_name
+from ..records import RawSplit, SplitCheck
 from .schema import TaskDef, load_task_file
 
 TOKEN_SAMPLE = 20_000      # rows tokenised per split for the length percentiles
 TRUNCATION_WARNING = 0.05  # a larger share of rows longer than max_seq_len is a warning
-
-
-@dataclass
-class SplitCheck:
-    """What one split holds. ``error``: why it could not be read (then only the names are set)."""
-
-    task: str
-    split: str
-    role: str
-    labeled: bool
-    source: str = ""
-    rows: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)       # reason -> rows
-    labels: dict[str, int] = field(default_factory=dict)        # label -> rows (classification, ranking)
-    scores: dict[str, float] = field(default_factory=dict)      # min, max, mean, std (regression)
-    groups: dict[str, float] = field(default_factory=dict)      # ranking: groups, candidates per group
-    lengths: dict[str, float] = field(default_factory=dict)     # p50 .. max, truncated share, rows
-    duplicates: int = 0                                         # rows whose texts an earlier row has
-    conflicting: int = 0                                        # of those, texts seen with another label
-    overlap: int | None = None                                  # rows whose texts the train split has
-    error: str | None = None
-    windows: dict[str, float] = field(default_factory=dict)     # kinds that window long rows: windows, split rows
-    extra: dict[str, Any] = field(default_factory=dict)         # what a kind adds (``TaskKind.label_stats``)
 
 
 @dataclass

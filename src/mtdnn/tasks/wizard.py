@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from ..data import readers
 from ..errors import ConfigError, DataError
 from ..kinds import KINDS, TaskKind, get_kind
 from ..kinds.base import relative_path
+from ..records import Column, InitOptions, Source
 from ..run_dir import atomic_write
 from .schema import load_task_file
 
@@ -48,52 +49,6 @@ LABEL_NAMES = ("label", "labels", "gold_label", "category", "class", "target", "
                "sentiment", "relevance", "is_duplicate", "y")
 SIBLINGS = {"dev": "dev", "validation": "dev", "valid": "dev", "val": "dev", "test": "test"}
 MISSING = ("", "-")
-
-
-@dataclass
-class InitOptions:
-    """What ``mtdnn tasks init`` was asked (``None``: guess it)."""
-
-    source: str
-    name: str | None = None
-    output: str | None = None
-    text: list[str] | None = None
-    label: str | None = None
-    id: str | None = None
-    group: str | None = None
-    dev: str | None = None
-    test: str | None = None
-    label_names: list[str] | None = None
-    header: bool = True
-    dataset_config: str | None = None
-    force: bool = False
-    type: str | None = None
-
-
-@dataclass
-class Source:
-    """The rows of one split (at most ``ROWS_READ``) and where they come from: a local file, or a
-    split of a ``datasets`` dataset (``hub``: path, name, split)."""
-
-    split: str
-    role: str
-    columns: list[str]
-    rows: list[dict[str, Any]]
-    path: Path | None = None
-    format: str = "csv"
-    hub: dict[str, str] | None = None
-    class_names: dict[str, list[str]] = field(default_factory=dict)  # column -> ClassLabel names
-
-
-@dataclass
-class Column:
-    """What the values of one column look like."""
-
-    name: str
-    kind: str          # "int", "float" or "text"
-    values: list[str]  # the present values, as the reader sees them (stripped text)
-    distinct: int
-    mean_length: float
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..data.batching import collate, task_batches
-from ..data.tokenized import TokenizedSplit
+from ..records import TokenizedSplit
 from ..runtime import autocast, to_device
 
 _FRESH = 7  # the random stream of the diagnostic batches: (seed, step, _FRESH, task index)

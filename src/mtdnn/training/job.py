@@ -22,10 +22,10 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from ..config import TrainConfig
-from ..data.tokenized import TokenizedSplit
 from ..errors import CheckpointError, ConfigError
 from ..evaluation import predict, prediction_labels, write_submission
 from ..faults import Faults
+from ..records import TokenizedSplit
 from ..reports import write_class_reports
 from ..run_dir import RunDir, write_json
 from ..runtime import ROUNDING_PACKAGES, environment, seed_everything, set_threads

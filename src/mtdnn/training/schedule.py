@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..data.batching import Batch, epoch_schedule
-from ..data.tokenized import TokenizedSplit
+from ..records import TokenizedSplit
 
 
 class BatchSchedule(Protocol):

@@ -23,8 +23,8 @@ from typing import Any, Iterable
 from torch import nn
 
 from ...config import TrainConfig
-from ...data.tokenized import TokenizedSplit
 from ...errors import ConfigError
+from ...records import TokenizedSplit
 from ...tasks.schema import TaskDef
 from ..schedule import BatchSchedule
 from ..step import GradientCombination, LossComposition

@@ -38,11 +38,12 @@ from torch import nn
 
 from ...config import TrainConfig
 from ...data.pipeline import split_training_rows
-from ...data.readers import RawSplit, data_dir_default, read_split
+from ...data.readers import data_dir_default, read_split
 from ...data.tokenized import content_hash, default_cache_dir, tokenizer_fingerprint
 from ...errors import CheckpointError, ConfigError
 from ...export.folder import ExportedModel, export_format, open_model_dir
 from ...model.multitask import load_tokenizer
+from ...records import RawSplit
 from ...run_dir import RunDir, atomic_path
 from ...saved_model import SavedModel
 from ...tasks.schema import TaskDef

@@ -37,7 +37,7 @@ import numpy as np
 
 from ...config import TrainConfig
 from ...data.batching import Batch, task_batches
-from ...data.tokenized import TokenizedSplit
+from ...records import TokenizedSplit
 from ..schedule import BatchSchedule, ProportionalSchedule
 from .base import Method, MethodContext
 
