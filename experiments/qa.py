@@ -8,15 +8,18 @@ Cells (each one ``mtdnn.train`` run, recorded in experiments/results/qa/<cell>.j
 - ``squad/ner/s{k}``: squad11 with CoNLL-2003 NER as an auxiliary task (``conll03_ner_aux`` of
   experiments/aux_tasks.yaml: trained, never evaluated) on the tagging runner's 3,000 sentences;
 - ``squad/glue/s{k}``: squad11 with the seven GLUE tasks of experiments.settings (their training
-  subsets, SAN pair heads).
+  subsets, SAN pair heads);
+- ``squad/alone4/s{k}``: squad11 alone for 4 epochs, the control with about as many encoder updates
+  as beside NER (324 against 350; 2 epochs alone make 162, beside GLUE 988): whether the gain beside
+  NER is what NER teaches or more training of the encoder.
 
 Budget (``--plan`` prints the estimate of every cell): the embedded MiniLM (all-MiniLM-L6-v2,
-uncased), batch 32, AdamW lr 1e-4, 10% warm-up, **2 epochs**, evaluated after the last only and the
+uncased), batch 32, AdamW lr 1e-4, 10% warm-up, **2 epochs** (the control 4), evaluated after the last only and the
 **last epoch reported** (``selection: last``): squad11 has no split besides the 8 held-out articles
 (1,589 questions), nothing is chosen on them, so an evaluation after the first epoch would only
 cost time. **max_seq_len 384** (windows of 384 tokens, stride 96: 1.03 windows
 per question) and **a fixed subset of 2,500 of the 8,981 training questions** (QA_TRAIN, subset
-seed 0), chosen so that the grid fits about 6 hours of one core. Sized from short runs on the
+seed 0), chosen so that the first three rows fit about 6 hours of one core (the control adds 2.6). Sized from short runs on the
 2-core AMD EPYC VM (200 training and 200 held-out questions, 1 epoch, nice -n 10 taskset -c 1
 beside two experiment streams, load 5 to 7, so process CPU time rather than wall time): about
 0.28 s per trained question and epoch and at most 0.09 s per evaluated question, the same per
@@ -58,14 +61,18 @@ SUMMARIZE_HELP = "summary.json 'qa', the table of docs/results.md"
 EPOCHS = GLUE_EPOCHS
 MAX_LEN = 384
 QA_TRAIN = 2500                  # training questions (of 8,981)
-BUDGET_HOURS = 6.0
+BUDGET_HOURS = 8.0
 QUESTIONS = {"train": 8981, "dev": 1589}
 QUESTION_SECONDS = (0.28, 0.09)  # per trained question and epoch, per evaluated question (module docstring)
 ROW_TASKS = {"squad/alone": ["squad11"], "squad/ner": ["squad11", "conll03_ner_aux"],
-             "squad/glue": ["squad11", *GLUE_TASKS]}
+             "squad/glue": ["squad11", *GLUE_TASKS], "squad/alone4": ["squad11"]}
+ROW_EPOCHS = {"squad/alone4": 4}  # the other rows: EPOCHS
 ROW_LABELS = {"squad/alone": "squad11 alone", "squad/ner": "squad11 + CoNLL-2003 NER (auxiliary)",
-              "squad/glue": "squad11 + the GLUE tasks"}
+              "squad/glue": "squad11 + the GLUE tasks",
+              "squad/alone4": "squad11 alone, 4 epochs (about as many encoder updates as beside NER)"}
 AGAINST = {"squad/ner": "squad/alone", "squad/glue": "squad/alone"}
+# rows against the control with about as many encoder updates (module docstring)
+CONTROLS = {"squad/ner": "squad/alone4"}
 METRICS = ("exact", "f1")
 PUBLISHED = [{"task": "squad11", "exact": 80.8, "f1": 88.5,
               "system": "BERT-base (110M parameters), fine-tuned on the 87,599 training questions, official dev set",
@@ -73,19 +80,20 @@ PUBLISHED = [{"task": "squad11", "exact": 80.8, "f1": 88.5,
 
 
 # ----------------------------------------------------------------------------- the grid
-def qa_config(tasks: list[str], seed: int) -> dict[str, Any]:
+def qa_config(tasks: list[str], seed: int, epochs: int = EPOCHS) -> dict[str, Any]:
     """A cell's config: the GLUE setting (experiments.settings.BASE) at max_seq_len 384, 2 epochs
-    evaluated after the last, which is kept (nothing is chosen on the reported articles); squad11
-    on QA_TRAIN questions, NER on the tagging runner's sentences, the GLUE tasks on their subsets."""
+    (or ``epochs``) evaluated after the last, which is kept (nothing is chosen on the reported
+    articles); squad11 on QA_TRAIN questions, NER on the tagging runner's sentences, the GLUE tasks
+    on their subsets."""
     caps = {"squad11": QA_TRAIN, **{t: NER_TRAIN for t in tasks if t.startswith("conll03")}}
     caps.update({t: n for t, n in GLUE_SUBSETS.items() if t in tasks})
-    return {**settings.BASE, "task_files": [settings.TASK_FILE, AUX_FILE], "tasks": tasks, "epochs": EPOCHS,
-            "seed": seed, "max_seq_len": MAX_LEN, "eval_every": EPOCHS, "selection": "last",
+    return {**settings.BASE, "task_files": [settings.TASK_FILE, AUX_FILE], "tasks": tasks, "epochs": epochs,
+            "seed": seed, "max_seq_len": MAX_LEN, "eval_every": epochs, "selection": "last",
             "max_train_examples_per_task": caps}
 
 
 def cells() -> list[Cell]:
-    return [Cell(f"{row}/s{k}", qa_config(tasks, k), "squad11", meta={"row": row, "seed": k})
+    return [Cell(f"{row}/s{k}", qa_config(tasks, k, ROW_EPOCHS.get(row, EPOCHS)), "squad11", meta={"row": row, "seed": k})
             for row, tasks in ROW_TASKS.items() for k in SEEDS]
 
 
@@ -142,18 +150,22 @@ def summary(records: dict[str, dict[str, Any]], resamples: int = 1000) -> dict[s
                   "seeds": sorted(r["meta"]["seed"] for r in rs),
                   "wall_minutes": round(sum(float(r["wall_seconds"]) for r in rs) / len(rs) / 60, 1)}
             for row, rs in sorted(by_row.items(), key=lambda kv: list(ROW_LABELS).index(kv[0]))}
-    diffs = {}
-    for row, against in AGAINST.items():
-        if row in by_row and against in by_row:
-            c = compare(by_row[row], by_row[against], resamples)
-            if c is not None:
-                diffs[row] = {**c, "against": against}
-    return {"rows": rows, "differences": diffs, "published": PUBLISHED,
+    def differences(pairs: dict[str, str]) -> dict[str, Any]:
+        out = {}
+        for row, against in pairs.items():
+            if row in by_row and against in by_row:
+                c = compare(by_row[row], by_row[against], resamples)
+                if c is not None:
+                    out[row] = {**c, "against": against}
+        return out
+
+    return {"rows": rows, "differences": differences(AGAINST), "controls": differences(CONTROLS), "published": PUBLISHED,
             "machines": sorted({r["machine"] for r in records.values()}),
             "code": sorted({r.get("code", "unknown") for r in records.values()}),
             "units": "percent: SQuAD v1.1 exact match and F1 on the 8 held-out articles (1,589 questions) after the "
                      "last epoch (nothing chosen on them); wall_minutes: a cell's mean wall time; differences: row − squad11 alone, same seeds, with the "
-                     "paired bootstrap 95% interval over questions and its verdict",
+                     "paired bootstrap 95% interval over questions and its verdict; controls: row − squad11 alone with about as "
+                     "many encoder updates (4 epochs), the same",
             "cells": sorted(records)}
 
 
@@ -168,6 +180,15 @@ def tables(s: dict[str, Any]) -> str:
     for p in s["published"]:
         lines.append(f"| published: {p['system']} | {p['exact']:.1f} | {p['f1']:.1f} | – | – | – ({p['source']}) |")
     lines += ["", "Wall: mean minutes of a cell on one thread (one core of the machine below)."]
+    if s.get("controls"):
+        lines += ["", "Against the control with about as many encoder updates (same seeds; paired bootstrap 95% interval "
+                  "over questions):", "", "| row | against | EM | F1 |", "|---|---|---|---|"]
+        for row, d in s["controls"].items():
+            lines.append(f"| {ROW_LABELS[row]} | {ROW_LABELS[d['against']]} | {difference_text(d['exact'])} | "
+                         f"{difference_text(d['f1'])} |")
+    else:
+        lines += ["", "Not yet run: squad11 alone for 4 epochs, the control with about as many encoder updates as "
+                  "beside NER."]
     lines += ["", provenance_line(s)]
     return "\n".join(lines)
 

@@ -44,12 +44,18 @@ def test_tagging_cells_run_the_cheap_rows_first_with_three_seeds_each():
 
 def test_qa_cells_and_their_caps():
     cells = {c.name: c for c in qa.cells()}
-    assert list(cells) == [f"{row}/s{k}" for row in ("squad/alone", "squad/ner", "squad/glue") for k in (1, 2, 3)]
+    assert list(cells) == [f"{row}/s{k}" for row in ("squad/alone", "squad/ner", "squad/glue", "squad/alone4")
+                           for k in (1, 2, 3)]
     cfg = cells["squad/glue/s3"].config
     assert cfg["max_seq_len"] == 384 and cfg["seed"] == 3 and cfg["selection"] == "last"
     assert cfg["max_train_examples_per_task"] == {"squad11": 2500, **GLUE_SUBSETS}
     assert cells["squad/ner/s1"].config["max_train_examples_per_task"] == {"squad11": 2500, "conll03_ner_aux": 3000}
     assert {c.report for c in cells.values()} == {"squad11"}
+    # the control: squad11 alone, 4 epochs, evaluated after the last only; the rest as alone
+    control, alone = cells["squad/alone4/s2"].config, cells["squad/alone/s2"].config
+    assert control["epochs"] == control["eval_every"] == 4 and alone["epochs"] == alone["eval_every"] == 2
+    assert {k: v for k, v in control.items() if k not in ("epochs", "eval_every")} == \
+        {k: v for k, v in alone.items() if k not in ("epochs", "eval_every")}
 
 
 def test_the_auxiliary_tasks_train_and_are_never_evaluated():
@@ -74,6 +80,8 @@ def test_the_plans_fit_their_budgets_and_one_cell_by_hand(capsys):
     # and once more for the kept epoch's answers, x 0.09 s
     assert squad.config["eval_every"] == 2
     assert qa.seconds(squad) == pytest.approx(0.28 * 2500 * 2 + 0.09 * 1589 * 2)
+    control = next(c for c in qa.cells() if c.name == "squad/alone4/s1")
+    assert qa.seconds(control) == pytest.approx(0.28 * 2500 * 4 + 0.09 * 1589 * 2)
     # the GLUE tasks add the GLUE time table's run, evaluated after every epoch
     glue = next(c for c in tg.cells() if c.name == "ner/glue/s1")
     assert tg.seconds(glue) - tg.seconds(ner) == pytest.approx(
@@ -86,7 +94,7 @@ def test_the_plans_fit_their_budgets_and_one_cell_by_hand(capsys):
 def test_docs_give_the_plans_estimates_and_the_markers():
     text = (settings.ROOT / "docs" / "results.md").read_text()
     assert f"**about {tg.GRID.planned_seconds() / 3600:.1f} hours of one core** for the 15 cells" in text
-    assert f"**about {qa.GRID.planned_seconds() / 3600:.1f} hours of one core** for the\n9 cells" in text
+    assert f"**about {qa.GRID.planned_seconds() / 3600:.1f} hours of one core** for the\n12 cells" in text
     assert "**3,000 of the 14,041 sentences**" in text and "**2,500 of the 8,981 training questions**" in text
     for begin, end in ((tg.BEGIN, tg.END), (qa.BEGIN, qa.END)):
         assert text.index(begin) < text.index(end)
@@ -207,6 +215,16 @@ def test_qa_summary_from_records():
     text = qa.tables(s)
     assert "| squad11 + the GLUE tasks | 75.4 ± 0.2 (n=2) |" in text and "80.8 | 88.5" in text
     assert s["rows"]["squad/glue"]["wall_minutes"] == pytest.approx(10.0 / 60, abs=0.05) and "| 0.2 |" in text
+    assert s["controls"] == {} and "Not yet run: squad11 alone for 4 epochs" in text
+    # with the control: NER − alone 4 epochs on the seed both have (201 and 301 of 400 correct)
+    records["squad/alone4/s1"] = _qa_record("squad/alone4", 1, "1" * 301 + "0" * 99, [1.0] * 301 + [0.0] * 99)
+    s = qa.summary(records, resamples=200)
+    control = s["controls"]["squad/ner"]
+    assert control["against"] == "squad/alone4" and control["seeds"] == [1]
+    assert control["exact"]["difference"] == pytest.approx(-25.0) and control["exact"]["verdict"] == "loss"
+    assert s["differences"]["squad/ner"]["against"] == "squad/alone"  # the first comparison is unchanged
+    text = qa.tables(s)
+    assert "| squad11 + CoNLL-2003 NER (auxiliary) | squad11 alone, 4 epochs" in text and "-25.0 [" in text
 
 
 # ----------------------------------------------------------------------------- real tiny cells
